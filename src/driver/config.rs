@@ -1,0 +1,146 @@
+//! Typed agent and task configs, decoded from Nomad's msgpack.
+
+use super::cty::{self, CtyError};
+use super::schema;
+use crate::engine::Overrides;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The agent's `config {}` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    pub enabled: bool,
+    pub engine: Overrides,
+}
+
+impl AgentConfig {
+    pub fn decode(bytes: &[u8]) -> Result<AgentConfig, CtyError> {
+        let o = cty::decode("agent config", bytes, schema::AGENT)?;
+        let path = |k: &str| o.string(k).map(PathBuf::from);
+        Ok(AgentConfig {
+            enabled: o.bool("enabled").unwrap_or(true),
+            engine: Overrides {
+                tool_path: o.string("tool_path"),
+                zfs_root: o.string("zfs_root"),
+                fs_root: path("fs_root"),
+                cache_dir: path("cache_dir"),
+                tmp_dir: path("tmp_dir"),
+                state_dir: path("state_dir"),
+                lock_file: path("lock_file"),
+                pot_conf_dir: path("pot_conf_dir"),
+                network: o.string("network"),
+                netmask: o.string("netmask"),
+                gateway: o.string("gateway"),
+                dns_ip: o.string("dns_ip"),
+                extif: o.string("extif"),
+                args_quote_compat: o.bool("args_quote_compat"),
+            },
+        })
+    }
+}
+
+/// A job's `config {}` block, with the Go driver's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskConfig {
+    pub image: String,
+    pub pot: String,
+    pub tag: String,
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    pub port_map: BTreeMap<String, String>,
+    pub network_mode: Option<String>,
+    pub mount: Vec<String>,
+    pub copy: Vec<String>,
+    pub mount_read_only: Vec<String>,
+    pub extra_hosts: Vec<String>,
+    pub attributes: Vec<String>,
+}
+
+impl TaskConfig {
+    pub fn decode(bytes: &[u8]) -> Result<TaskConfig, CtyError> {
+        let o = cty::decode("task config", bytes, schema::TASK)?;
+        let required = |k: &str| o.string(k).unwrap_or_default();
+        let config = TaskConfig {
+            image: required("image"),
+            pot: required("pot"),
+            tag: required("tag"),
+            command: o.string("command"),
+            args: o.strings("args"),
+            port_map: o.merged_map("port_map"),
+            network_mode: o.string("network_mode"),
+            mount: o.strings("mount"),
+            copy: o.strings("copy"),
+            mount_read_only: o.strings("mount_read_only"),
+            extra_hosts: o.strings("extra_hosts"),
+            attributes: o.strings("attributes"),
+        };
+        config.check_supported()?;
+        Ok(config)
+    }
+
+    /// Options this version does not implement yet are refused rather than silently ignored.
+    fn check_supported(&self) -> Result<(), CtyError> {
+        let unsupported = |reason: String| CtyError {
+            block: "task config",
+            reason,
+        };
+        match self.network_mode.as_deref() {
+            None | Some("host") | Some("inherit") => {}
+            Some(other) => {
+                return Err(unsupported(format!(
+                    "network_mode {other:?} is not supported yet (supported: \"host\", \"inherit\")"
+                )));
+            }
+        }
+        for (key, set) in [
+            ("mount", !self.mount.is_empty()),
+            ("copy", !self.copy.is_empty()),
+            ("mount_read_only", !self.mount_read_only.is_empty()),
+            ("extra_hosts", !self.extra_hosts.is_empty()),
+            ("attributes", !self.attributes.is_empty()),
+        ] {
+            if set {
+                return Err(unsupported(format!("{key} is not supported yet")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(pairs: Vec<(&str, rmpv::Value)>) -> Vec<u8> {
+        let map = rmpv::Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect());
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, &map).unwrap();
+        out
+    }
+
+    #[test]
+    fn agent_config_with_only_enabled_keeps_pot_defaults() {
+        // nomad-protocol.md §4.6 example A: `plugin "nomad-pot-driver" {}`.
+        let bytes = [0x81, 0xa7, b'e', b'n', b'a', b'b', b'l', b'e', b'd', 0xc3];
+        let c = AgentConfig::decode(&bytes).unwrap();
+        assert!(c.enabled);
+        assert_eq!(c.engine, Overrides::default());
+    }
+
+    #[test]
+    fn unsupported_options_are_refused_by_name() {
+        let base = || -> Vec<(&str, rmpv::Value)> {
+            vec![("image", "http://h/".into()), ("pot", "p".into()), ("tag", "1".into())]
+        };
+        let mut m = base();
+        m.push(("network_mode", "public-bridge".into()));
+        let e = TaskConfig::decode(&encode(m)).unwrap_err();
+        assert!(e.reason.contains("network_mode \"public-bridge\""), "{e}");
+        let mut m = base();
+        m.push(("mount", rmpv::Value::Array(vec!["/a:/b".into()])));
+        assert!(TaskConfig::decode(&encode(m)).unwrap_err().reason.starts_with("mount "));
+        let mut m = base();
+        m.push(("network_mode", "host".into()));
+        assert_eq!(TaskConfig::decode(&encode(m)).unwrap().network_mode.as_deref(), Some("host"));
+    }
+}

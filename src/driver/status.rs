@@ -1,0 +1,85 @@
+//! Engine errors → gRPC statuses, with Nomad's recoverable-error detail for transient failures.
+
+use crate::engine::EngineError;
+use crate::proto::structs::RecoverableError;
+use prost::Message;
+use tonic::{Code, Status};
+
+/// `google.rpc.Status`, the payload of the `grpc-status-details-bin` trailer.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+const RECOVERABLE_TYPE_URL: &str =
+    "type.googleapis.com/hashicorp.nomad.plugins.shared.structs.RecoverableError";
+
+/// A failure Nomad should retry: FAILED_PRECONDITION with `RecoverableError{recoverable: true}`
+/// as the first detail, which is what the client's restart tracker looks for.
+pub fn recoverable(message: String) -> Status {
+    let details = RpcStatus {
+        code: Code::FailedPrecondition as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: RECOVERABLE_TYPE_URL.to_string(),
+            value: RecoverableError { recoverable: true }.encode_to_vec(),
+        }],
+    };
+    Status::with_details(
+        Code::FailedPrecondition,
+        message,
+        details.encode_to_vec().into(),
+    )
+}
+
+pub fn from_engine(e: &EngineError) -> Status {
+    let message = e.to_string();
+    match e {
+        EngineError::InvalidInput(_) => Status::invalid_argument(message),
+        EngineError::NotFound { .. } => Status::not_found(message),
+        _ if e.is_transient() => recoverable(message),
+        // Go plugins answer plain errors with Unknown; the Nomad client shows the message as is.
+        _ => Status::unknown(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recoverable_status_carries_nomads_detail_bytes() {
+        let s = recoverable("x".to_string());
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        // nomad-protocol.md §3.3: the exact google.rpc.Status for message "x".
+        let mut expected = vec![0x08, 0x09, 0x12, 0x01, b'x', 0x1a, 0x51, 0x0a, 0x4b];
+        expected.extend(RECOVERABLE_TYPE_URL.as_bytes());
+        expected.extend([0x12, 0x02, 0x08, 0x01]);
+        assert_eq!(s.details(), &expected[..]);
+    }
+
+    #[test]
+    fn maps_error_kinds_to_codes() {
+        assert_eq!(
+            from_engine(&EngineError::InvalidInput("bad".into())).code(),
+            Code::InvalidArgument
+        );
+        let transient = EngineError::Image {
+            image: "a_1".into(),
+            reason: "HTTP 503".into(),
+            transient: true,
+        };
+        assert_eq!(from_engine(&transient).code(), Code::FailedPrecondition);
+        let permanent = EngineError::Image {
+            image: "a_1".into(),
+            reason: "HTTP 404".into(),
+            transient: false,
+        };
+        assert_eq!(from_engine(&permanent).code(), Code::Unknown);
+    }
+}

@@ -1,0 +1,345 @@
+//! Engine settings: pot's defaults, overlaid by pot's own config files, overlaid by the agent config.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Everything the engine needs to know about the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    /// Colon-separated directories searched for base tools.
+    pub tool_path: String,
+    /// Parent dataset of pot's datasets (`POT_ZFS_ROOT`).
+    pub zfs_root: String,
+    /// Mountpoint of `zfs_root` (`POT_FS_ROOT`).
+    pub fs_root: PathBuf,
+    /// Where image files are kept (`POT_CACHE`).
+    pub cache_dir: PathBuf,
+    /// pot's temp dir (`POT_TMP`): status files live here.
+    pub tmp_dir: PathBuf,
+    /// The driver's own state: one directory per task.
+    pub state_dir: PathBuf,
+    /// pot's global lock file, shared with a `pot` CLI on the same host.
+    pub lock_file: PathBuf,
+    /// Where `pot.default.conf` and `pot.conf` are read from.
+    pub pot_conf_dir: PathBuf,
+    pub network: NetworkConfig,
+    /// Strip one pair of outer quotes from `args` elements, as Go-driver jobs expect.
+    pub args_quote_compat: bool,
+}
+
+/// pot's network settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkConfig {
+    pub network: String,
+    pub netmask: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub dns_ip: Option<Ipv4Addr>,
+    pub extif: String,
+}
+
+/// Agent-config values that override pot's; `None` keeps pot's value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    pub tool_path: Option<String>,
+    pub zfs_root: Option<String>,
+    pub fs_root: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    pub tmp_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub lock_file: Option<PathBuf>,
+    pub pot_conf_dir: Option<PathBuf>,
+    pub network: Option<String>,
+    pub netmask: Option<String>,
+    pub gateway: Option<String>,
+    pub dns_ip: Option<String>,
+    pub extif: Option<String>,
+    pub args_quote_compat: Option<bool>,
+}
+
+/// A setting that failed validation.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+pub const DEFAULT_TOOL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin";
+pub const DEFAULT_POT_CONF_DIR: &str = "/usr/local/etc/pot";
+
+impl EngineConfig {
+    /// pot's defaults, then `pot.default.conf` and `pot.conf` from the config dir, then `o`.
+    pub fn resolve(o: &Overrides) -> Result<EngineConfig, ConfigError> {
+        let conf_dir = o
+            .pot_conf_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_POT_CONF_DIR));
+        let mut pot = PotSettings::defaults();
+        for file in ["pot.default.conf", "pot.conf"] {
+            pot.overlay_file(&conf_dir.join(file))?;
+        }
+        let pick = |agent: &Option<String>, potv: &str| agent.clone().unwrap_or(potv.to_string());
+        let network = pick(&o.network, &pot.network);
+        let netmask = pick(&o.netmask, &pot.netmask);
+        let gateway = pick(&o.gateway, &pot.gateway);
+        let dns_ip = pick(&o.dns_ip, &pot.dns_ip);
+        let cfg = EngineConfig {
+            tool_path: o
+                .tool_path
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TOOL_PATH.to_string()),
+            zfs_root: pick(&o.zfs_root, &pot.zfs_root),
+            fs_root: o.fs_root.clone().unwrap_or_else(|| pot.fs_root.clone()),
+            cache_dir: o.cache_dir.clone().unwrap_or_else(|| pot.cache.clone()),
+            tmp_dir: o.tmp_dir.clone().unwrap_or_else(|| pot.tmp.clone()),
+            state_dir: o
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/var/db/nomad-pot-driver")),
+            lock_file: o
+                .lock_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/tmp/pot-lock-file")),
+            pot_conf_dir: conf_dir,
+            network: NetworkConfig {
+                network: parse_cidr("network", &network)?,
+                netmask: parse_ip("netmask", &netmask)?,
+                gateway: parse_ip("gateway", &gateway)?,
+                dns_ip: if dns_ip.is_empty() {
+                    None
+                } else {
+                    Some(parse_ip("dns_ip", &dns_ip)?)
+                },
+                extif: pick(&o.extif, &pot.extif),
+            },
+            args_quote_compat: o.args_quote_compat.unwrap_or(true),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.tool_path.split(':').all(str::is_empty) {
+            return Err(bad("tool_path", "must name at least one directory"));
+        }
+        validate_dataset_name("zfs_root", &self.zfs_root)?;
+        for (key, path) in [
+            ("fs_root", &self.fs_root),
+            ("cache_dir", &self.cache_dir),
+            ("tmp_dir", &self.tmp_dir),
+            ("state_dir", &self.state_dir),
+            ("lock_file", &self.lock_file),
+            ("pot_conf_dir", &self.pot_conf_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(bad(key, format!("{} is not an absolute path", path.display())));
+            }
+        }
+        for dir in self.tool_path.split(':').filter(|d| !d.is_empty()) {
+            if !Path::new(dir).is_absolute() {
+                return Err(bad("tool_path", format!("{dir} is not an absolute path")));
+            }
+        }
+        if self.network.extif.is_empty() {
+            return Err(bad("extif", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// `<zfs_root>/jails`
+    pub fn jails_dataset(&self) -> String {
+        format!("{}/jails", self.zfs_root)
+    }
+
+    /// `<fs_root>/jails`
+    pub fn jails_dir(&self) -> PathBuf {
+        self.fs_root.join("jails")
+    }
+}
+
+fn validate_dataset_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.:".contains(ch))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(key, format!("{name:?} is not a valid ZFS dataset name")))
+    }
+}
+
+fn parse_ip(key: &str, v: &str) -> Result<Ipv4Addr, ConfigError> {
+    v.parse()
+        .map_err(|_| bad(key, format!("{v:?} is not an IPv4 address")))
+}
+
+fn parse_cidr(key: &str, v: &str) -> Result<String, ConfigError> {
+    let (addr, len) = v
+        .split_once('/')
+        .ok_or_else(|| bad(key, format!("{v:?} is not in CIDR form (a.b.c.d/len)")))?;
+    parse_ip(key, addr)?;
+    match len.parse::<u8>() {
+        Ok(l) if l <= 32 => Ok(v.to_string()),
+        _ => Err(bad(key, format!("{v:?} has an invalid prefix length"))),
+    }
+}
+
+/// The subset of pot's configuration variables the engine uses.
+struct PotSettings {
+    zfs_root: String,
+    fs_root: PathBuf,
+    cache: PathBuf,
+    tmp: PathBuf,
+    network: String,
+    netmask: String,
+    gateway: String,
+    dns_ip: String,
+    extif: String,
+}
+
+impl PotSettings {
+    fn defaults() -> Self {
+        PotSettings {
+            zfs_root: "zroot/pot".into(),
+            fs_root: "/opt/pot".into(),
+            cache: "/var/cache/pot".into(),
+            tmp: "/tmp".into(),
+            network: "10.192.0.0/10".into(),
+            netmask: "255.192.0.0".into(),
+            gateway: "10.192.0.1".into(),
+            dns_ip: "10.192.0.2".into(),
+            extif: "em0".into(),
+        }
+    }
+
+    /// pot sources these files as sh; like potnet we read plain `KEY=value` lines and ignore the
+    /// rest, stripping one pair of surrounding quotes and any trailing comment.
+    fn overlay_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(bad("pot_conf_dir", format!("{}: {e}", path.display())));
+            }
+        };
+        for (key, value) in parse_shell_assignments(&text) {
+            let slot = match key.as_str() {
+                "POT_ZFS_ROOT" => &mut self.zfs_root,
+                "POT_NETWORK" => &mut self.network,
+                "POT_NETMASK" => &mut self.netmask,
+                "POT_GATEWAY" => &mut self.gateway,
+                "POT_DNS_IP" => &mut self.dns_ip,
+                "POT_EXTIF" => &mut self.extif,
+                "POT_FS_ROOT" => {
+                    self.fs_root = value.into();
+                    continue;
+                }
+                "POT_CACHE" => {
+                    self.cache = value.into();
+                    continue;
+                }
+                "POT_TMP" => {
+                    self.tmp = value.into();
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = value;
+        }
+        Ok(())
+    }
+}
+
+fn parse_shell_assignments(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .map(|(k, v)| {
+            let v = v.split(" #").next().unwrap_or("").trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+                .unwrap_or(v);
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_pot() {
+        let cfg = EngineConfig::resolve(&Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.zfs_root, "zroot/pot");
+        assert_eq!(cfg.fs_root, PathBuf::from("/opt/pot"));
+        assert_eq!(cfg.network.gateway, Ipv4Addr::new(10, 192, 0, 1));
+        assert!(cfg.args_quote_compat);
+    }
+
+    #[test]
+    fn pot_conf_overrides_defaults_and_agent_overrides_pot() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pot.default.conf"),
+            "POT_ZFS_ROOT=zroot/pot\nPOT_FS_ROOT=/opt/pot\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pot.conf"),
+            "# local\nPOT_ZFS_ROOT=\"tank/pot\" # comment\nPOT_EXTIF=vtnet0\n",
+        )
+        .unwrap();
+        let mut o = Overrides {
+            pot_conf_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let cfg = EngineConfig::resolve(&o).unwrap();
+        assert_eq!(cfg.zfs_root, "tank/pot");
+        assert_eq!(cfg.network.extif, "vtnet0");
+        o.zfs_root = Some("other/pot".into());
+        assert_eq!(EngineConfig::resolve(&o).unwrap().zfs_root, "other/pot");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            zfs_root: Some("/bad//name".into()),
+            ..Default::default()
+        };
+        assert_eq!(EngineConfig::resolve(&o).unwrap_err().key, "zfs_root");
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            gateway: Some("10.1".into()),
+            ..Default::default()
+        };
+        assert_eq!(EngineConfig::resolve(&o).unwrap_err().key, "gateway");
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            fs_root: Some("relative".into()),
+            ..Default::default()
+        };
+        assert_eq!(EngineConfig::resolve(&o).unwrap_err().key, "fs_root");
+    }
+}

@@ -1,0 +1,72 @@
+//! Engine errors: each names the object and the operation.
+
+use crate::host::HostError;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The task's input is unusable; nothing was changed on the host.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// An image could not be fetched, verified or imported.
+    #[error("image {image}: {reason}")]
+    Image {
+        image: String,
+        reason: String,
+        /// Worth retrying later (network trouble, server errors).
+        transient: bool,
+    },
+    /// A host operation on a pot failed.
+    #[error("pot {pot}: {source}")]
+    Host {
+        pot: String,
+        #[source]
+        source: HostError,
+    },
+    /// A file operation on a pot's files failed.
+    #[error("pot {pot}: {op} {}: {source}", path.display())]
+    Io {
+        pot: String,
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pot is not in a state that allows the operation.
+    #[error("pot {pot}: {reason}")]
+    State { pot: String, reason: String },
+    /// No such pot or task.
+    #[error("pot {pot} not found")]
+    NotFound { pot: String },
+}
+
+impl EngineError {
+    /// Failures that may succeed when retried; Nomad restarts the task for these.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Image { transient, .. } => *transient,
+            EngineError::Host { source, .. } => matches!(source, HostError::Spawn { .. }),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn host(pot: &str) -> impl FnOnce(HostError) -> EngineError + '_ {
+        move |source| EngineError::Host {
+            pot: pot.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn io<'a>(
+        pot: &'a str,
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> EngineError + 'a {
+        move |source| EngineError::Io {
+            pot: pot.to_string(),
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

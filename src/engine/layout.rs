@@ -1,0 +1,182 @@
+//! Pot names and pot's on-disk layout for the pots the engine creates.
+
+use super::EngineError;
+use super::potconf::PotConf;
+use std::path::{Path, PathBuf};
+
+/// A pot (and jail) name: letters, digits, `_` and `-` only, so it is valid as a jail name,
+/// a ZFS dataset component and a file name, and pot accepts it (no `.`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PotName(String);
+
+impl PotName {
+    pub fn new(name: &str) -> Result<PotName, EngineError> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if ok {
+            Ok(PotName(name.to_string()))
+        } else {
+            Err(EngineError::InvalidInput(format!(
+                "{name:?} is not a valid pot name (letters, digits, '_' and '-')"
+            )))
+        }
+    }
+
+    /// `<task>_<invocation>_<alloc>` as the Go driver names pots; characters pot or jail(8)
+    /// would reject (`.`, spaces, …) become `_`.
+    pub fn for_task(task: &str, invocation: &str, alloc: &str) -> Result<PotName, EngineError> {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .collect()
+        };
+        PotName::new(&format!("{}_{}_{}", clean(task), clean(invocation), clean(alloc)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PotName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Paths of one pot.
+pub struct PotPaths {
+    /// `$ROOT/jails/<p>`
+    pub dir: PathBuf,
+    /// `$ROOT/jails/<p>/m`, the jail root.
+    pub root: PathBuf,
+    pub conf_dir: PathBuf,
+}
+
+impl PotPaths {
+    pub fn new(jails_dir: &Path, pot: &PotName) -> Self {
+        let dir = jails_dir.join(pot.as_str());
+        PotPaths {
+            root: dir.join("m"),
+            conf_dir: dir.join("conf"),
+            dir,
+        }
+    }
+}
+
+/// A directory shown inside the jail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSpec {
+    pub source: PathBuf,
+    /// Absolute path inside the jail.
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// What `pot clone` + `pot prepare` would leave in the new pot's pot.conf, from the image's.
+pub fn clone_conf(
+    image: &PotConf,
+    hostname: &str,
+    command_line: &str,
+    memory_mb: Option<i64>,
+) -> PotConf {
+    let mut conf = image.clone();
+    // pot clone drops the network identity of its source and writes its own.
+    for key in ["host.hostname", "bridge", "ip", "vnet", "network_type", "pot.stack", "pot.dns"] {
+        conf.remove(key);
+    }
+    conf.set("host.hostname", format!("\"{hostname}\""));
+    conf.set("pot.stack", "ipv4");
+    conf.set("network_type", "inherit");
+    conf.set("vnet", "false");
+    conf.set("pot.dns", "inherit");
+    // pot prepare's attributes for Nomad pots.
+    for (attr, value) in [
+        ("persistent", "NO"),
+        ("no-rc-script", "YES"),
+        ("prunable", "YES"),
+        ("localhost-tunnel", "YES"),
+        ("no-etc-hosts", "YES"),
+        ("no-tmpfs", "YES"),
+    ] {
+        conf.set(&format!("pot.attr.{attr}"), value);
+    }
+    conf.set("pot.cmd", command_line);
+    if let Some(mb) = memory_mb.filter(|mb| *mb > 0) {
+        conf.set("pot.rss.memory", format!("{mb}M"));
+    }
+    conf
+}
+
+/// fscomp.conf lines for directory mounts, in pot's `<dir> /<mnt> [ro]` form.
+pub fn fscomp_lines(mounts: &[MountSpec]) -> String {
+    mounts
+        .iter()
+        .map(|m| {
+            let ro = if m.readonly { " ro" } else { "" };
+            format!("{} {}{ro}\n", m.source.display(), m.target)
+        })
+        .collect()
+}
+
+/// pot's `_get_usable_hostname`: `<p>.<host>` when it fits, else `<p>`, else `<p>` cut short.
+pub fn usable_hostname(pot: &PotName, host_hostname: &str, max_len: usize) -> String {
+    let p = pot.as_str();
+    if p.len() > max_len {
+        return p[..max_len].to_string();
+    }
+    let full = format!("{p}.{host_hostname}");
+    if full.len() <= max_len { full } else { p.to_string() }
+}
+
+/// Quotes an argv for `pot.cmd`, so that pot's own tools read back the same words.
+pub fn command_line(argv: &[String]) -> String {
+    shell_words::join(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_names_become_pot_names() {
+        let p = PotName::for_task("web.v2", "a510890d", "4fe1de8e-eab5").unwrap();
+        assert_eq!(p.as_str(), "web_v2_a510890d_4fe1de8e-eab5");
+        assert!(PotName::new("a.b").is_err());
+        assert!(PotName::new("").is_err());
+    }
+
+    #[test]
+    fn hostname_rule_matches_pot() {
+        let p = PotName::new("web_1").unwrap();
+        assert_eq!(usable_hostname(&p, "node1", 64), "web_1.node1");
+        assert_eq!(usable_hostname(&p, &"h".repeat(70), 64), "web_1");
+        assert_eq!(usable_hostname(&p, "node1", 3), "web");
+    }
+
+    #[test]
+    fn clone_conf_rewrites_network_and_prepare_attributes() {
+        let image = PotConf::parse(
+            "pot.type=single\nhost.hostname=\"img.x\"\nnetwork_type=public-bridge\nip=10.192.0.3\nvnet=true\npot.attr.persistent=YES\n",
+        );
+        let c = clone_conf(&image, "web_1.node", "nginx -g 'daemon off;'", Some(64));
+        assert_eq!(c.get_raw("host.hostname"), Some("\"web_1.node\""));
+        assert_eq!(c.get_raw("network_type"), Some("inherit"));
+        assert_eq!(c.get_raw("ip"), None);
+        assert_eq!(c.get_raw("pot.attr.persistent"), Some("NO"));
+        assert_eq!(c.get_raw("pot.rss.memory"), Some("64M"));
+        assert_eq!(c.get_raw("pot.type"), Some("single"));
+    }
+
+    #[test]
+    fn fscomp_uses_pot_directory_form() {
+        let m = [
+            MountSpec { source: "/a/local".into(), target: "/local".into(), readonly: false },
+            MountSpec { source: "/a/ro".into(), target: "/data".into(), readonly: true },
+        ];
+        assert_eq!(fscomp_lines(&m), "/a/local /local\n/a/ro /data ro\n");
+    }
+}

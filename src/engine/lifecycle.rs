@@ -1,0 +1,673 @@
+//! The task lifecycle: prepare (import + clone), start (mounts, jail, jexec), wait, stop, destroy.
+//!
+//! Every step after the clone is undone by [`Engine::teardown`], which is idempotent and is used
+//! both to roll back a failed start and to destroy a finished task.
+
+use super::command::{self, Argv};
+use super::image::{self, ImageRef};
+use super::layout::{self, MountSpec, PotName, PotPaths};
+use super::potconf::PotConf;
+use super::{Engine, EngineError};
+use crate::host::{JailParams, JexecSpec};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// FreeBSD's login PATH, for tasks whose environment has none (IMAGE isolation passes no host env).
+const DEFAULT_JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
+/// How long a log FIFO may lack its reader (Nomad's logmon) before the start fails.
+const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a killed task may take to be reaped.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+/// pot's `POT_HOSTNAME_MAX_LENGTH`.
+const HOSTNAME_MAX_LENGTH: usize = 64;
+
+/// Everything the engine needs to run one task.
+#[derive(Debug, Clone)]
+pub struct TaskSpec {
+    pub pot: PotName,
+    pub image: ImageRef,
+    pub command: Option<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    pub mounts: Vec<MountSpec>,
+    pub memory_mb: Option<i64>,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub exit_code: i32,
+    pub signal: i32,
+    pub finished_at_ms: u64,
+    /// Set when the status could not be observed.
+    pub error: Option<String>,
+}
+
+/// A started task.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub pid: u32,
+    pub started_at_ms: u64,
+    /// `args` elements that lost a pair of outer quotes (see [`command::resolve`]).
+    pub unquoted_args: Vec<usize>,
+}
+
+/// Output of a command run in a task's jail.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit: ExitInfo,
+}
+
+/// A task the engine tracks: its main process and its exit, once known.
+#[derive(Debug)]
+pub struct Instance {
+    pub pot: PotName,
+    pub pid: u32,
+    pub started_at_ms: u64,
+    exit: watch::Receiver<Option<ExitInfo>>,
+}
+
+impl Instance {
+    pub fn exit(&self) -> Option<ExitInfo> {
+        self.exit.borrow().clone()
+    }
+
+    /// Waits until the task has exited.
+    pub async fn wait(&self) -> ExitInfo {
+        let mut rx = self.exit.clone();
+        let done = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| v.clone().expect("waited for Some"));
+        done.unwrap_or_else(|_| ExitInfo {
+            exit_code: -1,
+            signal: 0,
+            finished_at_ms: now_ms(),
+            error: Some("task waiter vanished".to_string()),
+        })
+    }
+
+    async fn wait_timeout(&self, timeout: Duration) -> Option<ExitInfo> {
+        tokio::time::timeout(timeout, self.wait()).await.ok()
+    }
+}
+
+/// What the driver persists so that a later plugin process can find the task again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TaskRecord {
+    pid: u32,
+    started_at_ms: u64,
+}
+
+impl Engine {
+    /// Prepares and starts `spec`. On failure everything created so far is removed again.
+    pub async fn start(&self, spec: TaskSpec) -> Result<Started, EngineError> {
+        let pot = spec.pot.clone();
+        // Everything that can be checked without the host is checked first: bad input changes nothing.
+        if spec.command.is_some() || !spec.args.is_empty() {
+            command::resolve(spec.command.as_deref(), &spec.args, None, self.cfg.args_quote_compat)?;
+        }
+        for m in &spec.mounts {
+            if !m.source.is_dir() {
+                return Err(EngineError::InvalidInput(format!(
+                    "mount source {} is not a directory",
+                    m.source.display()
+                )));
+            }
+        }
+        let events = |msg: String| self.event(&pot, msg);
+        let imported = image::ensure_imported(
+            &self.host,
+            &self.images,
+            &self.cfg.jails_dataset(),
+            &self.cfg.cache_dir,
+            &spec.image,
+            &events,
+        )
+        .await?;
+        let image_conf_path = self
+            .cfg
+            .jails_dir()
+            .join(spec.image.local_name())
+            .join("conf/pot.conf");
+        let image_conf = std::fs::read_to_string(&image_conf_path)
+            .map(|t| PotConf::parse(&t))
+            .map_err(EngineError::io(pot.as_str(), "read", &image_conf_path))?;
+        let argv = command::resolve(
+            spec.command.as_deref(),
+            &spec.args,
+            image_conf.get_raw("pot.cmd"),
+            self.cfg.args_quote_compat,
+        )?;
+        let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
+        self.clone_pot(&pot, &imported, &paths).await?;
+        match self.boot(&spec, &paths, &image_conf, &argv).await {
+            Ok(started) => Ok(started),
+            Err(e) => {
+                if let Err(cleanup) = self.teardown(&pot).await {
+                    tracing::error!(pot = %pot, error = %cleanup, "rollback after failed start left debris");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `pot clone` of a single pot: a dataset for the pot and a ZFS clone of the image's root.
+    /// Runs under pot's global lock so a `pot` CLI on the same host sees a consistent tree.
+    async fn clone_pot(
+        &self,
+        pot: &PotName,
+        imported: &image::Imported,
+        paths: &PotPaths,
+    ) -> Result<(), EngineError> {
+        let _lock = self.global_lock(pot).await?;
+        let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
+        let host_err = EngineError::host(pot.as_str());
+        if self.host.zfs_exists(&dataset).await.map_err(host_err)? {
+            return Err(EngineError::State {
+                pot: pot.to_string(),
+                reason: format!("{dataset} already exists"),
+            });
+        }
+        self.host
+            .zfs_create(&dataset)
+            .await
+            .map_err(EngineError::host(pot.as_str()))?;
+        let snapshot = format!("{}/m@{}", imported.dataset, imported.snapshot);
+        if let Err(e) = self
+            .host
+            .zfs_clone(&snapshot, &format!("{dataset}/m"), &paths.root)
+            .await
+        {
+            let _ = self.host.zfs_destroy_recursive(&dataset).await;
+            return Err(EngineError::host(pot.as_str())(e));
+        }
+        Ok(())
+    }
+
+    async fn boot(
+        &self,
+        spec: &TaskSpec,
+        paths: &PotPaths,
+        image_conf: &PotConf,
+        argv: &Argv,
+    ) -> Result<Started, EngineError> {
+        let pot = &spec.pot;
+        let p = pot.as_str();
+        let hostname = layout::usable_hostname(
+            pot,
+            &nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            HOSTNAME_MAX_LENGTH,
+        );
+        std::fs::create_dir_all(&paths.conf_dir)
+            .map_err(EngineError::io(p, "create", &paths.conf_dir))?;
+        let conf = layout::clone_conf(
+            image_conf,
+            &hostname,
+            &layout::command_line(&argv.argv),
+            spec.memory_mb,
+        );
+        write_file(p, &paths.conf_dir.join("pot.conf"), conf.render().as_bytes())?;
+        write_file(
+            p,
+            &paths.conf_dir.join("fscomp.conf"),
+            layout::fscomp_lines(&spec.mounts).as_bytes(),
+        )?;
+        for m in &spec.mounts {
+            let target = paths.root.join(m.target.trim_start_matches('/'));
+            std::fs::create_dir_all(&target).map_err(EngineError::io(p, "create", &target))?;
+            self.host
+                .mount_nullfs(&m.source, &target, m.readonly)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
+        let osrelease = conf.get("osrelease").unwrap_or_default();
+        self.host
+            .jail_create(&jail_params(pot, &hostname, &osrelease, &paths.root))
+            .await
+            .map_err(EngineError::host(p))?;
+        for i in &argv.unquoted_args {
+            self.event(
+                pot,
+                format!("args[{i}]: removed one pair of outer quotes (args_quote_compat)"),
+            );
+        }
+        self.spawn_task(spec, &argv.argv).await.map(|started| Started {
+            unquoted_args: argv.unquoted_args.clone(),
+            ..started
+        })
+    }
+
+    /// Runs the task's command through jexec in its own session, its stdout and stderr on
+    /// Nomad's log FIFOs, and watches for its exit.
+    async fn spawn_task(&self, spec: &TaskSpec, argv: &[String]) -> Result<Started, EngineError> {
+        let pot = &spec.pot;
+        let p = pot.as_str();
+        let mut env = spec.env.clone();
+        env.entry("PATH".to_string())
+            .or_insert_with(|| DEFAULT_JAIL_PATH.to_string());
+        let mut cmd = self
+            .host
+            .jexec_command(&JexecSpec {
+                jail: p.to_string(),
+                argv: argv.to_vec(),
+                env,
+            })
+            .map_err(EngineError::host(p))?;
+        let stdout = open_log_fifo(p, &spec.stdout).await?;
+        let stderr = open_log_fifo(p, &spec.stderr).await?;
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        // SAFETY: setsid is async-signal-safe; a new session keeps signals aimed at the
+        // agent's or the plugin's process group away from the task.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+        }
+        let mut child = tokio::process::Command::from(cmd)
+            .spawn()
+            .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let started_at_ms = now_ms();
+        let state_dir = self.task_state_dir(pot);
+        std::fs::create_dir_all(&state_dir).map_err(EngineError::io(p, "create", &state_dir))?;
+        let record = TaskRecord { pid, started_at_ms };
+        write_file(
+            p,
+            &state_dir.join("task.json"),
+            &serde_json::to_vec(&record).expect("task record serializes"),
+        )?;
+        write_file(
+            p,
+            &self.status_file(pot),
+            b"pot.status=started,\n",
+        )?;
+        let (tx, rx) = watch::channel(None);
+        let exit_file = state_dir.join("exit.json");
+        tokio::spawn(async move {
+            let info = match child.wait().await {
+                Ok(status) => exit_info(status),
+                Err(e) => ExitInfo {
+                    exit_code: -1,
+                    signal: 0,
+                    finished_at_ms: now_ms(),
+                    error: Some(format!("waiting for the task failed: {e}")),
+                },
+            };
+            let bytes = serde_json::to_vec(&info).expect("exit info serializes");
+            if let Err(e) = write_atomic(&exit_file, &bytes) {
+                tracing::warn!(file = %exit_file.display(), error = %e, "cannot record exit status");
+            }
+            let _ = tx.send(Some(info));
+        });
+        self.instances.lock().expect("instances poisoned").insert(
+            pot.clone(),
+            Arc::new(Instance {
+                pot: pot.clone(),
+                pid,
+                started_at_ms,
+                exit: rx,
+            }),
+        );
+        Ok(Started {
+            pid,
+            started_at_ms,
+            unquoted_args: Vec::new(),
+        })
+    }
+
+    /// The tracked instance of `pot`, if this process knows it.
+    pub fn instance(&self, pot: &PotName) -> Option<Arc<Instance>> {
+        self.instances
+            .lock()
+            .expect("instances poisoned")
+            .get(pot)
+            .cloned()
+    }
+
+    /// Re-attaches to a task started by an earlier plugin process.
+    ///
+    /// A task that already exited reports its recorded status. A task still running is watched
+    /// by polling its pid, because only its parent could collect its exit status.
+    pub async fn recover(&self, pot: &PotName) -> Result<Arc<Instance>, EngineError> {
+        if let Some(inst) = self.instance(pot) {
+            return Ok(inst);
+        }
+        let p = pot.as_str();
+        let dir = self.task_state_dir(pot);
+        let record: TaskRecord = read_json(&dir.join("task.json"))
+            .ok_or_else(|| EngineError::NotFound { pot: p.to_string() })?;
+        let (tx, rx) = watch::channel(read_json::<ExitInfo>(&dir.join("exit.json")));
+        if rx.borrow().is_none() {
+            let running = kill(Pid::from_raw(record.pid as i32), None).is_ok()
+                && self.host.jail_exists(p).await.map_err(EngineError::host(p))?;
+            if !running {
+                return Err(EngineError::State {
+                    pot: p.to_string(),
+                    reason: "the task is no longer running and left no exit status".to_string(),
+                });
+            }
+            let pid = Pid::from_raw(record.pid as i32);
+            tokio::spawn(async move {
+                while kill(pid, None).is_ok() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                let _ = tx.send(Some(ExitInfo {
+                    exit_code: -1,
+                    signal: 0,
+                    finished_at_ms: now_ms(),
+                    error: Some(
+                        "exit status unknown: the task was started by an earlier plugin process"
+                            .to_string(),
+                    ),
+                }));
+            });
+        }
+        let inst = Arc::new(Instance {
+            pot: pot.clone(),
+            pid: record.pid,
+            started_at_ms: record.started_at_ms,
+            exit: rx,
+        });
+        self.instances
+            .lock()
+            .expect("instances poisoned")
+            .insert(pot.clone(), inst.clone());
+        Ok(inst)
+    }
+
+    /// Sends `signal` to the task's main process.
+    pub fn signal(&self, pot: &PotName, signal: Signal) -> Result<(), EngineError> {
+        let inst = self.instance(pot).ok_or_else(|| EngineError::NotFound {
+            pot: pot.to_string(),
+        })?;
+        if inst.exit().is_some() {
+            return Err(EngineError::State {
+                pot: pot.to_string(),
+                reason: "the task has exited".to_string(),
+            });
+        }
+        kill(Pid::from_raw(inst.pid as i32), signal).map_err(|e| EngineError::State {
+            pot: pot.to_string(),
+            reason: format!("kill {signal} to pid {}: {e}", inst.pid),
+        })
+    }
+
+    /// Sends `signal`, waits up to `timeout` for the task to exit, then kills every process of
+    /// the jail and removes the jail. A task already gone is fine.
+    pub async fn stop(
+        &self,
+        pot: &PotName,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<(), EngineError> {
+        if let Some(inst) = self.instance(pot).filter(|i| i.exit().is_none()) {
+            let exited = !timeout.is_zero()
+                && kill(Pid::from_raw(inst.pid as i32), signal).is_ok()
+                && inst.wait_timeout(timeout).await.is_some();
+            if !exited {
+                if !timeout.is_zero() {
+                    self.event(
+                        pot,
+                        format!("task did not exit within {timeout:?} after {signal}: killing it"),
+                    );
+                }
+                self.remove_jail(pot).await?;
+                if inst.wait_timeout(KILL_GRACE).await.is_none() {
+                    return Err(EngineError::State {
+                        pot: pot.to_string(),
+                        reason: format!("pid {} survived removal of its jail", inst.pid),
+                    });
+                }
+            }
+        }
+        self.remove_jail(pot).await
+    }
+
+    async fn remove_jail(&self, pot: &PotName) -> Result<(), EngineError> {
+        match self.host.jail_remove(pot.as_str(), true).await {
+            Err(e) if !e.is_absent() => Err(EngineError::host(pot.as_str())(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Kills the task if needed and removes every trace of the pot.
+    pub async fn destroy(&self, pot: &PotName) -> Result<(), EngineError> {
+        self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
+        self.teardown(pot).await?;
+        self.instances
+            .lock()
+            .expect("instances poisoned")
+            .remove(pot);
+        Ok(())
+    }
+
+    /// Removes the jail, the mounts under the jail root, the pot's datasets and files, and the
+    /// task's state. Each step accepts that its object is already gone.
+    async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
+        let p = pot.as_str();
+        let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
+        self.remove_jail(pot).await?;
+        let mut mounts: Vec<PathBuf> = self
+            .host
+            .mounts()
+            .await
+            .map_err(EngineError::host(p))?
+            .into_iter()
+            .map(|m| m.target)
+            .filter(|t| t.starts_with(&paths.root))
+            .collect();
+        // Deepest first, like pot's bottom-up fscomp.conf walk.
+        mounts.sort_by_key(|t| std::cmp::Reverse(t.components().count()));
+        for target in mounts {
+            match self.host.unmount(&target).await {
+                Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
+                _ => {}
+            }
+        }
+        match self
+            .host
+            .zfs_destroy_recursive(&format!("{}/{}", self.cfg.jails_dataset(), p))
+            .await
+        {
+            Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
+            _ => {}
+        }
+        remove_all(p, &paths.dir)?;
+        remove_all(p, &self.status_file(pot))?;
+        remove_all(p, &self.task_state_dir(pot))
+    }
+
+    /// Current resource usage of the task's jail.
+    pub async fn usage(&self, pot: &PotName) -> Result<crate::host::ResourceUsage, EngineError> {
+        self.host
+            .rctl_usage(pot.as_str())
+            .await
+            .map_err(EngineError::host(pot.as_str()))
+    }
+
+    /// Runs `argv` inside the task's jail and collects its output, killing it after `timeout`.
+    pub async fn exec(
+        &self,
+        pot: &PotName,
+        argv: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, EngineError> {
+        let p = pot.as_str();
+        if argv.is_empty() {
+            return Err(EngineError::InvalidInput("exec: empty command".to_string()));
+        }
+        let env = BTreeMap::from([("PATH".to_string(), DEFAULT_JAIL_PATH.to_string())]);
+        let mut cmd = self
+            .host
+            .jexec_command(&JexecSpec {
+                jail: p.to_string(),
+                argv: argv.to_vec(),
+                env,
+            })
+            .map_err(EngineError::host(p))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
+        let output = child.wait_with_output();
+        let output = match timeout.filter(|t| !t.is_zero()) {
+            Some(t) => tokio::time::timeout(t, output).await.map_err(|_| EngineError::State {
+                pot: p.to_string(),
+                reason: format!("exec {:?} timed out after {t:?}", argv[0]),
+            })?,
+            None => output.await,
+        }
+        .map_err(EngineError::io(p, "wait for", Path::new(&argv[0])))?;
+        Ok(ExecOutput {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit: exit_info(output.status),
+        })
+    }
+
+    async fn global_lock(&self, pot: &PotName) -> Result<nix::fcntl::Flock<std::fs::File>, EngineError> {
+        let path = self.cfg.lock_file.clone();
+        let p = pot.to_string();
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(EngineError::io(&p, "open lock file", &path))?;
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+                |(_, errno)| EngineError::io(&p, "lock", &path)(std::io::Error::from(errno)),
+            )
+        })
+        .await
+        .expect("lock task panicked")
+    }
+
+    fn task_state_dir(&self, pot: &PotName) -> PathBuf {
+        self.cfg.state_dir.join("tasks").join(pot.as_str())
+    }
+
+    /// pot's status file, so that `pot` commands see the pot as started.
+    fn status_file(&self, pot: &PotName) -> PathBuf {
+        self.cfg.tmp_dir.join(format!("pot_status_{pot}"))
+    }
+}
+
+/// jail(8) parameters as pot's `_js_start` builds them for an inherit-network, non-rc pot, except
+/// that the jail persists until the driver removes it (no placeholder `sleep` process needed).
+fn jail_params(pot: &PotName, hostname: &str, osrelease: &str, root: &Path) -> JailParams {
+    let mut p = JailParams::default();
+    p.set("allow.set_hostname", "false")
+        .flag("allow.raw_sockets")
+        .flag("allow.socket_af")
+        .flag("allow.chflags")
+        .flag("exec.clean")
+        .flag("mount.devfs")
+        .set("enforce_statfs", "2")
+        .set("sysvshm", "new")
+        .set("sysvsem", "new")
+        .set("sysvmsg", "new")
+        .set("children.max", "0")
+        .set("devfs_ruleset", "4")
+        .set("stop.timeout", "10")
+        .set("name", pot.as_str())
+        .set("host.hostname", hostname);
+    if !osrelease.is_empty() {
+        p.set("osrelease", osrelease);
+    }
+    p.set("path", root.display().to_string())
+        .flag("persist")
+        .set("ip4", "inherit");
+    p
+}
+
+/// Opens a log FIFO for writing without ever blocking: a FIFO with no reader yet is retried
+/// until [`FIFO_OPEN_TIMEOUT`].
+async fn open_log_fifo(pot: &str, path: &Path) -> Result<std::fs::File, EngineError> {
+    let deadline = tokio::time::Instant::now() + FIFO_OPEN_TIMEOUT;
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(file) => {
+                // The task gets a normal blocking descriptor.
+                let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
+                    .map_err(|e| EngineError::io(pot, "fcntl", path)(e.into()))?;
+                let mut flags = nix::fcntl::OFlag::from_bits_truncate(flags);
+                flags.remove(nix::fcntl::OFlag::O_NONBLOCK);
+                nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))
+                    .map_err(|e| EngineError::io(pot, "fcntl", path)(e.into()))?;
+                return Ok(file);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(EngineError::io(pot, "open log", path)(e)),
+        }
+    }
+}
+
+fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
+    use std::os::unix::process::ExitStatusExt;
+    ExitInfo {
+        exit_code: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        signal: status.signal().unwrap_or(0),
+        finished_at_ms: now_ms(),
+        error: None,
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn write_file(pot: &str, path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    write_atomic(path, bytes).map_err(EngineError::io(pot, "write", path))
+}
+
+/// Writes through a temporary file and a rename, so readers never see half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn remove_all(pot: &str, path: &Path) -> Result<(), EngineError> {
+    let result = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(EngineError::io(pot, "remove", path)(e))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,99 @@
+//! pot semantics: images, pots, jails and the task lifecycle, on top of [`crate::host`].
+
+pub mod command;
+mod config;
+mod error;
+mod image;
+mod layout;
+mod lifecycle;
+mod potconf;
+
+pub use config::{ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides};
+pub use error::EngineError;
+pub use image::ImageRef;
+pub use layout::{MountSpec, PotName};
+pub use lifecycle::{ExecOutput, ExitInfo, Instance, Started, TaskSpec};
+pub use potconf::PotConf;
+
+use crate::host::Host;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Receives progress messages about a pot, for Nomad's task events.
+pub type EventSink = Arc<dyn Fn(&PotName, String) + Send + Sync>;
+
+/// Result of the host readiness checks behind the fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub healthy: bool,
+    pub description: String,
+}
+
+/// The pot engine for one host.
+pub struct Engine {
+    cfg: Arc<EngineConfig>,
+    host: Host,
+    images: image::ImageLocks,
+    instances: Mutex<HashMap<PotName, Arc<Instance>>>,
+    events: EventSink,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, events: EventSink) -> Engine {
+        Engine {
+            host: Host::new(cfg.tool_path.clone()),
+            cfg: Arc::new(cfg),
+            images: image::ImageLocks::default(),
+            instances: Mutex::new(HashMap::new()),
+            events,
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Checks what a task start needs: root, the base tools, pot's dataset tree.
+    pub async fn health(&self) -> Health {
+        let unhealthy = |description: String| Health {
+            healthy: false,
+            description,
+        };
+        let missing = self.host.missing_tools();
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|t| t.name()).collect();
+            return unhealthy(format!(
+                "base tools missing from tool_path {}: {}",
+                self.host.tool_path(),
+                names.join(", ")
+            ));
+        }
+        if !nix::unistd::geteuid().is_root() {
+            return unhealthy("the plugin must run as root to manage jails".to_string());
+        }
+        let jails = self.cfg.jails_dataset();
+        match self.host.zfs_exists(&jails).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return unhealthy(format!(
+                    "ZFS dataset {jails} does not exist: run `pot init` or set zfs_root"
+                ));
+            }
+            Err(e) => return unhealthy(format!("cannot inspect ZFS: {e}")),
+        }
+        if !self.cfg.jails_dir().is_dir() {
+            return unhealthy(format!(
+                "{} is not a directory: is {jails} mounted at fs_root?",
+                self.cfg.jails_dir().display()
+            ));
+        }
+        Health {
+            healthy: true,
+            description: "healthy".to_string(),
+        }
+    }
+
+    fn event(&self, pot: &PotName, message: String) {
+        (self.events)(pot, message);
+    }
+}

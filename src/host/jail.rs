@@ -1,0 +1,117 @@
+//! jail(8), jls(8) and jexec(8).
+
+use super::{Host, HostError, Tool, argv};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Parameters of `jail -c`, in the order they are passed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JailParams {
+    params: Vec<(String, Option<String>)>,
+}
+
+impl JailParams {
+    /// A bare boolean parameter such as `persist` or `allow.raw_sockets`.
+    pub fn flag(&mut self, name: &str) -> &mut Self {
+        self.params.push((name.to_string(), None));
+        self
+    }
+
+    /// A `name=value` parameter.
+    pub fn set(&mut self, name: &str, value: impl Into<String>) -> &mut Self {
+        self.params.push((name.to_string(), Some(value.into())));
+        self
+    }
+
+    fn to_args(&self) -> Vec<OsString> {
+        self.params
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => OsString::from(format!("{k}={v}")),
+                None => OsString::from(k),
+            })
+            .collect()
+    }
+}
+
+/// A command to run inside a jail.
+#[derive(Debug, Clone)]
+pub struct JexecSpec {
+    pub jail: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl Host {
+    /// `jail -i -c params…`; returns the new JID.
+    pub async fn jail_create(&self, params: &JailParams) -> Result<u32, HostError> {
+        let mut args = argv!["-i", "-c"];
+        args.extend(params.to_args());
+        let out = self.run(Tool::Jail, &args).await?;
+        out.stdout
+            .trim()
+            .parse()
+            .map_err(|_| HostError::Parse {
+                command: "jail -i -c".to_string(),
+                detail: format!("expected a JID, got {:?}", out.stdout.trim()),
+            })
+    }
+
+    /// Removes jail `name`. `force` kills its processes at once (`jail -R`), otherwise jail(8)
+    /// runs `exec.stop` and waits `stop.timeout` (`jail -r`). A missing jail is [`HostError::Absent`].
+    pub async fn jail_remove(&self, name: &str, force: bool) -> Result<(), HostError> {
+        let flag = if force { "-R" } else { "-r" };
+        match self.run(Tool::Jail, &argv![flag, name]).await {
+            Ok(_) => Ok(()),
+            Err(HostError::Failed {
+                command, stderr, ..
+            }) if stderr.contains("not found") => Err(HostError::Absent {
+                command,
+                what: format!("jail {name}"),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether jail `name` exists (`jls -j name jid`).
+    pub async fn jail_exists(&self, name: &str) -> Result<bool, HostError> {
+        match self.run(Tool::Jls, &argv!["-j", name, "jid"]).await {
+            Ok(_) => Ok(true),
+            Err(HostError::Failed { stderr, .. }) if stderr.contains("not found") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A ready-to-spawn `jexec` command for `spec`: argv passed verbatim, the environment exactly
+    /// `spec.env`, stdio left for the caller to set.
+    pub fn jexec_command(&self, spec: &JexecSpec) -> Result<std::process::Command, HostError> {
+        let mut args = argv![&spec.jail];
+        args.extend(spec.argv.iter().map(OsString::from));
+        let mut cmd = self.command(Tool::Jexec, &args)?;
+        cmd.env_clear().envs(&spec.env);
+        Ok(cmd)
+    }
+
+    /// Path of the jexec tool, for error messages.
+    pub fn jexec_path(&self) -> Result<PathBuf, HostError> {
+        self.resolve(Tool::Jexec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_keep_order_and_bare_flags() {
+        let mut p = JailParams::default();
+        p.flag("persist").set("name", "web_1").set("path", "/opt/pot/jails/web_1/m");
+        let args: Vec<String> = p
+            .to_args()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(args, ["persist", "name=web_1", "path=/opt/pot/jails/web_1/m"]);
+    }
+}

@@ -1,0 +1,222 @@
+//! Typed FreeBSD host operations: the only place that spawns base-system tools.
+//!
+//! Every tool is resolved in the configured tool path and run by argv, never through a shell.
+//! Callers above this module see typed operations and typed errors, never argv.
+
+mod jail;
+mod mount;
+mod rctl;
+mod sysctl;
+mod zfs;
+
+pub use jail::{JailParams, JexecSpec};
+pub use mount::MountEntry;
+pub use rctl::ResourceUsage;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// The base tools the engine needs; the fingerprint reports any that are missing.
+pub const REQUIRED_TOOLS: &[Tool] = &[
+    Tool::Zfs,
+    Tool::Jail,
+    Tool::Jexec,
+    Tool::Jls,
+    Tool::Mount,
+    Tool::Umount,
+    Tool::Sysctl,
+];
+
+/// A FreeBSD base-system tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tool {
+    Zfs,
+    Jail,
+    Jexec,
+    Jls,
+    Mount,
+    Umount,
+    Sysctl,
+    Rctl,
+}
+
+impl Tool {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Zfs => "zfs",
+            Tool::Jail => "jail",
+            Tool::Jexec => "jexec",
+            Tool::Jls => "jls",
+            Tool::Mount => "mount",
+            Tool::Umount => "umount",
+            Tool::Sysctl => "sysctl",
+            Tool::Rctl => "rctl",
+        }
+    }
+}
+
+impl fmt::Display for Tool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What went wrong running a base tool.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The tool is not in any directory of the tool path.
+    #[error("{tool} not found in tool path {tool_path}")]
+    ToolMissing { tool: Tool, tool_path: String },
+    /// The tool could not be started.
+    #[error("{command}: cannot run: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tool ran and reported failure.
+    #[error("{command} failed ({status}): {stderr}")]
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// The object the tool was asked about does not exist.
+    #[error("{command}: {what} does not exist")]
+    Absent { command: String, what: String },
+    /// The tool's output could not be understood.
+    #[error("{command}: unexpected output: {detail}")]
+    Parse { command: String, detail: String },
+}
+
+impl HostError {
+    /// True when the failure says the object is already gone, which teardown treats as done.
+    pub fn is_absent(&self) -> bool {
+        matches!(self, HostError::Absent { .. })
+    }
+}
+
+/// Captured result of a finished tool run.
+pub(crate) struct ToolOutput {
+    pub stdout: String,
+}
+
+/// The host: where the tools live.
+#[derive(Debug, Clone)]
+pub struct Host {
+    tool_path: String,
+}
+
+impl Host {
+    /// `tool_path` is a colon-separated list of directories, like `PATH`.
+    pub fn new(tool_path: impl Into<String>) -> Self {
+        Host {
+            tool_path: tool_path.into(),
+        }
+    }
+
+    pub fn tool_path(&self) -> &str {
+        &self.tool_path
+    }
+
+    /// Absolute path of `tool`, from the first tool-path directory holding an executable of that name.
+    pub fn resolve(&self, tool: Tool) -> Result<PathBuf, HostError> {
+        use std::os::unix::fs::PermissionsExt;
+        self.tool_path
+            .split(':')
+            .filter(|dir| !dir.is_empty())
+            .map(|dir| Path::new(dir).join(tool.name()))
+            .find(|candidate| {
+                std::fs::metadata(candidate)
+                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+            })
+            .ok_or_else(|| HostError::ToolMissing {
+                tool,
+                tool_path: self.tool_path.clone(),
+            })
+    }
+
+    /// The required tools that the tool path lacks.
+    pub fn missing_tools(&self) -> Vec<Tool> {
+        REQUIRED_TOOLS
+            .iter()
+            .copied()
+            .filter(|t| self.resolve(*t).is_err())
+            .collect()
+    }
+
+    /// A command for `tool` with explicit stdio and an environment that carries only `PATH`
+    /// (the tool path), so nothing of the agent's environment leaks into host tools.
+    pub(crate) fn command(
+        &self,
+        tool: Tool,
+        args: &[OsString],
+    ) -> Result<std::process::Command, HostError> {
+        let mut cmd = std::process::Command::new(self.resolve(tool)?);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", &self.tool_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok(cmd)
+    }
+
+    /// Runs `tool` to completion and returns its stdout, or a typed error naming the command.
+    pub(crate) async fn run(&self, tool: Tool, args: &[OsString]) -> Result<ToolOutput, HostError> {
+        let cmd = self.command(tool, args)?;
+        let command = display_command(tool, args);
+        let output = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| HostError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+        finish(command, output)
+    }
+}
+
+pub(crate) fn finish(command: String, output: std::process::Output) -> Result<ToolOutput, HostError> {
+    if output.status.success() {
+        return Ok(ToolOutput {
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        });
+    }
+    Err(HostError::Failed {
+        command,
+        status: describe_status(output.status),
+        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+    })
+}
+
+pub(crate) fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "unknown status".to_string(),
+    }
+}
+
+/// `zfs clone -o mountpoint=/x a@1 b`: how commands appear in errors and logs.
+pub(crate) fn display_command(tool: Tool, args: &[OsString]) -> String {
+    let mut s = tool.name().to_string();
+    for a in args {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Builds an argv vector from anything path- or string-like.
+macro_rules! argv {
+    ($($a:expr),* $(,)?) => {
+        vec![$(::std::ffi::OsString::from($a)),*]
+    };
+}
+pub(crate) use argv;

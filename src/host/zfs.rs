@@ -1,0 +1,125 @@
+//! zfs(8): datasets, snapshots, clones, receive.
+
+use super::{Host, HostError, Tool, argv, display_command};
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::Path;
+
+impl Host {
+    /// Whether dataset `name` exists.
+    pub async fn zfs_exists(&self, name: &str) -> Result<bool, HostError> {
+        match self.zfs(argv!["list", "-H", "-o", "name", name]).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_absent() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Snapshot names (the part after `@`) of `dataset`, oldest name first as pot sorts them.
+    pub async fn zfs_snapshots(&self, dataset: &str) -> Result<Vec<String>, HostError> {
+        let out = self
+            .zfs(argv!["list", "-H", "-d", "1", "-t", "snapshot", "-o", "name", dataset])
+            .await?;
+        let mut snaps: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.trim().split_once('@').map(|(_, s)| s.to_string()))
+            .collect();
+        snaps.sort();
+        Ok(snaps)
+    }
+
+    /// `zfs create name` (mountpoint inherited).
+    pub async fn zfs_create(&self, name: &str) -> Result<(), HostError> {
+        self.zfs(argv!["create", name]).await.map(drop)
+    }
+
+    /// `zfs clone -o mountpoint=... snapshot target`.
+    pub async fn zfs_clone(
+        &self,
+        snapshot: &str,
+        target: &str,
+        mountpoint: &Path,
+    ) -> Result<(), HostError> {
+        let mut mp = OsString::from("mountpoint=");
+        mp.push(mountpoint);
+        self.zfs(argv!["clone", "-o", mp, snapshot, target])
+            .await
+            .map(drop)
+    }
+
+    /// `zfs rename from to`.
+    pub async fn zfs_rename(&self, from: &str, to: &str) -> Result<(), HostError> {
+        self.zfs(argv!["rename", from, to]).await.map(drop)
+    }
+
+    /// `zfs destroy -r name`; an absent dataset is reported as [`HostError::Absent`].
+    pub async fn zfs_destroy_recursive(&self, name: &str) -> Result<(), HostError> {
+        self.zfs(argv!["destroy", "-r", name]).await.map(drop)
+    }
+
+    /// Streams `stream` into `zfs receive name`. Blocking: call from a blocking thread.
+    pub fn zfs_receive_blocking(&self, name: &str, stream: &mut dyn Read) -> Result<(), HostError> {
+        let args = argv!["receive", name];
+        let command = display_command(Tool::Zfs, &args);
+        let mut cmd = self.command(Tool::Zfs, &args)?;
+        cmd.stdin(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|source| HostError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let copied = std::io::copy(stream, &mut stdin);
+        // Closing stdin tells zfs the stream ended; on a copy error it sees a truncated stream.
+        drop(stdin);
+        let output = child.wait_with_output().map_err(|source| HostError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        // zfs's own complaint is the most precise; a copy error alone means the source failed.
+        match (copied, super::finish(command.clone(), output)) {
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(HostError::Failed {
+                command,
+                status: "stream aborted".to_string(),
+                stderr: e.to_string(),
+            }),
+            (Ok(_), Ok(_)) => Ok(()),
+        }
+    }
+
+    async fn zfs(&self, args: Vec<OsString>) -> Result<String, HostError> {
+        match self.run(Tool::Zfs, &args).await {
+            Ok(out) => Ok(out.stdout),
+            Err(HostError::Failed {
+                command, stderr, ..
+            }) if stderr.contains("does not exist") => Err(HostError::Absent {
+                command,
+                what: dataset_in_message(&stderr),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// zfs names the dataset in quotes: `cannot open 'zroot/x': dataset does not exist`.
+fn dataset_in_message(stderr: &str) -> String {
+    stderr
+        .split('\'')
+        .nth(1)
+        .map(str::to_string)
+        .unwrap_or_else(|| "dataset".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_dataset_from_zfs_message() {
+        assert_eq!(
+            dataset_in_message("cannot open 'zroot/pot/jails/x': dataset does not exist"),
+            "zroot/pot/jails/x"
+        );
+        assert_eq!(dataset_in_message("weird"), "dataset");
+    }
+}
