@@ -1,0 +1,78 @@
+//! `freebsd-sim check DIR`: leftovers after all tasks are gone (README "What check reports").
+
+use crate::jail::pids_in;
+use crate::state::Host;
+use crate::{Fail, Res};
+use std::fs;
+use std::path::Path;
+
+pub fn leftovers(host: &Host) -> Res<Vec<String>> {
+    let st = host.load()?;
+    let mut out = Vec::new();
+    for j in &st.jails {
+        out.push(format!("jail {} (jid {}) is still recorded", j.name, j.jid));
+    }
+    let mut ns: Vec<_> = st.jails.iter().flat_map(|j| j.ns.iter().cloned()).collect();
+    ns.extend(st.retired_ns.iter().cloned());
+    for pid in pids_in(&ns) {
+        out.push(format!("jail process {pid} is alive"));
+    }
+    for m in &st.mounts {
+        out.push(format!(
+            "{} mount {} on {} is still recorded",
+            m.fstype, m.src, m.target
+        ));
+    }
+    for (name, i) in &st.ifaces {
+        if i.peer.is_some() {
+            out.push(format!("epair interface {name} exists"));
+        }
+    }
+    for (a, rules) in &st.anchors {
+        if a.starts_with("pot-rdr/") && !rules.trim().is_empty() {
+            out.push(format!("pf anchor {a} has rules"));
+        }
+    }
+    for r in &st.rctl {
+        out.push(format!("rctl rule {r}"));
+    }
+    for (name, d) in &st.datasets {
+        if let Some(o) = &d.origin {
+            out.push(format!("clone {name} (origin {o}) exists"));
+        }
+    }
+    let names = |dir: &Path| -> Vec<String> {
+        fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for f in names(&host.root().join("tmp")) {
+        if f.starts_with("pot_status_") {
+            out.push(format!(
+                "status file {} exists",
+                host.root().join("tmp").join(f).display()
+            ));
+        }
+    }
+    let tasks = host.root().join("var/db/nomad-pot-driver/tasks");
+    for t in names(&tasks) {
+        if tasks.join(&t).is_dir() {
+            out.push(format!("task directory {} exists", tasks.join(t).display()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn main(dir: &Path) -> Res<String> {
+    let found = leftovers(&Host::new(dir.to_path_buf()))?;
+    if found.is_empty() {
+        Ok(String::new())
+    } else {
+        Err(Fail::new(1, found.join("\n")))
+    }
+}

@@ -1,0 +1,129 @@
+//! `rctl`: rules are recorded; `-u jail:NAME` reads usage from /proc of the jail's processes.
+//! `cpuset` is not simulated yet.
+
+use crate::jail::pids_in;
+use crate::state::Host;
+use crate::zfs::nicenum;
+use crate::{Fail, Res, getopt, usage};
+
+const USAGE: &str = "usage: rctl [ -h ] [-a rule | -l filter | -r filter | -u filter | filter]";
+
+pub fn main(host: &Host, args: &[String]) -> Res<String> {
+    let (opts, rest) = getopt("rctl", args, "a:l:r:u:hn", USAGE)?;
+    let human = opts.iter().any(|(c, _)| *c == 'h');
+    match opts.iter().find(|(c, _)| "alru".contains(*c)) {
+        None => {
+            let st = host.load()?;
+            let filter = rest.first().map(String::as_str).unwrap_or("");
+            Ok(st
+                .rctl
+                .iter()
+                .filter(|r| r.starts_with(filter))
+                .map(|r| format!("{r}\n"))
+                .collect())
+        }
+        Some(('a', rule)) => {
+            if rule.split(':').count() != 4 || !rule.contains('=') {
+                return Err(Fail::new(
+                    1,
+                    format!("rctl: failed to add rule '{rule}': Invalid argument"),
+                ));
+            }
+            host.update(|st| {
+                st.rctl
+                    .retain(|r| r.split('=').next() != rule.split('=').next());
+                st.rctl.push(rule.clone());
+                Ok(String::new())
+            })
+        }
+        Some(('r', filter)) => host.update(|st| {
+            st.rctl.retain(|r| !r.starts_with(filter.as_str()));
+            Ok(String::new())
+        }),
+        Some(('u', filter)) => usage_of(host, filter, human),
+        _ => Err(usage(USAGE)),
+    }
+}
+
+fn usage_of(host: &Host, filter: &str, human: bool) -> Res<String> {
+    let name = filter
+        .strip_prefix("jail:")
+        .map(|n| n.trim_end_matches(':'))
+        .ok_or_else(|| usage(USAGE))?;
+    let st = host.load()?;
+    let jail = st.jail(name).ok_or_else(|| {
+        Fail::new(
+            1,
+            format!("rctl: failed to get resource usage for '{filter}': No such process"),
+        )
+    })?;
+    let pids = pids_in(&jail.ns);
+    // SAFETY: sysconf has no preconditions.
+    let (page, hz) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PAGESIZE) as u64,
+            libc::sysconf(libc::_SC_CLK_TCK) as u64,
+        )
+    };
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    let (mut rss, mut vsz, mut ticks, mut files, mut threads, mut pcpu) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0f64);
+    for pid in &pids {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the parenthesized command name, which may contain spaces.
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace()
+            .collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let t = num(11) + num(12);
+        ticks += t;
+        threads += num(17);
+        vsz += num(20);
+        rss += num(21) * page;
+        let age = uptime - num(19) as f64 / hz as f64;
+        if age > 0.0 {
+            pcpu += t as f64 / hz as f64 / age * 100.0;
+        }
+        files += std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    }
+    let bytes = |n: u64| if human { nicenum(n) } else { n.to_string() };
+    let rows = [
+        ("cputime", (ticks / hz.max(1)).to_string()),
+        ("datasize", "0".into()),
+        ("stacksize", "0".into()),
+        ("coredumpsize", "0".into()),
+        ("memoryuse", bytes(rss)),
+        ("memorylocked", "0".into()),
+        ("maxproc", pids.len().to_string()),
+        ("openfiles", files.to_string()),
+        ("vmemoryuse", bytes(vsz)),
+        ("pseudoterminals", "0".into()),
+        ("swapuse", "0".into()),
+        ("nthr", threads.to_string()),
+        ("msgqqueued", "0".into()),
+        ("msgqsize", "0".into()),
+        ("nmsgq", "0".into()),
+        ("nsem", "0".into()),
+        ("nsemop", "0".into()),
+        ("nshm", "0".into()),
+        ("shmsize", "0".into()),
+        ("wallclock", "0".into()),
+        ("pcpu", (pcpu.round() as u64).to_string()),
+        ("readbps", "0".into()),
+        ("writebps", "0".into()),
+        ("readiops", "0".into()),
+        ("writeiops", "0".into()),
+    ];
+    Ok(rows.iter().map(|(k, v)| format!("{k}={v}\n")).collect())
+}
+
+pub fn cpuset_main(_host: &Host, _args: &[String]) -> Res<String> {
+    Err(Fail::new(1, "cpuset: not simulated yet"))
+}

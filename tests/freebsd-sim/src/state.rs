@@ -1,0 +1,289 @@
+//! Simulator state: one JSON document under `DIR/state`, changed only under `DIR/state/lock`.
+
+use crate::{Fail, Res, TOOLS};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+pub struct Snapshot {
+    pub name: String,
+    pub creation: u64,
+    /// Directory `DIR/state/snapshots/<id>`; an id (not the name) so renames never move copies.
+    pub id: u64,
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+pub struct Dataset {
+    /// Locally set properties (native and `:user` ones).
+    pub props: BTreeMap<String, String>,
+    pub origin: Option<String>,
+    pub creation: u64,
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// A jexec'd mount namespace. The inode is a cheap first filter, but inodes are recycled, also by
+/// other simulated hosts running in parallel: a process only belongs to the jail when its root is
+/// the jail's path, or, before it has chrooted, when its namespace carries the marker (the source
+/// name of a tmpfs mounted only inside that namespace).
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
+#[serde(default)]
+pub struct NsMark {
+    pub ino: u64,
+    pub marker: String,
+    pub root: String,
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+pub struct Jail {
+    pub jid: u32,
+    pub name: String,
+    pub path: String,
+    /// Parameters as given to `jail -c`, in order; `None` for a bare boolean (`persist`).
+    pub params: Vec<(String, Option<String>)>,
+    /// Mount namespaces of the jexec'd processes: membership test for jail processes.
+    pub ns: Vec<NsMark>,
+}
+
+impl Jail {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_deref().unwrap_or("true"))
+    }
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct Mount {
+    pub fstype: String,
+    pub src: String,
+    pub target: String,
+    pub ro: bool,
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+pub struct Iface {
+    pub up: bool,
+    pub descr: String,
+    pub groups: Vec<String>,
+    pub inet: Vec<String>,
+    pub inet6: Vec<String>,
+    /// Bridge members; `private` marks members added with `private`.
+    pub members: Vec<String>,
+    pub private: Vec<String>,
+    /// Peer end of an epair.
+    pub peer: Option<String>,
+    /// Jail name when moved into a vnet jail.
+    pub vnet: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+pub struct State {
+    pub datasets: BTreeMap<String, Dataset>,
+    pub next_snapshot_id: u64,
+    pub jails: Vec<Jail>,
+    pub next_jid: u32,
+    /// Namespaces of removed jails, so `check` still finds processes that escaped removal.
+    pub retired_ns: Vec<NsMark>,
+    pub mounts: Vec<Mount>,
+    pub ifaces: BTreeMap<String, Iface>,
+    pub next_epair: u32,
+    pub next_bridge: u32,
+    pub pf_enabled: bool,
+    pub anchors: BTreeMap<String, String>,
+    pub rctl: Vec<String>,
+    pub cpusets: BTreeMap<u32, String>,
+    pub sysctl: BTreeMap<String, String>,
+}
+
+impl State {
+    pub fn jail(&self, key: &str) -> Option<&Jail> {
+        self.jails
+            .iter()
+            .find(|j| j.name == key || j.jid.to_string() == key)
+    }
+}
+
+pub struct Host {
+    pub dir: PathBuf,
+}
+
+impl Host {
+    pub fn new(dir: PathBuf) -> Self {
+        // Absolute, so paths stored in state and printed never depend on the caller's cwd.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        Host { dir }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    pub fn snapshot_dir(&self, id: u64) -> PathBuf {
+        self.state_dir().join("snapshots").join(id.to_string())
+    }
+
+    pub fn load(&self) -> Res<State> {
+        let path = self.state_dir().join("state.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Fail::new(1, format!("freebsd-sim: parse {}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(Fail::new(
+                1,
+                format!("freebsd-sim: read {}: {e}", path.display()),
+            )),
+        }
+    }
+
+    fn save(&self, st: &State) -> Res<()> {
+        let path = self.state_dir().join("state.json");
+        let tmp = self
+            .state_dir()
+            .join(format!("state.json.tmp{}", std::process::id()));
+        let bytes = serde_json::to_vec_pretty(st).expect("state serializes");
+        fs::write(&tmp, bytes)
+            .and_then(|_| fs::rename(&tmp, &path))
+            .map_err(|e| Fail::new(1, format!("freebsd-sim: write {}: {e}", path.display())))
+    }
+
+    /// Runs `f` on the state under the lock; the state is saved only when `f` succeeds.
+    pub fn update<T>(&self, f: impl FnOnce(&mut State) -> Res<T>) -> Res<T> {
+        let lockpath = self.state_dir().join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lockpath)
+            .map_err(|e| Fail::new(1, format!("freebsd-sim: open {}: {e}", lockpath.display())))?;
+        let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
+            |(_, e)| Fail::new(1, format!("freebsd-sim: lock {}: {e}", lockpath.display())),
+        )?;
+        let mut st = self.load()?;
+        let out = f(&mut st)?;
+        self.save(&st)?;
+        Ok(out)
+    }
+
+    /// One O_APPEND write per call keeps concurrent tools' lines whole.
+    pub fn log_call(&self, argv: &[String], exit: i32) {
+        let mut line =
+            serde_json::to_string(&serde_json::json!({"argv": argv, "exit": exit})).expect("json");
+        line.push('\n');
+        let path = self.state_dir().join("calls.jsonl");
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o644)
+            .open(path)
+        {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+pub fn io_fail(op: &str, path: &Path, e: std::io::Error) -> Fail {
+    Fail::new(1, format!("freebsd-sim: {op} {}: {e}", path.display()))
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `freebsd-sim init DIR`: lays out the host (idempotent) and prints the driver's plugin config.
+pub fn init(dir: &Path) -> Res<String> {
+    fs::create_dir_all(dir).map_err(|e| io_fail("mkdir", dir, e))?;
+    let host = Host::new(dir.to_path_buf());
+    let d = host.dir.clone();
+    let root = host.root();
+    for sub in [
+        "opt/pot",
+        "var/cache/pot",
+        "tmp",
+        "var/db/nomad-pot-driver",
+        "usr/local/etc/pot",
+    ] {
+        let p = root.join(sub);
+        fs::create_dir_all(&p).map_err(|e| io_fail("mkdir", &p, e))?;
+    }
+    for sub in ["bin", "state/snapshots"] {
+        let p = d.join(sub);
+        fs::create_dir_all(&p).map_err(|e| io_fail("mkdir", &p, e))?;
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Fail::new(1, format!("freebsd-sim: current_exe: {e}")))?;
+    for tool in TOOLS {
+        let link = d.join("bin").join(tool);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&exe, &link).map_err(|e| io_fail("symlink", &link, e))?;
+    }
+    let pot = root.join("opt/pot").display().to_string();
+    let cache = root.join("var/cache/pot").display().to_string();
+    host.update(|st| {
+        if st.datasets.is_empty() {
+            let t = now();
+            let mk = |mp: Option<&str>| Dataset {
+                props: mp
+                    .map(|m| BTreeMap::from([("mountpoint".to_string(), m.to_string())]))
+                    .unwrap_or_default(),
+                creation: t,
+                ..Default::default()
+            };
+            st.datasets.insert("zroot".into(), mk(Some("none")));
+            st.datasets.insert("zroot/pot".into(), mk(Some(&pot)));
+            for child in ["bases", "jails", "fscomp"] {
+                st.datasets.insert(format!("zroot/pot/{child}"), mk(None));
+            }
+            st.datasets
+                .insert("zroot/pot/cache".into(), mk(Some(&cache)));
+            st.next_jid = 1;
+            for lo in ["lo0", "em0"] {
+                st.ifaces.insert(
+                    lo.into(),
+                    Iface {
+                        up: true,
+                        ..Default::default()
+                    },
+                );
+            }
+            st.ifaces
+                .get_mut("lo0")
+                .expect("lo0")
+                .inet
+                .push("127.0.0.1/8".into());
+        }
+        Ok(())
+    })?;
+    for child in ["bases", "jails", "fscomp"] {
+        let p = root.join("opt/pot").join(child);
+        fs::create_dir_all(&p).map_err(|e| io_fail("mkdir", &p, e))?;
+    }
+    let p = |s: &str| d.join(s).display().to_string();
+    let cfg = serde_json::json!({
+        "enabled": true, "tool_path": p("bin"), "zfs_root": "zroot/pot", "fs_root": p("root/opt/pot"),
+        "cache_dir": p("root/var/cache/pot"), "tmp_dir": p("root/tmp"),
+        "state_dir": p("root/var/db/nomad-pot-driver"), "pot_conf_dir": p("root/usr/local/etc/pot"),
+        "lock_file": p("root/tmp/pot-lock-file"),
+        "network": "10.192.0.0/10", "netmask": "255.192.0.0", "gateway": "10.192.0.1",
+        "dns_ip": "10.192.0.2", "extif": "em0"
+    });
+    Ok(format!("{cfg}\n"))
+}

@@ -1,0 +1,482 @@
+//! The simulator's `zfs send` stream and the directory walks behind snapshots.
+//!
+//! Format (all integers little endian, strings = u32 length + bytes):
+//! `MAGIC`, then per dataset `S name snap creation:u64 nprops:u32 (key value)*`, its entries
+//! (`D path mode uid gid`, `F path mode uid gid len:u64 bytes`, `L path target uid gid`) and `E`;
+//! finally `Z total:u64 hash[32]` where `total` counts every byte before it (magic through `Z`)
+//! and `hash` is Skein-512-256 of those bytes. A short or altered stream fails the check.
+
+use skein::{Digest, Skein512, U32};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+pub const MAGIC: &[u8; 8] = b"SIMZFS\x00\x01";
+
+/// One dataset in a stream: name relative to the sent top (`""` for the top itself).
+#[derive(Debug)]
+pub struct StreamDataset {
+    pub rel: String,
+    pub snap: String,
+    pub creation: u64,
+    pub props: Vec<(String, String)>,
+}
+
+pub enum Entry {
+    Dir(PathBuf),
+    File(PathBuf),
+    Symlink(PathBuf),
+}
+
+impl Entry {
+    pub fn rel(&self) -> &Path {
+        match self {
+            Entry::Dir(r) | Entry::File(r) | Entry::Symlink(r) => r,
+        }
+    }
+}
+
+/// Entries of `dir` (relative paths, parents first), skipping the subtrees in `exclude`
+/// (other datasets mounted inside) and anything that is not a dir, file or symlink.
+pub fn walk(dir: &Path, exclude: &[PathBuf]) -> io::Result<Vec<Entry>> {
+    fn rec(root: &Path, rel: &Path, exclude: &[PathBuf], out: &mut Vec<Entry>) -> io::Result<()> {
+        let mut names: Vec<_> = fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let r = rel.join(e.file_name());
+            let abs = root.join(&r);
+            if exclude.contains(&abs) {
+                continue;
+            }
+            let ft = e.file_type()?;
+            if ft.is_symlink() {
+                out.push(Entry::Symlink(r));
+            } else if ft.is_dir() {
+                out.push(Entry::Dir(r.clone()));
+                rec(root, &r, exclude, out)?;
+            } else if ft.is_file() {
+                out.push(Entry::File(r));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    if dir.is_dir() {
+        rec(dir, Path::new(""), exclude, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Bytes in regular files under `dir` (the simulator's `used`/`referenced`).
+pub fn tree_size(dir: &Path, exclude: &[PathBuf]) -> u64 {
+    walk(dir, exclude)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| match e {
+            Entry::File(p) => fs::symlink_metadata(dir.join(p)).ok().map(|m| m.len()),
+            _ => None,
+        })
+        .sum()
+}
+
+fn copy_attrs(src_meta: &fs::Metadata, dst: &Path) -> io::Result<()> {
+    std::os::unix::fs::lchown(dst, Some(src_meta.uid()), Some(src_meta.gid()))?;
+    if !src_meta.file_type().is_symlink() {
+        fs::set_permissions(dst, fs::Permissions::from_mode(src_meta.mode() & 0o7777))?;
+    }
+    Ok(())
+}
+
+/// Copies `src` to a new directory `dst` with modes and owners, skipping `exclude`.
+pub fn copy_tree(src: &Path, dst: &Path, exclude: &[PathBuf]) -> io::Result<()> {
+    fs::create_dir_all(dst)?;
+    let entries = walk(src, exclude)?;
+    for e in &entries {
+        match e {
+            Entry::Dir(r) => fs::create_dir(dst.join(r))?,
+            Entry::File(r) => {
+                fs::copy(src.join(r), dst.join(r))?;
+            }
+            Entry::Symlink(r) => {
+                std::os::unix::fs::symlink(fs::read_link(src.join(r))?, dst.join(r))?
+            }
+        }
+        let r = e.rel();
+        if !matches!(e, Entry::Dir(_)) {
+            copy_attrs(&fs::symlink_metadata(src.join(r))?, &dst.join(r))?;
+        }
+    }
+    // Directory modes last, so a read-only directory does not block copying its contents.
+    for e in entries.iter().rev() {
+        if let Entry::Dir(r) = e {
+            copy_attrs(&fs::symlink_metadata(src.join(r))?, &dst.join(r))?;
+        }
+    }
+    if src.is_dir() {
+        copy_attrs(&fs::metadata(src)?, dst)?;
+    }
+    Ok(())
+}
+
+/// Hashes and counts everything written through it.
+pub struct StreamWriter<W: Write> {
+    out: W,
+    hash: Skein512<U32>,
+    total: u64,
+}
+
+impl<W: Write> StreamWriter<W> {
+    pub fn new(out: W) -> io::Result<Self> {
+        let mut w = StreamWriter {
+            out,
+            hash: Skein512::<U32>::new(),
+            total: 0,
+        };
+        w.put(MAGIC)?;
+        Ok(w)
+    }
+
+    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        self.hash.update(b);
+        self.total += b.len() as u64;
+        self.out.write_all(b)
+    }
+
+    fn put_u32(&mut self, v: u32) -> io::Result<()> {
+        self.put(&v.to_le_bytes())
+    }
+
+    fn put_u64(&mut self, v: u64) -> io::Result<()> {
+        self.put(&v.to_le_bytes())
+    }
+
+    fn put_str(&mut self, s: &[u8]) -> io::Result<()> {
+        let len =
+            u32::try_from(s.len()).map_err(|_| io::Error::other("string too long for stream"))?;
+        self.put_u32(len)?;
+        self.put(s)
+    }
+
+    fn put_owner(&mut self, m: &fs::Metadata) -> io::Result<()> {
+        self.put_u32(m.uid())?;
+        self.put_u32(m.gid())
+    }
+
+    /// Writes one dataset: its header and every entry of `dir` outside `exclude`.
+    pub fn dataset(
+        &mut self,
+        ds: &StreamDataset,
+        dir: &Path,
+        exclude: &[PathBuf],
+    ) -> io::Result<()> {
+        self.put(b"S")?;
+        self.put_str(ds.rel.as_bytes())?;
+        self.put_str(ds.snap.as_bytes())?;
+        self.put_u64(ds.creation)?;
+        self.put_u32(ds.props.len() as u32)?;
+        for (k, v) in &ds.props {
+            self.put_str(k.as_bytes())?;
+            self.put_str(v.as_bytes())?;
+        }
+        use std::os::unix::ffi::OsStrExt;
+        for e in walk(dir, exclude)? {
+            match e {
+                Entry::Dir(r) => {
+                    let m = fs::symlink_metadata(dir.join(&r))?;
+                    self.put(b"D")?;
+                    self.put_str(r.as_os_str().as_bytes())?;
+                    self.put_u32(m.mode() & 0o7777)?;
+                    self.put_owner(&m)?;
+                }
+                Entry::File(r) => {
+                    let m = fs::symlink_metadata(dir.join(&r))?;
+                    self.put(b"F")?;
+                    self.put_str(r.as_os_str().as_bytes())?;
+                    self.put_u32(m.mode() & 0o7777)?;
+                    self.put_owner(&m)?;
+                    self.put_u64(m.len())?;
+                    let mut f = fs::File::open(dir.join(&r))?;
+                    let mut buf = vec![0u8; 1 << 16];
+                    let mut left = m.len();
+                    while left > 0 {
+                        let n = f.read(&mut buf[..left.min(1 << 16) as usize])?;
+                        if n == 0 {
+                            return Err(io::Error::other(format!(
+                                "{} shrank while sending",
+                                r.display()
+                            )));
+                        }
+                        self.put(&buf[..n])?;
+                        left -= n as u64;
+                    }
+                }
+                Entry::Symlink(r) => {
+                    let m = fs::symlink_metadata(dir.join(&r))?;
+                    let target = fs::read_link(dir.join(&r))?;
+                    self.put(b"L")?;
+                    self.put_str(r.as_os_str().as_bytes())?;
+                    self.put_str(target.as_os_str().as_bytes())?;
+                    self.put_owner(&m)?;
+                }
+            }
+        }
+        self.put(b"E")
+    }
+
+    pub fn finish(mut self) -> io::Result<W> {
+        self.put(b"Z")?;
+        let total = self.total;
+        let digest = self.hash.clone().finalize();
+        self.out.write_all(&total.to_le_bytes())?;
+        self.out.write_all(&digest)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+struct StreamReader<R: Read> {
+    inp: R,
+    hash: Skein512<U32>,
+    total: u64,
+}
+
+fn bad(msg: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
+}
+
+impl<R: Read> StreamReader<R> {
+    fn raw(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.inp.read_exact(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                bad("stream is truncated")
+            } else {
+                e
+            }
+        })
+    }
+
+    fn get(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.raw(buf)?;
+        self.hash.update(&*buf);
+        self.total += buf.len() as u64;
+        Ok(())
+    }
+
+    fn byte(&mut self) -> io::Result<u8> {
+        let mut b = [0u8; 1];
+        self.get(&mut b)?;
+        Ok(b[0])
+    }
+
+    fn u32(&mut self) -> io::Result<u32> {
+        let mut b = [0u8; 4];
+        self.get(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn u64(&mut self) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        self.get(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn string(&mut self) -> io::Result<String> {
+        let len = self.u32()? as usize;
+        if len > 1 << 20 {
+            return Err(bad("stream string length is implausible"));
+        }
+        let mut b = vec![0u8; len];
+        self.get(&mut b)?;
+        String::from_utf8(b).map_err(|_| bad("stream string is not UTF-8"))
+    }
+
+    /// A relative path that cannot escape the dataset directory.
+    fn path(&mut self) -> io::Result<PathBuf> {
+        let p = PathBuf::from(self.string()?);
+        if p.as_os_str().is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(bad("stream path is not a plain relative path"));
+        }
+        Ok(p)
+    }
+
+    fn owner(&mut self) -> io::Result<(u32, u32)> {
+        Ok((self.u32()?, self.u32()?))
+    }
+}
+
+/// Reads a whole stream, unpacking dataset number N into `staging/N`; returns the datasets.
+/// Any truncation, corruption or trailing data is an error (the caller removes `staging`).
+pub fn receive(inp: impl Read, staging: &Path) -> io::Result<Vec<StreamDataset>> {
+    let mut r = StreamReader {
+        inp,
+        hash: Skein512::<U32>::new(),
+        total: 0,
+    };
+    let mut magic = [0u8; 8];
+    r.get(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(bad("invalid stream (bad magic number)"));
+    }
+    let mut out = Vec::new();
+    loop {
+        match r.byte()? {
+            b'S' => {
+                let rel = r.string()?;
+                let snap = r.string()?;
+                let creation = r.u64()?;
+                let n = r.u32()?;
+                let mut props = Vec::new();
+                for _ in 0..n {
+                    props.push((r.string()?, r.string()?));
+                }
+                let dir = staging.join(out.len().to_string());
+                fs::create_dir_all(&dir)?;
+                receive_entries(&mut r, &dir)?;
+                out.push(StreamDataset {
+                    rel,
+                    snap,
+                    creation,
+                    props,
+                });
+            }
+            b'Z' => break,
+            _ => return Err(bad("invalid stream (unknown record)")),
+        }
+    }
+    let counted = r.total;
+    let digest = r.hash.clone().finalize();
+    let mut total = [0u8; 8];
+    r.raw(&mut total)?;
+    let mut want = [0u8; 32];
+    r.raw(&mut want)?;
+    if u64::from_le_bytes(total) != counted || want[..] != digest[..] {
+        return Err(bad("checksum mismatch: stream is corrupt"));
+    }
+    if r.inp.read(&mut [0u8; 1])? != 0 {
+        return Err(bad("trailing data after end of stream"));
+    }
+    Ok(out)
+}
+
+fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path) -> io::Result<()> {
+    let mut dirs = Vec::new();
+    loop {
+        match r.byte()? {
+            b'D' => {
+                let p = r.path()?;
+                let mode = r.u32()?;
+                let (uid, gid) = r.owner()?;
+                fs::create_dir(dir.join(&p))?;
+                std::os::unix::fs::lchown(dir.join(&p), Some(uid), Some(gid))?;
+                dirs.push((p, mode));
+            }
+            b'F' => {
+                let p = r.path()?;
+                let mode = r.u32()?;
+                let (uid, gid) = r.owner()?;
+                let mut left = r.u64()?;
+                let mut f = fs::File::create(dir.join(&p))?;
+                let mut buf = vec![0u8; 1 << 16];
+                while left > 0 {
+                    let n = left.min(buf.len() as u64) as usize;
+                    r.get(&mut buf[..n])?;
+                    f.write_all(&buf[..n])?;
+                    left -= n as u64;
+                }
+                std::os::unix::fs::lchown(dir.join(&p), Some(uid), Some(gid))?;
+                fs::set_permissions(dir.join(&p), fs::Permissions::from_mode(mode))?;
+            }
+            b'L' => {
+                let p = r.path()?;
+                let target = r.string()?;
+                let (uid, gid) = r.owner()?;
+                std::os::unix::fs::symlink(target, dir.join(&p))?;
+                std::os::unix::fs::lchown(dir.join(&p), Some(uid), Some(gid))?;
+            }
+            b'E' => break,
+            _ => return Err(bad("invalid stream (unknown entry)")),
+        }
+    }
+    for (p, mode) in dirs.iter().rev() {
+        fs::set_permissions(dir.join(p), fs::Permissions::from_mode(*mode))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(tmp: &Path) -> Vec<u8> {
+        let src = tmp.join("src");
+        fs::create_dir_all(src.join("etc")).unwrap();
+        fs::create_dir_all(src.join("m/skip")).unwrap();
+        fs::write(src.join("etc/a"), b"hello").unwrap();
+        std::os::unix::fs::symlink("etc/a", src.join("link")).unwrap();
+        let ds = StreamDataset {
+            rel: String::new(),
+            snap: "1".into(),
+            creation: 7,
+            props: vec![(":pot.tag".into(), "1.0".into())],
+        };
+        let mut w = StreamWriter::new(Vec::new()).unwrap();
+        w.dataset(&ds, &src, &[src.join("m")]).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn tmpdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fsim-stream-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = tmpdir("rt");
+        let bytes = sample(&t);
+        let got = receive(&bytes[..], &t.join("stage")).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].props,
+            vec![(":pot.tag".to_string(), "1.0".to_string())]
+        );
+        assert_eq!(fs::read(t.join("stage/0/etc/a")).unwrap(), b"hello");
+        assert_eq!(
+            fs::read_link(t.join("stage/0/link")).unwrap(),
+            PathBuf::from("etc/a")
+        );
+        assert!(
+            !t.join("stage/0/m").exists(),
+            "excluded child mountpoint must not be sent"
+        );
+        fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
+    fn truncated_and_corrupt_rejected() {
+        let t = tmpdir("bad");
+        let bytes = sample(&t);
+        for cut in [4, bytes.len() / 2, bytes.len() - 1] {
+            let _ = fs::remove_dir_all(t.join("s"));
+            let e = receive(&bytes[..cut], &t.join("s")).unwrap_err();
+            assert!(e.to_string().contains("truncated"), "{e}");
+        }
+        let mut bad = bytes.clone();
+        let i = bad.len() - 45;
+        bad[i] ^= 1;
+        let _ = fs::remove_dir_all(t.join("s"));
+        assert!(receive(&bad[..], &t.join("s")).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        let _ = fs::remove_dir_all(t.join("s"));
+        assert!(
+            receive(&long[..], &t.join("s"))
+                .unwrap_err()
+                .to_string()
+                .contains("trailing")
+        );
+        fs::remove_dir_all(&t).unwrap();
+    }
+}

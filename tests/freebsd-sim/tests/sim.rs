@@ -1,0 +1,187 @@
+//! End to end: the built binary driven through its tool names, as the driver would.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_freebsd-sim");
+
+fn tool(host: &Path, name: &str, args: &[&str]) -> Output {
+    // An empty environment, as the driver may run tools.
+    Command::new(host.join("bin").join(name))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run tool")
+}
+
+fn ok(host: &Path, name: &str, args: &[&str]) -> String {
+    let o = tool(host, name, args);
+    assert!(
+        o.status.success(),
+        "{name} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf8")
+}
+
+#[test]
+fn image_receive_clone_jail_exec_stop_and_clean() {
+    let host: PathBuf = std::env::temp_dir().join(format!("fsim-it-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host);
+    let init = Command::new(BIN)
+        .args(["init", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let cfg: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    assert_eq!(cfg["zfs_root"], "zroot/pot");
+
+    let cache = host.join("root/var/cache/pot");
+    let img = Command::new(BIN)
+        .args(["image", "web", "1.0", cache.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        img.status.success(),
+        "{}",
+        String::from_utf8_lossy(&img.stderr)
+    );
+    let xz = std::fs::read(cache.join("web_1.0.xz")).unwrap();
+    let mut stream = Vec::new();
+    liblzma::read::XzDecoder::new_multi_decoder(&xz[..]).read_to_end_into(&mut stream);
+
+    let mut recv = Command::new(host.join("bin/zfs"))
+        .args(["receive", "zroot/pot/jails/web_1_0"])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    recv.stdin.take().unwrap().write_all(&stream).unwrap();
+    assert!(recv.wait().unwrap().success());
+    let snaps = ok(
+        &host,
+        "zfs",
+        &[
+            "list",
+            "-H",
+            "-d",
+            "1",
+            "-t",
+            "snapshot",
+            "-o",
+            "name",
+            "zroot/pot/jails/web_1_0/m",
+        ],
+    );
+    let snap = snaps.lines().next().expect("one snapshot").to_string();
+
+    ok(&host, "zfs", &["create", "zroot/pot/jails/t1"]);
+    ok(&host, "zfs", &["clone", &snap, "zroot/pot/jails/t1/m"]);
+    let root = host.join("root/opt/pot/jails/t1/m");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/sim-image")).unwrap(),
+        "web_1.0\n"
+    );
+    let path = format!("path={}", root.display());
+    ok(
+        &host,
+        "jail",
+        &[
+            "-c",
+            "name=t1",
+            &path,
+            "mount.devfs",
+            "stop.timeout=5",
+            "persist",
+        ],
+    );
+
+    let o = tool(&host, "jexec", &["t1", "/bin/sh", "-c", "echo hi; exit 3"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
+    assert_eq!(o.status.code(), Some(3));
+
+    let mut sleeper = Command::new(host.join("bin/jexec"))
+        .args(["t1", "sleep", "30"])
+        .env_clear()
+        .spawn()
+        .unwrap();
+    // The sleeper counts as a jail process once its namespace is recorded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let registered = || -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let st: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(host.join("state/state.json")).unwrap()).unwrap();
+        let ns: Vec<u64> = st["jails"][0]["ns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["ino"].as_u64())
+            .collect();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| {
+                std::fs::metadata(e.path().join("ns/mnt")).is_ok_and(|m| ns.contains(&m.ino()))
+                    && std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c == "sleep\n")
+            })
+    };
+    while !registered() {
+        assert!(Instant::now() < deadline, "jexec never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    ok(&host, "jail", &["-r", "t1"]);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        sleeper.wait().unwrap().signal(),
+        Some(15),
+        "jexec dies by the jailed command's signal"
+    );
+    let jls = tool(&host, "jls", &["-j", "t1"]);
+    assert_eq!(jls.status.code(), Some(1));
+
+    let leftovers = Command::new(BIN)
+        .args(["check", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(leftovers.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&leftovers.stderr);
+    assert!(
+        report.contains("devfs mount") && report.contains("clone zroot/pot/jails/t1/m"),
+        "{report}"
+    );
+
+    ok(&host, "umount", &["-f", &format!("{}/dev", root.display())]);
+    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/t1"]);
+    let clean = Command::new(BIN)
+        .args(["check", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+
+    let calls = std::fs::read_to_string(host.join("state/calls.jsonl")).unwrap();
+    assert!(
+        calls
+            .lines()
+            .any(|l| l == r#"{"argv":["jexec","t1","/bin/sh","-c","echo hi; exit 3"],"exit":3}"#),
+        "{calls}"
+    );
+    std::fs::remove_dir_all(&host).unwrap();
+}
+
+trait ReadAll {
+    fn read_to_end_into(self, out: &mut Vec<u8>);
+}
+
+impl<R: std::io::Read> ReadAll for R {
+    fn read_to_end_into(mut self, out: &mut Vec<u8>) {
+        self.read_to_end(out).expect("decompress image");
+    }
+}
