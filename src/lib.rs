@@ -6,5 +6,6 @@
 pub mod driver;
 pub mod engine;
 pub mod host;
+pub mod jobspec;
 pub mod plugin;
-pub mod proto;
+pub use nomad_plugin_proto as proto;

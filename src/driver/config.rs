@@ -130,7 +130,11 @@ mod tests {
     #[test]
     fn unsupported_options_are_refused_by_name() {
         let base = || -> Vec<(&str, rmpv::Value)> {
-            vec![("image", "http://h/".into()), ("pot", "p".into()), ("tag", "1".into())]
+            vec![
+                ("image", "http://h/".into()),
+                ("pot", "p".into()),
+                ("tag", "1".into()),
+            ]
         };
         let mut m = base();
         m.push(("network_mode", "public-bridge".into()));
@@ -138,9 +142,20 @@ mod tests {
         assert!(e.reason.contains("network_mode \"public-bridge\""), "{e}");
         let mut m = base();
         m.push(("mount", rmpv::Value::Array(vec!["/a:/b".into()])));
-        assert!(TaskConfig::decode(&encode(m)).unwrap_err().reason.starts_with("mount "));
+        assert!(
+            TaskConfig::decode(&encode(m))
+                .unwrap_err()
+                .reason
+                .starts_with("mount ")
+        );
         let mut m = base();
         m.push(("network_mode", "host".into()));
-        assert_eq!(TaskConfig::decode(&encode(m)).unwrap().network_mode.as_deref(), Some("host"));
+        assert_eq!(
+            TaskConfig::decode(&encode(m))
+                .unwrap()
+                .network_mode
+                .as_deref(),
+            Some("host")
+        );
     }
 }

@@ -30,9 +30,12 @@ pub fn decode(block: &'static str, bytes: &[u8], attrs: &[AttrDef]) -> Result<Ct
     };
     let mut values = BTreeMap::new();
     for (key, value) in entries {
-        let key = key
-            .as_str()
-            .ok_or_else(|| err(format!("attribute names must be strings, got {}", kind(&key))))?;
+        let key = key.as_str().ok_or_else(|| {
+            err(format!(
+                "attribute names must be strings, got {}",
+                kind(&key)
+            ))
+        })?;
         let def = attrs
             .iter()
             .find(|a| a.name == key)
@@ -49,8 +52,14 @@ pub fn decode(block: &'static str, bytes: &[u8], attrs: &[AttrDef]) -> Result<Ct
         }
         values.insert(def.name, value);
     }
-    if let Some(missing) = attrs.iter().find(|a| a.required && !values.contains_key(a.name)) {
-        return Err(err(format!("missing required attribute {:?}", missing.name)));
+    if let Some(missing) = attrs
+        .iter()
+        .find(|a| a.required && !values.contains_key(a.name))
+    {
+        return Err(err(format!(
+            "missing required attribute {:?}",
+            missing.name
+        )));
     }
     Ok(CtyObject { values })
 }
@@ -95,14 +104,24 @@ impl CtyObject {
         self.values
             .get(name)
             .and_then(|v| v.as_array())
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// A `list(map(string))` merged into one map, later entries winning, as the Go driver does.
     pub fn merged_map(&self, name: &str) -> BTreeMap<String, String> {
         let mut merged = BTreeMap::new();
-        for m in self.values.get(name).and_then(|v| v.as_array()).into_iter().flatten() {
+        for m in self
+            .values
+            .get(name)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             for (k, v) in m.as_map().into_iter().flatten() {
                 if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
                     merged.insert(k.to_string(), v.to_string());
@@ -162,9 +181,15 @@ mod tests {
         let mut wrong = base();
         wrong.push(("args", "x".into()));
         let e = decode("task config", &encode(wrong), TASK).unwrap_err();
-        assert_eq!(e.to_string(), "task config: attribute \"args\" must be list(string), got string");
+        assert_eq!(
+            e.to_string(),
+            "task config: attribute \"args\" must be list(string), got string"
+        );
         let e = decode("task config", &encode(base()[1..].to_vec()), TASK).unwrap_err();
-        assert_eq!(e.to_string(), "task config: missing required attribute \"image\"");
+        assert_eq!(
+            e.to_string(),
+            "task config: missing required attribute \"image\""
+        );
         let e = decode("task config", &[0x81], TASK).unwrap_err();
         assert!(e.reason.starts_with("not valid msgpack"), "{e}");
     }

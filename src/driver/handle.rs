@@ -48,7 +48,11 @@ mod tests {
             started_at_ms: 7,
         };
         assert_eq!(DriverState::decode(HANDLE_VERSION, &s.encode()).unwrap(), s);
-        assert!(DriverState::decode(2, b"\x80").unwrap_err().contains("Go nomad-pot-driver"));
+        assert!(
+            DriverState::decode(2, b"\x80")
+                .unwrap_err()
+                .contains("Go nomad-pot-driver")
+        );
         assert!(DriverState::decode(0, b"").is_err());
     }
 }

@@ -155,8 +155,18 @@ mod tests {
         assert_eq!(
             names,
             [
-                "image", "pot", "tag", "command", "args", "port_map", "network_mode", "mount",
-                "copy", "mount_read_only", "extra_hosts", "attributes"
+                "image",
+                "pot",
+                "tag",
+                "command",
+                "args",
+                "port_map",
+                "network_mode",
+                "mount",
+                "copy",
+                "mount_read_only",
+                "extra_hosts",
+                "attributes"
             ]
         );
         let req: Vec<&str> = TASK.iter().filter(|a| a.required).map(|a| a.name).collect();

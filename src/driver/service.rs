@@ -3,7 +3,9 @@
 use super::config::{AgentConfig, TaskConfig};
 use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
-use crate::engine::{Engine, EngineConfig, EventSink, ExitInfo, ImageRef, Instance, MountSpec, PotName, TaskSpec};
+use crate::engine::{
+    Engine, EngineConfig, EventSink, ExitInfo, ImageRef, Instance, MountSpec, PotName, TaskSpec,
+};
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
 use crate::proto::structs;
@@ -70,7 +72,9 @@ impl PotDriver {
             .read()
             .expect("config lock poisoned")
             .clone()
-            .ok_or_else(|| Status::failed_precondition("the plugin has not been configured (SetConfig)"))
+            .ok_or_else(|| {
+                Status::failed_precondition("the plugin has not been configured (SetConfig)")
+            })
     }
 
     fn engine(&self) -> Result<Arc<Engine>, Status> {
@@ -78,7 +82,12 @@ impl PotDriver {
     }
 
     fn task(&self, id: &str) -> Option<Arc<TaskEntry>> {
-        self.inner.tasks.lock().expect("tasks poisoned").get(id).cloned()
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks poisoned")
+            .get(id)
+            .cloned()
     }
 
     fn event_sink(&self) -> EventSink {
@@ -100,7 +109,12 @@ impl PotDriver {
         })
     }
 
-    fn register(&self, config: drivers::TaskConfig, pot: PotName, instance: Arc<Instance>) -> Arc<TaskEntry> {
+    fn register(
+        &self,
+        config: drivers::TaskConfig,
+        pot: PotName,
+        instance: Arc<Instance>,
+    ) -> Arc<TaskEntry> {
         let entry = Arc::new(TaskEntry {
             config,
             pot,
@@ -132,16 +146,25 @@ impl PotDriver {
             Ok(c) if !c.agent.enabled => (HealthState::Undetected, "disabled".to_string()),
             Ok(c) => {
                 let h = c.engine.health().await;
-                let state = if h.healthy { HealthState::Healthy } else { HealthState::Unhealthy };
+                let state = if h.healthy {
+                    HealthState::Healthy
+                } else {
+                    HealthState::Unhealthy
+                };
                 (state, h.description)
             }
         };
         let mut attributes = HashMap::new();
         if health != HealthState::Undetected {
-            attributes.insert("driver.pot".to_string(), attr(structs::attribute::Value::BoolVal(true)));
+            attributes.insert(
+                "driver.pot".to_string(),
+                attr(structs::attribute::Value::BoolVal(true)),
+            );
             attributes.insert(
                 "driver.pot.version".to_string(),
-                attr(structs::attribute::Value::StringVal(PLUGIN_VERSION.to_string())),
+                attr(structs::attribute::Value::StringVal(
+                    PLUGIN_VERSION.to_string(),
+                )),
             );
         }
         drivers::FingerprintResponse {
@@ -190,15 +213,22 @@ fn exit_result(e: &ExitInfo) -> drivers::ExitResult {
 /// Signal names as Nomad sends them (`SIGTERM`), also accepted without the prefix or in lower case.
 fn parse_signal(name: &str) -> Result<Signal, Status> {
     let upper = name.trim().to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    Signal::from_str(&full).map_err(|_| Status::invalid_argument(format!("unknown signal {name:?}")))
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&full)
+        .map_err(|_| Status::invalid_argument(format!("unknown signal {name:?}")))
 }
 
 /// `<alloc_id>/<task_name>/<invocation>`, the task id Nomad generates per start.
 fn split_task_id(id: &str) -> Result<(&str, &str, &str), Status> {
     let mut parts = id.splitn(3, '/');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(t), Some(i)) if !a.is_empty() && !t.is_empty() && !i.is_empty() => Ok((a, t, i)),
+        (Some(a), Some(t), Some(i)) if !a.is_empty() && !t.is_empty() && !i.is_empty() => {
+            Ok((a, t, i))
+        }
         _ => Err(Status::invalid_argument(format!(
             "task id {id:?} is not of the form <alloc>/<task>/<invocation>"
         ))),
@@ -378,14 +408,28 @@ impl Driver for PotDriver {
         let (alloc, task_name, invocation) = split_task_id(&cfg.id)?;
         let tc = TaskConfig::decode(&cfg.msgpack_driver_config)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let image = ImageRef::parse(&tc.image, &tc.pot, &tc.tag).map_err(|e| status::from_engine(&e))?;
-        let pot = PotName::for_task(task_name, invocation, alloc).map_err(|e| status::from_engine(&e))?;
+        let image =
+            ImageRef::parse(&tc.image, &tc.pot, &tc.tag).map_err(|e| status::from_engine(&e))?;
+        let pot =
+            PotName::for_task(task_name, invocation, alloc).map_err(|e| status::from_engine(&e))?;
         let alloc_dir = Path::new(&cfg.alloc_dir);
         let task_dir = alloc_dir.join(&cfg.name);
         let mounts = vec![
-            MountSpec { source: task_dir.join("local"), target: "/local".into(), readonly: false },
-            MountSpec { source: task_dir.join("secrets"), target: "/secrets".into(), readonly: false },
-            MountSpec { source: alloc_dir.join("alloc"), target: "/alloc".into(), readonly: false },
+            MountSpec {
+                source: task_dir.join("local"),
+                target: "/local".into(),
+                readonly: false,
+            },
+            MountSpec {
+                source: task_dir.join("secrets"),
+                target: "/secrets".into(),
+                readonly: false,
+            },
+            MountSpec {
+                source: alloc_dir.join("alloc"),
+                target: "/alloc".into(),
+                readonly: false,
+            },
         ];
         let memory_mb = cfg
             .resources
@@ -408,7 +452,11 @@ impl Driver for PotDriver {
         tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");
         if let Err(e) = engine.start(spec).await {
             tracing::error!(task_id = %cfg.id, pot = %pot, error = %e, "start failed");
-            self.inner.routes.lock().expect("routes poisoned").remove(&pot);
+            self.inner
+                .routes
+                .lock()
+                .expect("routes poisoned")
+                .remove(&pot);
             return Err(status::from_engine(&e));
         }
         let instance = engine
@@ -434,7 +482,11 @@ impl Driver for PotDriver {
             .clone()
             .ok_or_else(|| Status::invalid_argument("RecoverTask: handle has no task config"))?;
         // Nomad leaves the request's task_id empty after an agent restart.
-        let id = if req.task_id.is_empty() { config.id.clone() } else { req.task_id };
+        let id = if req.task_id.is_empty() {
+            config.id.clone()
+        } else {
+            req.task_id
+        };
         if self.task(&id).is_some() {
             return Ok(Response::new(drivers::RecoverTaskResponse {}));
         }
@@ -442,7 +494,10 @@ impl Driver for PotDriver {
             .map_err(|e| Status::failed_precondition(format!("task {id}: {e}")))?;
         let engine = self.engine()?;
         let pot = PotName::new(&state.pot).map_err(|e| status::from_engine(&e))?;
-        let instance = engine.recover(&pot).await.map_err(|e| status::from_engine(&e))?;
+        let instance = engine
+            .recover(&pot)
+            .await
+            .map_err(|e| status::from_engine(&e))?;
         self.route(&pot, &config);
         self.register(drivers::TaskConfig { id, ..config }, pot, instance);
         Ok(Response::new(drivers::RecoverTaskResponse {}))
@@ -472,7 +527,11 @@ impl Driver for PotDriver {
         let Some(entry) = self.task(&req.task_id) else {
             return Ok(Response::new(drivers::StopTaskResponse {}));
         };
-        let signal = if req.signal.is_empty() { Signal::SIGINT } else { parse_signal(&req.signal)? };
+        let signal = if req.signal.is_empty() {
+            Signal::SIGINT
+        } else {
+            parse_signal(&req.signal)?
+        };
         let timeout = req
             .timeout
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
@@ -502,8 +561,16 @@ impl Driver for PotDriver {
             .destroy(&entry.pot)
             .await
             .map_err(|e| status::from_engine(&e))?;
-        self.inner.tasks.lock().expect("tasks poisoned").remove(&req.task_id);
-        self.inner.routes.lock().expect("routes poisoned").remove(&entry.pot);
+        self.inner
+            .tasks
+            .lock()
+            .expect("tasks poisoned")
+            .remove(&req.task_id);
+        self.inner
+            .routes
+            .lock()
+            .expect("routes poisoned")
+            .remove(&entry.pot);
         Ok(Response::new(drivers::DestroyTaskResponse {}))
     }
 
@@ -517,8 +584,16 @@ impl Driver for PotDriver {
             .ok_or_else(|| Status::not_found(format!("task {id} not found")))?;
         let exit = entry.instance.exit();
         let (state, completed_at, result) = match &exit {
-            Some(e) => (drivers::TaskState::Exited, timestamp_ms(e.finished_at_ms), exit_result(e)),
-            None => (drivers::TaskState::Running, zero_time(), drivers::ExitResult::default()),
+            Some(e) => (
+                drivers::TaskState::Exited,
+                timestamp_ms(e.finished_at_ms),
+                exit_result(e),
+            ),
+            None => (
+                drivers::TaskState::Running,
+                zero_time(),
+                drivers::ExitResult::default(),
+            ),
         };
         Ok(Response::new(drivers::InspectTaskResponse {
             task: Some(drivers::TaskStatus {
@@ -614,7 +689,10 @@ impl Driver for PotDriver {
 
 /// One TaskStats sample. Without usage (racct off, jail gone) the sample is still sent, with no
 /// measured fields, because Nomad dereferences it unconditionally.
-fn stats_sample(task_id: &str, usage: Option<crate::host::ResourceUsage>) -> drivers::TaskStatsResponse {
+fn stats_sample(
+    task_id: &str,
+    usage: Option<crate::host::ResourceUsage>,
+) -> drivers::TaskStatsResponse {
     use drivers::{cpu_usage, memory_usage};
     let (cpu, memory) = match usage {
         Some(u) => (
@@ -626,7 +704,10 @@ fn stats_sample(task_id: &str, usage: Option<crate::host::ResourceUsage>) -> dri
             drivers::MemoryUsage {
                 rss: u.memoryuse,
                 swap: u.swapuse,
-                measured_fields: vec![memory_usage::Fields::Rss as i32, memory_usage::Fields::Swap as i32],
+                measured_fields: vec![
+                    memory_usage::Fields::Rss as i32,
+                    memory_usage::Fields::Swap as i32,
+                ],
                 ..Default::default()
             },
         ),
@@ -658,7 +739,10 @@ mod tests {
 
     #[test]
     fn splits_nomad_task_ids() {
-        assert_eq!(split_task_id("a-1/web/0f3c").unwrap(), ("a-1", "web", "0f3c"));
+        assert_eq!(
+            split_task_id("a-1/web/0f3c").unwrap(),
+            ("a-1", "web", "0f3c")
+        );
         assert!(split_task_id("a/web").is_err());
     }
 

@@ -89,7 +89,10 @@ mod tests {
             argv(Some("nginx -g 'daemon off;'"), &[], None, true),
             ["nginx", "-g", "daemon off;"]
         );
-        assert_eq!(argv(Some("echo $HOME *"), &[], None, true), ["echo", "$HOME", "*"]);
+        assert_eq!(
+            argv(Some("echo $HOME *"), &[], None, true),
+            ["echo", "$HOME", "*"]
+        );
     }
 
     #[test]
@@ -104,7 +107,12 @@ mod tests {
         assert_eq!(r.argv, ["nginx", "-g", "daemon off;"]);
         assert_eq!(r.unquoted_args, [1]);
         assert_eq!(
-            argv(Some("sh"), &["-c", "trap 'exit 7' USR1; sleep 5"], None, true),
+            argv(
+                Some("sh"),
+                &["-c", "trap 'exit 7' USR1; sleep 5"],
+                None,
+                true
+            ),
             ["sh", "-c", "trap 'exit 7' USR1; sleep 5"]
         );
         assert_eq!(

@@ -139,7 +139,10 @@ impl EngineConfig {
             ("pot_conf_dir", &self.pot_conf_dir),
         ] {
             if !path.is_absolute() {
-                return Err(bad(key, format!("{} is not an absolute path", path.display())));
+                return Err(bad(
+                    key,
+                    format!("{} is not an absolute path", path.display()),
+                ));
             }
         }
         for dir in self.tool_path.split(':').filter(|d| !d.is_empty()) {
@@ -176,7 +179,10 @@ fn validate_dataset_name(key: &str, name: &str) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(bad(key, format!("{name:?} is not a valid ZFS dataset name")))
+        Err(bad(
+            key,
+            format!("{name:?} is not a valid ZFS dataset name"),
+        ))
     }
 }
 

@@ -165,8 +165,12 @@ struct ImageFiles {
 
 /// Fetches the three files into the cache dir, each through a `.part` file renamed when complete.
 async fn download(image: &ImageRef, cache_dir: &Path) -> Result<ImageFiles, EngineError> {
-    std::fs::create_dir_all(cache_dir)
-        .map_err(|e| image.err(format!("create cache dir {}: {e}", cache_dir.display()), false))?;
+    std::fs::create_dir_all(cache_dir).map_err(|e| {
+        image.err(
+            format!("create cache dir {}: {e}", cache_dir.display()),
+            false,
+        )
+    })?;
     let xz_name = image.file_name();
     let files = ImageFiles {
         xz: cache_dir.join(&xz_name),
@@ -174,7 +178,10 @@ async fn download(image: &ImageRef, cache_dir: &Path) -> Result<ImageFiles, Engi
         skein: cache_dir.join(format!("{xz_name}.skein")),
     };
     for path in [&files.skein, &files.xz, &files.meta] {
-        let name = path.file_name().expect("cache file has a name").to_string_lossy();
+        let name = path
+            .file_name()
+            .expect("cache file has a name")
+            .to_string_lossy();
         fetch(image, &name, path).await?;
     }
     Ok(files)
@@ -209,7 +216,12 @@ async fn http_get(image: &ImageRef, url: &str, dest: &Path) -> Result<(), Engine
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let response = tokio::time::timeout(CONNECT_TIMEOUT, client.get(uri))
         .await
-        .map_err(|_| image.err(format!("GET {url}: no response within {CONNECT_TIMEOUT:?}"), true))?
+        .map_err(|_| {
+            image.err(
+                format!("GET {url}: no response within {CONNECT_TIMEOUT:?}"),
+                true,
+            )
+        })?
         .map_err(|e| image.err(format!("GET {url}: {e}"), true))?;
     let status = response.status();
     if !status.is_success() {
@@ -302,7 +314,11 @@ async fn receive(
     xz: &Path,
 ) -> Result<(), EngineError> {
     let temp = format!("{dataset}_importing");
-    if host.zfs_exists(&temp).await.map_err(|e| image.err(e.to_string(), false))? {
+    if host
+        .zfs_exists(&temp)
+        .await
+        .map_err(|e| image.err(e.to_string(), false))?
+    {
         host.zfs_destroy_recursive(&temp)
             .await
             .map_err(|e| image.err(e.to_string(), false))?;
@@ -323,7 +339,10 @@ async fn receive(
         };
         let result = host2.zfs_receive_blocking(&temp2, &mut reader);
         match (reader.error, result) {
-            (Some(e), _) => Err(image2.err(format!("corrupt xz stream in {}: {e}", xz2.display()), false)),
+            (Some(e), _) => Err(image2.err(
+                format!("corrupt xz stream in {}: {e}", xz2.display()),
+                false,
+            )),
             (None, Err(e)) => Err(image2.err(e.to_string(), false)),
             (None, Ok(())) => Ok(()),
         }
@@ -365,18 +384,26 @@ mod tests {
 
     #[test]
     fn names_follow_pot() {
-        let i = ImageRef::parse("http://r.example/images/", "nginx-nomad-amd64-13_1", "1.1.13").unwrap();
+        let i = ImageRef::parse(
+            "http://r.example/images/",
+            "nginx-nomad-amd64-13_1",
+            "1.1.13",
+        )
+        .unwrap();
         assert_eq!(i.file_name(), "nginx-nomad-amd64-13_1_1.1.13.xz");
         assert_eq!(i.local_name(), "nginx-nomad-amd64-13_1_1_1_13");
-        assert_eq!(
-            i.location("x.xz"),
-            "http://r.example/images/x.xz"
-        );
+        assert_eq!(i.location("x.xz"), "http://r.example/images/x.xz");
     }
 
     #[test]
     fn rejects_unsafe_names_and_schemes() {
-        for (pot, tag) in [("a/b", "1"), ("..", "1"), ("a b", "1"), ("a", "1\0"), ("a", "")] {
+        for (pot, tag) in [
+            ("a/b", "1"),
+            ("..", "1"),
+            ("a b", "1"),
+            ("a", "1\0"),
+            ("a", ""),
+        ] {
             assert!(matches!(
                 ImageRef::parse("http://h/", pot, tag),
                 Err(EngineError::InvalidInput(_))

@@ -30,10 +30,21 @@ impl PotName {
     pub fn for_task(task: &str, invocation: &str, alloc: &str) -> Result<PotName, EngineError> {
         let clean = |s: &str| -> String {
             s.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect()
         };
-        PotName::new(&format!("{}_{}_{}", clean(task), clean(invocation), clean(alloc)))
+        PotName::new(&format!(
+            "{}_{}_{}",
+            clean(task),
+            clean(invocation),
+            clean(alloc)
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -85,7 +96,15 @@ pub fn clone_conf(
 ) -> PotConf {
     let mut conf = image.clone();
     // pot clone drops the network identity of its source and writes its own.
-    for key in ["host.hostname", "bridge", "ip", "vnet", "network_type", "pot.stack", "pot.dns"] {
+    for key in [
+        "host.hostname",
+        "bridge",
+        "ip",
+        "vnet",
+        "network_type",
+        "pot.stack",
+        "pot.dns",
+    ] {
         conf.remove(key);
     }
     conf.set("host.hostname", format!("\"{hostname}\""));
@@ -129,7 +148,11 @@ pub fn usable_hostname(pot: &PotName, host_hostname: &str, max_len: usize) -> St
         return p[..max_len].to_string();
     }
     let full = format!("{p}.{host_hostname}");
-    if full.len() <= max_len { full } else { p.to_string() }
+    if full.len() <= max_len {
+        full
+    } else {
+        p.to_string()
+    }
 }
 
 /// Quotes an argv for `pot.cmd`, so that pot's own tools read back the same words.
@@ -174,8 +197,16 @@ mod tests {
     #[test]
     fn fscomp_uses_pot_directory_form() {
         let m = [
-            MountSpec { source: "/a/local".into(), target: "/local".into(), readonly: false },
-            MountSpec { source: "/a/ro".into(), target: "/data".into(), readonly: true },
+            MountSpec {
+                source: "/a/local".into(),
+                target: "/local".into(),
+                readonly: false,
+            },
+            MountSpec {
+                source: "/a/ro".into(),
+                target: "/data".into(),
+                readonly: true,
+            },
         ];
         assert_eq!(fscomp_lines(&m), "/a/local /local\n/a/ro /data ro\n");
     }

@@ -118,7 +118,12 @@ impl Engine {
         let pot = spec.pot.clone();
         // Everything that can be checked without the host is checked first: bad input changes nothing.
         if spec.command.is_some() || !spec.args.is_empty() {
-            command::resolve(spec.command.as_deref(), &spec.args, None, self.cfg.args_quote_compat)?;
+            command::resolve(
+                spec.command.as_deref(),
+                &spec.args,
+                None,
+                self.cfg.args_quote_compat,
+            )?;
         }
         for m in &spec.mounts {
             if !m.source.is_dir() {
@@ -214,15 +219,22 @@ impl Engine {
                 .unwrap_or_default(),
             HOSTNAME_MAX_LENGTH,
         );
-        std::fs::create_dir_all(&paths.conf_dir)
-            .map_err(EngineError::io(p, "create", &paths.conf_dir))?;
+        std::fs::create_dir_all(&paths.conf_dir).map_err(EngineError::io(
+            p,
+            "create",
+            &paths.conf_dir,
+        ))?;
         let conf = layout::clone_conf(
             image_conf,
             &hostname,
             &layout::command_line(&argv.argv),
             spec.memory_mb,
         );
-        write_file(p, &paths.conf_dir.join("pot.conf"), conf.render().as_bytes())?;
+        write_file(
+            p,
+            &paths.conf_dir.join("pot.conf"),
+            conf.render().as_bytes(),
+        )?;
         write_file(
             p,
             &paths.conf_dir.join("fscomp.conf"),
@@ -247,10 +259,12 @@ impl Engine {
                 format!("args[{i}]: removed one pair of outer quotes (args_quote_compat)"),
             );
         }
-        self.spawn_task(spec, &argv.argv).await.map(|started| Started {
-            unquoted_args: argv.unquoted_args.clone(),
-            ..started
-        })
+        self.spawn_task(spec, &argv.argv)
+            .await
+            .map(|started| Started {
+                unquoted_args: argv.unquoted_args.clone(),
+                ..started
+            })
     }
 
     /// Runs the task's command through jexec in its own session, its stdout and stderr on
@@ -275,7 +289,11 @@ impl Engine {
         // SAFETY: setsid is async-signal-safe; a new session keeps signals aimed at the
         // agent's or the plugin's process group away from the task.
         unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
         }
         let mut child = tokio::process::Command::from(cmd)
             .spawn()
@@ -290,11 +308,7 @@ impl Engine {
             &state_dir.join("task.json"),
             &serde_json::to_vec(&record).expect("task record serializes"),
         )?;
-        write_file(
-            p,
-            &self.status_file(pot),
-            b"pot.status=started,\n",
-        )?;
+        write_file(p, &self.status_file(pot), b"pot.status=started,\n")?;
         let (tx, rx) = watch::channel(None);
         let exit_file = state_dir.join("exit.json");
         tokio::spawn(async move {
@@ -353,7 +367,11 @@ impl Engine {
         let (tx, rx) = watch::channel(read_json::<ExitInfo>(&dir.join("exit.json")));
         if rx.borrow().is_none() {
             let running = kill(Pid::from_raw(record.pid as i32), None).is_ok()
-                && self.host.jail_exists(p).await.map_err(EngineError::host(p))?;
+                && self
+                    .host
+                    .jail_exists(p)
+                    .await
+                    .map_err(EngineError::host(p))?;
             if !running {
                 return Err(EngineError::State {
                     pot: p.to_string(),
@@ -528,10 +546,12 @@ impl Engine {
             .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
         let output = child.wait_with_output();
         let output = match timeout.filter(|t| !t.is_zero()) {
-            Some(t) => tokio::time::timeout(t, output).await.map_err(|_| EngineError::State {
-                pot: p.to_string(),
-                reason: format!("exec {:?} timed out after {t:?}", argv[0]),
-            })?,
+            Some(t) => tokio::time::timeout(t, output)
+                .await
+                .map_err(|_| EngineError::State {
+                    pot: p.to_string(),
+                    reason: format!("exec {:?} timed out after {t:?}", argv[0]),
+                })?,
             None => output.await,
         }
         .map_err(EngineError::io(p, "wait for", Path::new(&argv[0])))?;
@@ -542,7 +562,10 @@ impl Engine {
         })
     }
 
-    async fn global_lock(&self, pot: &PotName) -> Result<nix::fcntl::Flock<std::fs::File>, EngineError> {
+    async fn global_lock(
+        &self,
+        pot: &PotName,
+    ) -> Result<nix::fcntl::Flock<std::fs::File>, EngineError> {
         let path = self.cfg.lock_file.clone();
         let p = pot.to_string();
         tokio::task::spawn_blocking(move || {
@@ -618,7 +641,10 @@ async fn open_log_fifo(pot: &str, path: &Path) -> Result<std::fs::File, EngineEr
                     .map_err(|e| EngineError::io(pot, "fcntl", path)(e.into()))?;
                 return Ok(file);
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && tokio::time::Instant::now() < deadline => {
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENXIO)
+                    && tokio::time::Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => return Err(EngineError::io(pot, "open log", path)(e)),
@@ -629,7 +655,9 @@ async fn open_log_fifo(pot: &str, path: &Path) -> Result<std::fs::File, EngineEr
 fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
     use std::os::unix::process::ExitStatusExt;
     ExitInfo {
-        exit_code: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        exit_code: status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
         signal: status.signal().unwrap_or(0),
         finished_at_ms: now_ms(),
         error: None,

@@ -8,7 +8,9 @@ mod layout;
 mod lifecycle;
 mod potconf;
 
-pub use config::{ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides};
+pub use config::{
+    ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides,
+};
 pub use error::EngineError;
 pub use image::ImageRef;
 pub use layout::{MountSpec, PotName};

@@ -19,8 +19,11 @@ impl PotConf {
 
     /// The value as pot's `_get_conf_var` reads it: spaces, tabs and `"` removed.
     pub fn get(&self, key: &str) -> Option<String> {
-        self.get_raw(key)
-            .map(|v| v.chars().filter(|c| !matches!(c, ' ' | '\t' | '"')).collect())
+        self.get_raw(key).map(|v| {
+            v.chars()
+                .filter(|c| !matches!(c, ' ' | '\t' | '"'))
+                .collect()
+        })
     }
 
     /// The value verbatim (pot reads `pot.cmd` and `ip` this way).
@@ -55,7 +58,9 @@ mod tests {
 
     #[test]
     fn reads_like_pot_and_rewrites_in_place() {
-        let mut c = PotConf::parse("pot.type=single\nhost.hostname=\"a b\"\npot.cmd=nginx -g 'daemon off;'\n");
+        let mut c = PotConf::parse(
+            "pot.type=single\nhost.hostname=\"a b\"\npot.cmd=nginx -g 'daemon off;'\n",
+        );
         assert_eq!(c.get("host.hostname").unwrap(), "ab");
         assert_eq!(c.get_raw("pot.cmd").unwrap(), "nginx -g 'daemon off;'");
         c.set("pot.type", "multi");

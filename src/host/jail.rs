@@ -48,21 +48,18 @@ impl Host {
     pub async fn jail_create(&self, params: &JailParams) -> Result<u32, HostError> {
         let mut args = argv!["-i", "-c"];
         args.extend(params.to_args());
-        let out = self.run(Tool::Jail, &args).await?;
-        out.stdout
-            .trim()
-            .parse()
-            .map_err(|_| HostError::Parse {
-                command: "jail -i -c".to_string(),
-                detail: format!("expected a JID, got {:?}", out.stdout.trim()),
-            })
+        let out = self.run(Tool::Jail, args).await?;
+        out.stdout.trim().parse().map_err(|_| HostError::Parse {
+            command: "jail -i -c".to_string(),
+            detail: format!("expected a JID, got {:?}", out.stdout.trim()),
+        })
     }
 
     /// Removes jail `name`. `force` kills its processes at once (`jail -R`), otherwise jail(8)
     /// runs `exec.stop` and waits `stop.timeout` (`jail -r`). A missing jail is [`HostError::Absent`].
     pub async fn jail_remove(&self, name: &str, force: bool) -> Result<(), HostError> {
         let flag = if force { "-R" } else { "-r" };
-        match self.run(Tool::Jail, &argv![flag, name]).await {
+        match self.run(Tool::Jail, argv![flag, name]).await {
             Ok(_) => Ok(()),
             Err(HostError::Failed {
                 command, stderr, ..
@@ -76,7 +73,7 @@ impl Host {
 
     /// Whether jail `name` exists (`jls -j name jid`).
     pub async fn jail_exists(&self, name: &str) -> Result<bool, HostError> {
-        match self.run(Tool::Jls, &argv!["-j", name, "jid"]).await {
+        match self.run(Tool::Jls, argv!["-j", name, "jid"]).await {
             Ok(_) => Ok(true),
             Err(HostError::Failed { stderr, .. }) if stderr.contains("not found") => Ok(false),
             Err(e) => Err(e),
@@ -106,12 +103,17 @@ mod tests {
     #[test]
     fn params_keep_order_and_bare_flags() {
         let mut p = JailParams::default();
-        p.flag("persist").set("name", "web_1").set("path", "/opt/pot/jails/web_1/m");
+        p.flag("persist")
+            .set("name", "web_1")
+            .set("path", "/opt/pot/jails/web_1/m");
         let args: Vec<String> = p
             .to_args()
             .into_iter()
             .map(|a| a.into_string().unwrap())
             .collect();
-        assert_eq!(args, ["persist", "name=web_1", "path=/opt/pot/jails/web_1/m"]);
+        assert_eq!(
+            args,
+            ["persist", "name=web_1", "path=/opt/pot/jails/web_1/m"]
+        );
     }
 }

@@ -166,9 +166,13 @@ impl Host {
     }
 
     /// Runs `tool` to completion and returns its stdout, or a typed error naming the command.
-    pub(crate) async fn run(&self, tool: Tool, args: &[OsString]) -> Result<ToolOutput, HostError> {
-        let cmd = self.command(tool, args)?;
-        let command = display_command(tool, args);
+    pub(crate) async fn run(
+        &self,
+        tool: Tool,
+        args: Vec<OsString>,
+    ) -> Result<ToolOutput, HostError> {
+        let cmd = self.command(tool, &args)?;
+        let command = display_command(tool, &args);
         let output = tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .output()
@@ -181,7 +185,10 @@ impl Host {
     }
 }
 
-pub(crate) fn finish(command: String, output: std::process::Output) -> Result<ToolOutput, HostError> {
+pub(crate) fn finish(
+    command: String,
+    output: std::process::Output,
+) -> Result<ToolOutput, HostError> {
     if output.status.success() {
         return Ok(ToolOutput {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -20,14 +20,17 @@ impl Host {
         readonly: bool,
     ) -> Result<(), HostError> {
         let opt = if readonly { "ro" } else { "rw" };
-        self.run(Tool::Mount, &argv!["-t", "nullfs", "-o", opt, source, target])
-            .await
-            .map(drop)
+        self.run(
+            Tool::Mount,
+            argv!["-t", "nullfs", "-o", opt, source, target],
+        )
+        .await
+        .map(drop)
     }
 
     /// `umount -f target`; a target that is not mounted is [`HostError::Absent`].
     pub async fn unmount(&self, target: &Path) -> Result<(), HostError> {
-        match self.run(Tool::Umount, &argv!["-f", target]).await {
+        match self.run(Tool::Umount, argv!["-f", target]).await {
             Ok(_) => Ok(()),
             Err(HostError::Failed {
                 command, stderr, ..
@@ -45,7 +48,7 @@ impl Host {
 
     /// Every mounted file system, from `mount -p`.
     pub async fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
-        let out = self.run(Tool::Mount, &argv!["-p"]).await?;
+        let out = self.run(Tool::Mount, argv!["-p"]).await?;
         Ok(parse_fstab(&out.stdout))
     }
 }

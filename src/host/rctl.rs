@@ -15,7 +15,7 @@ impl Host {
     /// Current usage of jail `name`.
     pub async fn rctl_usage(&self, name: &str) -> Result<ResourceUsage, HostError> {
         let out = self
-            .run(Tool::Rctl, &argv!["-u", format!("jail:{name}")])
+            .run(Tool::Rctl, argv!["-u", format!("jail:{name}")])
             .await?;
         Ok(parse_usage(&out.stdout))
     }

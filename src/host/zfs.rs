@@ -18,7 +18,9 @@ impl Host {
     /// Snapshot names (the part after `@`) of `dataset`, oldest name first as pot sorts them.
     pub async fn zfs_snapshots(&self, dataset: &str) -> Result<Vec<String>, HostError> {
         let out = self
-            .zfs(argv!["list", "-H", "-d", "1", "-t", "snapshot", "-o", "name", dataset])
+            .zfs(argv![
+                "list", "-H", "-d", "1", "-t", "snapshot", "-o", "name", dataset
+            ])
             .await?;
         let mut snaps: Vec<String> = out
             .lines()
@@ -71,10 +73,12 @@ impl Host {
         let copied = std::io::copy(stream, &mut stdin);
         // Closing stdin tells zfs the stream ended; on a copy error it sees a truncated stream.
         drop(stdin);
-        let output = child.wait_with_output().map_err(|source| HostError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+        let output = child
+            .wait_with_output()
+            .map_err(|source| HostError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
         // zfs's own complaint is the most precise; a copy error alone means the source failed.
         match (copied, super::finish(command.clone(), output)) {
             (_, Err(e)) => Err(e),
@@ -88,7 +92,7 @@ impl Host {
     }
 
     async fn zfs(&self, args: Vec<OsString>) -> Result<String, HostError> {
-        match self.run(Tool::Zfs, &args).await {
+        match self.run(Tool::Zfs, args).await {
             Ok(out) => Ok(out.stdout),
             Err(HostError::Failed {
                 command, stderr, ..

@@ -19,7 +19,9 @@ pub enum HandshakeError {
         "This binary is a plugin. These are not meant to be executed directly. Please execute the program that consumes these plugins, which will load any plugins automatically"
     )]
     NoCookie,
-    #[error("the host accepts plugin protocol versions {0:?}, this plugin speaks {APP_PROTOCOL_VERSION}")]
+    #[error(
+        "the host accepts plugin protocol versions {0:?}, this plugin speaks {APP_PROTOCOL_VERSION}"
+    )]
     Version(String),
     #[error("cannot create the plugin socket directory under {dir}: {source}")]
     SocketDir {
@@ -97,12 +99,20 @@ mod tests {
     use super::*;
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
     fn requires_the_cookie_and_protocol_2() {
-        assert!(matches!(check_environment(env(&[])), Err(HandshakeError::NoCookie)));
+        assert!(matches!(
+            check_environment(env(&[])),
+            Err(HandshakeError::NoCookie)
+        ));
         assert!(matches!(
             check_environment(env(&[(MAGIC_COOKIE_KEY, "nope")])),
             Err(HandshakeError::NoCookie)

@@ -19,10 +19,16 @@ impl<S: Subscriber> Layer<S> for HclogLayer {
         let mut fields = FieldMap::default();
         event.record(&mut fields);
         let mut obj = Map::new();
-        obj.insert("@level".into(), Value::String(level(event.metadata().level()).into()));
+        obj.insert(
+            "@level".into(),
+            Value::String(level(event.metadata().level()).into()),
+        );
         obj.insert("@message".into(), Value::String(fields.message));
         obj.insert("@module".into(), Value::String(self.module.into()));
-        obj.insert("@timestamp".into(), Value::String(timestamp(SystemTime::now())));
+        obj.insert(
+            "@timestamp".into(),
+            Value::String(timestamp(SystemTime::now())),
+        );
         for (k, v) in fields.rest {
             obj.entry(k).or_insert(v);
         }
@@ -63,7 +69,8 @@ impl Visit for FieldMap {
         if field.name() == "message" {
             self.message = value.to_string();
         } else {
-            self.rest.insert(field.name().into(), Value::String(value.into()));
+            self.rest
+                .insert(field.name().into(), Value::String(value.into()));
         }
     }
 

@@ -8,8 +8,8 @@ pub use handshake::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
 use crate::driver::PotDriver;
 use crate::proto::base::base_plugin_server::BasePluginServer;
 use crate::proto::drivers::driver_server::DriverServer;
-use crate::proto::plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
 use crate::proto::plugin::Empty;
+use crate::proto::plugin::grpc_controller_server::{GrpcController, GrpcControllerServer};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -91,9 +91,10 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     handshake::announce(&socket)?;
     tracing::info!(socket = %socket.display(), version = crate::driver::PLUGIN_VERSION, "plugin serving");
     let mut stop = shutdown_rx.clone();
-    let serving = server.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
+    let serving =
+        server.serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
     tokio::pin!(serving);
     tokio::select! {
         result = &mut serving => result?,

@@ -1,4 +1,5 @@
-//! Generated protobuf/gRPC types for the Nomad plugin protocol.
+//! Generated protobuf/gRPC types for the Nomad plugin protocol (Nomad's driver and base plugin
+//! services and go-plugin's internal services), wire-identical to the originals.
 //!
 //! The module tree mirrors the protobuf packages because prost emits
 //! cross-package references as relative paths

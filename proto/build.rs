@@ -1,11 +1,11 @@
 //! Compiles our wire-compatible copies of Nomad's and go-plugin's protobuf
-//! definitions (under `proto/`) with protox (pure Rust, no system `protoc`)
+//! definitions (in this crate's `plugins/` and `plugin/`) with protox (pure Rust, no system `protoc`)
 //! and tonic-prost-build, and emits `$OUT_DIR/grpc_methods.rs` listing every
 //! declared gRPC method path.
 
 use std::{env, fs, path::PathBuf};
 
-/// Every .proto we own, relative to the include root `proto/`.
+/// Every .proto we own, relative to the include root (this crate's directory).
 const PROTO_FILES: &[&str] = &[
     "plugins/shared/hclspec/hcl_spec.proto",
     "plugins/shared/structs/proto/attribute.proto",
@@ -19,10 +19,11 @@ const PROTO_FILES: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=plugins");
+    println!("cargo:rerun-if-changed=plugin");
     println!("cargo:rerun-if-changed=build.rs");
 
-    let fds = protox::compile(PROTO_FILES, ["proto"])?;
+    let fds = protox::compile(PROTO_FILES, ["."])?;
 
     // "/<package>.<Service>/<Method>" for every RPC declared in our files
     // (imported google/protobuf/* files declare no services, but are skipped

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use nomad_pot_driver::proto::{self, base, drivers, hclspec, structs};
+use nomad_plugin_proto::{self as proto, base, drivers, hclspec, structs};
 use prost::Message;
 
 /// Builds a byte vector from a mix of raw bytes and ASCII strings.
@@ -173,7 +173,6 @@ fn fingerprint_response_bytes() {
         )]),
         health: drivers::fingerprint_response::HealthState::Healthy as i32,
         health_description: "healthy".into(),
-        err: String::new(),
     };
     let expected = wire!(
         [0x0a, 0x10, 0x0a, 0x0a],

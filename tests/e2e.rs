@@ -1,0 +1,845 @@
+//! End-to-end scenarios: the real plugin binary, driven like Nomad drives it, against a
+//! simulated FreeBSD host (`freebsd-sim`). Needs `cargo build --workspace` first (for the sim).
+//!
+//! Every scenario has its own sim host and plugin process and ends with: `freebsd-sim check`
+//! clean, nothing on the plugin's stdout after the handshake, every stderr line hclog JSON, and
+//! a clean `GRPCController.Shutdown`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cty::{self, find_attr, norm_type};
+use common::{FileServer, Plugin, SimHost, TestTask, within};
+use nomad_pot_driver::proto::base::{
+    ConfigSchemaRequest, NomadConfig, NomadDriverConfig, PluginInfoRequest, PluginType,
+    SetConfigRequest,
+};
+use nomad_pot_driver::proto::drivers::{
+    CapabilitiesRequest, DestroyTaskRequest, FingerprintRequest, FingerprintResponse,
+    InspectTaskRequest, SignalTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest,
+    TaskConfigSchemaRequest, TaskStatsRequest, WaitTaskRequest, WaitTaskResponse,
+    driver_capabilities::FsIsolation, fingerprint_response::HealthState,
+};
+use nomad_pot_driver::proto::hclspec::Spec;
+use nomad_pot_driver::proto::structs::attribute;
+use serde_json::{Value as Json, json};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+const API_VERSION: &str = "v0.1.0";
+
+fn nomad_config() -> NomadConfig {
+    NomadConfig {
+        driver: Some(NomadDriverConfig {
+            client_max_port: 14512,
+            client_min_port: 14000,
+            ..Default::default()
+        }),
+    }
+}
+
+fn dur(secs: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: secs,
+        nanos: 0,
+    }
+}
+
+/// `1.2.3`, `v1.2.3`, `1.2.3-dev` → (1, 2, 3)
+fn parse_semver(v: &str) -> Option<(u64, u64, u64)> {
+    let v = v.strip_prefix('v').unwrap_or(v);
+    let core = v.split(['-', '+']).next()?;
+    let parts: Vec<u64> = core
+        .split('.')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    match parts.as_slice() {
+        [a, b, c] => Some((*a, *b, *c)),
+        _ => None,
+    }
+}
+
+fn tail(lines: &[String], n: usize) -> String {
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+async fn config_schema(plugin: &Plugin) -> Spec {
+    within(
+        5.0,
+        "ConfigSchema",
+        plugin.base().config_schema(ConfigSchemaRequest {}),
+    )
+    .await
+    .expect("ConfigSchema")
+    .into_inner()
+    .spec
+    .expect("ConfigSchema returned no spec")
+}
+
+async fn task_schema(plugin: &Plugin) -> Spec {
+    within(
+        5.0,
+        "TaskConfigSchema",
+        plugin
+            .driver()
+            .task_config_schema(TaskConfigSchemaRequest {}),
+    )
+    .await
+    .expect("TaskConfigSchema")
+    .into_inner()
+    .spec
+    .expect("TaskConfigSchema returned no spec")
+}
+
+async fn set_config_bytes(
+    plugin: &Plugin,
+    bytes: Vec<u8>,
+    with_nomad: bool,
+) -> Result<(), tonic::Status> {
+    let req = SetConfigRequest {
+        msgpack_config: bytes,
+        nomad_config: with_nomad.then(nomad_config),
+        plugin_api_version: API_VERSION.into(),
+    };
+    within(10.0, "SetConfig", plugin.base().set_config(req))
+        .await
+        .map(|_| ())
+}
+
+/// Encodes `cfg` against the plugin's ConfigSchema (like the agent) and sends SetConfig.
+async fn set_config(plugin: &Plugin, cfg: &Json, with_nomad: bool) -> Result<(), tonic::Status> {
+    let schema = config_schema(plugin).await;
+    let bytes = cty::encode(&schema, cfg).unwrap_or_else(|e| {
+        panic!("agent config does not decode against the plugin's ConfigSchema:\n{e}")
+    });
+    set_config_bytes(plugin, bytes, with_nomad).await
+}
+
+async fn first_fingerprint(plugin: &Plugin) -> FingerprintResponse {
+    let mut driver = plugin.driver();
+    within(5.0, "first Fingerprint message", async move {
+        let mut stream = driver
+            .fingerprint(FingerprintRequest {})
+            .await
+            .expect("Fingerprint")
+            .into_inner();
+        stream
+            .message()
+            .await
+            .expect("Fingerprint stream error")
+            .expect("Fingerprint stream ended")
+    })
+    .await
+}
+
+async fn assert_health_serving(plugin: &Plugin) {
+    let resp = within(
+        5.0,
+        "health Check",
+        plugin.health().check(HealthCheckRequest {
+            service: "plugin".into(),
+        }),
+    )
+    .await
+    .expect("health Check(\"plugin\")")
+    .into_inner();
+    assert_eq!(resp.status, ServingStatus::Serving as i32, "health status");
+}
+
+/// One scenario's world: a sim host and a configured long-lived plugin.
+struct Env {
+    sim: SimHost,
+    plugin: Plugin,
+    task_spec: Spec,
+}
+
+impl Env {
+    /// Sim host + plugin launched and configured like Nomad's long-lived instance.
+    async fn new() -> Env {
+        let sim = SimHost::create();
+        let plugin = Plugin::launch().await;
+        let info = within(
+            5.0,
+            "PluginInfo",
+            plugin.base().plugin_info(PluginInfoRequest {}),
+        )
+        .await
+        .expect("PluginInfo")
+        .into_inner();
+        assert_eq!(info.name, "pot");
+        if let Err(s) = set_config(&plugin, &sim.agent_config(), true).await {
+            panic!(
+                "SetConfig with the sim's agent config failed: {s:?}\n{}",
+                tail(&plugin.stderr_lines(), 30)
+            );
+        }
+        let task_spec = task_schema(&plugin).await;
+        Env {
+            sim,
+            plugin,
+            task_spec,
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        tail(&self.plugin.stderr_lines(), 40)
+    }
+
+    /// `file://` URL of a freshly written `demo_1.0` image.
+    fn file_image(&self) -> String {
+        format!("file://{}", self.sim.image("demo", "1.0").display())
+    }
+
+    /// Encodes a job `config {}` against the plugin's TaskConfigSchema.
+    fn encode_task(&self, cfg: &Json) -> Vec<u8> {
+        cty::encode(&self.task_spec, cfg)
+            .unwrap_or_else(|e| panic!("task config rejected by the encoder:\n{e}"))
+    }
+
+    /// A task (alloc dir, logmon, TaskConfig) for a job config.
+    fn task(&self, name: &str, cfg: &Json) -> TestTask {
+        TestTask::new(&self.sim.allocs_dir(), name, self.encode_task(cfg))
+    }
+
+    async fn start(&self, t: &TestTask) -> StartTaskResponse {
+        let req = StartTaskRequest {
+            task: Some(t.config.clone()),
+        };
+        match within(120.0, "StartTask", self.plugin.driver().start_task(req)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => panic!(
+                "StartTask failed: {s:?}\nplugin stderr:\n{}",
+                self.stderr_tail()
+            ),
+        }
+    }
+
+    async fn wait(&self, id: &str, secs: f64) -> WaitTaskResponse {
+        let req = WaitTaskRequest { task_id: id.into() };
+        match within(secs, "WaitTask", self.plugin.driver().wait_task(req)).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => panic!(
+                "WaitTask failed: {s:?}\nplugin stderr:\n{}",
+                self.stderr_tail()
+            ),
+        }
+    }
+
+    async fn destroy(&self, id: &str) {
+        let req = DestroyTaskRequest {
+            task_id: id.into(),
+            force: true,
+        };
+        if let Err(s) = within(30.0, "DestroyTask", self.plugin.driver().destroy_task(req)).await {
+            panic!(
+                "DestroyTask failed: {s:?}\nplugin stderr:\n{}",
+                self.stderr_tail()
+            );
+        }
+    }
+
+    async fn wait_ready(&self, t: &TestTask) {
+        if !t
+            .logs
+            .wait_for_stdout("ready", Duration::from_secs(15))
+            .await
+        {
+            panic!(
+                "task never printed \"ready\" (stdout {:?}, stderr {:?})\nplugin stderr:\n{}",
+                t.logs.stdout(),
+                t.logs.stderr(),
+                self.stderr_tail()
+            );
+        }
+    }
+
+    /// The common end of every scenario.
+    async fn finish(self) {
+        self.sim.assert_clean("at the end of the scenario");
+        self.plugin.assert_clean_io();
+        self.plugin.shutdown().await;
+        self.sim.assert_clean("after plugin shutdown");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// a. info, schemas, SetConfig
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn info_schemas_and_setconfig() {
+    let sim = SimHost::create();
+    let plugin = Plugin::launch().await;
+
+    assert_health_serving(&plugin).await;
+
+    let info = within(
+        5.0,
+        "PluginInfo",
+        plugin.base().plugin_info(PluginInfoRequest {}),
+    )
+    .await
+    .expect("PluginInfo")
+    .into_inner();
+    assert_eq!(info.r#type, PluginType::Driver as i32, "plugin type");
+    assert_eq!(info.name, "pot");
+    assert_eq!(info.plugin_api_versions, vec![API_VERSION.to_string()]);
+    let v = parse_semver(&info.plugin_version)
+        .unwrap_or_else(|| panic!("plugin_version {:?} is not a semver", info.plugin_version));
+    assert!(
+        v > (0, 10, 0),
+        "plugin_version {} must be above 0.10.0",
+        info.plugin_version
+    );
+
+    // Agent schema.
+    let schema = config_schema(&plugin).await;
+    assert!(schema.block.is_some(), "ConfigSchema spec is empty");
+    assert!(
+        !cty::object_attrs(&schema).is_empty(),
+        "ConfigSchema root must be a non-empty object"
+    );
+
+    // Task schema: a superset of the Go driver's (protocol spec §7.3).
+    let tspec = task_schema(&plugin).await;
+    assert!(
+        !cty::object_attrs(&tspec).is_empty(),
+        "TaskConfigSchema root must be a non-empty object"
+    );
+    for key in ["image", "pot", "tag"] {
+        let a = find_attr(&tspec, key).unwrap_or_else(|| panic!("task schema lacks {key:?}"));
+        assert!(a.required, "{key:?} must be required");
+        assert_eq!(norm_type(&a.r#type), "string", "type of {key:?}");
+    }
+    for (key, ty) in [
+        ("command", "string"),
+        ("args", "list(string)"),
+        ("port_map", "list(map(string))"),
+        ("network_mode", "string"),
+        ("mount", "list(string)"),
+        ("copy", "list(string)"),
+        ("mount_read_only", "list(string)"),
+        ("extra_hosts", "list(string)"),
+        ("attributes", "list(string)"),
+    ] {
+        let a = find_attr(&tspec, key).unwrap_or_else(|| panic!("task schema lacks {key:?}"));
+        assert!(!a.required, "{key:?} must be optional");
+        assert_eq!(norm_type(&a.r#type), ty, "type of {key:?}");
+    }
+    // Every attribute type must be one the agent can parse.
+    for (k, _) in cty::object_attrs(&tspec) {
+        if let Some(a) = find_attr(&tspec, &k) {
+            cty::Ty::parse(&a.r#type).unwrap_or_else(|e| panic!("task schema attr {k:?}: {e}"));
+        }
+    }
+
+    // Validation launch: SetConfig twice without nomad_config; then the long-lived form.
+    let agent = sim.agent_config();
+    set_config(&plugin, &agent, false)
+        .await
+        .expect("SetConfig #1 (nomad_config unset)");
+    set_config(&plugin, &agent, false)
+        .await
+        .expect("SetConfig #2 (nomad_config unset)");
+    set_config(&plugin, &agent, true)
+        .await
+        .expect("SetConfig with nomad_config");
+    // The agent's `plugin "nomad-pot-driver" {}` with no config block must also be accepted.
+    set_config(&plugin, &json!({}), false)
+        .await
+        .expect("SetConfig with an empty config block");
+    set_config(&plugin, &agent, true)
+        .await
+        .expect("SetConfig again");
+
+    let caps = within(
+        5.0,
+        "Capabilities",
+        plugin.driver().capabilities(CapabilitiesRequest {}),
+    )
+    .await
+    .expect("Capabilities")
+    .into_inner()
+    .capabilities
+    .expect("Capabilities response without capabilities");
+    assert!(caps.send_signals, "send_signals");
+    assert!(caps.exec, "exec");
+    assert_eq!(caps.fs_isolation, FsIsolation::Image as i32, "fs_isolation");
+
+    // Bad agent configs (bypassing the agent's validation) must be rejected, naming the key.
+    let bad_value = cty::encode_raw(&json!({"enabled": true, "zfs_root": 5}));
+    let err = set_config_bytes(&plugin, bad_value, true)
+        .await
+        .expect_err("SetConfig with zfs_root = 5 must fail");
+    assert!(
+        err.message().contains("zfs_root"),
+        "error should name zfs_root: {err:?}"
+    );
+    let mut unknown = sim.agent_config();
+    unknown["bogus_option"] = json!("x");
+    let err = set_config_bytes(&plugin, cty::encode_raw(&unknown), true)
+        .await
+        .expect_err("SetConfig with an unknown key must fail");
+    assert!(
+        err.message().contains("bogus_option"),
+        "error should name bogus_option: {err:?}"
+    );
+    // A good config is still accepted afterwards.
+    set_config(&plugin, &agent, true)
+        .await
+        .expect("SetConfig after rejected configs");
+
+    sim.assert_clean("after the info scenario");
+    plugin.assert_clean_io();
+    plugin.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// b. fingerprint
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fingerprint() {
+    let env = Env::new().await;
+    let fp = first_fingerprint(&env.plugin).await;
+    assert_eq!(
+        fp.health,
+        HealthState::Healthy as i32,
+        "health (description {:?})\nplugin stderr:\n{}",
+        fp.health_description,
+        env.stderr_tail()
+    );
+    match fp
+        .attributes
+        .get("driver.pot")
+        .and_then(|a| a.value.as_ref())
+    {
+        Some(attribute::Value::BoolVal(true)) => {}
+        other => panic!("attribute driver.pot must be bool true, got {other:?}"),
+    }
+    match fp
+        .attributes
+        .get("driver.pot.version")
+        .and_then(|a| a.value.as_ref())
+    {
+        Some(attribute::Value::StringVal(s)) if !s.is_empty() => {}
+        other => panic!("attribute driver.pot.version must be a non-empty string, got {other:?}"),
+    }
+
+    // A second plugin whose tool_path has no tools: UNHEALTHY, saying what is missing.
+    let broken = Plugin::launch().await;
+    let empty = env.sim.empty_dir();
+    let cfg = env
+        .sim
+        .agent_config_with(json!({"tool_path": empty.to_string_lossy()}));
+    set_config(&broken, &cfg, true)
+        .await
+        .expect("SetConfig must accept a tool_path without tools");
+    let fp = first_fingerprint(&broken).await;
+    assert_eq!(
+        fp.health,
+        HealthState::Unhealthy as i32,
+        "health with no tools: {fp:?}"
+    );
+    let desc = fp.health_description.to_lowercase();
+    assert!(
+        [
+            "zfs", "jail", "jexec", "jls", "ifconfig", "pfctl", "rctl", "mount", "sysctl", "cpuset"
+        ]
+        .iter()
+        .any(|t| desc.contains(t)),
+        "health description should name the missing tool(s): {:?}",
+        fp.health_description
+    );
+    broken.assert_clean_io();
+    broken.shutdown().await;
+
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// c. start, logs, exit code
+// ---------------------------------------------------------------------------------------------
+
+async fn start_logs_exit_code_with(env: &Env, image: String) {
+    let cfg = json!({
+        "image": image,
+        "pot": "demo",
+        "tag": "1.0",
+        "command": "/bin/sh",
+        "args": ["-c", "echo out-line; echo err-line >&2; exit 3"],
+    });
+    let t = env.task("web", &cfg);
+    let resp = env.start(&t).await;
+    let handle = resp.handle.expect("StartTask response without handle");
+    assert_ne!(handle.version, 0, "TaskHandle.version 0 is reserved");
+    let hcfg = handle
+        .config
+        .expect("TaskHandle.config must echo the TaskConfig");
+    assert_eq!(hcfg.id, t.id(), "TaskHandle.config.id");
+
+    assert!(
+        t.logs
+            .wait_for_stdout("out-line", Duration::from_secs(15))
+            .await,
+        "stdout FIFO never got \"out-line\" (got {:?})\nplugin stderr:\n{}",
+        t.logs.stdout(),
+        env.stderr_tail()
+    );
+    assert!(
+        t.logs
+            .wait_for_stderr("err-line", Duration::from_secs(5))
+            .await,
+        "stderr FIFO never got \"err-line\" (got {:?})",
+        t.logs.stderr()
+    );
+    assert!(
+        !t.logs.stdout().contains("err-line"),
+        "stderr leaked into stdout"
+    );
+    assert!(
+        !t.logs.stderr().contains("out-line"),
+        "stdout leaked into stderr"
+    );
+
+    let w = env.wait(&t.id(), 30.0).await;
+    let r = w.result.expect("WaitTask response without result");
+    assert_eq!((r.exit_code, r.signal), (3, 0), "exit result {r:?}");
+    assert!(w.err.is_empty(), "WaitTask err: {:?}", w.err);
+    // WaitTask may be called again after exit and returns at once.
+    let w2 = env.wait(&t.id(), 5.0).await;
+    assert_eq!(w2.result.map(|r| r.exit_code), Some(3), "second WaitTask");
+
+    let insp = within(
+        5.0,
+        "InspectTask",
+        env.plugin
+            .driver()
+            .inspect_task(InspectTaskRequest { task_id: t.id() }),
+    )
+    .await
+    .expect("InspectTask")
+    .into_inner();
+    let st = insp.task.expect("InspectTask without task");
+    assert_eq!(st.id, t.id(), "InspectTask task.id");
+    assert!(st.started_at.is_some(), "InspectTask started_at unset");
+    assert!(st.completed_at.is_some(), "InspectTask completed_at unset");
+    let res = st.result.expect("InspectTask without result");
+    assert_eq!(res.exit_code, 3, "InspectTask result");
+
+    env.destroy(&t.id()).await;
+    assert!(
+        t.logs.wait_for_eof(Duration::from_secs(5)).await,
+        "FIFO write ends still open after DestroyTask (logmon would never see EOF)"
+    );
+    env.sim.assert_clean("after DestroyTask");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_logs_exit_code() {
+    let env = Env::new().await;
+    let server = FileServer::serve(&env.sim.image("demo", "1.0"));
+    start_logs_exit_code_with(&env, server.url()).await;
+    let reqs = server.requests();
+    assert!(
+        reqs.iter().any(|r| r.ends_with("/demo_1.0.xz")),
+        "no request for demo_1.0.xz: {reqs:?}"
+    );
+    assert!(
+        reqs.iter().any(|r| r.ends_with("/demo_1.0.xz.skein")),
+        "no request for demo_1.0.xz.skein: {reqs:?}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_logs_exit_code_file_image() {
+    let env = Env::new().await;
+    let image = env.file_image();
+    start_logs_exit_code_with(&env, image).await;
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// d. stop with timeout, signals, stats
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_kills_after_timeout() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
+    });
+    let t = env.task("stubborn", &cfg);
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+
+    // TaskStats on a running task: first sample within 3 s.
+    let mut driver = env.plugin.driver();
+    let id = t.id();
+    let sample = within(3.0, "first TaskStats sample", async move {
+        let req = TaskStatsRequest {
+            task_id: id,
+            collection_interval: Some(dur(1)),
+        };
+        let mut stream = driver
+            .task_stats(req)
+            .await
+            .expect("TaskStats")
+            .into_inner();
+        stream
+            .message()
+            .await
+            .expect("TaskStats stream error")
+            .expect("TaskStats stream ended")
+    })
+    .await;
+    let stats = sample.stats.expect("TaskStatsResponse.stats unset");
+    assert!(stats.timestamp.is_some(), "TaskStats.timestamp unset");
+    assert!(
+        stats.agg_resource_usage.is_some(),
+        "TaskStats.agg_resource_usage unset"
+    );
+
+    let t0 = Instant::now();
+    let req = StopTaskRequest {
+        task_id: t.id(),
+        timeout: Some(dur(1)),
+        signal: "SIGTERM".into(),
+    };
+    within(
+        8.0,
+        "StopTask(timeout 1 s)",
+        env.plugin.driver().stop_task(req),
+    )
+    .await
+    .expect("StopTask");
+    let took = t0.elapsed();
+    let w = env.wait(&t.id(), 10.0).await;
+    let r = w.result.expect("WaitTask without result");
+    let recent_calls = || {
+        let calls = env.sim.calls();
+        calls[calls.len().saturating_sub(15)..]
+            .iter()
+            .map(|c| format!("{} -> {}", c.line(), c.exit))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        took >= Duration::from_millis(900),
+        "StopTask returned after {took:?} (exit {r:?}): the task ignores SIGTERM, so SIGKILL must wait for the 1 s \
+         timeout\nlast host calls:\n{}\nplugin stderr:\n{}",
+        recent_calls(),
+        env.stderr_tail()
+    );
+    assert!(
+        r.signal == 9 || (r.exit_code != 0 && r.signal != 0),
+        "expected a SIGKILL exit, got {r:?}\nlast host calls:\n{}",
+        recent_calls()
+    );
+
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signal_task() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "trap 'exit 7' USR1; echo ready; while :; do sleep 0.1; done"],
+    });
+    let t = env.task("signalled", &cfg);
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+
+    let req = SignalTaskRequest {
+        task_id: t.id(),
+        signal: "SIGUSR1".into(),
+    };
+    within(5.0, "SignalTask", env.plugin.driver().signal_task(req))
+        .await
+        .expect("SignalTask(SIGUSR1)");
+    let w = env.wait(&t.id(), 10.0).await;
+    let r = w.result.expect("WaitTask without result");
+    assert_eq!(
+        (r.exit_code, r.signal),
+        (7, 0),
+        "exit result after SIGUSR1 {r:?}"
+    );
+
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// e. destroy a running task, idempotency, unknown ids
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_running_and_idempotent() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "echo ready; while :; do sleep 1; done"],
+    });
+    let t = env.task("forever", &cfg);
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+
+    env.destroy(&t.id()).await;
+    env.sim
+        .assert_clean("after DestroyTask(force) of a running task");
+    assert!(
+        t.logs.wait_for_eof(Duration::from_secs(5)).await,
+        "FIFO write ends still open after DestroyTask"
+    );
+    // Again: OK.
+    env.destroy(&t.id()).await;
+
+    // StopTask on an unknown id: OK (Nomad retries errors 5 times).
+    let req = StopTaskRequest {
+        task_id: "no-such-alloc/no-such-task/00000000".into(),
+        timeout: Some(dur(1)),
+        signal: String::new(),
+    };
+    within(5.0, "StopTask(unknown)", env.plugin.driver().stop_task(req))
+        .await
+        .expect("StopTask on an unknown id must be OK");
+
+    // WaitTask on an unknown id: error.
+    let req = WaitTaskRequest {
+        task_id: "no-such-alloc/no-such-task/00000000".into(),
+    };
+    let r = within(5.0, "WaitTask(unknown)", env.plugin.driver().wait_task(req)).await;
+    assert!(r.is_err(), "WaitTask on an unknown id must fail, got {r:?}");
+
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// f. invalid task configs
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_task_config() {
+    let env = Env::new().await;
+    let base = json!({
+        // never fetched: configs are validated before anything touches the host
+        "image": "http://127.0.0.1:9/", "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", "exit 0"],
+    });
+
+    let mut unknown = base.clone();
+    unknown["foo"] = json!("bar");
+    let mut wrong_type = base.clone();
+    wrong_type["args"] = json!("not-a-list");
+    let mut missing = base.clone();
+    missing.as_object_mut().unwrap().remove("image");
+    let mut null_image = base.clone();
+    null_image["image"] = Json::Null;
+
+    // What Nomad itself says about them.
+    let cases = [
+        (
+            &unknown,
+            "foo",
+            Some("Invalid label: No argument or block type is named \"foo\"."),
+        ),
+        (
+            &wrong_type,
+            "args",
+            Some(
+                "Incorrect attribute value type: Inappropriate value for attribute \"args\": list of string required.",
+            ),
+        ),
+        (
+            &missing,
+            "image",
+            Some(
+                "Missing required argument: The argument \"image\" is required, but no definition was found.",
+            ),
+        ),
+        (&null_image, "image", None),
+    ];
+    for (cfg, _, msg) in &cases {
+        if let Some(msg) = msg {
+            let e =
+                cty::encode(&env.task_spec, cfg).expect_err("the encoder must reject this config");
+            assert!(e.contains(msg), "encoder error {e} should contain {msg}");
+        }
+    }
+
+    // Sent anyway (bypassing Nomad's validation): InvalidArgument naming the key.
+    for (i, (cfg, key, _)) in cases.iter().enumerate() {
+        let t = TestTask::new(
+            &env.sim.allocs_dir(),
+            &format!("bad{i}"),
+            cty::encode_raw(cfg),
+        );
+        let req = StartTaskRequest {
+            task: Some(t.config.clone()),
+        };
+        let r = within(
+            30.0,
+            "StartTask(bad config)",
+            env.plugin.driver().start_task(req),
+        )
+        .await;
+        let s = match r {
+            Ok(_) => panic!("StartTask accepted a bad config {cfg}"),
+            Err(s) => s,
+        };
+        assert_eq!(
+            s.code(),
+            tonic::Code::InvalidArgument,
+            "status for {cfg}: {s:?}"
+        );
+        assert!(
+            s.message().contains(key),
+            "error for {cfg} should name {key:?}: {s:?}"
+        );
+        // Nomad calls DestroyTask after a failed start only for tasks it has a handle for; the
+        // plugin must not have kept anything for this id anyway.
+        let _ = within(
+            10.0,
+            "DestroyTask(after failed start)",
+            env.plugin.driver().destroy_task(DestroyTaskRequest {
+                task_id: t.id(),
+                force: true,
+            }),
+        )
+        .await;
+    }
+
+    // Still healthy.
+    assert_health_serving(&env.plugin).await;
+    let fp = first_fingerprint(&env.plugin).await;
+    assert_eq!(
+        fp.health,
+        HealthState::Healthy as i32,
+        "fingerprint after bad configs: {fp:?}"
+    );
+
+    // Nothing was created on the host.
+    let bad_calls: Vec<String> = env
+        .sim
+        .calls()
+        .iter()
+        .map(|c| c.line())
+        .filter(|l| {
+            l.starts_with("zfs clone")
+                || l.starts_with("zfs receive")
+                || l.starts_with("zfs recv")
+                || l == "jail"
+                || l.starts_with("jail ")
+        })
+        .collect();
+    assert!(
+        bad_calls.is_empty(),
+        "bad configs reached the host: {bad_calls:?}"
+    );
+
+    env.finish().await;
+}

@@ -1,0 +1,299 @@
+//! The simulated FreeBSD host (`freebsd-sim`, see tests/freebsd-sim/README.md) and a tiny HTTP
+//! file server for images.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Component, Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value as Json;
+
+/// Path of the simulator: `$FREEBSD_SIM_BIN`, else `freebsd-sim` in [`crate::bin_dir`].
+pub fn sim_bin() -> PathBuf {
+    crate::workspace_bin("FREEBSD_SIM_BIN", "freebsd-sim")
+}
+
+/// One line of `DIR/state/calls.jsonl`.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub argv: Vec<String>,
+    pub exit: i64,
+}
+
+impl Call {
+    /// The argv joined with spaces (for `starts_with("zfs clone")` style checks).
+    pub fn line(&self) -> String {
+        self.argv.join(" ")
+    }
+}
+
+pub struct SimHost {
+    /// Holds everything: `host/` (the sim DIR), `images/`, `allocs/`, `empty/`.
+    pub tmp: tempfile::TempDir,
+    /// The simulated host directory (`freebsd-sim init DIR`).
+    pub dir: PathBuf,
+    /// The agent plugin `config` block printed by `init`.
+    pub config: Json,
+}
+
+impl SimHost {
+    /// `freebsd-sim init <tempdir>/host`.
+    pub fn create() -> SimHost {
+        let tmp = tempfile::Builder::new()
+            .prefix("freebsd-sim-")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().join("host");
+        let out = Command::new(sim_bin())
+            .arg("init")
+            .arg(&dir)
+            .output()
+            .expect("run freebsd-sim init");
+        assert!(
+            out.status.success(),
+            "freebsd-sim init failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: Json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "freebsd-sim init printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert!(config.is_object(), "init config is not an object: {config}");
+        SimHost { tmp, dir, config }
+    }
+
+    /// The agent config as printed by `init` (a JSON object).
+    pub fn agent_config(&self) -> Json {
+        self.config.clone()
+    }
+
+    /// The agent config with some keys replaced/added.
+    pub fn agent_config_with(&self, overrides: Json) -> Json {
+        let mut c = self.config.clone();
+        for (k, v) in overrides.as_object().expect("overrides must be an object") {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    /// The directory `image()` writes to.
+    pub fn images_dir(&self) -> PathBuf {
+        self.tmp.path().join("images")
+    }
+
+    /// Where TestTask puts alloc directories.
+    pub fn allocs_dir(&self) -> PathBuf {
+        self.tmp.path().join("allocs")
+    }
+
+    /// An empty directory (e.g. a `tool_path` with no tools).
+    pub fn empty_dir(&self) -> PathBuf {
+        let p = self.tmp.path().join("empty");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// `freebsd-sim image NAME TAG <images_dir>`; returns the images directory.
+    pub fn image(&self, name: &str, tag: &str) -> PathBuf {
+        let dir = self.images_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new(sim_bin())
+            .args(["image", name, tag])
+            .arg(&dir)
+            .output()
+            .expect("run freebsd-sim image");
+        assert!(
+            out.status.success(),
+            "freebsd-sim image failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for suffix in ["xz", "xz.skein"] {
+            let f = dir.join(format!("{name}_{tag}.{suffix}"));
+            assert!(
+                f.exists(),
+                "freebsd-sim image did not write {}",
+                f.display()
+            );
+        }
+        dir
+    }
+
+    /// `freebsd-sim check DIR` → (clean, stdout+stderr).
+    pub fn check(&self) -> (bool, String) {
+        let out = Command::new(sim_bin())
+            .arg("check")
+            .arg(&self.dir)
+            .output()
+            .expect("run freebsd-sim check");
+        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), s)
+    }
+
+    /// Asserts `check` is clean.
+    pub fn assert_clean(&self, when: &str) {
+        let (ok, out) = self.check();
+        assert!(ok, "freebsd-sim check found leftovers {when}:\n{out}");
+    }
+
+    /// Parses `DIR/state/calls.jsonl`.
+    pub fn calls(&self) -> Vec<Call> {
+        let p = self.dir.join("state").join("calls.jsonl");
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: Json = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("bad calls.jsonl line ({e}): {l}"));
+                Call {
+                    argv: v["argv"]
+                        .as_array()
+                        .unwrap_or_else(|| panic!("calls.jsonl line without argv: {l}"))
+                        .iter()
+                        .map(|a| a.as_str().unwrap_or_default().to_string())
+                        .collect(),
+                    exit: v["exit"].as_i64().unwrap_or(-1),
+                }
+            })
+            .collect()
+    }
+}
+
+impl SimHost {
+    /// Best effort: `jail -R` every jail still recorded, so a failed scenario does not leave
+    /// task processes running (chrooted into a deleted directory) after the temp dir goes.
+    pub fn kill_all_jails(&self) {
+        let bin = self.dir.join("bin");
+        let Ok(out) = Command::new(bin.join("jls")).arg("name").output() else {
+            return;
+        };
+        for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new(bin.join("jail")).args(["-R", name]).output();
+        }
+    }
+}
+
+impl Drop for SimHost {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.kill_all_jails();
+        }
+    }
+}
+
+/// A GET-only HTTP/1.1 file server on 127.0.0.1:0 serving one directory.
+pub struct FileServer {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+fn safe_join(root: &Path, url_path: &str) -> Option<PathBuf> {
+    let path = url_path.split(['?', '#']).next().unwrap_or("");
+    let rel = Path::new(path.trim_start_matches('/'));
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(root.join(rel))
+}
+
+fn handle(mut s: TcpStream, root: &Path, requests: &Mutex<Vec<String>>) {
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut r = BufReader::new(match s.try_clone() {
+        Ok(c) => c,
+        Err(_) => return,
+    });
+    let mut request_line = String::new();
+    if r.read_line(&mut request_line).is_err() {
+        return;
+    }
+    loop {
+        let mut h = String::new();
+        match r.read_line(&mut h) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if h == "\r\n" || h == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or("");
+    let target = parts.next().unwrap_or("").to_string();
+    requests.lock().unwrap().push(target.clone());
+    let respond = |s: &mut TcpStream, status: &str, body: &[u8]| {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(body);
+        let _ = s.flush();
+    };
+    if method != "GET" {
+        respond(&mut s, "405 Method Not Allowed", b"");
+        return;
+    }
+    match safe_join(root, &target)
+        .filter(|p| p.is_file())
+        .and_then(|p| std::fs::read(p).ok())
+    {
+        Some(body) => respond(&mut s, "200 OK", &body),
+        None => respond(&mut s, "404 Not Found", b"not found\n"),
+    }
+}
+
+impl FileServer {
+    pub fn serve(dir: &Path) -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let root = dir.to_path_buf();
+        {
+            let requests = requests.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    let root = root.clone();
+                    let requests = requests.clone();
+                    std::thread::spawn(move || handle(conn, &root, &requests));
+                }
+            });
+        }
+        FileServer {
+            port,
+            requests,
+            stop,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>/`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// Request targets seen so far (e.g. `/demo_1.0.xz`).
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
