@@ -425,6 +425,15 @@ async fn fingerprint() {
         Some(attribute::Value::StringVal(s)) if !s.is_empty() => {}
         other => panic!("attribute driver.pot.version must be a non-empty string, got {other:?}"),
     }
+    // The simulated host has kern.racct.enable=1.
+    match fp
+        .attributes
+        .get("driver.pot.racct")
+        .and_then(|a| a.value.as_ref())
+    {
+        Some(attribute::Value::BoolVal(true)) => {}
+        other => panic!("attribute driver.pot.racct must be bool true, got {other:?}"),
+    }
 
     // A second plugin whose tool_path has no tools: UNHEALTHY, saying what is missing.
     let broken = Plugin::launch().await;

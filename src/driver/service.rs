@@ -141,9 +141,9 @@ impl PotDriver {
 
     async fn fingerprint_now(&self) -> drivers::FingerprintResponse {
         use drivers::fingerprint_response::HealthState;
-        let (health, description) = match self.configured() {
-            Err(_) => (HealthState::Undetected, "not configured".to_string()),
-            Ok(c) if !c.agent.enabled => (HealthState::Undetected, "disabled".to_string()),
+        let (health, description, racct) = match self.configured() {
+            Err(_) => (HealthState::Undetected, "not configured".to_string(), false),
+            Ok(c) if !c.agent.enabled => (HealthState::Undetected, "disabled".to_string(), false),
             Ok(c) => {
                 let h = c.engine.health().await;
                 let state = if h.healthy {
@@ -151,21 +151,18 @@ impl PotDriver {
                 } else {
                     HealthState::Unhealthy
                 };
-                (state, h.description)
+                (state, h.description, h.racct)
             }
         };
         let mut attributes = HashMap::new();
         if health != HealthState::Undetected {
-            attributes.insert(
-                "driver.pot".to_string(),
-                attr(structs::attribute::Value::BoolVal(true)),
-            );
+            use structs::attribute::Value;
+            attributes.insert("driver.pot".to_string(), attr(Value::BoolVal(true)));
             attributes.insert(
                 "driver.pot.version".to_string(),
-                attr(structs::attribute::Value::StringVal(
-                    PLUGIN_VERSION.to_string(),
-                )),
+                attr(Value::StringVal(PLUGIN_VERSION.to_string())),
             );
+            attributes.insert("driver.pot.racct".to_string(), attr(Value::BoolVal(racct)));
         }
         drivers::FingerprintResponse {
             attributes,
@@ -450,18 +447,18 @@ impl Driver for PotDriver {
         };
         self.route(&pot, &cfg);
         tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");
-        if let Err(e) = engine.start(spec).await {
-            tracing::error!(task_id = %cfg.id, pot = %pot, error = %e, "start failed");
-            self.inner
-                .routes
-                .lock()
-                .expect("routes poisoned")
-                .remove(&pot);
-            return Err(status::from_engine(&e));
-        }
-        let instance = engine
-            .instance(&pot)
-            .ok_or_else(|| Status::internal(format!("pot {pot}: started but not tracked")))?;
+        let instance = match engine.start(spec).await {
+            Ok(instance) => instance,
+            Err(e) => {
+                tracing::error!(task_id = %cfg.id, pot = %pot, error = %e, "start failed");
+                self.inner
+                    .routes
+                    .lock()
+                    .expect("routes poisoned")
+                    .remove(&pot);
+                return Err(status::from_engine(&e));
+            }
+        };
         let entry = self.register(cfg, pot, instance);
         Ok(Response::new(drivers::StartTaskResponse {
             handle: Some(handle_for(&entry)),

@@ -54,15 +54,6 @@ pub struct ExitInfo {
     pub error: Option<String>,
 }
 
-/// A started task.
-#[derive(Debug, Clone)]
-pub struct Started {
-    pub pid: u32,
-    pub started_at_ms: u64,
-    /// `args` elements that lost a pair of outer quotes (see [`command::resolve`]).
-    pub unquoted_args: Vec<usize>,
-}
-
 /// Output of a command run in a task's jail.
 #[derive(Debug, Clone)]
 pub struct ExecOutput {
@@ -114,7 +105,7 @@ struct TaskRecord {
 
 impl Engine {
     /// Prepares and starts `spec`. On failure everything created so far is removed again.
-    pub async fn start(&self, spec: TaskSpec) -> Result<Started, EngineError> {
+    pub async fn start(&self, spec: TaskSpec) -> Result<Arc<Instance>, EngineError> {
         let pot = spec.pot.clone();
         // Everything that can be checked without the host is checked first: bad input changes nothing.
         if spec.command.is_some() || !spec.args.is_empty() {
@@ -160,7 +151,7 @@ impl Engine {
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
         self.clone_pot(&pot, &imported, &paths).await?;
         match self.boot(&spec, &paths, &image_conf, &argv).await {
-            Ok(started) => Ok(started),
+            Ok(instance) => Ok(instance),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(&pot).await {
                     tracing::error!(pot = %pot, error = %cleanup, "rollback after failed start left debris");
@@ -209,7 +200,7 @@ impl Engine {
         paths: &PotPaths,
         image_conf: &PotConf,
         argv: &Argv,
-    ) -> Result<Started, EngineError> {
+    ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
         let p = pot.as_str();
         let hostname = layout::usable_hostname(
@@ -259,17 +250,16 @@ impl Engine {
                 format!("args[{i}]: removed one pair of outer quotes (args_quote_compat)"),
             );
         }
-        self.spawn_task(spec, &argv.argv)
-            .await
-            .map(|started| Started {
-                unquoted_args: argv.unquoted_args.clone(),
-                ..started
-            })
+        self.spawn_task(spec, &argv.argv).await
     }
 
     /// Runs the task's command through jexec in its own session, its stdout and stderr on
     /// Nomad's log FIFOs, and watches for its exit.
-    async fn spawn_task(&self, spec: &TaskSpec, argv: &[String]) -> Result<Started, EngineError> {
+    async fn spawn_task(
+        &self,
+        spec: &TaskSpec,
+        argv: &[String],
+    ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
         let p = pot.as_str();
         let mut env = spec.env.clone();
@@ -327,20 +317,17 @@ impl Engine {
             }
             let _ = tx.send(Some(info));
         });
-        self.instances.lock().expect("instances poisoned").insert(
-            pot.clone(),
-            Arc::new(Instance {
-                pot: pot.clone(),
-                pid,
-                started_at_ms,
-                exit: rx,
-            }),
-        );
-        Ok(Started {
+        let instance = Arc::new(Instance {
+            pot: pot.clone(),
             pid,
             started_at_ms,
-            unquoted_args: Vec::new(),
-        })
+            exit: rx,
+        });
+        self.instances
+            .lock()
+            .expect("instances poisoned")
+            .insert(pot.clone(), instance.clone());
+        Ok(instance)
     }
 
     /// The tracked instance of `pot`, if this process knows it.
@@ -485,8 +472,9 @@ impl Engine {
             .await
             .map_err(EngineError::host(p))?
             .into_iter()
+            // The pot's own datasets go with `zfs destroy`; nullfs, devfs and tmpfs are ours.
+            .filter(|m| m.fstype != "zfs" && m.target.starts_with(&paths.root))
             .map(|m| m.target)
-            .filter(|t| t.starts_with(&paths.root))
             .collect();
         // Deepest first, like pot's bottom-up fscomp.conf walk.
         mounts.sort_by_key(|t| std::cmp::Reverse(t.components().count()));

@@ -14,7 +14,7 @@ pub use config::{
 pub use error::EngineError;
 pub use image::ImageRef;
 pub use layout::{MountSpec, PotName};
-pub use lifecycle::{ExecOutput, ExitInfo, Instance, Started, TaskSpec};
+pub use lifecycle::{ExecOutput, ExitInfo, Instance, TaskSpec};
 pub use potconf::PotConf;
 
 use crate::host::Host;
@@ -29,6 +29,8 @@ pub type EventSink = Arc<dyn Fn(&PotName, String) + Send + Sync>;
 pub struct Health {
     pub healthy: bool,
     pub description: String,
+    /// `kern.racct.enable`: resource usage (TaskStats) and limits need it.
+    pub racct: bool,
 }
 
 /// The pot engine for one host.
@@ -60,6 +62,7 @@ impl Engine {
         let unhealthy = |description: String| Health {
             healthy: false,
             description,
+            racct: false,
         };
         let missing = self.host.missing_tools();
         if !missing.is_empty() {
@@ -89,9 +92,15 @@ impl Engine {
                 self.cfg.jails_dir().display()
             ));
         }
+        let racct = self
+            .host
+            .sysctl("kern.racct.enable")
+            .await
+            .is_ok_and(|v| v == "1");
         Health {
             healthy: true,
             description: "healthy".to_string(),
+            racct,
         }
     }
 

@@ -3,7 +3,6 @@
 use super::{Host, HostError, Tool, argv};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
 
 /// Parameters of `jail -c`, in the order they are passed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,11 +87,6 @@ impl Host {
         let mut cmd = self.command(Tool::Jexec, &args)?;
         cmd.env_clear().envs(&spec.env);
         Ok(cmd)
-    }
-
-    /// Path of the jexec tool, for error messages.
-    pub fn jexec_path(&self) -> Result<PathBuf, HostError> {
-        self.resolve(Tool::Jexec)
     }
 }
 

@@ -3,10 +3,9 @@
 use super::{Host, HostError, Tool, argv};
 use std::path::{Path, PathBuf};
 
-/// One line of `mount -p` (fstab form).
+/// A mounted file system, from one line of `mount -p` (fstab form).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
-    pub source: String,
     pub target: PathBuf,
     pub fstype: String,
 }
@@ -57,9 +56,8 @@ impl Host {
 fn parse_fstab(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|line| {
-            let mut f = line.split_whitespace();
+            let mut f = line.split_whitespace().skip(1);
             Some(MountEntry {
-                source: f.next()?.to_string(),
                 target: PathBuf::from(f.next()?),
                 fstype: f.next()?.to_string(),
             })
@@ -76,7 +74,6 @@ mod tests {
         let text = "zroot/ROOT/default\t/\tzfs\trw\t0 0\n/a/local\t/opt/pot/jails/x/m/local\tnullfs\trw\t0 0\n";
         let m = parse_fstab(text);
         assert_eq!(m.len(), 2);
-        assert_eq!(m[1].source, "/a/local");
         assert_eq!(m[1].target, PathBuf::from("/opt/pot/jails/x/m/local"));
         assert_eq!(m[1].fstype, "nullfs");
     }
