@@ -17,9 +17,9 @@ use nomad_pot_driver::proto::base::{
 };
 use nomad_pot_driver::proto::drivers::{
     CapabilitiesRequest, DestroyTaskRequest, FingerprintRequest, FingerprintResponse,
-    InspectTaskRequest, SignalTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest,
-    TaskConfigSchemaRequest, TaskStatsRequest, WaitTaskRequest, WaitTaskResponse,
-    driver_capabilities::FsIsolation, fingerprint_response::HealthState,
+    InspectTaskRequest, RecoverTaskRequest, SignalTaskRequest, StartTaskRequest, StartTaskResponse,
+    StopTaskRequest, TaskConfigSchemaRequest, TaskHandle, TaskStatsRequest, WaitTaskRequest,
+    WaitTaskResponse, driver_capabilities::FsIsolation, fingerprint_response::HealthState,
 };
 use nomad_pot_driver::proto::hclspec::Spec;
 use nomad_pot_driver::proto::structs::attribute;
@@ -850,5 +850,178 @@ async fn bad_task_config() {
         "bad configs reached the host: {bad_calls:?}"
     );
 
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// g. tasks outlive the plugin: recovery after a plugin SIGKILL, idempotent StartTask
+// ---------------------------------------------------------------------------------------------
+
+impl Env {
+    /// SIGKILLs the plugin and launches a fresh one configured like Nomad's long-lived instance.
+    async fn crash_and_relaunch(&mut self) {
+        self.plugin.kill();
+        let plugin = Plugin::launch().await;
+        set_config(&plugin, &self.sim.agent_config(), true)
+            .await
+            .expect("SetConfig on the relaunched plugin");
+        self.plugin = plugin;
+    }
+
+    /// RecoverTask as Nomad sends it after an agent restart: no task id, and the handle's config
+    /// without the driver config (lost by the client's state store).
+    async fn recover(&self, handle: &TaskHandle) -> Result<(), tonic::Status> {
+        let mut handle = handle.clone();
+        if let Some(c) = handle.config.as_mut() {
+            c.msgpack_driver_config.clear();
+        }
+        let req = RecoverTaskRequest {
+            task_id: String::new(),
+            handle: Some(handle),
+        };
+        within(30.0, "RecoverTask", self.plugin.driver().recover_task(req))
+            .await
+            .map(drop)
+    }
+}
+
+/// The task waits for a file in its /local, so the test decides when it exits.
+fn gated_task_config(env: &Env, code: i32) -> Json {
+    json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", format!(
+            "echo ready; while [ ! -e /local/go ]; do sleep 0.1; done; echo after-restart; exit {code}"
+        )],
+    })
+}
+
+fn open_gate(t: &TestTask) {
+    std::fs::write(t.alloc_dir.join(&t.task_name).join("local/go"), b"").expect("open the gate");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_survives_plugin_sigkill_with_logs_and_exit_code() {
+    let mut env = Env::new().await;
+    let t = env.task("survivor", &gated_task_config(&env, 5));
+    let handle = env
+        .start(&t)
+        .await
+        .handle
+        .expect("StartTask without handle");
+    env.wait_ready(&t).await;
+
+    env.crash_and_relaunch().await;
+    // The task owns its log FIFOs: its output still reaches logmon with no plugin running it.
+    open_gate(&t);
+    assert!(
+        t.logs
+            .wait_for_stdout("after-restart", Duration::from_secs(10))
+            .await,
+        "log output after the plugin died was lost: {:?}",
+        t.logs.stdout()
+    );
+    env.recover(&handle).await.expect("RecoverTask");
+    let r = env.wait(&t.id(), 20.0).await;
+    assert_eq!(r.err, "", "WaitTask error");
+    assert_eq!(r.result.expect("WaitTask result").exit_code, 5);
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_while_the_plugin_is_down_is_reported() {
+    let mut env = Env::new().await;
+    let t = env.task("batch", &gated_task_config(&env, 7));
+    let handle = env
+        .start(&t)
+        .await
+        .handle
+        .expect("StartTask without handle");
+    env.wait_ready(&t).await;
+    env.plugin.kill();
+    open_gate(&t);
+    assert!(
+        t.logs.wait_for_eof(Duration::from_secs(10)).await,
+        "the task did not finish while the plugin was down"
+    );
+    env.crash_and_relaunch().await;
+    env.recover(&handle)
+        .await
+        .expect("RecoverTask of an exited task");
+    let r = env.wait(&t.id(), 10.0).await;
+    assert_eq!(r.result.expect("WaitTask result").exit_code, 7);
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_task_is_idempotent_across_a_plugin_crash() {
+    let mut env = Env::new().await;
+    let t = env.task("retried", &gated_task_config(&env, 0));
+    let first = env.start(&t).await.handle.expect("handle");
+    let again = env.start(&t).await.handle.expect("handle");
+    assert_eq!(
+        first.driver_state, again.driver_state,
+        "same process, same handle"
+    );
+    env.wait_ready(&t).await;
+    // Nomad retries StartTask with the same TaskConfig after the plugin died under it.
+    env.crash_and_relaunch().await;
+    let adopted = env.start(&t).await.handle.expect("handle");
+    assert_eq!(
+        first.driver_state, adopted.driver_state,
+        "the running task was adopted"
+    );
+    let jails_created = env
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.argv.first().map(String::as_str) == Some("jail"))
+        .filter(|c| c.argv.iter().any(|a| a == "-c"))
+        .count();
+    assert_eq!(
+        jails_created, 1,
+        "a retried StartTask must not start a second jail"
+    );
+    open_gate(&t);
+    assert_eq!(
+        env.wait(&t.id(), 20.0)
+            .await
+            .result
+            .expect("result")
+            .exit_code,
+        0
+    );
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recover_refuses_go_driver_handles_and_vanished_tasks() {
+    let env = Env::new().await;
+    let t = env.task("old", &gated_task_config(&env, 0));
+    let go_handle = TaskHandle {
+        version: 2,
+        config: Some(t.config.clone()),
+        state: 1,
+        driver_state: vec![0x80],
+    };
+    let e = env
+        .recover(&go_handle)
+        .await
+        .expect_err("a Go-driver handle");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains("Go nomad-pot-driver"), "{e:?}");
+    let state = json!({"pot": "old_gone_x", "task_id": t.id(), "task_name": "old",
+                       "alloc_id": t.alloc_id, "pid": 1, "started_at_ms": 0});
+    let vanished = TaskHandle {
+        version: 3,
+        config: Some(t.config.clone()),
+        state: 1,
+        driver_state: serde_json::to_vec(&state).unwrap(),
+    };
+    let e = env.recover(&vanished).await.expect_err("an unknown pot");
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("old_gone_x"), "{e:?}");
     env.finish().await;
 }

@@ -7,14 +7,13 @@ use super::command::{self, Argv};
 use super::image::{self, ImageRef};
 use super::layout::{self, MountSpec, PotName, PotPaths};
 use super::potconf::PotConf;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, shim};
 use crate::host::{JailParams, JexecSpec};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -23,8 +22,6 @@ use tokio::sync::watch;
 
 /// FreeBSD's login PATH, for tasks whose environment has none (IMAGE isolation passes no host env).
 const DEFAULT_JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
-/// How long a log FIFO may lack its reader (Nomad's logmon) before the start fails.
-const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a killed task may take to be reaped.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// pot's `POT_HOSTNAME_MAX_LENGTH`.
@@ -52,6 +49,18 @@ pub struct ExitInfo {
     pub finished_at_ms: u64,
     /// Set when the status could not be observed.
     pub error: Option<String>,
+}
+
+impl ExitInfo {
+    /// An exit whose status could not be observed.
+    pub fn unknown(reason: String) -> ExitInfo {
+        ExitInfo {
+            exit_code: -1,
+            signal: 0,
+            finished_at_ms: now_ms(),
+            error: Some(reason),
+        }
+    }
 }
 
 /// Output of a command run in a task's jail.
@@ -96,17 +105,21 @@ impl Instance {
     }
 }
 
-/// What the driver persists so that a later plugin process can find the task again.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TaskRecord {
-    pid: u32,
-    started_at_ms: u64,
-}
-
 impl Engine {
     /// Prepares and starts `spec`. On failure everything created so far is removed again.
     pub async fn start(&self, spec: TaskSpec) -> Result<Arc<Instance>, EngineError> {
         let pot = spec.pot.clone();
+        // Nomad retries StartTask with the same task id after a plugin crash: adopt the task
+        // if it was started, clean up if a start was interrupted half-way.
+        if let Some(instance) = self.instance(&pot) {
+            return Ok(instance);
+        }
+        if self.task_state_dir(&pot).join(shim::PIDS_FILE).exists() {
+            match self.recover(&pot).await {
+                Ok(instance) => return Ok(instance),
+                Err(e) => tracing::info!(pot = %pot, reason = %e, "cleaning up an earlier start"),
+            }
+        }
         // Everything that can be checked without the host is checked first: bad input changes nothing.
         if spec.command.is_some() || !spec.args.is_empty() {
             command::resolve(
@@ -169,15 +182,14 @@ impl Engine {
         imported: &image::Imported,
         paths: &PotPaths,
     ) -> Result<(), EngineError> {
-        let _lock = self.global_lock(pot).await?;
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         let host_err = EngineError::host(pot.as_str());
+        // Pot names come from Nomad's task ids, so an existing one is debris of our own
+        // interrupted start.
         if self.host.zfs_exists(&dataset).await.map_err(host_err)? {
-            return Err(EngineError::State {
-                pot: pot.to_string(),
-                reason: format!("{dataset} already exists"),
-            });
+            self.teardown(pot).await?;
         }
+        let _lock = self.global_lock(pot).await?;
         self.host
             .zfs_create(&dataset)
             .await
@@ -253,8 +265,8 @@ impl Engine {
         self.spawn_task(spec, &argv.argv).await
     }
 
-    /// Runs the task's command through jexec in its own session, its stdout and stderr on
-    /// Nomad's log FIFOs, and watches for its exit.
+    /// Hands the task to its supervisor (see [`shim`]), which runs it through jexec in its own
+    /// session with stdout and stderr on Nomad's log FIFOs, and watches for its exit.
     async fn spawn_task(
         &self,
         spec: &TaskSpec,
@@ -265,19 +277,29 @@ impl Engine {
         let mut env = spec.env.clone();
         env.entry("PATH".to_string())
             .or_insert_with(|| DEFAULT_JAIL_PATH.to_string());
-        let mut cmd = self
+        let invocation = self
             .host
-            .jexec_command(&JexecSpec {
+            .jexec_invocation(&JexecSpec {
                 jail: p.to_string(),
                 argv: argv.to_vec(),
                 env,
             })
             .map_err(EngineError::host(p))?;
-        let stdout = open_log_fifo(p, &spec.stdout).await?;
-        let stderr = open_log_fifo(p, &spec.stderr).await?;
-        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
-        // SAFETY: setsid is async-signal-safe; a new session keeps signals aimed at the
-        // agent's or the plugin's process group away from the task.
+        let state_dir = self.task_state_dir(pot);
+        std::fs::create_dir_all(&state_dir).map_err(EngineError::io(p, "create", &state_dir))?;
+        let shim_spec = shim::ShimSpec {
+            invocation,
+            stdout: spec.stdout.clone(),
+            stderr: spec.stderr.clone(),
+            state_dir: state_dir.clone(),
+        };
+        let mut cmd = tokio::process::Command::new(&self.supervisor);
+        cmd.arg("shim")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe. Its own session keeps the supervisor and the task
+        // away from signals aimed at the agent's or the plugin's process group.
         unsafe {
             cmd.pre_exec(|| {
                 nix::unistd::setsid()
@@ -285,49 +307,88 @@ impl Engine {
                     .map_err(std::io::Error::from)
             });
         }
-        let mut child = tokio::process::Command::from(cmd)
-            .spawn()
-            .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
-        let pid = child.id().expect("a just-spawned child has a pid");
-        let started_at_ms = now_ms();
-        let state_dir = self.task_state_dir(pot);
-        std::fs::create_dir_all(&state_dir).map_err(EngineError::io(p, "create", &state_dir))?;
-        let record = TaskRecord { pid, started_at_ms };
-        write_file(
+        let mut child = cmd.spawn().map_err(EngineError::io(
             p,
-            &state_dir.join("task.json"),
-            &serde_json::to_vec(&record).expect("task record serializes"),
-        )?;
+            "start the task supervisor",
+            &self.supervisor,
+        ))?;
+        let reply = self.supervisor_reply(pot, &mut child, &shim_spec).await?;
+        let started = reply
+            .strip_prefix("started ")
+            .ok_or_else(|| EngineError::State {
+                pot: p.to_string(),
+                reason: reply
+                    .strip_prefix("error ")
+                    .unwrap_or("the task supervisor exited without starting the task")
+                    .to_string(),
+            })?;
+        tracing::debug!(pot = %pot, task_pid = started, "task running");
+        let pids: shim::Pids =
+            read_json(&state_dir.join(shim::PIDS_FILE)).ok_or_else(|| EngineError::State {
+                pot: p.to_string(),
+                reason: "the task supervisor recorded no pids".to_string(),
+            })?;
         write_file(p, &self.status_file(pot), b"pot.status=started,\n")?;
         let (tx, rx) = watch::channel(None);
-        let exit_file = state_dir.join("exit.json");
         tokio::spawn(async move {
-            let info = match child.wait().await {
-                Ok(status) => exit_info(status),
-                Err(e) => ExitInfo {
-                    exit_code: -1,
-                    signal: 0,
-                    finished_at_ms: now_ms(),
-                    error: Some(format!("waiting for the task failed: {e}")),
-                },
-            };
-            let bytes = serde_json::to_vec(&info).expect("exit info serializes");
-            if let Err(e) = write_atomic(&exit_file, &bytes) {
-                tracing::warn!(file = %exit_file.display(), error = %e, "cannot record exit status");
-            }
-            let _ = tx.send(Some(info));
+            // Reaps the supervisor; its exit means the status is on disk (or lost).
+            let _ = child.wait().await;
+            let _ = tx.send(Some(exit_after_supervisor(&state_dir, pids.task).await));
         });
+        Ok(self.track(pot, pids, rx))
+    }
+
+    /// Sends the spec to the supervisor and reads its one-line answer.
+    async fn supervisor_reply(
+        &self,
+        pot: &PotName,
+        child: &mut tokio::process::Child,
+        spec: &shim::ShimSpec,
+    ) -> Result<String, EngineError> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let p = pot.as_str();
+        let talk = EngineError::io(p, "talk to the task supervisor", &self.supervisor);
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let bytes = serde_json::to_vec(spec).expect("shim spec serializes");
+        stdin.write_all(&bytes).await.map_err(talk)?;
+        drop(stdin);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        let deadline = shim::FIFO_OPEN_TIMEOUT + Duration::from_secs(10);
+        tokio::time::timeout(
+            deadline,
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .map_err(|_| EngineError::State {
+            pot: p.to_string(),
+            reason: format!("the task supervisor did not answer within {deadline:?}"),
+        })?
+        .map_err(EngineError::io(
+            p,
+            "read from the task supervisor",
+            &self.supervisor,
+        ))?;
+        Ok(line.trim_end().to_string())
+    }
+
+    fn track(
+        &self,
+        pot: &PotName,
+        pids: shim::Pids,
+        exit: watch::Receiver<Option<ExitInfo>>,
+    ) -> Arc<Instance> {
         let instance = Arc::new(Instance {
             pot: pot.clone(),
-            pid,
-            started_at_ms,
-            exit: rx,
+            pid: pids.task,
+            started_at_ms: pids.started_at_ms,
+            exit,
         });
         self.instances
             .lock()
             .expect("instances poisoned")
             .insert(pot.clone(), instance.clone());
-        Ok(instance)
+        instance
     }
 
     /// The tracked instance of `pot`, if this process knows it.
@@ -339,59 +400,39 @@ impl Engine {
             .cloned()
     }
 
-    /// Re-attaches to a task started by an earlier plugin process.
-    ///
-    /// A task that already exited reports its recorded status. A task still running is watched
-    /// by polling its pid, because only its parent could collect its exit status.
+    /// Re-attaches to a task started by an earlier plugin process, through what its supervisor
+    /// left in the task's state dir: the pids while it runs, the exit status once it is done.
     pub async fn recover(&self, pot: &PotName) -> Result<Arc<Instance>, EngineError> {
-        if let Some(inst) = self.instance(pot) {
-            return Ok(inst);
+        if let Some(instance) = self.instance(pot) {
+            return Ok(instance);
         }
         let p = pot.as_str();
         let dir = self.task_state_dir(pot);
-        let record: TaskRecord = read_json(&dir.join("task.json"))
+        let pids: shim::Pids = read_json(&dir.join(shim::PIDS_FILE))
             .ok_or_else(|| EngineError::NotFound { pot: p.to_string() })?;
-        let (tx, rx) = watch::channel(read_json::<ExitInfo>(&dir.join("exit.json")));
-        if rx.borrow().is_none() {
-            let running = kill(Pid::from_raw(record.pid as i32), None).is_ok()
-                && self
-                    .host
-                    .jail_exists(p)
-                    .await
-                    .map_err(EngineError::host(p))?;
-            if !running {
-                return Err(EngineError::State {
-                    pot: p.to_string(),
-                    reason: "the task is no longer running and left no exit status".to_string(),
-                });
-            }
-            let pid = Pid::from_raw(record.pid as i32);
-            tokio::spawn(async move {
-                while kill(pid, None).is_ok() {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                let _ = tx.send(Some(ExitInfo {
-                    exit_code: -1,
-                    signal: 0,
-                    finished_at_ms: now_ms(),
-                    error: Some(
-                        "exit status unknown: the task was started by an earlier plugin process"
-                            .to_string(),
-                    ),
-                }));
+        let exit = read_json::<ExitInfo>(&dir.join(shim::EXIT_FILE));
+        if exit.is_none() && !alive(pids.shim) && !alive(pids.task) {
+            return Err(EngineError::State {
+                pot: p.to_string(),
+                reason: "the task is no longer running and left no exit status".to_string(),
             });
         }
-        let inst = Arc::new(Instance {
-            pot: pot.clone(),
-            pid: record.pid,
-            started_at_ms: record.started_at_ms,
-            exit: rx,
-        });
-        self.instances
-            .lock()
-            .expect("instances poisoned")
-            .insert(pot.clone(), inst.clone());
-        Ok(inst)
+        let (tx, rx) = watch::channel(exit);
+        if rx.borrow().is_none() {
+            tokio::spawn(async move {
+                let info = loop {
+                    if let Some(info) = read_json(&dir.join(shim::EXIT_FILE)) {
+                        break info;
+                    }
+                    if !alive(pids.shim) {
+                        break exit_after_supervisor(&dir, pids.task).await;
+                    }
+                    tokio::time::sleep(RECOVERED_POLL).await;
+                };
+                let _ = tx.send(Some(info));
+            });
+        }
+        Ok(self.track(pot, pids, rx))
     }
 
     /// Sends `signal` to the task's main process.
@@ -517,17 +558,15 @@ impl Engine {
             return Err(EngineError::InvalidInput("exec: empty command".to_string()));
         }
         let env = BTreeMap::from([("PATH".to_string(), DEFAULT_JAIL_PATH.to_string())]);
-        let mut cmd = self
+        let cmd = self
             .host
-            .jexec_command(&JexecSpec {
+            .jexec_invocation(&JexecSpec {
                 jail: p.to_string(),
                 argv: argv.to_vec(),
                 env,
             })
-            .map_err(EngineError::host(p))?;
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .map_err(EngineError::host(p))?
+            .command();
         let child = tokio::process::Command::from(cmd)
             .kill_on_drop(true)
             .spawn()
@@ -609,38 +648,30 @@ fn jail_params(pot: &PotName, hostname: &str, osrelease: &str, root: &Path) -> J
     p
 }
 
-/// Opens a log FIFO for writing without ever blocking: a FIFO with no reader yet is retried
-/// until [`FIFO_OPEN_TIMEOUT`].
-async fn open_log_fifo(pot: &str, path: &Path) -> Result<std::fs::File, EngineError> {
-    let deadline = tokio::time::Instant::now() + FIFO_OPEN_TIMEOUT;
-    loop {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-        {
-            Ok(file) => {
-                // The task gets a normal blocking descriptor.
-                let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)
-                    .map_err(|e| EngineError::io(pot, "fcntl", path)(e.into()))?;
-                let mut flags = nix::fcntl::OFlag::from_bits_truncate(flags);
-                flags.remove(nix::fcntl::OFlag::O_NONBLOCK);
-                nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(flags))
-                    .map_err(|e| EngineError::io(pot, "fcntl", path)(e.into()))?;
-                return Ok(file);
-            }
-            Err(e)
-                if e.raw_os_error() == Some(libc::ENXIO)
-                    && tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(EngineError::io(pot, "open log", path)(e)),
-        }
-    }
+/// How a recovered task's supervisor is watched: it is not our child, so it is polled.
+const RECOVERED_POLL: Duration = Duration::from_millis(200);
+
+fn alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
 }
 
-fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
+/// The task's status once its supervisor is gone: recorded, or lost if the supervisor was
+/// killed before its task (then we can only wait for the task itself to go).
+async fn exit_after_supervisor(state_dir: &Path, task_pid: u32) -> ExitInfo {
+    if let Some(info) = read_json(&state_dir.join(shim::EXIT_FILE)) {
+        return info;
+    }
+    while alive(task_pid) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    read_json(&state_dir.join(shim::EXIT_FILE)).unwrap_or_else(|| {
+        ExitInfo::unknown(
+            "the task supervisor died before its task: exit status unknown".to_string(),
+        )
+    })
+}
+
+pub(super) fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
     use std::os::unix::process::ExitStatusExt;
     ExitInfo {
         exit_code: status
@@ -652,7 +683,7 @@ fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -664,7 +695,7 @@ fn write_file(pot: &str, path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
 }
 
 /// Writes through a temporary file and a rename, so readers never see half a file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)

@@ -7,6 +7,7 @@ mod image;
 mod layout;
 mod lifecycle;
 mod potconf;
+pub mod shim;
 
 pub use config::{
     ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides,
@@ -19,6 +20,7 @@ pub use potconf::PotConf;
 
 use crate::host::Host;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// Receives progress messages about a pot, for Nomad's task events.
@@ -40,6 +42,9 @@ pub struct Engine {
     images: image::ImageLocks,
     instances: Mutex<HashMap<PotName, Arc<Instance>>>,
     events: EventSink,
+    /// The executable run as `<supervisor> shim` for every task: the running binary, which must
+    /// dispatch that argument to [`shim::main`].
+    supervisor: PathBuf,
 }
 
 impl Engine {
@@ -50,6 +55,8 @@ impl Engine {
             images: image::ImageLocks::default(),
             instances: Mutex::new(HashMap::new()),
             events,
+            supervisor: std::env::current_exe()
+                .unwrap_or_else(|_| PathBuf::from("nomad-pot-driver")),
         }
     }
 

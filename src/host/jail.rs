@@ -1,8 +1,11 @@
 //! jail(8), jls(8) and jexec(8).
 
-use super::{Host, HostError, Tool, argv};
+use super::{Host, HostError, Tool, argv, display_command};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::Stdio;
 
 /// Parameters of `jail -c`, in the order they are passed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,14 +82,44 @@ impl Host {
         }
     }
 
-    /// A ready-to-spawn `jexec` command for `spec`: argv passed verbatim, the environment exactly
-    /// `spec.env`, stdio left for the caller to set.
-    pub fn jexec_command(&self, spec: &JexecSpec) -> Result<std::process::Command, HostError> {
-        let mut args = argv![&spec.jail];
-        args.extend(spec.argv.iter().map(OsString::from));
-        let mut cmd = self.command(Tool::Jexec, &args)?;
-        cmd.env_clear().envs(&spec.env);
-        Ok(cmd)
+    /// `jexec` of `spec`, resolved and ready to hand to another process.
+    pub fn jexec_invocation(&self, spec: &JexecSpec) -> Result<Invocation, HostError> {
+        let mut args = vec![spec.jail.clone()];
+        args.extend(spec.argv.iter().cloned());
+        Ok(Invocation {
+            program: self.resolve(Tool::Jexec)?,
+            args,
+            env: spec.env.clone(),
+        })
+    }
+}
+
+/// A resolved tool run: program, argv verbatim and the exact environment. Serializable, so that
+/// the task supervisor (another process) can spawn it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invocation {
+    program: PathBuf,
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+}
+
+impl Invocation {
+    /// The command, with stdin null and stdout/stderr piped; callers may redirect them.
+    pub fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .env_clear()
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// `jexec …` as shown in errors.
+    pub fn display(&self) -> String {
+        let args: Vec<OsString> = self.args.iter().map(OsString::from).collect();
+        display_command(Tool::Jexec, &args)
     }
 }
 

@@ -9,7 +9,7 @@ mod rctl;
 mod sysctl;
 mod zfs;
 
-pub use jail::{JailParams, JexecSpec};
+pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
 pub use rctl::ResourceUsage;
 
