@@ -19,5 +19,9 @@ plugin "nomad-pot-driver" {
     dns_ip            = "10.192.0.2"
     extif             = "em0"
     args_quote_compat = true
+    # Host directories jobs may mount or copy from, besides their own alloc dir.
+    allowed_host_paths = []
+    # Jail attributes jobs may change from pot's secure defaults.
+    allowed_attributes = []
   }
 }

@@ -80,6 +80,8 @@ pub const AGENT: &[AttrDef] = &[
     attr("dns_ip", Ty::String),
     attr("extif", Ty::String),
     with_default("args_quote_compat", Ty::Bool, "true"),
+    attr("allowed_host_paths", Ty::ListString),
+    attr("allowed_attributes", Ty::ListString),
 ];
 
 /// A job's `config { … }`: the Go driver's schema, key for key.

@@ -442,7 +442,13 @@ impl Driver for PotDriver {
             env: cfg.env.clone().into_iter().collect(),
             stdout: cfg.stdout_path.clone().into(),
             stderr: cfg.stderr_path.clone().into(),
+            task_dir,
+            alloc_dir: alloc_dir.to_path_buf(),
             mounts,
+            host_mounts: tc.mounts,
+            copies: tc.copy,
+            extra_hosts: tc.extra_hosts,
+            attributes: tc.attributes,
             memory_mb,
         };
         self.route(&pot, &cfg);

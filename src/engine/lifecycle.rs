@@ -3,9 +3,12 @@
 //! Every step after the clone is undone by [`Engine::teardown`], which is idempotent and is used
 //! both to roll back a failed start and to destroy a finished task.
 
+use super::attributes::JailAttributes;
 use super::command::{self, Argv};
 use super::image::{self, ImageRef};
+use super::jailfs;
 use super::layout::{self, MountSpec, PotName, PotPaths};
+use super::options::{self, CopyIn, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
 use super::{Engine, EngineError, shim};
 use crate::host::{JailParams, JexecSpec};
@@ -37,8 +40,25 @@ pub struct TaskSpec {
     pub env: BTreeMap<String, String>,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// The task's dir (`<alloc_dir>/<task>`) and its allocation's dir on the host.
+    pub task_dir: PathBuf,
+    pub alloc_dir: PathBuf,
+    /// The driver's own mounts (`/local`, `/secrets`, `/alloc`).
     pub mounts: Vec<MountSpec>,
+    /// Host directories the job asked for, checked against `allowed_host_paths`.
+    pub host_mounts: Vec<HostMount>,
+    pub copies: Vec<CopyIn>,
+    pub extra_hosts: Vec<HostEntry>,
+    /// `(attribute, value)` pairs of the job's `attributes`.
+    pub attributes: Vec<(String, String)>,
     pub memory_mb: Option<i64>,
+}
+
+/// A task's job options after every check: what boot applies, host paths already resolved.
+struct CheckedOptions {
+    mounts: Vec<MountSpec>,
+    copies: Vec<(PathBuf, String)>,
+    attributes: JailAttributes,
 }
 
 /// How a task ended.
@@ -137,6 +157,7 @@ impl Engine {
                 )));
             }
         }
+        let checked = self.check_options(&spec)?;
         let events = |msg: String| self.event(&pot, msg);
         let imported = image::ensure_imported(
             &self.host,
@@ -163,7 +184,7 @@ impl Engine {
         )?;
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
         self.clone_pot(&pot, &imported, &paths).await?;
-        match self.boot(&spec, &paths, &image_conf, &argv).await {
+        match self.boot(&spec, &checked, &paths, &image_conf, &argv).await {
             Ok(instance) => Ok(instance),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(&pot).await {
@@ -172,6 +193,40 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Checks the job's host paths, jail paths, hosts and attributes, before anything changes.
+    fn check_options(&self, spec: &TaskSpec) -> Result<CheckedOptions, EngineError> {
+        let policy = HostPathPolicy {
+            task_dir: &spec.task_dir,
+            alloc_dir: &spec.alloc_dir,
+            allowed: &self.cfg.allowed_host_paths,
+        };
+        let mut mounts = Vec::new();
+        for m in &spec.host_mounts {
+            options::check_mount_target(&m.origin, &m.target)?;
+            let source = policy.authorize(&m.origin, &m.source)?;
+            options::check_mount_source(&m.origin, &source)?;
+            mounts.push(MountSpec {
+                source,
+                target: m.target.clone(),
+                readonly: m.readonly,
+            });
+        }
+        let mut copies = Vec::new();
+        for c in &spec.copies {
+            options::check_jail_path(&c.origin, &c.target)?;
+            copies.push((policy.authorize(&c.origin, &c.source)?, c.target.clone()));
+        }
+        for h in &spec.extra_hosts {
+            h.check()?;
+        }
+        let attributes = JailAttributes::from_job(&spec.attributes, &self.cfg.allowed_attributes)?;
+        Ok(CheckedOptions {
+            mounts,
+            copies,
+            attributes,
+        })
     }
 
     /// `pot clone` of a single pot: a dataset for the pot and a ZFS clone of the image's root.
@@ -209,6 +264,7 @@ impl Engine {
     async fn boot(
         &self,
         spec: &TaskSpec,
+        checked: &CheckedOptions,
         paths: &PotPaths,
         image_conf: &PotConf,
         argv: &Argv,
@@ -227,33 +283,75 @@ impl Engine {
             "create",
             &paths.conf_dir,
         ))?;
-        let conf = layout::clone_conf(
+        let mut conf = layout::clone_conf(
             image_conf,
             &hostname,
             &layout::command_line(&argv.argv),
             spec.memory_mb,
         );
+        checked.attributes.write_conf(&mut conf);
+        let hosts: Vec<String> = spec
+            .extra_hosts
+            .iter()
+            .map(|h| format!("{} {}", h.ip, h.name))
+            .collect();
+        conf.set_all("pot.hosts", &hosts);
         write_file(
             p,
             &paths.conf_dir.join("pot.conf"),
             conf.render().as_bytes(),
         )?;
+        // pot copy-in runs before the mounts, so copies land in the pot's own file system.
+        for (source, target) in &checked.copies {
+            jailfs::copy_in(&paths.root, source, Path::new(target)).map_err(EngineError::io(
+                p,
+                "copy into the jail",
+                source,
+            ))?;
+        }
+        // Targets are resolved inside the jail root (pot: `chroot $M realpath`), so a symlink in
+        // the image cannot send a mount onto the host.
+        let mut mounts = Vec::new();
+        for m in spec.mounts.iter().chain(&checked.mounts) {
+            let target = jailfs::create_dir(&paths.root, Path::new(&m.target))
+                .map_err(EngineError::io(p, "create", Path::new(&m.target)))?;
+            mounts.push((m, target));
+        }
+        let fscomp: Vec<MountSpec> = mounts
+            .iter()
+            .map(|(m, target)| MountSpec {
+                target: target.in_jail.display().to_string(),
+                ..(*m).clone()
+            })
+            .collect();
         write_file(
             p,
             &paths.conf_dir.join("fscomp.conf"),
-            layout::fscomp_lines(&spec.mounts).as_bytes(),
+            layout::fscomp_lines(&fscomp).as_bytes(),
         )?;
-        for m in &spec.mounts {
-            let target = paths.root.join(m.target.trim_start_matches('/'));
-            std::fs::create_dir_all(&target).map_err(EngineError::io(p, "create", &target))?;
+        for (m, target) in &mounts {
             self.host
-                .mount_nullfs(&m.source, &target, m.readonly)
+                .mount_nullfs(&m.source, &target.host, m.readonly)
                 .await
                 .map_err(EngineError::host(p))?;
         }
+        let etc_hosts = layout::etc_hosts(&hostname, &hosts);
+        jailfs::write_file(
+            &paths.root,
+            Path::new("/etc/hosts"),
+            etc_hosts.as_bytes(),
+            0o644,
+        )
+        .map_err(EngineError::io(p, "write", Path::new("/etc/hosts")))?;
         let osrelease = conf.get("osrelease").unwrap_or_default();
         self.host
-            .jail_create(&jail_params(pot, &hostname, &osrelease, &paths.root))
+            .jail_create(&jail_params(
+                pot,
+                &hostname,
+                &osrelease,
+                &paths.root,
+                &checked.attributes,
+            ))
             .await
             .map_err(EngineError::host(p))?;
         for i in &argv.unquoted_args {
@@ -460,6 +558,7 @@ impl Engine {
         signal: Signal,
         timeout: Duration,
     ) -> Result<(), EngineError> {
+        let graceful = self.has_exec_stop(pot);
         if let Some(inst) = self.instance(pot).filter(|i| i.exit().is_none()) {
             let exited = !timeout.is_zero()
                 && kill(Pid::from_raw(inst.pid as i32), signal).is_ok()
@@ -471,7 +570,7 @@ impl Engine {
                         format!("task did not exit within {timeout:?} after {signal}: killing it"),
                     );
                 }
-                self.remove_jail(pot).await?;
+                self.remove_jail(pot, graceful).await?;
                 if inst.wait_timeout(KILL_GRACE).await.is_none() {
                     return Err(EngineError::State {
                         pot: pot.to_string(),
@@ -480,11 +579,24 @@ impl Engine {
                 }
             }
         }
-        self.remove_jail(pot).await
+        self.remove_jail(pot, graceful).await
     }
 
-    async fn remove_jail(&self, pot: &PotName) -> Result<(), EngineError> {
-        match self.host.jail_remove(pot.as_str(), true).await {
+    /// Whether the job set the `exec_stop` attribute: then the jail is removed the way `pot stop`
+    /// does (`jail -r`: exec.stop, then SIGTERM and stop.timeout), not killed at once.
+    fn has_exec_stop(&self, pot: &PotName) -> bool {
+        let conf = PotPaths::new(&self.cfg.jails_dir(), pot)
+            .conf_dir
+            .join("pot.conf");
+        std::fs::read_to_string(conf).is_ok_and(|t| {
+            PotConf::parse(&t)
+                .get_raw("pot.attr.exec_stop")
+                .is_some_and(|v| !v.is_empty())
+        })
+    }
+
+    async fn remove_jail(&self, pot: &PotName, graceful: bool) -> Result<(), EngineError> {
+        match self.host.jail_remove(pot.as_str(), !graceful).await {
             Err(e) if !e.is_absent() => Err(EngineError::host(pot.as_str())(e)),
             _ => Ok(()),
         }
@@ -506,7 +618,7 @@ impl Engine {
     async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
-        self.remove_jail(pot).await?;
+        self.remove_jail(pot, false).await?;
         let mut mounts: Vec<PathBuf> = self
             .host
             .mounts()
@@ -622,23 +734,22 @@ impl Engine {
 
 /// jail(8) parameters as pot's `_js_start` builds them for an inherit-network, non-rc pot, except
 /// that the jail persists until the driver removes it (no placeholder `sleep` process needed).
-fn jail_params(pot: &PotName, hostname: &str, osrelease: &str, root: &Path) -> JailParams {
+fn jail_params(
+    pot: &PotName,
+    hostname: &str,
+    osrelease: &str,
+    root: &Path,
+    attributes: &JailAttributes,
+) -> JailParams {
     let mut p = JailParams::default();
     p.set("allow.set_hostname", "false")
         .flag("allow.raw_sockets")
         .flag("allow.socket_af")
         .flag("allow.chflags")
         .flag("exec.clean")
-        .flag("mount.devfs")
-        .set("enforce_statfs", "2")
-        .set("sysvshm", "new")
-        .set("sysvsem", "new")
-        .set("sysvmsg", "new")
-        .set("children.max", "0")
-        .set("devfs_ruleset", "4")
-        .set("stop.timeout", "10")
-        .set("name", pot.as_str())
-        .set("host.hostname", hostname);
+        .flag("mount.devfs");
+    attributes.add_params(&mut p);
+    p.set("name", pot.as_str()).set("host.hostname", hostname);
     if !osrelease.is_empty() {
         p.set("osrelease", osrelease);
     }

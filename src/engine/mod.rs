@@ -1,11 +1,14 @@
 //! pot semantics: images, pots, jails and the task lifecycle, on top of [`crate::host`].
 
+mod attributes;
 pub mod command;
 mod config;
 mod error;
 mod image;
+mod jailfs;
 mod layout;
 mod lifecycle;
+mod options;
 mod potconf;
 pub mod shim;
 
@@ -16,6 +19,7 @@ pub use error::EngineError;
 pub use image::ImageRef;
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExecOutput, ExitInfo, Instance, TaskSpec};
+pub use options::{CopyIn, HostEntry, HostMount};
 pub use potconf::PotConf;
 
 use crate::host::Host;

@@ -26,6 +26,15 @@ impl JailParams {
         self
     }
 
+    /// The parameters as `jail -c` receives them.
+    #[cfg(test)]
+    pub(crate) fn to_strings(&self) -> Vec<String> {
+        self.to_args()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
     fn to_args(&self) -> Vec<OsString> {
         self.params
             .iter()
