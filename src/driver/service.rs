@@ -4,7 +4,8 @@ use super::config::{AgentConfig, TaskConfig};
 use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
-    Engine, EngineConfig, EventSink, ExitInfo, ImageRef, Instance, MountSpec, PotName, TaskSpec,
+    Dns, Engine, EngineConfig, EventSink, ExitInfo, HostMount, ImageRef, Instance, MountSpec,
+    PotName, TaskSpec,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
@@ -333,9 +334,9 @@ impl Driver for PotDriver {
                 fs_isolation: FsIsolation::Image as i32,
                 network_isolation_modes: vec![NetworkIsolationMode::Host as i32],
                 must_create_network: false,
-                // Host volumes are not mounted yet: make Nomad refuse such jobs instead of
-                // starting them without their volumes.
-                mount_configs: MountConfigs::NoMounts as i32,
+                // Any mounts (UNKNOWN_MOUNTS is ANY_MOUNTS): host volumes are nullfs-mounted, within
+                // allowed_host_paths.
+                mount_configs: MountConfigs::UnknownMounts as i32,
                 disable_log_collection: false,
                 dynamic_workload_users: false,
             }),
@@ -428,6 +429,17 @@ impl Driver for PotDriver {
                 readonly: false,
             },
         ];
+        // Host volumes (`volume_mount`): the client resolved them from its host_volume config.
+        let volumes: Vec<HostMount> = cfg
+            .mounts
+            .iter()
+            .map(|m| HostMount {
+                origin: format!("volume_mount {:?}", m.task_path),
+                source: m.host_path.clone().into(),
+                target: m.task_path.clone(),
+                readonly: m.readonly,
+            })
+            .collect();
         let memory_mb = cfg
             .resources
             .as_ref()
@@ -445,10 +457,16 @@ impl Driver for PotDriver {
             task_dir,
             alloc_dir: alloc_dir.to_path_buf(),
             mounts,
-            host_mounts: tc.mounts,
+            host_mounts: tc.mounts.into_iter().chain(volumes).collect(),
             copies: tc.copy,
             extra_hosts: tc.extra_hosts,
             attributes: tc.attributes,
+            user: Some(cfg.user.clone()).filter(|u| !u.is_empty()),
+            dns: cfg.dns.as_ref().map(|d| Dns {
+                servers: d.servers.clone(),
+                searches: d.searches.clone(),
+                options: d.options.clone(),
+            }),
             memory_mb,
         };
         self.route(&pot, &cfg);
@@ -679,7 +697,12 @@ impl Driver for PotDriver {
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32));
         let out = self
             .engine()?
-            .exec(&entry.pot, &req.command, timeout)
+            .exec(
+                &entry.pot,
+                Some(entry.config.user.as_str()).filter(|u| !u.is_empty()),
+                &req.command,
+                timeout,
+            )
             .await
             .map_err(|e| status::from_engine(&e))?;
         Ok(Response::new(drivers::ExecTaskResponse {

@@ -8,7 +8,7 @@ use super::command::{self, Argv};
 use super::image::{self, ImageRef};
 use super::jailfs;
 use super::layout::{self, MountSpec, PotName, PotPaths};
-use super::options::{self, CopyIn, HostEntry, HostMount, HostPathPolicy};
+use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
 use super::{Engine, EngineError, shim};
 use crate::host::{JailParams, JexecSpec};
@@ -25,6 +25,8 @@ use tokio::sync::watch;
 
 /// FreeBSD's login PATH, for tasks whose environment has none (IMAGE isolation passes no host env).
 const DEFAULT_JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
+/// What pot's `inherit` DNS mode copies into the jail.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// How long a killed task may take to be reaped.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// pot's `POT_HOSTNAME_MAX_LENGTH`.
@@ -51,6 +53,10 @@ pub struct TaskSpec {
     pub extra_hosts: Vec<HostEntry>,
     /// `(attribute, value)` pairs of the job's `attributes`.
     pub attributes: Vec<(String, String)>,
+    /// The jail user the task runs as; root when `None`.
+    pub user: Option<String>,
+    /// Resolver settings for the jail; pot's `inherit` (the host's resolv.conf) when `None`.
+    pub dns: Option<Dns>,
     pub memory_mb: Option<i64>,
 }
 
@@ -221,6 +227,12 @@ impl Engine {
         for h in &spec.extra_hosts {
             h.check()?;
         }
+        if let Some(user) = &spec.user {
+            options::check_user(user)?;
+        }
+        if let Some(dns) = &spec.dns {
+            dns.check()?;
+        }
         let attributes = JailAttributes::from_job(&spec.attributes, &self.cfg.allowed_attributes)?;
         Ok(CheckedOptions {
             mounts,
@@ -290,6 +302,9 @@ impl Engine {
             spec.memory_mb,
         );
         checked.attributes.write_conf(&mut conf);
+        if spec.dns.is_some() {
+            conf.set("pot.dns", "custom");
+        }
         let hosts: Vec<String> = spec
             .extra_hosts
             .iter()
@@ -335,6 +350,19 @@ impl Engine {
                 .await
                 .map_err(EngineError::host(p))?;
         }
+        if let Some(user) = &spec.user {
+            let known = options::jail_has_user(&paths.root, user).map_err(EngineError::io(
+                p,
+                "read",
+                Path::new("/etc/passwd"),
+            ))?;
+            if !known {
+                return Err(EngineError::InvalidInput(format!(
+                    "user {user:?} does not exist in the image's /etc/passwd"
+                )));
+            }
+        }
+        self.write_resolv_conf(p, spec.dns.as_ref(), paths)?;
         let etc_hosts = layout::etc_hosts(&hostname, &hosts);
         jailfs::write_file(
             &paths.root,
@@ -363,6 +391,32 @@ impl Engine {
         self.spawn_task(spec, &argv.argv).await
     }
 
+    /// pot's `_js_resolv`: `custom` writes `conf/resolv.conf` and copies it into the jail;
+    /// `inherit` copies the host's `/etc/resolv.conf` when there is one.
+    fn write_resolv_conf(
+        &self,
+        p: &str,
+        dns: Option<&Dns>,
+        paths: &PotPaths,
+    ) -> Result<(), EngineError> {
+        let target = Path::new("/etc/resolv.conf");
+        let text = match dns {
+            Some(dns) => {
+                let text = dns.render();
+                write_file(p, &paths.conf_dir.join("resolv.conf"), text.as_bytes())?;
+                text
+            }
+            None => match std::fs::read_to_string(HOST_RESOLV_CONF) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(EngineError::io(p, "read", Path::new(HOST_RESOLV_CONF))(e)),
+            },
+        };
+        jailfs::write_file(&paths.root, target, text.as_bytes(), 0o644)
+            .map_err(EngineError::io(p, "write", target))?;
+        Ok(())
+    }
+
     /// Hands the task to its supervisor (see [`shim`]), which runs it through jexec in its own
     /// session with stdout and stderr on Nomad's log FIFOs, and watches for its exit.
     async fn spawn_task(
@@ -379,6 +433,7 @@ impl Engine {
             .host
             .jexec_invocation(&JexecSpec {
                 jail: p.to_string(),
+                user: spec.user.clone(),
                 argv: argv.to_vec(),
                 env,
             })
@@ -662,6 +717,7 @@ impl Engine {
     pub async fn exec(
         &self,
         pot: &PotName,
+        user: Option<&str>,
         argv: &[String],
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, EngineError> {
@@ -674,6 +730,7 @@ impl Engine {
             .host
             .jexec_invocation(&JexecSpec {
                 jail: p.to_string(),
+                user: user.map(str::to_string),
                 argv: argv.to_vec(),
                 env,
             })

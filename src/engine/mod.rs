@@ -19,7 +19,7 @@ pub use error::EngineError;
 pub use image::ImageRef;
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExecOutput, ExitInfo, Instance, TaskSpec};
-pub use options::{CopyIn, HostEntry, HostMount};
+pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 
 use crate::host::Host;

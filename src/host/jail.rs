@@ -50,6 +50,8 @@ impl JailParams {
 #[derive(Debug, Clone)]
 pub struct JexecSpec {
     pub jail: String,
+    /// Run as this user of the jail's passwd (`jexec -U`); root when `None`.
+    pub user: Option<String>,
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
 }
@@ -93,7 +95,11 @@ impl Host {
 
     /// `jexec` of `spec`, resolved and ready to hand to another process.
     pub fn jexec_invocation(&self, spec: &JexecSpec) -> Result<Invocation, HostError> {
-        let mut args = vec![spec.jail.clone()];
+        let mut args = Vec::new();
+        if let Some(user) = &spec.user {
+            args.extend(["-U".to_string(), user.clone()]);
+        }
+        args.push(spec.jail.clone());
         args.extend(spec.argv.iter().cloned());
         Ok(Invocation {
             program: self.resolve(Tool::Jexec)?,
