@@ -1025,3 +1025,126 @@ async fn recover_refuses_go_driver_handles_and_vanished_tasks() {
     assert!(e.message().contains("old_gone_x"), "{e:?}");
     env.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// h. nomad alloc exec: ExecTaskStreaming over pipes and over a pty
+// ---------------------------------------------------------------------------------------------
+
+/// Runs one streaming exec and returns (stdout, stderr, exit code, close frames seen).
+async fn exec_streaming(
+    env: &Env,
+    task_id: &str,
+    command: &[&str],
+    tty: bool,
+    input: &[u8],
+) -> (String, String, i32, usize) {
+    use nomad_pot_driver::proto::drivers::{
+        ExecTaskStreamingIoOperation, ExecTaskStreamingRequest,
+        exec_task_streaming_request::{Setup, TerminalSize},
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(ExecTaskStreamingRequest {
+        setup: Some(Setup {
+            task_id: task_id.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            tty,
+        }),
+        tty_size: tty.then_some(TerminalSize {
+            height: 40,
+            width: 100,
+        }),
+        stdin: None,
+    })
+    .await
+    .unwrap();
+    if !input.is_empty() {
+        let stdin = |data: Vec<u8>, close| ExecTaskStreamingRequest {
+            stdin: Some(ExecTaskStreamingIoOperation { data, close }),
+            ..Default::default()
+        };
+        tx.send(stdin(input.to_vec(), false)).await.unwrap();
+        tx.send(stdin(Vec::new(), true)).await.unwrap();
+    }
+    // An empty message is a heartbeat and must be ignored.
+    tx.send(ExecTaskStreamingRequest::default()).await.unwrap();
+    let mut stream = within(
+        10.0,
+        "ExecTaskStreaming",
+        env.plugin
+            .driver()
+            .exec_task_streaming(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("ExecTaskStreaming")
+    .into_inner();
+    let (mut out, mut err, mut closes) = (Vec::new(), Vec::new(), 0);
+    let code = within(20.0, "exec output", async {
+        loop {
+            let msg = stream
+                .message()
+                .await
+                .expect("exec stream error")
+                .expect("exec stream ended before `exited`");
+            for (io, buf) in [(&msg.stdout, &mut out), (&msg.stderr, &mut err)] {
+                if let Some(io) = io {
+                    buf.extend_from_slice(&io.data);
+                    closes += usize::from(io.close);
+                }
+            }
+            if msg.exited {
+                break msg.result.expect("exited without result").exit_code;
+            }
+        }
+    })
+    .await;
+    drop(tx);
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+        code,
+        closes,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_streaming_over_pipes_and_a_pty() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "echo ready; while :; do sleep 1; done"],
+    });
+    let t = env.task("execd", &cfg);
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+
+    let (out, err, code, closes) = exec_streaming(
+        &env,
+        &t.id(),
+        &["/bin/sh", "-c", "read x; echo got:$x; echo err >&2; exit 4"],
+        false,
+        b"hello\n",
+    )
+    .await;
+    assert_eq!(
+        (out.as_str(), err.as_str(), code),
+        ("got:hello\n", "err\n", 4)
+    );
+    assert_eq!(closes, 2, "stdout and stderr each end with a close frame");
+
+    let (out, _, code, _) = exec_streaming(
+        &env,
+        &t.id(),
+        &["/bin/sh", "-c", "stty size; exit 2"],
+        true,
+        b"",
+    )
+    .await;
+    assert!(
+        out.contains("40 100"),
+        "the pty has the requested size: {out:?}"
+    );
+    assert_eq!(code, 2);
+
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}

@@ -4,13 +4,14 @@ use super::config::{AgentConfig, TaskConfig};
 use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
-    Engine, EngineConfig, EventSink, ExitInfo, ImageRef, Instance, MountSpec, PotName, TaskSpec,
+    Engine, EngineConfig, EventSink, ExecInput, ExecOutputEvent, ExitInfo, ImageRef, Instance,
+    MountSpec, PotName, TaskSpec,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
 use crate::proto::structs;
 use nix::sys::signal::Signal;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -247,6 +248,14 @@ fn handle_for(entry: &TaskEntry) -> drivers::TaskHandle {
         config: Some(entry.config.clone()),
         state: drivers::TaskState::Running as i32,
         driver_state: state.encode(),
+    }
+}
+
+fn resize(size: &drivers::exec_task_streaming_request::TerminalSize) -> ExecInput {
+    let clamp = |v: i32| v.clamp(0, i32::from(u16::MAX)) as u16;
+    ExecInput::Resize {
+        rows: clamp(size.height),
+        cols: clamp(size.width),
     }
 }
 
@@ -660,6 +669,53 @@ impl Driver for PotDriver {
         Ok(Response::new(drivers::SignalTaskResponse {}))
     }
 
+    async fn exec_task_streaming(
+        &self,
+        request: Request<tonic::Streaming<drivers::ExecTaskStreamingRequest>>,
+    ) -> Result<Response<BoxStream<drivers::ExecTaskStreamingResponse>>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("ExecTaskStreaming: no setup message"))?;
+        let setup = first
+            .setup
+            .ok_or_else(|| Status::invalid_argument("first message should always be setup"))?;
+        let entry = self
+            .task(&setup.task_id)
+            .ok_or_else(|| Status::not_found(format!("task {} not found", setup.task_id)))?;
+        let session = self
+            .engine()?
+            .exec_session(&entry.pot, &setup.command, &task_env(&entry), setup.tty)
+            .await
+            .map_err(|e| status::from_engine(&e))?;
+        let input = session.input;
+        if let Some(size) = first.tty_size {
+            let _ = input.send(resize(&size)).await;
+        }
+        tokio::spawn(async move {
+            // Client EOF only means no more input; output keeps streaming.
+            while let Ok(Some(msg)) = inbound.message().await {
+                if let Some(io) = msg.stdin {
+                    if !io.data.is_empty() && input.send(ExecInput::Data(io.data)).await.is_err() {
+                        break;
+                    }
+                    if io.close && input.send(ExecInput::Close).await.is_err() {
+                        break;
+                    }
+                }
+                if let Some(size) = msg.tty_size
+                    && input.send(resize(&size)).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(forward_exec_output(session.output, session.exit, tx));
+        Ok(stream_of(rx))
+    }
+
     async fn exec_task(
         &self,
         request: Request<drivers::ExecTaskRequest>,
@@ -673,7 +729,7 @@ impl Driver for PotDriver {
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32));
         let out = self
             .engine()?
-            .exec(&entry.pot, &req.command, timeout)
+            .exec(&entry.pot, &req.command, &task_env(&entry), timeout)
             .await
             .map_err(|e| status::from_engine(&e))?;
         Ok(Response::new(drivers::ExecTaskResponse {
@@ -682,6 +738,65 @@ impl Driver for PotDriver {
             result: Some(exit_result(&out.exit)),
         }))
     }
+}
+
+/// The environment of commands exec'd in a task: the task's own, as `docker exec` does.
+fn task_env(entry: &TaskEntry) -> BTreeMap<String, String> {
+    entry.config.env.clone().into_iter().collect()
+}
+
+/// Streams a session's output to the client: chunks, close frames, then one `exited` message
+/// with the result (the Nomad CLI only reports an exit code when that result is set).
+async fn forward_exec_output(
+    mut session_output: mpsc::Receiver<ExecOutputEvent>,
+    exit: tokio::sync::oneshot::Receiver<crate::engine::ExitInfo>,
+    tx: mpsc::Sender<Result<drivers::ExecTaskStreamingResponse, Status>>,
+) {
+    use drivers::{ExecTaskStreamingIoOperation as Io, ExecTaskStreamingResponse as Resp};
+    let data = |data: Vec<u8>| Some(Io { data, close: false });
+    let close = || {
+        Some(Io {
+            data: Vec::new(),
+            close: true,
+        })
+    };
+    while let Some(event) = session_output.recv().await {
+        let resp = match event {
+            ExecOutputEvent::Stdout(d) => Resp {
+                stdout: data(d),
+                ..Default::default()
+            },
+            ExecOutputEvent::Stderr(d) => Resp {
+                stderr: data(d),
+                ..Default::default()
+            },
+            ExecOutputEvent::StdoutClosed => Resp {
+                stdout: close(),
+                ..Default::default()
+            },
+            ExecOutputEvent::StderrClosed => Resp {
+                stderr: close(),
+                ..Default::default()
+            },
+        };
+        if tx.send(Ok(resp)).await.is_err() {
+            return;
+        }
+    }
+    let result = match exit.await {
+        Ok(info) => exit_result(&info),
+        Err(_) => drivers::ExitResult {
+            exit_code: -1,
+            ..Default::default()
+        },
+    };
+    let _ = tx
+        .send(Ok(Resp {
+            exited: true,
+            result: Some(result),
+            ..Default::default()
+        }))
+        .await;
 }
 
 /// One TaskStats sample. Without usage (racct off, jail gone) the sample is still sent, with no

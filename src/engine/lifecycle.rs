@@ -21,7 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// FreeBSD's login PATH, for tasks whose environment has none (IMAGE isolation passes no host env).
-const DEFAULT_JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
+pub(super) const DEFAULT_JAIL_PATH: &str =
+    "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
 /// How long a killed task may take to be reaped.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// pot's `POT_HOSTNAME_MAX_LENGTH`.
@@ -61,14 +62,6 @@ impl ExitInfo {
             error: Some(reason),
         }
     }
-}
-
-/// Output of a command run in a task's jail.
-#[derive(Debug, Clone)]
-pub struct ExecOutput {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub exit: ExitInfo,
 }
 
 /// A task the engine tracks: its main process and its exit, once known.
@@ -544,49 +537,6 @@ impl Engine {
             .rctl_usage(pot.as_str())
             .await
             .map_err(EngineError::host(pot.as_str()))
-    }
-
-    /// Runs `argv` inside the task's jail and collects its output, killing it after `timeout`.
-    pub async fn exec(
-        &self,
-        pot: &PotName,
-        argv: &[String],
-        timeout: Option<Duration>,
-    ) -> Result<ExecOutput, EngineError> {
-        let p = pot.as_str();
-        if argv.is_empty() {
-            return Err(EngineError::InvalidInput("exec: empty command".to_string()));
-        }
-        let env = BTreeMap::from([("PATH".to_string(), DEFAULT_JAIL_PATH.to_string())]);
-        let cmd = self
-            .host
-            .jexec_invocation(&JexecSpec {
-                jail: p.to_string(),
-                argv: argv.to_vec(),
-                env,
-            })
-            .map_err(EngineError::host(p))?
-            .command();
-        let child = tokio::process::Command::from(cmd)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
-        let output = child.wait_with_output();
-        let output = match timeout.filter(|t| !t.is_zero()) {
-            Some(t) => tokio::time::timeout(t, output)
-                .await
-                .map_err(|_| EngineError::State {
-                    pot: p.to_string(),
-                    reason: format!("exec {:?} timed out after {t:?}", argv[0]),
-                })?,
-            None => output.await,
-        }
-        .map_err(EngineError::io(p, "wait for", Path::new(&argv[0])))?;
-        Ok(ExecOutput {
-            stdout: output.stdout,
-            stderr: output.stderr,
-            exit: exit_info(output.status),
-        })
     }
 
     async fn global_lock(

@@ -3,6 +3,7 @@
 pub mod command;
 mod config;
 mod error;
+mod exec;
 mod image;
 mod layout;
 mod lifecycle;
@@ -13,9 +14,10 @@ pub use config::{
     ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides,
 };
 pub use error::EngineError;
+pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession};
 pub use image::ImageRef;
 pub use layout::{MountSpec, PotName};
-pub use lifecycle::{ExecOutput, ExitInfo, Instance, TaskSpec};
+pub use lifecycle::{ExitInfo, Instance, TaskSpec};
 pub use potconf::PotConf;
 
 use crate::host::Host;
