@@ -1148,3 +1148,89 @@ async fn exec_streaming_over_pipes_and_a_pty() {
     env.destroy(&t.id()).await;
     env.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// i. reconcile: abandoned pots of this driver are collected, others are left alone
+// ---------------------------------------------------------------------------------------------
+
+/// An engine on the same simulated host, configured from the agent config as the plugin is.
+async fn engine_for(env: &Env) -> nomad_pot_driver::engine::Engine {
+    use nomad_pot_driver::driver::AgentConfig;
+    use nomad_pot_driver::engine::{Engine, EngineConfig};
+    let bytes = cty::encode(&config_schema(&env.plugin).await, &env.sim.agent_config())
+        .expect("encode the agent config");
+    let agent = AgentConfig::decode(&bytes).expect("decode the agent config");
+    let cfg = EngineConfig::resolve(&agent.engine).expect("engine config");
+    Engine::new(cfg, std::sync::Arc::new(|_: &_, _| {}))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
+    let mut env = Env::new().await;
+    let running = env.task("running", &gated_task_config(&env, 0));
+    let exited = env.task("exited", &gated_task_config(&env, 0));
+    env.start(&running).await;
+    env.start(&exited).await;
+    open_gate(&exited);
+    env.wait(&exited.id(), 20.0).await;
+    env.wait_ready(&running).await;
+    let engine = engine_for(&env).await;
+    // The plugin dies and Nomad never comes back for these tasks.
+    env.plugin.kill();
+    let foreign = "zroot/pot/jails/made_by_pot_cli";
+    let out = std::process::Command::new(env.sim.dir.join("bin/zfs"))
+        .args(["create", foreign])
+        .output()
+        .expect("zfs create");
+    assert!(out.status.success(), "{out:?}");
+
+    let pot_of = |t: &TestTask| {
+        nomad_pot_driver::engine::PotName::for_task(
+            &t.task_name,
+            t.id().rsplit('/').next().unwrap(),
+            &t.alloc_id,
+        )
+        .unwrap()
+    };
+    let names = |v: &[(nomad_pot_driver::engine::PotName, String)]| {
+        v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()
+    };
+    let dry = engine.gc(true).await.expect("gc dry run");
+    assert_eq!(names(&dry.collected), [pot_of(&exited)], "{dry:?}");
+    assert_eq!(names(&dry.kept), [pot_of(&running)], "{dry:?}");
+    assert!(!env.sim.check().0, "a dry run changes nothing");
+
+    let report = engine.gc(false).await.expect("gc");
+    assert_eq!(names(&report.collected), [pot_of(&exited)]);
+    // The running task goes away without its supervisor: now it is debris too.
+    let pids: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.sim
+                .dir
+                .join("root/var/db/nomad-pot-driver/tasks")
+                .join(pot_of(&running).as_str())
+                .join("pids.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for key in ["shim", "task"] {
+        let pid = nix::unistd::Pid::from_raw(pids[key].as_i64().unwrap() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = engine.gc(false).await.expect("gc");
+    assert_eq!(names(&report.collected), [pot_of(&running)]);
+    let (clean, leftovers) = env.sim.check();
+    assert!(clean, "after reconcile: {leftovers}");
+    let listed = std::process::Command::new(env.sim.dir.join("bin/zfs"))
+        .args(["list", "-H", "-o", "name", foreign])
+        .output()
+        .expect("zfs list");
+    assert!(
+        listed.status.success(),
+        "a pot this driver did not create was removed"
+    );
+    env.crash_and_relaunch().await;
+    env.finish().await;
+}

@@ -23,6 +23,10 @@ use tonic::{Request, Response, Status};
 
 /// How often the fingerprint is re-sent (the Go drivers use the same period).
 const FINGERPRINT_PERIOD: Duration = Duration::from_secs(30);
+/// Reconcile waits this long after the long-lived plugin starts: Nomad recovers the tasks it
+/// still wants first, and only unclaimed pots are collected.
+const RECONCILE_GRACE: Duration = Duration::from_secs(300);
+const RECONCILE_PERIOD: Duration = Duration::from_secs(600);
 
 /// The driver plugin: shared by the BasePlugin and Driver services.
 #[derive(Clone, Default)]
@@ -36,6 +40,7 @@ struct Inner {
     tasks: Mutex<HashMap<String, Arc<TaskEntry>>>,
     routes: Arc<Mutex<HashMap<PotName, Route>>>,
     events: EventBus,
+    reconciling: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -138,6 +143,30 @@ impl PotDriver {
                 task_name: cfg.name.clone(),
             },
         );
+    }
+
+    fn start_reconciler(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.reconciling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let driver = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RECONCILE_GRACE).await;
+            loop {
+                if let Ok(engine) = driver.engine() {
+                    match engine.gc(false).await {
+                        Ok(report) => {
+                            for (pot, why) in &report.collected {
+                                tracing::info!(pot = %pot, reason = %why, "reconcile: removed");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                    }
+                }
+                tokio::time::sleep(RECONCILE_PERIOD).await;
+            }
+        });
     }
 
     async fn fingerprint_now(&self) -> drivers::FingerprintResponse {
@@ -313,6 +342,11 @@ impl BasePlugin for PotDriver {
             agent,
             engine: Arc::new(Engine::new(engine_config, self.event_sink())),
         });
+        // Only the long-lived instance gets Nomad's config; the validation launches must stay
+        // free of host work.
+        if req.nomad_config.is_some() {
+            self.start_reconciler();
+        }
         Ok(Response::new(base::SetConfigResponse {}))
     }
 }
@@ -453,6 +487,7 @@ impl Driver for PotDriver {
             stderr: cfg.stderr_path.clone().into(),
             mounts,
             memory_mb,
+            owner: cfg.id.clone(),
         };
         self.route(&pot, &cfg);
         tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");

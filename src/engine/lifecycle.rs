@@ -40,7 +40,13 @@ pub struct TaskSpec {
     pub stderr: PathBuf,
     pub mounts: Vec<MountSpec>,
     pub memory_mb: Option<i64>,
+    /// Who the pot belongs to (Nomad's task id), recorded on its dataset.
+    pub owner: String,
 }
+
+/// ZFS user property marking the pots this driver created, with the owning task's id. Only
+/// pots carrying it are ever garbage-collected.
+pub const OWNER_PROPERTY: &str = "nomad-pot-driver:task";
 
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +107,7 @@ impl Instance {
 impl Engine {
     /// Prepares and starts `spec`. On failure everything created so far is removed again.
     pub async fn start(&self, spec: TaskSpec) -> Result<Arc<Instance>, EngineError> {
+        let _starting = self.mark_starting(&spec.pot);
         let pot = spec.pot.clone();
         // Nomad retries StartTask with the same task id after a plugin crash: adopt the task
         // if it was started, clean up if a start was interrupted half-way.
@@ -155,7 +162,7 @@ impl Engine {
             self.cfg.args_quote_compat,
         )?;
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
-        self.clone_pot(&pot, &imported, &paths).await?;
+        self.clone_pot(&pot, &imported, &paths, &spec.owner).await?;
         match self.boot(&spec, &paths, &image_conf, &argv).await {
             Ok(instance) => Ok(instance),
             Err(e) => {
@@ -174,6 +181,7 @@ impl Engine {
         pot: &PotName,
         imported: &image::Imported,
         paths: &PotPaths,
+        owner: &str,
     ) -> Result<(), EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         let host_err = EngineError::host(pot.as_str());
@@ -184,7 +192,7 @@ impl Engine {
         }
         let _lock = self.global_lock(pot).await?;
         self.host
-            .zfs_create(&dataset)
+            .zfs_create(&dataset, &[(OWNER_PROPERTY, owner)])
             .await
             .map_err(EngineError::host(pot.as_str()))?;
         let snapshot = format!("{}/m@{}", imported.dataset, imported.snapshot);
@@ -496,7 +504,7 @@ impl Engine {
 
     /// Removes the jail, the mounts under the jail root, the pot's datasets and files, and the
     /// task's state. Each step accepts that its object is already gone.
-    async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
+    pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
         self.remove_jail(pot).await?;
@@ -560,7 +568,7 @@ impl Engine {
         .expect("lock task panicked")
     }
 
-    fn task_state_dir(&self, pot: &PotName) -> PathBuf {
+    pub(super) fn task_state_dir(&self, pot: &PotName) -> PathBuf {
         self.cfg.state_dir.join("tasks").join(pot.as_str())
     }
 
@@ -601,8 +609,20 @@ fn jail_params(pot: &PotName, hostname: &str, osrelease: &str, root: &Path) -> J
 /// How a recovered task's supervisor is watched: it is not our child, so it is polled.
 const RECOVERED_POLL: Duration = Duration::from_millis(200);
 
-fn alive(pid: u32) -> bool {
-    kill(Pid::from_raw(pid as i32), None).is_ok()
+/// Whether `pid` runs. A zombie does not: an orphan is only reaped when its new parent gets to
+/// it, which some init processes (of containers, for one) never do. Where /proc exists its
+/// state says so; elsewhere a zombie is gone as soon as init reaps it.
+pub(super) fn alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok() && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name, which may itself contain ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+    })
 }
 
 /// The task's status once its supervisor is gone: recorded, or lost if the supervisor was
@@ -651,7 +671,7 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
