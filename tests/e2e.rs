@@ -1032,7 +1032,216 @@ async fn recover_refuses_go_driver_handles_and_vanished_tasks() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// h. job options: mount, mount_read_only, copy, extra_hosts, attributes, and their boundary
+// h. nomad alloc exec: ExecTaskStreaming over pipes and over a pty
+// ---------------------------------------------------------------------------------------------
+
+/// Runs one streaming exec and returns (stdout, stderr, exit code, close frames seen).
+async fn exec_streaming(
+    env: &Env,
+    task_id: &str,
+    command: &[&str],
+    tty: bool,
+    input: &[u8],
+) -> (String, String, i32, usize) {
+    use nomad_pot_driver::proto::drivers::{
+        ExecTaskStreamingIoOperation, ExecTaskStreamingRequest,
+        exec_task_streaming_request::{Setup, TerminalSize},
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(ExecTaskStreamingRequest {
+        setup: Some(Setup {
+            task_id: task_id.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            tty,
+        }),
+        tty_size: tty.then_some(TerminalSize {
+            height: 40,
+            width: 100,
+        }),
+        stdin: None,
+    })
+    .await
+    .unwrap();
+    if !input.is_empty() {
+        let stdin = |data: Vec<u8>, close| ExecTaskStreamingRequest {
+            stdin: Some(ExecTaskStreamingIoOperation { data, close }),
+            ..Default::default()
+        };
+        tx.send(stdin(input.to_vec(), false)).await.unwrap();
+        tx.send(stdin(Vec::new(), true)).await.unwrap();
+    }
+    // An empty message is a heartbeat and must be ignored.
+    tx.send(ExecTaskStreamingRequest::default()).await.unwrap();
+    let mut stream = within(
+        10.0,
+        "ExecTaskStreaming",
+        env.plugin
+            .driver()
+            .exec_task_streaming(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("ExecTaskStreaming")
+    .into_inner();
+    let (mut out, mut err, mut closes) = (Vec::new(), Vec::new(), 0);
+    let code = within(20.0, "exec output", async {
+        loop {
+            let msg = stream
+                .message()
+                .await
+                .expect("exec stream error")
+                .expect("exec stream ended before `exited`");
+            for (io, buf) in [(&msg.stdout, &mut out), (&msg.stderr, &mut err)] {
+                if let Some(io) = io {
+                    buf.extend_from_slice(&io.data);
+                    closes += usize::from(io.close);
+                }
+            }
+            if msg.exited {
+                break msg.result.expect("exited without result").exit_code;
+            }
+        }
+    })
+    .await;
+    drop(tx);
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+        code,
+        closes,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_streaming_over_pipes_and_a_pty() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "echo ready; while :; do sleep 1; done"],
+    });
+    let t = env.task("execd", &cfg);
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+
+    let (out, err, code, closes) = exec_streaming(
+        &env,
+        &t.id(),
+        &["/bin/sh", "-c", "read x; echo got:$x; echo err >&2; exit 4"],
+        false,
+        b"hello\n",
+    )
+    .await;
+    assert_eq!(
+        (out.as_str(), err.as_str(), code),
+        ("got:hello\n", "err\n", 4)
+    );
+    assert_eq!(closes, 2, "stdout and stderr each end with a close frame");
+
+    let (out, _, code, _) = exec_streaming(
+        &env,
+        &t.id(),
+        &["/bin/sh", "-c", "stty size; exit 2"],
+        true,
+        b"",
+    )
+    .await;
+    assert!(
+        out.contains("40 100"),
+        "the pty has the requested size: {out:?}"
+    );
+    assert_eq!(code, 2);
+
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// i. reconcile: abandoned pots of this driver are collected, others are left alone
+// ---------------------------------------------------------------------------------------------
+
+/// An engine on the same simulated host, configured from the agent config as the plugin is.
+async fn engine_for(env: &Env) -> nomad_pot_driver::engine::Engine {
+    use nomad_pot_driver::driver::AgentConfig;
+    use nomad_pot_driver::engine::{Engine, EngineConfig};
+    let bytes = cty::encode(&config_schema(&env.plugin).await, &env.sim.agent_config())
+        .expect("encode the agent config");
+    let agent = AgentConfig::decode(&bytes).expect("decode the agent config");
+    let cfg = EngineConfig::resolve(&agent.engine).expect("engine config");
+    Engine::new(cfg, std::sync::Arc::new(|_: &_, _| {}))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
+    let mut env = Env::new().await;
+    let running = env.task("running", &gated_task_config(&env, 0));
+    let exited = env.task("exited", &gated_task_config(&env, 0));
+    env.start(&running).await;
+    env.start(&exited).await;
+    open_gate(&exited);
+    env.wait(&exited.id(), 20.0).await;
+    env.wait_ready(&running).await;
+    let engine = engine_for(&env).await;
+    // The plugin dies and Nomad never comes back for these tasks.
+    env.plugin.kill();
+    let foreign = "zroot/pot/jails/made_by_pot_cli";
+    let out = std::process::Command::new(env.sim.dir.join("bin/zfs"))
+        .args(["create", foreign])
+        .output()
+        .expect("zfs create");
+    assert!(out.status.success(), "{out:?}");
+
+    let pot_of = |t: &TestTask| {
+        nomad_pot_driver::engine::PotName::for_task(
+            &t.task_name,
+            t.id().rsplit('/').next().unwrap(),
+            &t.alloc_id,
+        )
+        .unwrap()
+    };
+    let names = |v: &[(nomad_pot_driver::engine::PotName, String)]| {
+        v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()
+    };
+    let dry = engine.gc(true).await.expect("gc dry run");
+    assert_eq!(names(&dry.collected), [pot_of(&exited)], "{dry:?}");
+    assert_eq!(names(&dry.kept), [pot_of(&running)], "{dry:?}");
+    assert!(!env.sim.check().0, "a dry run changes nothing");
+
+    let report = engine.gc(false).await.expect("gc");
+    assert_eq!(names(&report.collected), [pot_of(&exited)]);
+    // The running task goes away without its supervisor: now it is debris too.
+    let pids: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.sim
+                .dir
+                .join("root/var/db/nomad-pot-driver/tasks")
+                .join(pot_of(&running).as_str())
+                .join("pids.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for key in ["shim", "task"] {
+        let pid = nix::unistd::Pid::from_raw(pids[key].as_i64().unwrap() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = engine.gc(false).await.expect("gc");
+    assert_eq!(names(&report.collected), [pot_of(&running)]);
+    let (clean, leftovers) = env.sim.check();
+    assert!(clean, "after reconcile: {leftovers}");
+    let listed = std::process::Command::new(env.sim.dir.join("bin/zfs"))
+        .args(["list", "-H", "-o", "name", foreign])
+        .output()
+        .expect("zfs list");
+    assert!(
+        listed.status.success(),
+        "a pot this driver did not create was removed"
+    );
+    env.crash_and_relaunch().await;
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// j. job options: mount, mount_read_only, copy, extra_hosts, attributes, and their boundary
 // ---------------------------------------------------------------------------------------------
 
 impl Env {
@@ -1346,7 +1555,7 @@ async fn host_paths_and_attributes_outside_the_boundary_are_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// i. Nomad-native task features: user, dns, volume_mount, NOMAD_*_DIR, the exact environment
+// k. Nomad-native task features: user, dns, volume_mount, NOMAD_*_DIR, the exact environment
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]

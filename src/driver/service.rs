@@ -4,14 +4,14 @@ use super::config::{AgentConfig, TaskConfig};
 use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
-    Dns, Engine, EngineConfig, EventSink, ExitInfo, HostMount, ImageRef, Instance, MountSpec,
-    PotName, TaskSpec,
+    Dns, Engine, EngineConfig, EventSink, ExecInput, ExecOutputEvent, ExitInfo, HostMount,
+    ImageRef, Instance, MountSpec, PotName, TaskSpec,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
 use crate::proto::structs;
 use nix::sys::signal::Signal;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,6 +23,10 @@ use tonic::{Request, Response, Status};
 
 /// How often the fingerprint is re-sent (the Go drivers use the same period).
 const FINGERPRINT_PERIOD: Duration = Duration::from_secs(30);
+/// Reconcile waits this long after the long-lived plugin starts: Nomad recovers the tasks it
+/// still wants first, and only unclaimed pots are collected.
+const RECONCILE_GRACE: Duration = Duration::from_secs(300);
+const RECONCILE_PERIOD: Duration = Duration::from_secs(600);
 
 /// The driver plugin: shared by the BasePlugin and Driver services.
 #[derive(Clone, Default)]
@@ -36,6 +40,7 @@ struct Inner {
     tasks: Mutex<HashMap<String, Arc<TaskEntry>>>,
     routes: Arc<Mutex<HashMap<PotName, Route>>>,
     events: EventBus,
+    reconciling: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -138,6 +143,30 @@ impl PotDriver {
                 task_name: cfg.name.clone(),
             },
         );
+    }
+
+    fn start_reconciler(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.reconciling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let driver = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RECONCILE_GRACE).await;
+            loop {
+                if let Ok(engine) = driver.engine() {
+                    match engine.gc(false).await {
+                        Ok(report) => {
+                            for (pot, why) in &report.collected {
+                                tracing::info!(pot = %pot, reason = %why, "reconcile: removed");
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                    }
+                }
+                tokio::time::sleep(RECONCILE_PERIOD).await;
+            }
+        });
     }
 
     async fn fingerprint_now(&self) -> drivers::FingerprintResponse {
@@ -251,6 +280,14 @@ fn handle_for(entry: &TaskEntry) -> drivers::TaskHandle {
     }
 }
 
+fn resize(size: &drivers::exec_task_streaming_request::TerminalSize) -> ExecInput {
+    let clamp = |v: i32| v.clamp(0, i32::from(u16::MAX)) as u16;
+    ExecInput::Resize {
+        rows: clamp(size.height),
+        cols: clamp(size.width),
+    }
+}
+
 fn stream_of<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> Response<BoxStream<T>> {
     Response::new(Box::pin(ReceiverStream::new(rx)))
 }
@@ -305,6 +342,11 @@ impl BasePlugin for PotDriver {
             agent,
             engine: Arc::new(Engine::new(engine_config, self.event_sink())),
         });
+        // Only the long-lived instance gets Nomad's config; the validation launches must stay
+        // free of host work.
+        if req.nomad_config.is_some() {
+            self.start_reconciler();
+        }
         Ok(Response::new(base::SetConfigResponse {}))
     }
 }
@@ -468,6 +510,7 @@ impl Driver for PotDriver {
                 options: d.options.clone(),
             }),
             memory_mb,
+            owner: cfg.id.clone(),
         };
         self.route(&pot, &cfg);
         tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");
@@ -684,6 +727,59 @@ impl Driver for PotDriver {
         Ok(Response::new(drivers::SignalTaskResponse {}))
     }
 
+    async fn exec_task_streaming(
+        &self,
+        request: Request<tonic::Streaming<drivers::ExecTaskStreamingRequest>>,
+    ) -> Result<Response<BoxStream<drivers::ExecTaskStreamingResponse>>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("ExecTaskStreaming: no setup message"))?;
+        let setup = first
+            .setup
+            .ok_or_else(|| Status::invalid_argument("first message should always be setup"))?;
+        let entry = self
+            .task(&setup.task_id)
+            .ok_or_else(|| Status::not_found(format!("task {} not found", setup.task_id)))?;
+        let session = self
+            .engine()?
+            .exec_session(
+                &entry.pot,
+                task_user(&entry),
+                &setup.command,
+                &task_env(&entry),
+                setup.tty,
+            )
+            .await
+            .map_err(|e| status::from_engine(&e))?;
+        let input = session.input;
+        if let Some(size) = first.tty_size {
+            let _ = input.send(resize(&size)).await;
+        }
+        tokio::spawn(async move {
+            // Client EOF only means no more input; output keeps streaming.
+            while let Ok(Some(msg)) = inbound.message().await {
+                if let Some(io) = msg.stdin {
+                    if !io.data.is_empty() && input.send(ExecInput::Data(io.data)).await.is_err() {
+                        break;
+                    }
+                    if io.close && input.send(ExecInput::Close).await.is_err() {
+                        break;
+                    }
+                }
+                if let Some(size) = msg.tty_size
+                    && input.send(resize(&size)).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(forward_exec_output(session.output, session.exit, tx));
+        Ok(stream_of(rx))
+    }
+
     async fn exec_task(
         &self,
         request: Request<drivers::ExecTaskRequest>,
@@ -699,8 +795,9 @@ impl Driver for PotDriver {
             .engine()?
             .exec(
                 &entry.pot,
-                Some(entry.config.user.as_str()).filter(|u| !u.is_empty()),
+                task_user(&entry),
                 &req.command,
+                &task_env(&entry),
                 timeout,
             )
             .await
@@ -711,6 +808,70 @@ impl Driver for PotDriver {
             result: Some(exit_result(&out.exit)),
         }))
     }
+}
+
+/// The environment of commands exec'd in a task: the task's own, as `docker exec` does.
+fn task_env(entry: &TaskEntry) -> BTreeMap<String, String> {
+    entry.config.env.clone().into_iter().collect()
+}
+
+/// The task's `user`, who runs exec'd commands too (Nomad sends "" for none).
+fn task_user(entry: &TaskEntry) -> Option<&str> {
+    Some(entry.config.user.as_str()).filter(|u| !u.is_empty())
+}
+
+/// Streams a session's output to the client: chunks, close frames, then one `exited` message
+/// with the result (the Nomad CLI only reports an exit code when that result is set).
+async fn forward_exec_output(
+    mut session_output: mpsc::Receiver<ExecOutputEvent>,
+    exit: tokio::sync::oneshot::Receiver<crate::engine::ExitInfo>,
+    tx: mpsc::Sender<Result<drivers::ExecTaskStreamingResponse, Status>>,
+) {
+    use drivers::{ExecTaskStreamingIoOperation as Io, ExecTaskStreamingResponse as Resp};
+    let data = |data: Vec<u8>| Some(Io { data, close: false });
+    let close = || {
+        Some(Io {
+            data: Vec::new(),
+            close: true,
+        })
+    };
+    while let Some(event) = session_output.recv().await {
+        let resp = match event {
+            ExecOutputEvent::Stdout(d) => Resp {
+                stdout: data(d),
+                ..Default::default()
+            },
+            ExecOutputEvent::Stderr(d) => Resp {
+                stderr: data(d),
+                ..Default::default()
+            },
+            ExecOutputEvent::StdoutClosed => Resp {
+                stdout: close(),
+                ..Default::default()
+            },
+            ExecOutputEvent::StderrClosed => Resp {
+                stderr: close(),
+                ..Default::default()
+            },
+        };
+        if tx.send(Ok(resp)).await.is_err() {
+            return;
+        }
+    }
+    let result = match exit.await {
+        Ok(info) => exit_result(&info),
+        Err(_) => drivers::ExitResult {
+            exit_code: -1,
+            ..Default::default()
+        },
+    };
+    let _ = tx
+        .send(Ok(Resp {
+            exited: true,
+            result: Some(result),
+            ..Default::default()
+        }))
+        .await;
 }
 
 /// One TaskStats sample. Without usage (racct off, jail gone) the sample is still sent, with no

@@ -24,7 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 /// FreeBSD's login PATH, for tasks whose environment has none (IMAGE isolation passes no host env).
-const DEFAULT_JAIL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
+pub(super) const DEFAULT_JAIL_PATH: &str =
+    "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
 /// What pot's `inherit` DNS mode copies into the jail.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// How long a killed task may take to be reaped.
@@ -58,6 +59,8 @@ pub struct TaskSpec {
     /// Resolver settings for the jail; pot's `inherit` (the host's resolv.conf) when `None`.
     pub dns: Option<Dns>,
     pub memory_mb: Option<i64>,
+    /// Who the pot belongs to (Nomad's task id), recorded on its dataset.
+    pub owner: String,
 }
 
 /// A task's job options after every check: what boot applies, host paths already resolved.
@@ -66,6 +69,9 @@ struct CheckedOptions {
     copies: Vec<(PathBuf, String)>,
     attributes: JailAttributes,
 }
+/// ZFS user property marking the pots this driver created, with the owning task's id. Only
+/// pots carrying it are ever garbage-collected.
+pub const OWNER_PROPERTY: &str = "nomad-pot-driver:task";
 
 /// How a task ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,14 +93,6 @@ impl ExitInfo {
             error: Some(reason),
         }
     }
-}
-
-/// Output of a command run in a task's jail.
-#[derive(Debug, Clone)]
-pub struct ExecOutput {
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub exit: ExitInfo,
 }
 
 /// A task the engine tracks: its main process and its exit, once known.
@@ -134,6 +132,7 @@ impl Instance {
 impl Engine {
     /// Prepares and starts `spec`. On failure everything created so far is removed again.
     pub async fn start(&self, spec: TaskSpec) -> Result<Arc<Instance>, EngineError> {
+        let _starting = self.mark_starting(&spec.pot);
         let pot = spec.pot.clone();
         // Nomad retries StartTask with the same task id after a plugin crash: adopt the task
         // if it was started, clean up if a start was interrupted half-way.
@@ -189,7 +188,7 @@ impl Engine {
             self.cfg.args_quote_compat,
         )?;
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
-        self.clone_pot(&pot, &imported, &paths).await?;
+        self.clone_pot(&pot, &imported, &paths, &spec.owner).await?;
         match self.boot(&spec, &checked, &paths, &image_conf, &argv).await {
             Ok(instance) => Ok(instance),
             Err(e) => {
@@ -248,6 +247,7 @@ impl Engine {
         pot: &PotName,
         imported: &image::Imported,
         paths: &PotPaths,
+        owner: &str,
     ) -> Result<(), EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         let host_err = EngineError::host(pot.as_str());
@@ -258,7 +258,7 @@ impl Engine {
         }
         let _lock = self.global_lock(pot).await?;
         self.host
-            .zfs_create(&dataset)
+            .zfs_create(&dataset, &[(OWNER_PROPERTY, owner)])
             .await
             .map_err(EngineError::host(pot.as_str()))?;
         let snapshot = format!("{}/m@{}", imported.dataset, imported.snapshot);
@@ -670,7 +670,7 @@ impl Engine {
 
     /// Removes the jail, the mounts under the jail root, the pot's datasets and files, and the
     /// task's state. Each step accepts that its object is already gone.
-    async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
+    pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
         self.remove_jail(pot, false).await?;
@@ -713,51 +713,6 @@ impl Engine {
             .map_err(EngineError::host(pot.as_str()))
     }
 
-    /// Runs `argv` inside the task's jail and collects its output, killing it after `timeout`.
-    pub async fn exec(
-        &self,
-        pot: &PotName,
-        user: Option<&str>,
-        argv: &[String],
-        timeout: Option<Duration>,
-    ) -> Result<ExecOutput, EngineError> {
-        let p = pot.as_str();
-        if argv.is_empty() {
-            return Err(EngineError::InvalidInput("exec: empty command".to_string()));
-        }
-        let env = BTreeMap::from([("PATH".to_string(), DEFAULT_JAIL_PATH.to_string())]);
-        let cmd = self
-            .host
-            .jexec_invocation(&JexecSpec {
-                jail: p.to_string(),
-                user: user.map(str::to_string),
-                argv: argv.to_vec(),
-                env,
-            })
-            .map_err(EngineError::host(p))?
-            .command();
-        let child = tokio::process::Command::from(cmd)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
-        let output = child.wait_with_output();
-        let output = match timeout.filter(|t| !t.is_zero()) {
-            Some(t) => tokio::time::timeout(t, output)
-                .await
-                .map_err(|_| EngineError::State {
-                    pot: p.to_string(),
-                    reason: format!("exec {:?} timed out after {t:?}", argv[0]),
-                })?,
-            None => output.await,
-        }
-        .map_err(EngineError::io(p, "wait for", Path::new(&argv[0])))?;
-        Ok(ExecOutput {
-            stdout: output.stdout,
-            stderr: output.stderr,
-            exit: exit_info(output.status),
-        })
-    }
-
     async fn global_lock(
         &self,
         pot: &PotName,
@@ -779,7 +734,7 @@ impl Engine {
         .expect("lock task panicked")
     }
 
-    fn task_state_dir(&self, pot: &PotName) -> PathBuf {
+    pub(super) fn task_state_dir(&self, pot: &PotName) -> PathBuf {
         self.cfg.state_dir.join("tasks").join(pot.as_str())
     }
 
@@ -819,8 +774,20 @@ fn jail_params(
 /// How a recovered task's supervisor is watched: it is not our child, so it is polled.
 const RECOVERED_POLL: Duration = Duration::from_millis(200);
 
-fn alive(pid: u32) -> bool {
-    kill(Pid::from_raw(pid as i32), None).is_ok()
+/// Whether `pid` runs. A zombie does not: an orphan is only reaped when its new parent gets to
+/// it, which some init processes (of containers, for one) never do. Where /proc exists its
+/// state says so; elsewhere a zombie is gone as soon as init reaps it.
+pub(super) fn alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok() && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the parenthesised command name, which may itself contain ')'.
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            == Some("Z")
+    })
 }
 
 /// The task's status once its supervisor is gone: recorded, or lost if the supervisor was
@@ -869,7 +836,7 @@ pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 

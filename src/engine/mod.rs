@@ -4,6 +4,8 @@ mod attributes;
 pub mod command;
 mod config;
 mod error;
+mod exec;
+mod gc;
 mod image;
 mod jailfs;
 mod layout;
@@ -16,14 +18,16 @@ pub use config::{
     ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides,
 };
 pub use error::EngineError;
+pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession};
+pub use gc::GcReport;
 pub use image::ImageRef;
 pub use layout::{MountSpec, PotName};
-pub use lifecycle::{ExecOutput, ExitInfo, Instance, TaskSpec};
+pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};
 pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 
 use crate::host::Host;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +49,8 @@ pub struct Engine {
     host: Host,
     images: image::ImageLocks,
     instances: Mutex<HashMap<PotName, Arc<Instance>>>,
+    /// Pots between the start of `start` and their first tracked instance.
+    starting: Mutex<HashSet<PotName>>,
     events: EventSink,
     /// The executable run as `<supervisor> shim` for every task: the running binary, which must
     /// dispatch that argument to [`shim::main`].
@@ -58,6 +64,7 @@ impl Engine {
             cfg: Arc::new(cfg),
             images: image::ImageLocks::default(),
             instances: Mutex::new(HashMap::new()),
+            starting: Mutex::new(HashSet::new()),
             events,
             supervisor: std::env::current_exe()
                 .unwrap_or_else(|_| PathBuf::from("nomad-pot-driver")),

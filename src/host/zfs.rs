@@ -30,9 +30,44 @@ impl Host {
         Ok(snaps)
     }
 
-    /// `zfs create name` (mountpoint inherited).
-    pub async fn zfs_create(&self, name: &str) -> Result<(), HostError> {
-        self.zfs(argv!["create", name]).await.map(drop)
+    /// `zfs create [-o prop=value]… name` (mountpoint inherited).
+    pub async fn zfs_create(&self, name: &str, props: &[(&str, &str)]) -> Result<(), HostError> {
+        let mut args = argv!["create"];
+        for (k, v) in props {
+            args.extend(argv!["-o", format!("{k}={v}")]);
+        }
+        args.push(name.into());
+        self.zfs(args).await.map(drop)
+    }
+
+    /// The children of `parent` with the value of `property` (`None` where it is unset).
+    pub async fn zfs_children_with(
+        &self,
+        parent: &str,
+        property: &str,
+    ) -> Result<Vec<(String, Option<String>)>, HostError> {
+        let out = self
+            .zfs(argv![
+                "list",
+                "-H",
+                "-d",
+                "1",
+                "-t",
+                "filesystem",
+                "-o",
+                format!("name,{property}"),
+                parent
+            ])
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(name, _)| *name != parent)
+            .map(|(name, value)| {
+                let value = (value != "-").then(|| value.to_string());
+                (name.to_string(), value)
+            })
+            .collect())
     }
 
     /// `zfs clone -o mountpoint=... snapshot target`.

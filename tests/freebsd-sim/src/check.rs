@@ -1,7 +1,7 @@
 //! `freebsd-sim check DIR`: leftovers after all tasks are gone (README "What check reports").
 
 use crate::jail::pids_in;
-use crate::state::Host;
+use crate::state::{Host, IfKind};
 use crate::{Fail, Res};
 use std::fs;
 use std::path::Path;
@@ -23,13 +23,16 @@ pub fn leftovers(host: &Host) -> Res<Vec<String>> {
             m.fstype, m.src, m.target
         ));
     }
-    for (name, i) in &st.ifaces {
-        if i.peer.is_some() {
-            out.push(format!("epair interface {name} exists"));
-        }
+    // By kind, not name: pot renames the host end of its epairs.
+    for i in st.ifaces.iter().filter(|i| i.kind == IfKind::Epair) {
+        let place = i
+            .vnet
+            .as_deref()
+            .map_or("the host".into(), |j| format!("jail {j}"));
+        out.push(format!("epair interface {} exists in {place}", i.name));
     }
-    for (a, rules) in &st.anchors {
-        if a.starts_with("pot-rdr/") && !rules.trim().is_empty() {
+    for (a, set) in &st.anchors {
+        if a.starts_with("pot-rdr/") && !(set.nat.is_empty() && set.rules.is_empty()) {
             out.push(format!("pf anchor {a} has rules"));
         }
     }

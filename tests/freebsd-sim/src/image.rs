@@ -1,4 +1,5 @@
-//! `freebsd-sim image NAME TAG OUTDIR [--filler-mb N]`: a single-type pot as `pot export` writes it.
+//! `freebsd-sim image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY]`: a single-type pot as
+//! `pot export` writes it, optionally with a signify signature of its `.skein` file.
 
 use crate::state::{io_fail, now};
 use crate::stream::{StreamDataset, StreamWriter};
@@ -9,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-const USAGE: &str = "usage: freebsd-sim image NAME TAG OUTDIR [--filler-mb N]";
+const USAGE: &str = "usage: freebsd-sim image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY]";
 
 const POT_ATTRS: &[(&str, &str)] = &[
     ("no-rc-script", "NO"),
@@ -128,20 +129,25 @@ fn write_xz(tree: &Path, snap: &str, xz: &Path) -> std::io::Result<()> {
 }
 
 pub fn main(args: &[String]) -> Res<String> {
-    let (pos, filler_mb) = match args {
-        [n, t, o] => ([n, t, o], 0),
-        [n, t, o, flag, mb] if flag == "--filler-mb" => (
-            [n, t, o],
-            mb.parse().map_err(|_| {
-                Fail::new(
-                    64,
-                    format!("freebsd-sim image: --filler-mb {mb}: not a number"),
-                )
-            })?,
-        ),
-        _ => return Err(usage(USAGE)),
+    let [name, tag, outdir, opts @ ..] = args else {
+        return Err(usage(USAGE));
     };
-    let [name, tag, outdir] = pos;
+    let mut filler_mb = 0;
+    let mut seckey = None;
+    for pair in opts.chunks(2) {
+        match pair {
+            [flag, mb] if flag == "--filler-mb" => {
+                filler_mb = mb.parse().map_err(|_| {
+                    Fail::new(
+                        64,
+                        format!("freebsd-sim image: --filler-mb {mb}: not a number"),
+                    )
+                })?
+            }
+            [flag, key] if flag == "--sign" => seckey = Some(Path::new(key)),
+            _ => return Err(usage(USAGE)),
+        }
+    }
     let out = Path::new(outdir);
     fs::create_dir_all(out).map_err(|e| io_fail("mkdir", out, e))?;
     let base = format!("{name}_{tag}");
@@ -168,6 +174,9 @@ pub fn main(args: &[String]) -> Res<String> {
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let sk = out.join(format!("{base}.xz.skein"));
     fs::write(&sk, format!("{hex}\n")).map_err(|e| io_fail("write", &sk, e))?;
+    if let Some(key) = seckey {
+        crate::sign::sign(key, &sk, &out.join(format!("{base}.xz.skein.sig")))?;
+    }
     Ok(String::new())
 }
 

@@ -146,13 +146,17 @@ fn create(host: &Host, params: &[String], print_jid: bool) -> Res<String> {
                 ro: false,
             });
         }
-        st.jails.push(Jail {
+        let jail = Jail {
             jid,
             name: name.clone(),
             path: path.clone(),
             params: params.clone(),
             ns: vec![],
-        });
+        };
+        if crate::net::is_vnet(&jail) {
+            st.ifaces.push(crate::net::jail_loopback(&name));
+        }
+        st.jails.push(jail);
         Ok(jid)
     })?;
     Ok(if print_jid {
@@ -212,6 +216,9 @@ fn remove(host: &Host, key: &str, at_once: bool) -> Res<()> {
         if let Some(i) = st.jails.iter().position(|j| j.jid == jail.jid) {
             let j = st.jails.remove(i);
             st.retired_ns.extend(j.ns);
+            // The jail's vnet and cpuset die with it; moved-in interfaces go back to the host.
+            crate::net::release_jail(st, &j.name);
+            st.cpusets.remove(&j.jid);
         }
         Ok(())
     })

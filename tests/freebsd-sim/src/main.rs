@@ -1,12 +1,14 @@
 //! A simulated FreeBSD host: one binary answering to the base-tool names (see README.md).
 
 mod check;
+mod cpuset;
 mod image;
 mod jail;
 mod mount;
 mod net;
 mod pf;
 mod rctl;
+mod sign;
 mod state;
 mod stream;
 mod sysctl;
@@ -134,7 +136,7 @@ fn run_tool(tool: &str, host: &state::Host, args: &[String]) -> Res<Outcome> {
         "ifconfig" => net::main(host, args)?,
         "pfctl" => pf::main(host, args)?,
         "rctl" => rctl::main(host, args)?,
-        "cpuset" => rctl::cpuset_main(host, args)?,
+        "cpuset" => cpuset::main(host, args)?,
         _ => unreachable!("main dispatches only names listed in TOOLS"),
     };
     print_out(&out);
@@ -148,11 +150,11 @@ fn print_out(out: &str) {
 }
 
 fn own_main(args: &[String]) -> Res<String> {
-    const USAGE: &str =
-        "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] | check DIR";
+    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR";
     match args.first().map(String::as_str) {
         Some("init") if args.len() == 2 => state::init(Path::new(&args[1])),
         Some("image") => image::main(&args[1..]),
+        Some("keygen") if args.len() == 2 => sign::keygen(Path::new(&args[1])),
         Some("check") if args.len() == 2 => check::main(Path::new(&args[1])),
         _ => Err(usage(USAGE)),
     }

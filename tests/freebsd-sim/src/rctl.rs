@@ -1,5 +1,4 @@
 //! `rctl`: rules are recorded; `-u jail:NAME` reads usage from /proc of the jail's processes.
-//! `cpuset` is not simulated yet.
 
 use crate::jail::pids_in;
 use crate::state::Host;
@@ -122,8 +121,4 @@ fn usage_of(host: &Host, filter: &str, human: bool) -> Res<String> {
         ("writeiops", "0".into()),
     ];
     Ok(rows.iter().map(|(k, v)| format!("{k}={v}\n")).collect())
-}
-
-pub fn cpuset_main(_host: &Host, _args: &[String]) -> Res<String> {
-    Err(Fail::new(1, "cpuset: not simulated yet"))
 }

@@ -70,21 +70,46 @@ pub struct Mount {
     pub ro: bool,
 }
 
+/// What an interface is; decides its flags, output lines and whether it can be destroyed.
+#[derive(Serialize, Deserialize, Default, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IfKind {
+    Loopback,
+    #[default]
+    Ether,
+    Epair,
+    Bridge,
+}
+
 #[derive(Serialize, Deserialize, Default, Clone, Debug)]
 #[serde(default)]
 pub struct Iface {
+    pub name: String,
+    pub kind: IfKind,
+    /// Clone unit of an epair or bridge; both ends of an epair share it, whatever their names.
+    pub unit: u32,
     pub up: bool,
     pub descr: String,
     pub groups: Vec<String>,
+    pub ether: String,
+    /// `addr/prefixlen`, in the order the kernel lists them.
     pub inet: Vec<String>,
     pub inet6: Vec<String>,
-    /// Bridge members; `private` marks members added with `private`.
+    /// Bridge members in the order they were added; `private` holds those with PRIVATE set.
     pub members: Vec<String>,
     pub private: Vec<String>,
-    /// Peer end of an epair.
-    pub peer: Option<String>,
-    /// Jail name when moved into a vnet jail.
+    /// Jail whose vnet holds the interface now; `None` is the host.
     pub vnet: Option<String>,
+    /// Jail whose vnet created the interface (it dies with that vnet); `None` is the host.
+    pub home: Option<String>,
+}
+
+/// A pf ruleset: translation (nat/rdr/binat) rules and filter rules, as loaded.
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+pub struct Anchor {
+    pub nat: Vec<String>,
+    pub rules: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Default, Clone, Debug)]
@@ -97,13 +122,16 @@ pub struct State {
     /// Namespaces of removed jails, so `check` still finds processes that escaped removal.
     pub retired_ns: Vec<NsMark>,
     pub mounts: Vec<Mount>,
-    pub ifaces: BTreeMap<String, Iface>,
-    pub next_epair: u32,
-    pub next_bridge: u32,
+    /// Interfaces of the host and of every vnet jail, in attach order.
+    pub ifaces: Vec<Iface>,
     pub pf_enabled: bool,
-    pub anchors: BTreeMap<String, String>,
+    /// When pf was last enabled or disabled (`pfctl -s info` shows the time since).
+    pub pf_since: u64,
+    /// pf rulesets by anchor path; `""` is the main ruleset.
+    pub anchors: BTreeMap<String, Anchor>,
     pub rctl: Vec<String>,
-    pub cpusets: BTreeMap<u32, String>,
+    /// CPU lists set with `cpuset -l LIST -j JID`, by JID.
+    pub cpusets: BTreeMap<u32, Vec<u32>>,
     pub sysctl: BTreeMap<String, String>,
 }
 
@@ -255,20 +283,23 @@ pub fn init(dir: &Path) -> Res<String> {
             st.datasets
                 .insert("zroot/pot/cache".into(), mk(Some(&cache)));
             st.next_jid = 1;
-            for lo in ["lo0", "em0"] {
-                st.ifaces.insert(
-                    lo.into(),
-                    Iface {
-                        up: true,
-                        ..Default::default()
-                    },
-                );
-            }
-            st.ifaces
-                .get_mut("lo0")
-                .expect("lo0")
-                .inet
-                .push("127.0.0.1/8".into());
+            st.ifaces = vec![
+                Iface {
+                    name: "lo0".into(),
+                    kind: IfKind::Loopback,
+                    up: true,
+                    groups: vec!["lo".into()],
+                    inet: vec!["127.0.0.1/8".into()],
+                    ..Default::default()
+                },
+                Iface {
+                    name: "em0".into(),
+                    up: true,
+                    ether: "08:00:27:5e:00:01".into(),
+                    inet: vec!["10.0.2.15/24".into()],
+                    ..Default::default()
+                },
+            ];
         }
         Ok(())
     })?;

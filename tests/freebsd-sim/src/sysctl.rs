@@ -1,6 +1,6 @@
 //! `sysctl`: a fixed set of OIDs; `name=value` changes are kept in state.
 
-use crate::state::{Host, now};
+use crate::state::{Host, State, now};
 use crate::{Fail, Res, getopt, usage};
 
 const USAGE: &str = "usage: sysctl [-bdehiNnoqTtWx] [ -B <bufsize> ] [-f filename] name[=value] ...\n       sysctl [-bdehNnoqTtWx] [ -B <bufsize> ] -a";
@@ -24,6 +24,16 @@ fn builtin(name: &str) -> Option<String> {
         }
         _ => return None,
     })
+}
+
+/// hw.ncpu as tools see it (a `sysctl hw.ncpu=N` in state wins over the real count).
+pub fn ncpu(st: &State) -> u32 {
+    st.sysctl
+        .get("hw.ncpu")
+        .cloned()
+        .or_else(|| builtin("hw.ncpu"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 pub fn main(host: &Host, args: &[String]) -> Res<String> {

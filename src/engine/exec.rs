@@ -1,0 +1,315 @@
+//! Commands run in a running task's jail: one-shot with captured output (script checks), or
+//! interactive sessions over pipes or a pty (`nomad alloc exec`).
+
+use super::lifecycle::{DEFAULT_JAIL_PATH, ExitInfo, exit_info};
+use super::{Engine, EngineError, PotName};
+use crate::host::JexecSpec;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+
+/// Output of a command run in a task's jail.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit: ExitInfo,
+}
+
+/// Input to an interactive session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    Data(Vec<u8>),
+    /// End of input: closes the command's stdin (sends ^D on a pty).
+    Close,
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
+}
+
+/// Output of an interactive session; a stream's `Closed` comes after its last chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutputEvent {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    StdoutClosed,
+    StderrClosed,
+}
+
+/// A running interactive command. The output channel ends when the command's output has
+/// ended; then `exit` resolves.
+pub struct ExecSession {
+    pub input: mpsc::Sender<ExecInput>,
+    pub output: mpsc::Receiver<ExecOutputEvent>,
+    pub exit: oneshot::Receiver<ExitInfo>,
+}
+
+const CHUNK: usize = 32 * 1024;
+
+impl Engine {
+    /// `user`: the task's jail user, who runs exec'd commands too; root when `None`.
+    fn exec_command(
+        &self,
+        pot: &PotName,
+        user: Option<&str>,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<tokio::process::Command, EngineError> {
+        let p = pot.as_str();
+        if argv.is_empty() {
+            return Err(EngineError::InvalidInput(format!(
+                "pot {p}: exec of an empty command"
+            )));
+        }
+        let mut env = env.clone();
+        env.entry("PATH".to_string())
+            .or_insert_with(|| DEFAULT_JAIL_PATH.to_string());
+        let cmd = self
+            .host
+            .jexec_invocation(&JexecSpec {
+                jail: p.to_string(),
+                user: user.map(str::to_string),
+                argv: argv.to_vec(),
+                env,
+            })
+            .map_err(EngineError::host(p))?
+            .command();
+        let mut cmd = tokio::process::Command::from(cmd);
+        // A client that goes away takes its command with it.
+        cmd.kill_on_drop(true);
+        Ok(cmd)
+    }
+
+    /// Runs `argv` in the task's jail with the task's environment, collects its output, and
+    /// kills it after `timeout` (none or zero: no limit).
+    pub async fn exec(
+        &self,
+        pot: &PotName,
+        user: Option<&str>,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, EngineError> {
+        let p = pot.as_str();
+        let child = self
+            .exec_command(pot, user, argv, env)?
+            .spawn()
+            .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
+        let output = child.wait_with_output();
+        let output = match timeout.filter(|t| !t.is_zero()) {
+            Some(t) => tokio::time::timeout(t, output)
+                .await
+                .map_err(|_| EngineError::State {
+                    pot: p.to_string(),
+                    reason: format!("exec {:?} timed out after {t:?}", argv[0]),
+                })?,
+            None => output.await,
+        }
+        .map_err(EngineError::io(p, "wait for", Path::new(&argv[0])))?;
+        Ok(ExecOutput {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit: exit_info(output.status),
+        })
+    }
+
+    /// Starts an interactive command in the task's jail, on pipes or, with `tty`, on a pty whose
+    /// slave is the command's controlling terminal.
+    pub async fn exec_session(
+        &self,
+        pot: &PotName,
+        user: Option<&str>,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        tty: bool,
+    ) -> Result<ExecSession, EngineError> {
+        let cmd = self.exec_command(pot, user, argv, env)?;
+        if tty {
+            pty_session(pot, cmd, &argv[0])
+        } else {
+            pipe_session(pot, cmd, &argv[0])
+        }
+    }
+}
+
+fn pipe_session(
+    pot: &PotName,
+    mut cmd: tokio::process::Command,
+    program: &str,
+) -> Result<ExecSession, EngineError> {
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().map_err(EngineError::io(
+        pot.as_str(),
+        "spawn jexec for",
+        Path::new(program),
+    ))?;
+    let (out_tx, output) = mpsc::channel(16);
+    let (input, mut in_rx) = mpsc::channel(16);
+    let (exit_tx, exit) = oneshot::channel();
+    let mut stdin = child.stdin.take();
+    tokio::spawn(async move {
+        while let Some(msg) = in_rx.recv().await {
+            match msg {
+                ExecInput::Data(data) => {
+                    if let Some(s) = stdin.as_mut()
+                        && s.write_all(&data).await.is_err()
+                    {
+                        stdin = None;
+                    }
+                }
+                ExecInput::Close => stdin = None,
+                ExecInput::Resize { .. } => {}
+            }
+        }
+    });
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let readers = [
+        pump(
+            stdout,
+            out_tx.clone(),
+            ExecOutputEvent::Stdout,
+            ExecOutputEvent::StdoutClosed,
+        ),
+        pump(
+            stderr,
+            out_tx,
+            ExecOutputEvent::Stderr,
+            ExecOutputEvent::StderrClosed,
+        ),
+    ];
+    tokio::spawn(async move {
+        for r in readers {
+            let _ = r.await;
+        }
+        let info = match child.wait().await {
+            Ok(status) => exit_info(status),
+            Err(e) => ExitInfo::unknown(format!("waiting for the command failed: {e}")),
+        };
+        let _ = exit_tx.send(info);
+    });
+    Ok(ExecSession {
+        input,
+        output,
+        exit,
+    })
+}
+
+fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
+    mut reader: R,
+    tx: mpsc::Sender<ExecOutputEvent>,
+    chunk: fn(Vec<u8>) -> ExecOutputEvent,
+    closed: ExecOutputEvent,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::AsyncReadExt;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 || tx.send(chunk(buf[..n].to_vec())).await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.send(closed).await;
+    })
+}
+
+fn pty_session(
+    pot: &PotName,
+    mut cmd: tokio::process::Command,
+    program: &str,
+) -> Result<ExecSession, EngineError> {
+    let p = pot.as_str();
+    let pty_err = |op: &'static str| {
+        move |e: nix::Error| EngineError::io(p, op, Path::new("/dev/ptmx"))(std::io::Error::from(e))
+    };
+    let pty = nix::pty::openpty(None, None).map_err(pty_err("open a pty"))?;
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(EngineError::io(p, "dup", Path::new("pty")))
+    };
+    cmd.stdin(dup(&pty.slave)?)
+        .stdout(dup(&pty.slave)?)
+        .stderr(pty.slave);
+    // SAFETY: setsid and ioctl are async-signal-safe; the pty slave (fd 0) becomes the
+    // controlling terminal of the new session, as a login does.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child =
+        cmd.spawn()
+            .map_err(EngineError::io(p, "spawn jexec for", Path::new(program)))?;
+    // The slave ends now live only in the child: its exit gives the reader EIO, i.e. EOF.
+    drop(cmd);
+    let master = Arc::new(std::fs::File::from(pty.master));
+    let (out_tx, output) = mpsc::channel(16);
+    let (input, mut in_rx) = mpsc::channel::<ExecInput>(16);
+    let (exit_tx, exit) = oneshot::channel();
+    let writer = master.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = in_rx.recv().await {
+            let w = writer.clone();
+            let _ = tokio::task::spawn_blocking(move || match msg {
+                ExecInput::Data(data) => (&*w).write_all(&data),
+                // ^D: end of input for the line discipline.
+                ExecInput::Close => (&*w).write_all(&[4]),
+                ExecInput::Resize { rows, cols } => resize(&w, rows, cols),
+            })
+            .await;
+        }
+    });
+    let reader = master;
+    let read_done = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; CHUNK];
+        // EIO once the last slave descriptor is closed: that is the pty's end of file.
+        while let Ok(n) = (&*reader).read(&mut buf) {
+            if n == 0
+                || out_tx
+                    .blocking_send(ExecOutputEvent::Stdout(buf[..n].to_vec()))
+                    .is_err()
+            {
+                break;
+            }
+        }
+        let _ = out_tx.blocking_send(ExecOutputEvent::StdoutClosed);
+    });
+    tokio::spawn(async move {
+        let _ = read_done.await;
+        let info = match child.wait().await {
+            Ok(status) => exit_info(status),
+            Err(e) => ExitInfo::unknown(format!("waiting for the command failed: {e}")),
+        };
+        let _ = exit_tx.send(info);
+    });
+    Ok(ExecSession {
+        input,
+        output,
+        exit,
+    })
+}
+
+fn resize(master: &std::fs::File, rows: u16, cols: u16) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
+    match unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ as _, &ws) } {
+        -1 => Err(std::io::Error::last_os_error()),
+        _ => Ok(()),
+    }
+}

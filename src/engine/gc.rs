@@ -1,0 +1,122 @@
+//! Reconcile: finds the pots this driver created that no task owns any more, and removes them.
+//!
+//! Only pots marked with [`OWNER_PROPERTY`] (or holding a task state dir) are considered; pots
+//! the driver did not create are never touched. A pot is collected when no one tracks it, it
+//! is not being started, and neither its supervisor nor its task is alive. Running but
+//! unclaimed tasks are reported, not killed: Nomad may still recover them.
+
+use super::lifecycle::OWNER_PROPERTY;
+use super::{Engine, EngineError, PotName, shim};
+use std::collections::BTreeMap;
+
+/// What a reconcile pass found, pot by pot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Pots removed (or, in a dry run, that would be), with why.
+    pub collected: Vec<(PotName, String)>,
+    /// Pots left alone, with why.
+    pub kept: Vec<(PotName, String)>,
+}
+
+/// Marks a pot as being started for as long as the guard lives, so reconcile leaves it alone.
+pub(super) struct StartingGuard<'a> {
+    engine: &'a Engine,
+    pot: PotName,
+}
+
+impl Drop for StartingGuard<'_> {
+    fn drop(&mut self) {
+        self.engine
+            .starting
+            .lock()
+            .expect("starting set poisoned")
+            .remove(&self.pot);
+    }
+}
+
+impl Engine {
+    pub(super) fn mark_starting(&self, pot: &PotName) -> StartingGuard<'_> {
+        self.starting
+            .lock()
+            .expect("starting set poisoned")
+            .insert(pot.clone());
+        StartingGuard {
+            engine: self,
+            pot: pot.clone(),
+        }
+    }
+
+    /// One reconcile pass; with `dry_run` nothing is changed.
+    pub async fn gc(&self, dry_run: bool) -> Result<GcReport, EngineError> {
+        let jails = self.cfg.jails_dataset();
+        let mut owned: BTreeMap<PotName, String> = BTreeMap::new();
+        let children = self
+            .host
+            .zfs_children_with(&jails, OWNER_PROPERTY)
+            .await
+            .map_err(EngineError::host(&jails))?;
+        for (dataset, owner) in children {
+            let name = dataset.rsplit('/').next().unwrap_or_default();
+            if let (Some(owner), Ok(pot)) = (owner, PotName::new(name)) {
+                owned.insert(pot, format!("owned by task {owner}"));
+            }
+        }
+        // State without a dataset: debris of a start interrupted before the clone, or of a
+        // teardown interrupted after it.
+        if let Ok(dirs) = std::fs::read_dir(self.cfg.state_dir.join("tasks")) {
+            for dir in dirs.flatten() {
+                if let Ok(pot) = PotName::new(&dir.file_name().to_string_lossy()) {
+                    owned
+                        .entry(pot)
+                        .or_insert_with(|| "task state without a pot".to_string());
+                }
+            }
+        }
+        let mut report = GcReport::default();
+        for (pot, origin) in owned {
+            let verdict = self.verdict(&pot);
+            match verdict {
+                Verdict::Keep(why) => report.kept.push((pot, why)),
+                Verdict::Collect(why) => {
+                    if !dry_run {
+                        self.teardown(&pot).await?;
+                        tracing::info!(pot = %pot, reason = %why, "collected an abandoned pot");
+                    }
+                    report.collected.push((pot, format!("{origin}: {why}")));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn verdict(&self, pot: &PotName) -> Verdict {
+        if self.instance(pot).is_some() {
+            return Verdict::Keep("tracked by this plugin".to_string());
+        }
+        if self
+            .starting
+            .lock()
+            .expect("starting set poisoned")
+            .contains(pot)
+        {
+            return Verdict::Keep("being started".to_string());
+        }
+        let dir = self.task_state_dir(pot);
+        let pids: Option<shim::Pids> = super::lifecycle::read_json(&dir.join(shim::PIDS_FILE));
+        match pids {
+            Some(p) if super::lifecycle::alive(p.shim) || super::lifecycle::alive(p.task) => {
+                Verdict::Keep("running, not claimed by Nomad yet".to_string())
+            }
+            Some(_) if dir.join(shim::EXIT_FILE).exists() => {
+                Verdict::Collect("task exited and no one claimed it".to_string())
+            }
+            Some(_) => Verdict::Collect("task gone without an exit status".to_string()),
+            None => Verdict::Collect("start never completed".to_string()),
+        }
+    }
+}
+
+enum Verdict {
+    Keep(String),
+    Collect(String),
+}
