@@ -1730,3 +1730,171 @@ async fn task_env_reaches_the_process_byte_for_byte() {
     env.destroy(&t.id()).await;
     env.finish().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// l. limits: rctl rules, cpuset and quota from Nomad's resources and the task config
+// ---------------------------------------------------------------------------------------------
+
+impl Env {
+    /// Runs a tool of the simulated host, as an operator would; returns its stdout.
+    fn host_tool(&self, tool: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new(self.sim.dir.join("bin").join(tool))
+            .args(args)
+            .output()
+            .expect("run a sim tool");
+        assert!(out.status.success(), "{tool} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A gated task with Nomad resources: memory 64 MiB (max 128), an eighth of an
+    /// 8-CPU node, cores `cores`.
+    fn limited_task(&self, name: &str, cfg: &Json, cores: &str) -> TestTask {
+        let mut t = self.task(name, cfg);
+        let r = t.config.resources.as_mut().unwrap();
+        r.allocated_resources
+            .as_mut()
+            .unwrap()
+            .memory
+            .as_mut()
+            .unwrap()
+            .memory_max_mb = 128;
+        let linux = r.linux_resources.as_mut().unwrap();
+        linux.percent_ticks = 0.0625;
+        linux.cpuset_cpus = cores.into();
+        t
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_applied_before_the_task_and_removed_after() {
+    let env = Env::new().await;
+    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    let mut cfg = gated_task_config(&env, 0);
+    for (k, v) in [
+        ("maxproc", "100"),
+        ("openfiles", "1024"),
+        ("vmemoryuse", "1G"),
+        ("swapuse", "512M"),
+        ("readbps", "10m"),
+        ("writebps", "1048576"),
+        ("quota", "2G"),
+    ] {
+        cfg[k] = json!(v);
+    }
+    let t = env.limited_task("limited", &cfg, "2-3");
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let pot = env.pot_of(&t);
+    let mut rules: Vec<String> = env
+        .host_tool("rctl", &[])
+        .lines()
+        .map(String::from)
+        .collect();
+    rules.sort();
+    let want = |r: &str, a: &str, n: u64| format!("jail:{pot}:{r}:{a}={n}");
+    let mut expected = vec![
+        // memory_max wins over memory; 0.0625 of 8 CPUs is half of one.
+        want("memoryuse", "deny", 128 << 20),
+        want("pcpu", "deny", 50),
+        want("maxproc", "deny", 100),
+        want("openfiles", "deny", 1024),
+        want("vmemoryuse", "deny", 1 << 30),
+        want("swapuse", "deny", 512 << 20),
+        want("readbps", "throttle", 10 << 20),
+        want("writebps", "throttle", 1 << 20),
+    ];
+    expected.sort();
+    assert_eq!(rules, expected);
+    let jid = env
+        .host_tool("jls", &["-j", &pot, "jid"])
+        .trim()
+        .to_string();
+    assert!(
+        env.host_tool("cpuset", &["-g", "-j", &pot])
+            .contains(&format!("jail {jid} mask: 2, 3")),
+        "cpuset"
+    );
+    let quota = format!("quota={}", 2u64 << 30);
+    assert_eq!(
+        env.calls_starting(&["zfs", "set", &quota]),
+        [vec![
+            "zfs".to_string(),
+            "set".into(),
+            quota.clone(),
+            format!("zroot/pot/jails/{pot}")
+        ]]
+    );
+    // Limits are on the jail before the task runs in it.
+    let calls: Vec<String> = env.sim.calls().iter().map(|c| c.line()).collect();
+    let jail_c = calls
+        .iter()
+        .position(|l| l.starts_with("jail -i -c"))
+        .unwrap();
+    let last_limit = calls
+        .iter()
+        .rposition(|l| l.starts_with("rctl -a") || l.starts_with("cpuset -l"))
+        .unwrap();
+    assert!(jail_c < last_limit);
+    assert!(
+        calls[last_limit..].iter().all(|l| !l.starts_with("jexec")),
+        "{calls:?}"
+    );
+    open_gate(&t);
+    env.wait(&t.id(), 10.0).await;
+    env.destroy(&t.id()).await;
+    assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
+    assert_eq!(
+        env.calls_starting(&["rctl", "-r", &format!("jail:{pot}")])
+            .len(),
+        1
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
+    let env = Env::new().await;
+    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    // CPU 9 does not exist: cpuset fails after the rctl rules are in place.
+    let t = env.limited_task("badcores", &gated_task_config(&env, 0), "1,9");
+    let s = env.start_err(&t).await;
+    assert!(s.message().contains("cpuset"), "{s:?}");
+    let pot = env.pot_of(&t);
+    assert!(!env.calls_starting(&["rctl", "-a"]).is_empty());
+    assert_eq!(
+        env.calls_starting(&["rctl", "-r", &format!("jail:{pot}")])
+            .len(),
+        1,
+        "rollback must remove the rules"
+    );
+    env.sim.assert_clean("after a rolled-back start");
+
+    let bad = env.task(
+        "badsize",
+        &json!({"image": "http://127.0.0.1:9/", "pot": "demo",
+        "tag": "1.0", "swapuse": "lots"}),
+    );
+    let s = env.start_err(&bad).await;
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(
+        s.message().contains("swapuse: \"lots\" is not a size"),
+        "{s:?}"
+    );
+
+    // Without racct: limits the job asked for refuse the start, Nomad's own are skipped.
+    env.host_tool("sysctl", &["kern.racct.enable=0"]);
+    let mut cfg = gated_task_config(&env, 0);
+    cfg["maxproc"] = json!("10");
+    let t = env.limited_task("noracct", &cfg, "");
+    let s = env.start_err(&t).await;
+    assert!(s.message().contains("kern.racct.enable is 0"), "{s:?}");
+    let adds = env.calls_starting(&["rctl", "-a"]).len();
+    let t = env.limited_task("nolimits", &gated_task_config(&env, 0), "");
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    assert_eq!(env.calls_starting(&["rctl", "-a"]).len(), adds);
+    open_gate(&t);
+    env.wait(&t.id(), 10.0).await;
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}

@@ -2,7 +2,7 @@
 
 use super::cty::{self, CtyError};
 use super::schema;
-use crate::engine::{CopyIn, HostEntry, HostMount, Overrides};
+use crate::engine::{CopyIn, HostEntry, HostMount, Limits, Overrides, parse_count, parse_size};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -46,7 +46,7 @@ impl AgentConfig {
 }
 
 /// A job's `config {}` block, with the Go driver's keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskConfig {
     pub image: String,
     pub pot: String,
@@ -60,6 +60,8 @@ pub struct TaskConfig {
     pub copy: Vec<CopyIn>,
     pub extra_hosts: Vec<HostEntry>,
     pub attributes: Vec<(String, String)>,
+    /// `maxproc` … `writebps` and `quota`.
+    pub limits: Limits,
 }
 
 impl TaskConfig {
@@ -113,6 +115,22 @@ impl TaskConfig {
             .into_iter()
             .map(|(_, a, v)| (a, v))
             .collect();
+        let engine_err = |e: crate::engine::EngineError| CtyError {
+            block: "task config",
+            reason: e.to_string(),
+        };
+        let count = |k: &str| o.string(k).map(|v| parse_count(k, &v)).transpose();
+        let size = |k: &str| o.string(k).map(|v| parse_size(k, &v)).transpose();
+        let limits = Limits {
+            maxproc: count("maxproc").map_err(engine_err)?,
+            openfiles: count("openfiles").map_err(engine_err)?,
+            vmemoryuse: size("vmemoryuse").map_err(engine_err)?,
+            swapuse: size("swapuse").map_err(engine_err)?,
+            readbps: size("readbps").map_err(engine_err)?,
+            writebps: size("writebps").map_err(engine_err)?,
+            quota: size("quota").map_err(engine_err)?,
+            ..Limits::default()
+        };
         let config = TaskConfig {
             image: required("image"),
             pot: required("pot"),
@@ -125,6 +143,7 @@ impl TaskConfig {
             copy,
             extra_hosts,
             attributes,
+            limits,
         };
         config.check_supported()?;
         Ok(config)

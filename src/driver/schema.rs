@@ -98,6 +98,15 @@ pub const TASK: &[AttrDef] = &[
     attr("mount_read_only", Ty::ListString),
     attr("extra_hosts", Ty::ListString),
     attr("attributes", Ty::ListString),
+    // Ours, beyond the Go driver's: rctl limits and a ZFS quota. Strings, so that both
+    // `maxproc = 100` and `swapuse = "1G"` work.
+    attr("maxproc", Ty::String),
+    attr("openfiles", Ty::String),
+    attr("vmemoryuse", Ty::String),
+    attr("swapuse", Ty::String),
+    attr("readbps", Ty::String),
+    attr("writebps", Ty::String),
+    attr("quota", Ty::String),
 ];
 
 /// The hclspec Object Nomad converts into its decoder.
@@ -155,7 +164,7 @@ mod tests {
     fn task_schema_keeps_go_driver_keys_and_types() {
         let names: Vec<&str> = TASK.iter().map(|a| a.name).collect();
         assert_eq!(
-            names,
+            names[..12],
             [
                 "image",
                 "pot",

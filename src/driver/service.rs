@@ -5,7 +5,7 @@ use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
     Dns, Engine, EngineConfig, EventSink, ExecInput, ExecOutputEvent, ExitInfo, HostMount,
-    ImageRef, Instance, MountSpec, PotName, TaskSpec,
+    ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, parse_cpu_list,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
@@ -482,12 +482,7 @@ impl Driver for PotDriver {
                 readonly: m.readonly,
             })
             .collect();
-        let memory_mb = cfg
-            .resources
-            .as_ref()
-            .and_then(|r| r.allocated_resources.as_ref())
-            .and_then(|a| a.memory.as_ref())
-            .map(|m| m.memory_mb.max(m.memory_max_mb));
+        let limits = nomad_limits(&cfg, tc.limits)?;
         let spec = TaskSpec {
             pot: pot.clone(),
             image,
@@ -509,7 +504,7 @@ impl Driver for PotDriver {
                 searches: d.searches.clone(),
                 options: d.options.clone(),
             }),
-            memory_mb,
+            limits,
             owner: cfg.id.clone(),
         };
         self.route(&pot, &cfg);
@@ -811,6 +806,26 @@ impl Driver for PotDriver {
 }
 
 /// The environment of commands exec'd in a task: the task's own, as `docker exec` does.
+/// The task config's limits plus Nomad's resources: memory (`memory_max` when higher, as with
+/// oversubscription), the cpu share, reserved cores.
+fn nomad_limits(cfg: &drivers::TaskConfig, from_job: Limits) -> Result<Limits, Status> {
+    let resources = cfg.resources.as_ref();
+    let memory_mb = resources
+        .and_then(|r| r.allocated_resources.as_ref())
+        .and_then(|a| a.memory.as_ref())
+        .map(|m| m.memory_mb.max(m.memory_max_mb))
+        .filter(|mb| *mb > 0);
+    let linux = resources.and_then(|r| r.linux_resources.as_ref());
+    let cpus = parse_cpu_list(linux.map_or("", |l| l.cpuset_cpus.as_str()))
+        .map_err(|e| status::from_engine(&e))?;
+    Ok(Limits {
+        memory_bytes: memory_mb.map(|mb| (mb as u64) << 20),
+        cpu_share: linux.map(|l| l.percent_ticks).filter(|t| *t > 0.0),
+        cpus,
+        ..from_job
+    })
+}
+
 fn task_env(entry: &TaskEntry) -> BTreeMap<String, String> {
     entry.config.env.clone().into_iter().collect()
 }

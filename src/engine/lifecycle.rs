@@ -8,10 +8,11 @@ use super::command::{self, Argv};
 use super::image::{self, ImageRef};
 use super::jailfs;
 use super::layout::{self, MountSpec, PotName, PotPaths};
+use super::limits::Limits;
 use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
 use super::{Engine, EngineError, shim};
-use crate::host::{JailParams, JexecSpec};
+use crate::host::{JailParams, JexecSpec, RctlRule};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -58,7 +59,7 @@ pub struct TaskSpec {
     pub user: Option<String>,
     /// Resolver settings for the jail; pot's `inherit` (the host's resolv.conf) when `None`.
     pub dns: Option<Dns>,
-    pub memory_mb: Option<i64>,
+    pub limits: Limits,
     /// Who the pot belongs to (Nomad's task id), recorded on its dataset.
     pub owner: String,
 }
@@ -68,6 +69,8 @@ struct CheckedOptions {
     mounts: Vec<MountSpec>,
     copies: Vec<(PathBuf, String)>,
     attributes: JailAttributes,
+    /// Empty when racct is off and only Nomad's own resources asked for limits.
+    rctl_rules: Vec<RctlRule>,
 }
 /// ZFS user property marking the pots this driver created, with the owning task's id. Only
 /// pots carrying it are ever garbage-collected.
@@ -162,7 +165,8 @@ impl Engine {
                 )));
             }
         }
-        let checked = self.check_options(&spec)?;
+        let mut checked = self.check_options(&spec)?;
+        checked.rctl_rules = self.plan_rctl(&pot, &spec.limits).await?;
         let events = |msg: String| self.event(&pot, msg);
         let imported = image::ensure_imported(
             &self.host,
@@ -237,7 +241,55 @@ impl Engine {
             mounts,
             copies,
             attributes,
+            rctl_rules: Vec::new(),
         })
+    }
+
+    /// The rctl rules for the task. rctl needs racct (`kern.racct.enable=1`, a boot-time
+    /// tunable): without it, limits the job set itself fail the start before anything changes,
+    /// while Nomad's memory and cpu are only reported as not enforced, as pot does.
+    async fn plan_rctl(
+        &self,
+        pot: &PotName,
+        limits: &Limits,
+    ) -> Result<Vec<RctlRule>, EngineError> {
+        let p = pot.as_str();
+        if limits.rules(p, 1).is_empty() {
+            return Ok(Vec::new());
+        }
+        let racct = self
+            .host
+            .sysctl("kern.racct.enable")
+            .await
+            .is_ok_and(|v| v == "1");
+        if !racct {
+            if limits.has_explicit_rctl() {
+                return Err(EngineError::State {
+                    pot: p.to_string(),
+                    reason: "the job sets rctl limits but kern.racct.enable is 0 (set kern.racct.enable=1 in /boot/loader.conf and reboot)".to_string(),
+                });
+            }
+            self.event(
+                pot,
+                "memory and cpu limits are not enforced: kern.racct.enable is 0".to_string(),
+            );
+            return Ok(Vec::new());
+        }
+        let ncpu = match limits.cpu_share {
+            None => 1,
+            Some(_) => {
+                let v = self
+                    .host
+                    .sysctl("hw.ncpu")
+                    .await
+                    .map_err(EngineError::host(p))?;
+                v.parse().map_err(|_| EngineError::State {
+                    pot: p.to_string(),
+                    reason: format!("hw.ncpu is {v:?}, not a number"),
+                })?
+            }
+        };
+        Ok(limits.rules(p, ncpu))
     }
 
     /// `pot clone` of a single pot: a dataset for the pot and a ZFS clone of the image's root.
@@ -299,8 +351,17 @@ impl Engine {
             image_conf,
             &hostname,
             &layout::command_line(&argv.argv),
-            spec.memory_mb,
+            spec.limits.memory_bytes.map(|b| (b >> 20) as i64),
         );
+        if !spec.limits.cpus.is_empty() {
+            conf.set("pot.rss.cpus", spec.limits.cpus.len().to_string());
+        }
+        if let Some(quota) = spec.limits.quota {
+            self.host
+                .zfs_set_quota(&format!("{}/{}", self.cfg.jails_dataset(), p), quota)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
         checked.attributes.write_conf(&mut conf);
         if spec.dns.is_some() {
             conf.set("pot.dns", "custom");
@@ -372,7 +433,8 @@ impl Engine {
         )
         .map_err(EngineError::io(p, "write", Path::new("/etc/hosts")))?;
         let osrelease = conf.get("osrelease").unwrap_or_default();
-        self.host
+        let jid = self
+            .host
             .jail_create(&jail_params(
                 pot,
                 &hostname,
@@ -382,6 +444,19 @@ impl Engine {
             ))
             .await
             .map_err(EngineError::host(p))?;
+        // pot's `_js_rss`: limits go on the jail before its command starts.
+        for rule in &checked.rctl_rules {
+            self.host
+                .rctl_add(rule)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
+        if !spec.limits.cpus.is_empty() {
+            self.host
+                .cpuset_jail(jid, &spec.limits.cpus)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
         for i in &argv.unquoted_args {
             self.event(
                 pot,
@@ -674,6 +749,11 @@ impl Engine {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
         self.remove_jail(pot, false).await?;
+        // pot leaves rctl rules behind forever (they are keyed by jail name); we do not.
+        match self.host.rctl_remove_jail(p).await {
+            Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
+            _ => {}
+        }
         let mut mounts: Vec<PathBuf> = self
             .host
             .mounts()

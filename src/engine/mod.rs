@@ -10,6 +10,7 @@ mod image;
 mod jailfs;
 mod layout;
 mod lifecycle;
+mod limits;
 mod options;
 mod potconf;
 pub mod shim;
@@ -23,6 +24,7 @@ pub use gc::GcReport;
 pub use image::ImageRef;
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};
+pub use limits::{Limits, parse_count, parse_cpu_list, parse_size};
 pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 
