@@ -709,7 +709,17 @@ impl Engine {
                 }
             }
         }
-        self.remove_jail(pot, graceful).await
+        self.remove_jail(pot, graceful).await?;
+        self.remove_rctl_rules(pot).await
+    }
+
+    /// `rctl -r jail:<pot>`. pot leaves rctl rules behind forever (they are keyed by jail name,
+    /// not by jail); we remove them once the jail is gone.
+    async fn remove_rctl_rules(&self, pot: &PotName) -> Result<(), EngineError> {
+        match self.host.rctl_remove_jail(pot.as_str()).await {
+            Err(e) if !e.is_absent() => Err(EngineError::host(pot.as_str())(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Whether the job set the `exec_stop` attribute: then the jail is removed the way `pot stop`
@@ -749,11 +759,7 @@ impl Engine {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
         self.remove_jail(pot, false).await?;
-        // pot leaves rctl rules behind forever (they are keyed by jail name); we do not.
-        match self.host.rctl_remove_jail(p).await {
-            Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
-            _ => {}
-        }
+        self.remove_rctl_rules(pot).await?;
         let mut mounts: Vec<PathBuf> = self
             .host
             .mounts()
