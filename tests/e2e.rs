@@ -1480,6 +1480,11 @@ async fn host_paths_and_attributes_outside_the_boundary_are_refused() {
             "allowed_host_paths",
         ),
         ("copy", json!(["local/nothing-here:/x"]), "No such file"),
+        (
+            "copy",
+            json!(["local/fifo:/x"]),
+            "not a regular file or directory",
+        ),
         ("mount", json!(["local:/"]), "root"),
         ("mount", json!(["local:relative"]), "absolute"),
         ("mount", json!(["local:/a b"]), "whitespace"),
@@ -1502,6 +1507,11 @@ async fn host_paths_and_attributes_outside_the_boundary_are_refused() {
         std::os::unix::fs::symlink(
             outside.path(),
             t.alloc_dir.join(format!("refused{i}/local/escape")),
+        )
+        .unwrap();
+        nix::unistd::mkfifo(
+            &t.alloc_dir.join(format!("refused{i}/local/fifo")),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
         )
         .unwrap();
         let s = env.start_err(&t).await;
@@ -2192,5 +2202,28 @@ async fn hostile_strings_reach_tools_verbatim_or_are_refused() {
         "accepted {accepted}, refused {refused}"
     );
     assert!(!std::path::Path::new("/tmp/pwned").exists());
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_of_a_recovered_task_go_with_it() {
+    let mut env = Env::new().await;
+    let mut cfg = gated_task_config(&env, 0);
+    cfg["maxproc"] = json!("50");
+    let t = env.limited_task("crashy", &cfg, "");
+    let handle = env.start(&t).await.handle.unwrap();
+    env.wait_ready(&t).await;
+    env.crash_and_relaunch().await;
+    env.recover(&handle).await.expect("RecoverTask");
+    let pot = env.pot_of(&t);
+    assert!(
+        env.host_tool("rctl", &[])
+            .contains(&format!("jail:{pot}:maxproc:deny=50\n")),
+        "the running task keeps its limits"
+    );
+    open_gate(&t);
+    env.wait(&t.id(), 10.0).await;
+    env.destroy(&t.id()).await;
+    assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
     env.finish().await;
 }

@@ -225,7 +225,15 @@ impl Engine {
         let mut copies = Vec::new();
         for c in &spec.copies {
             options::check_jail_path(&c.origin, &c.target)?;
-            copies.push((policy.authorize(&c.origin, &c.source)?, c.target.clone()));
+            let source = policy.authorize(&c.origin, &c.source)?;
+            if !source.is_file() && !source.is_dir() {
+                return Err(EngineError::InvalidInput(format!(
+                    "{}: host path {} is not a regular file or directory",
+                    c.origin,
+                    source.display()
+                )));
+            }
+            copies.push((source, c.target.clone()));
         }
         for h in &spec.extra_hosts {
             h.check()?;
