@@ -1653,6 +1653,10 @@ async fn user_dns_volumes_and_task_dirs() {
     .expect("ExecTask")
     .into_inner();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "nobody\n");
+    // So does `nomad alloc exec` (ExecTaskStreaming).
+    let (out, _, code, _) =
+        exec_streaming(&env, &t.id(), &["/usr/bin/id", "-un"], false, b"").await;
+    assert_eq!((out.as_str(), code), ("nobody\n", 0));
     open_gate(&t);
     env.wait(&t.id(), 10.0).await;
     // calls.jsonl records a call when it ends: the task's and the exec's, both as nobody.
@@ -1661,7 +1665,7 @@ async fn user_dns_volumes_and_task_dirs() {
         .into_iter()
         .map(|a| a[4].clone())
         .collect();
-    assert_eq!(programs, ["/usr/bin/id", "/bin/sh"]);
+    assert_eq!(programs, ["/usr/bin/id", "/usr/bin/id", "/bin/sh"]);
     env.destroy(&t.id()).await;
 
     // A user the image does not know, and an unusable dns block, are refused before the jail.

@@ -393,32 +393,27 @@ impl Engine {
                 source,
             ))?;
         }
-        // Targets are resolved inside the jail root (pot: `chroot $M realpath`), so a symlink in
+        // Top-down like pot's `_pot_mount`, each target resolved inside the jail root just before
+        // its mount (pot: `chroot $M realpath`), so it sees the mounts above it and a symlink in
         // the image cannot send a mount onto the host.
-        let mut mounts = Vec::new();
+        let mut fscomp = Vec::new();
         for m in spec.mounts.iter().chain(&checked.mounts) {
             let target = jailfs::create_dir(&paths.root, Path::new(&m.target))
                 .map_err(EngineError::io(p, "create", Path::new(&m.target)))?;
-            mounts.push((m, target));
-        }
-        let fscomp: Vec<MountSpec> = mounts
-            .iter()
-            .map(|(m, target)| MountSpec {
+            self.host
+                .mount_nullfs(&m.source, &target.host, m.readonly)
+                .await
+                .map_err(EngineError::host(p))?;
+            fscomp.push(MountSpec {
                 target: target.in_jail.display().to_string(),
-                ..(*m).clone()
-            })
-            .collect();
+                ..m.clone()
+            });
+        }
         write_file(
             p,
             &paths.conf_dir.join("fscomp.conf"),
             layout::fscomp_lines(&fscomp).as_bytes(),
         )?;
-        for (m, target) in &mounts {
-            self.host
-                .mount_nullfs(&m.source, &target.host, m.readonly)
-                .await
-                .map_err(EngineError::host(p))?;
-        }
         if let Some(user) = &spec.user {
             let known = options::jail_has_user(&paths.root, user).map_err(EngineError::io(
                 p,
