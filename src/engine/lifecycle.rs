@@ -710,8 +710,10 @@ impl Engine {
                         reason: format!("pid {} survived removal of its jail", inst.pid),
                     });
                 }
+                return self.remove_rctl_rules(pot).await;
             }
         }
+        // The task is gone; its jail may still hold other processes.
         self.remove_jail(pot, graceful).await?;
         self.remove_rctl_rules(pot).await
     }
