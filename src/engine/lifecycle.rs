@@ -479,8 +479,10 @@ impl Engine {
                         reason: format!("pid {} survived removal of its jail", inst.pid),
                     });
                 }
+                return Ok(());
             }
         }
+        // The task is gone; its jail may still hold other processes.
         self.remove_jail(pot).await
     }
 
@@ -493,7 +495,10 @@ impl Engine {
 
     /// Kills the task if needed and removes every trace of the pot.
     pub async fn destroy(&self, pot: &PotName) -> Result<(), EngineError> {
-        self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
+        if self.instance(pot).is_some_and(|i| i.exit().is_none()) {
+            self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
+        }
+        // Teardown removes the jail too, so an exited task costs no separate stop.
         self.teardown(pot).await?;
         self.instances
             .lock()
