@@ -1,6 +1,7 @@
-//! Reads a task's `config {}` block from a Nomad job file, shaped the way Nomad's job parser
-//! hands it to the client: an attribute written as an object (`port_map = { http = "80" }`) and
-//! every nested block become lists, for HCL1 compatibility (nomad-protocol.md §4.3).
+//! Reads `config {}` blocks from Nomad HCL files: a task's from a job file, shaped the way Nomad's
+//! job parser hands it to the client (an attribute written as an object, `port_map = { http =
+//! "80" }`, and every nested block become lists, for HCL1 compatibility, nomad-protocol.md §4.3),
+//! and a plugin's from an agent config file.
 
 use serde_json::{Map, Value};
 
@@ -19,20 +20,44 @@ pub enum JobspecError {
 
 /// The `config {}` of task `task` (the first task when `None`), as JSON.
 pub fn task_config(hcl: &str, task: Option<&str>) -> Result<Value, JobspecError> {
+    let wanted = task.map(str::to_string);
+    task_configs(hcl)?
+        .into_iter()
+        .find(|(name, _)| wanted.as_ref().is_none_or(|w| w == name))
+        .map(|(_, config)| config)
+        .ok_or_else(|| JobspecError::NoTask(wanted.unwrap_or_default()))
+}
+
+/// Every task of the file with its `config {}`, in file order.
+pub fn task_configs(hcl: &str) -> Result<Vec<(String, Value)>, JobspecError> {
     let body = hcl::parse(hcl).map_err(|e| JobspecError::Parse(e.to_string()))?;
     let mut tasks = Vec::new();
     collect_tasks(&body, &mut tasks);
-    let wanted = task.map(str::to_string);
-    let found = tasks
+    tasks
         .into_iter()
-        .find(|(name, _)| wanted.as_ref().is_none_or(|w| w == name))
-        .ok_or_else(|| JobspecError::NoTask(wanted.clone().unwrap_or_default()))?;
-    let config = found
-        .1
-        .blocks()
-        .find(|b| b.identifier() == "config")
-        .ok_or_else(|| JobspecError::NoConfig(found.0.clone()))?;
-    body_to_json(config.body())
+        .map(|(name, task)| {
+            let config = task
+                .blocks()
+                .find(|b| b.identifier() == "config")
+                .ok_or_else(|| JobspecError::NoConfig(name.clone()))?;
+            Ok((name, body_to_json(config.body())?))
+        })
+        .collect()
+}
+
+/// The `config {}` of `plugin "<name>" { … }` in an agent config file: `None` when the plugin
+/// block is absent, an empty object when it has no config block (Nomad then applies defaults).
+pub fn plugin_config(hcl: &str, name: &str) -> Result<Option<Value>, JobspecError> {
+    let body = hcl::parse(hcl).map_err(|e| JobspecError::Parse(e.to_string()))?;
+    let Some(plugin) = body.blocks().find(|b| {
+        b.identifier() == "plugin" && b.labels().first().is_some_and(|l| l.as_str() == name)
+    }) else {
+        return Ok(None);
+    };
+    match plugin.body().blocks().find(|b| b.identifier() == "config") {
+        Some(config) => body_to_json(config.body()).map(Some),
+        None => Ok(Some(Value::Object(Map::new()))),
+    }
 }
 
 fn collect_tasks<'a>(body: &'a hcl::Body, out: &mut Vec<(String, &'a hcl::Body)>) {
@@ -108,6 +133,17 @@ fn expr_to_json(key: &str, expr: &hcl::Expression) -> Result<Value, JobspecError
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn reads_plugin_config_blocks() {
+        let agent = "plugin_dir = \"/p\"\nplugin \"nomad-pot-driver\" {\n  config {\n    enabled = false\n  }\n}\nplugin \"other\" {}\n";
+        assert_eq!(
+            plugin_config(agent, "nomad-pot-driver").unwrap(),
+            Some(json!({"enabled": false}))
+        );
+        assert_eq!(plugin_config(agent, "other").unwrap(), Some(json!({})));
+        assert_eq!(plugin_config(agent, "absent").unwrap(), None);
+    }
 
     #[test]
     fn shapes_config_like_nomads_job_parser() {

@@ -749,7 +749,11 @@ impl Engine {
 
     /// Kills the task if needed and removes every trace of the pot.
     pub async fn destroy(&self, pot: &PotName) -> Result<(), EngineError> {
-        self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
+        // Teardown removes the jail too, so an exited task costs no separate stop, unless the
+        // job's exec_stop must run in it first.
+        if self.instance(pot).is_some_and(|i| i.exit().is_none()) || self.has_exec_stop(pot) {
+            self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
+        }
         self.teardown(pot).await?;
         self.instances
             .lock()
