@@ -127,9 +127,7 @@ pub fn main(args: &[String]) -> Res<String> {
             ))
         }
         [flag] if flag == "--clear" => host.locked(|| match fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(io_fail("remove", &path, e))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_fail("remove", &path, e)),
             _ => Ok(String::new()),
         }),
         [tool, opts @ ..] if crate::TOOLS.contains(&tool.as_str()) => {

@@ -57,7 +57,15 @@ fn code(o: &Output) -> Option<i32> {
 fn nth_matching_call_fails_with_the_given_code_and_stderr() {
     let h = TempHost::new("nth");
     let out = h.fault(&[
-        "zfs", "--word", "create", "--nth", "2", "--fail", "5", "--stderr", "zfs: boom",
+        "zfs",
+        "--word",
+        "create",
+        "--nth",
+        "2",
+        "--fail",
+        "5",
+        "--stderr",
+        "zfs: boom",
     ]);
     assert!(out.status.success(), "{out:?}");
     // Calls without the word do not count.
@@ -77,7 +85,10 @@ fn nth_matching_call_fails_with_the_given_code_and_stderr() {
     assert_eq!(faulted[0]["argv"][2], "zroot/pot/b");
     let list: serde_json::Value =
         serde_json::from_slice(&h.fault(&["--list"]).stdout).expect("--list prints JSON");
-    assert_eq!((list[0]["seen"].as_u64(), list[0]["fired"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        (list[0]["seen"].as_u64(), list[0]["fired"].as_u64()),
+        (Some(3), Some(1))
+    );
 }
 
 #[test]
@@ -87,7 +98,10 @@ fn every_call_fails_until_cleared() {
     for _ in 0..3 {
         let o = h.tool("sysctl", &["-n", "hw.ncpu"]);
         assert_eq!(code(&o), Some(1));
-        assert_eq!(String::from_utf8_lossy(&o.stderr), "sysctl: injected failure\n");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr),
+            "sysctl: injected failure\n"
+        );
     }
     assert!(h.fault(&["--clear"]).status.success());
     assert_eq!(code(&h.tool("sysctl", &["-n", "hw.ncpu"])), Some(0));
@@ -96,7 +110,11 @@ fn every_call_fails_until_cleared() {
 #[test]
 fn concurrent_calls_count_exactly_once() {
     let h = TempHost::new("race");
-    assert!(h.fault(&["sysctl", "--nth", "4", "--fail", "9"]).status.success());
+    assert!(
+        h.fault(&["sysctl", "--nth", "4", "--fail", "9"])
+            .status
+            .success()
+    );
     let children: Vec<_> = (0..12)
         .map(|_| {
             Command::new(h.0.join("bin/sysctl"))
@@ -111,21 +129,37 @@ fn concurrent_calls_count_exactly_once() {
         .into_iter()
         .map(|mut c| c.wait().unwrap().code())
         .collect();
-    assert_eq!(codes.iter().filter(|c| **c == Some(9)).count(), 1, "{codes:?}");
-    assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 11, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(9)).count(),
+        1,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == Some(0)).count(),
+        11,
+        "{codes:?}"
+    );
 }
 
 #[test]
 fn a_timed_hang_then_does_the_work() {
     let h = TempHost::new("hang");
-    assert!(h.fault(&["zfs", "--word", "create", "--hang", "0.5"]).status.success());
+    assert!(
+        h.fault(&["zfs", "--word", "create", "--hang", "0.5"])
+            .status
+            .success()
+    );
     let t0 = Instant::now();
     assert_eq!(code(&h.tool("zfs", &["create", "zroot/pot/slow"])), Some(0));
     assert!(t0.elapsed() >= Duration::from_millis(500));
     assert_eq!(code(&h.tool("zfs", &["list", "zroot/pot/slow"])), Some(0));
     let calls = h.calls();
     let create: Vec<_> = calls.iter().filter(|c| c["argv"][1] == "create").collect();
-    assert_eq!(create.len(), 2, "a hang line, then the call's own: {calls:?}");
+    assert_eq!(
+        create.len(),
+        2,
+        "a hang line, then the call's own: {calls:?}"
+    );
     assert_eq!(create[0]["fault"], "hang");
     assert!(create[0]["pid"].as_u64().is_some());
     assert_eq!(create[1]["exit"], 0);
@@ -135,12 +169,19 @@ fn a_timed_hang_then_does_the_work() {
 #[test]
 fn an_endless_hang_ends_with_its_caller() {
     let h = TempHost::new("orphan");
-    assert!(h.fault(&["zfs", "--word", "create", "--hang"]).status.success());
+    assert!(
+        h.fault(&["zfs", "--word", "create", "--hang"])
+            .status
+            .success()
+    );
     let zfs = h.0.join("bin/zfs");
     // A shell that runs the tool in the background and exits: the tool is orphaned.
     let sh = Command::new("/bin/sh")
         .arg("-c")
-        .arg(format!("{} create zroot/pot/never & sleep 0.5", zfs.display()))
+        .arg(format!(
+            "{} create zroot/pot/never & sleep 0.5",
+            zfs.display()
+        ))
         .output()
         .unwrap();
     assert!(sh.status.success());
@@ -160,8 +201,10 @@ fn an_endless_hang_ends_with_its_caller() {
 }
 
 fn is_running(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
 }
 
 #[test]
