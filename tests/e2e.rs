@@ -488,6 +488,174 @@ async fn signal_task() {
     env.finish().await;
 }
 
+/// Collects the messages of `TaskEvents` for one task id, from now on.
+fn collect_events(env: &Env, task_id: String) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use nomad_pot_driver::proto::drivers::TaskEventsRequest;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (mut driver, out) = (env.plugin.driver(), seen.clone());
+    tokio::spawn(async move {
+        let Ok(stream) = driver.task_events(TaskEventsRequest {}).await else {
+            return;
+        };
+        let mut stream = stream.into_inner();
+        while let Ok(Some(ev)) = stream.message().await {
+            if ev.task_id == task_id {
+                out.lock().unwrap().push(ev.message);
+            }
+        }
+    });
+    seen
+}
+
+async fn wait_for_event(
+    events: &std::sync::Mutex<Vec<String>>,
+    needle: &str,
+    secs: f64,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        let seen = events.lock().unwrap().clone();
+        if seen.iter().any(|m| m.contains(needle)) || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_events_show_jail_start_and_exit() {
+    let env = Env::new().await;
+    let t = env.task("eventful", &gated_task_config(&env, 6));
+    let events = collect_events(&env, t.id());
+    // The stream must be open before the task starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    open_gate(&t);
+    env.wait(&t.id(), 20.0).await;
+    let seen = wait_for_event(&events, "Task exited with code 6", 5.0).await;
+    for needle in [
+        "Jail created (jid ",
+        "Task started (pid ",
+        "Task exited with code 6",
+    ] {
+        assert!(
+            seen.iter().any(|m| m.contains(needle)),
+            "{needle:?} not in {seen:?}"
+        );
+    }
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+/// Sets pot attributes in the imported image's pot.conf, as `pot set-attr` on the image would
+/// (replacing the key's lines); pots cloned from it afterwards inherit them.
+fn set_image_attrs(env: &Env, attrs: &[(&str, &str)]) {
+    let conf = std::path::Path::new(env.sim.config["fs_root"].as_str().unwrap())
+        .join("jails/demo_1_0/conf/pot.conf");
+    let mut text = std::fs::read_to_string(&conf).expect("the image is imported");
+    for (k, v) in attrs {
+        let key = format!("pot.attr.{k}=");
+        text = text
+            .lines()
+            .filter(|l| !l.starts_with(&key))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(&format!("{key}{v}\n"));
+    }
+    std::fs::write(&conf, text).unwrap();
+}
+
+/// pot's `exec_stop` runs inside the jail before Nomad's signal, for at most the pot's
+/// `stop_timeout`; the job's kill_timeout still bounds the whole stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_runs_exec_stop_first_bounded_by_stop_timeout() {
+    let env = Env::new().await;
+    let script = "echo $$ > /local/pid; trap 'exit 4' TERM; trap 'exit 9' INT; echo ready; \
+                  while :; do sleep 0.1; done";
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", script],
+    });
+    // The first task imports the image.
+    let first = env.task("importer", &cfg);
+    env.start(&first).await;
+    env.destroy(&first.id()).await;
+
+    // exec_stop stops the task itself (SIGTERM → 4); SIGINT (→ 9) would come too late.
+    set_image_attrs(
+        &env,
+        &[(
+            "exec_stop",
+            "kill -TERM $(cat /local/pid); while kill -0 $(cat /local/pid) 2>/dev/null; do sleep 0.05; done",
+        )],
+    );
+    let t = env.task("graceful", &cfg);
+    let events = collect_events(&env, t.id());
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let stop = |id: String| StopTaskRequest {
+        task_id: id,
+        timeout: Some(dur(5)),
+        signal: String::new(),
+    };
+    let t0 = Instant::now();
+    within(
+        10.0,
+        "StopTask",
+        env.plugin.driver().stop_task(stop(t.id())),
+    )
+    .await
+    .expect("StopTask");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let r = env.wait(&t.id(), 10.0).await;
+    assert_eq!(
+        r.result.expect("result").exit_code,
+        4,
+        "exec_stop ran first"
+    );
+    let seen = wait_for_event(&events, "Running exec_stop", 2.0).await;
+    assert!(
+        seen.iter().any(|m| m.contains("Running exec_stop")),
+        "{seen:?}"
+    );
+    env.destroy(&t.id()).await;
+
+    // An exec_stop that hangs is cut off after stop_timeout; then comes the signal.
+    set_image_attrs(&env, &[("exec_stop", "sleep 30"), ("stop_timeout", "1")]);
+    let t = env.task("hanging", &cfg);
+    let events = collect_events(&env, t.id());
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let t0 = Instant::now();
+    within(
+        10.0,
+        "StopTask",
+        env.plugin.driver().stop_task(stop(t.id())),
+    )
+    .await
+    .expect("StopTask");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    let r = env.wait(&t.id(), 10.0).await;
+    assert_eq!(
+        r.result.expect("result").exit_code,
+        9,
+        "SIGINT after exec_stop"
+    );
+    let seen = wait_for_event(&events, "exec_stop failed", 2.0).await;
+    assert!(seen.iter().any(|m| m.contains("timed out")), "{seen:?}");
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // e. destroy a running task, idempotency, unknown ids
 // ---------------------------------------------------------------------------------------------
