@@ -10,40 +10,18 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cty::{self, find_attr, norm_type};
+use common::env::*;
 use common::{FileServer, Plugin, SimHost, TaskBuilder, TestTask, within};
-use nomad_pot_driver::proto::base::{
-    ConfigSchemaRequest, NomadConfig, NomadDriverConfig, PluginInfoRequest, PluginType,
-    SetConfigRequest,
-};
+use nomad_pot_driver::proto::base::{PluginInfoRequest, PluginType};
 use nomad_pot_driver::proto::drivers::{
     CapabilitiesRequest, DestroyTaskRequest, FingerprintRequest, FingerprintResponse,
-    InspectTaskRequest, RecoverTaskRequest, SignalTaskRequest, StartTaskRequest, StartTaskResponse,
-    StopTaskRequest, TaskConfigSchemaRequest, TaskHandle, TaskStatsRequest, WaitTaskRequest,
-    WaitTaskResponse, driver_capabilities::FsIsolation, fingerprint_response::HealthState,
+    InspectTaskRequest, SignalTaskRequest, StartTaskRequest, StopTaskRequest, TaskHandle,
+    TaskStatsRequest, WaitTaskRequest, driver_capabilities::FsIsolation,
+    fingerprint_response::HealthState,
 };
-use nomad_pot_driver::proto::hclspec::Spec;
 use nomad_pot_driver::proto::structs::attribute;
 use serde_json::{Value as Json, json};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
-
-const API_VERSION: &str = "v0.1.0";
-
-fn nomad_config() -> NomadConfig {
-    NomadConfig {
-        driver: Some(NomadDriverConfig {
-            client_max_port: 14512,
-            client_min_port: 14000,
-            ..Default::default()
-        }),
-    }
-}
-
-fn dur(secs: i64) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: secs,
-        nanos: 0,
-    }
-}
 
 /// `1.2.3`, `v1.2.3`, `1.2.3-dev` → (1, 2, 3)
 fn parse_semver(v: &str) -> Option<(u64, u64, u64)> {
@@ -57,62 +35,6 @@ fn parse_semver(v: &str) -> Option<(u64, u64, u64)> {
         [a, b, c] => Some((*a, *b, *c)),
         _ => None,
     }
-}
-
-fn tail(lines: &[String], n: usize) -> String {
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-async fn config_schema(plugin: &Plugin) -> Spec {
-    within(
-        5.0,
-        "ConfigSchema",
-        plugin.base().config_schema(ConfigSchemaRequest {}),
-    )
-    .await
-    .expect("ConfigSchema")
-    .into_inner()
-    .spec
-    .expect("ConfigSchema returned no spec")
-}
-
-async fn task_schema(plugin: &Plugin) -> Spec {
-    within(
-        5.0,
-        "TaskConfigSchema",
-        plugin
-            .driver()
-            .task_config_schema(TaskConfigSchemaRequest {}),
-    )
-    .await
-    .expect("TaskConfigSchema")
-    .into_inner()
-    .spec
-    .expect("TaskConfigSchema returned no spec")
-}
-
-async fn set_config_bytes(
-    plugin: &Plugin,
-    bytes: Vec<u8>,
-    with_nomad: bool,
-) -> Result<(), tonic::Status> {
-    let req = SetConfigRequest {
-        msgpack_config: bytes,
-        nomad_config: with_nomad.then(nomad_config),
-        plugin_api_version: API_VERSION.into(),
-    };
-    within(10.0, "SetConfig", plugin.base().set_config(req))
-        .await
-        .map(|_| ())
-}
-
-/// Encodes `cfg` against the plugin's ConfigSchema (like the agent) and sends SetConfig.
-async fn set_config(plugin: &Plugin, cfg: &Json, with_nomad: bool) -> Result<(), tonic::Status> {
-    let schema = config_schema(plugin).await;
-    let bytes = cty::encode(&schema, cfg).unwrap_or_else(|e| {
-        panic!("agent config does not decode against the plugin's ConfigSchema:\n{e}")
-    });
-    set_config_bytes(plugin, bytes, with_nomad).await
 }
 
 async fn first_fingerprint(plugin: &Plugin) -> FingerprintResponse {
@@ -144,127 +66,6 @@ async fn assert_health_serving(plugin: &Plugin) {
     .expect("health Check(\"plugin\")")
     .into_inner();
     assert_eq!(resp.status, ServingStatus::Serving as i32, "health status");
-}
-
-/// One scenario's world: a sim host and a configured long-lived plugin.
-struct Env {
-    sim: SimHost,
-    plugin: Plugin,
-    task_spec: Spec,
-}
-
-impl Env {
-    /// Sim host + plugin launched and configured like Nomad's long-lived instance.
-    async fn new() -> Env {
-        Env::with_agent(json!({})).await
-    }
-
-    /// Like [`Env::new`], with `overrides` added to the sim's agent config.
-    async fn with_agent(overrides: Json) -> Env {
-        let sim = SimHost::create();
-        let plugin = Plugin::launch().await;
-        let info = within(
-            5.0,
-            "PluginInfo",
-            plugin.base().plugin_info(PluginInfoRequest {}),
-        )
-        .await
-        .expect("PluginInfo")
-        .into_inner();
-        assert_eq!(info.name, "pot");
-        if let Err(s) = set_config(&plugin, &sim.agent_config_with(overrides), true).await {
-            panic!(
-                "SetConfig with the sim's agent config failed: {s:?}\n{}",
-                tail(&plugin.stderr_lines(), 30)
-            );
-        }
-        let task_spec = task_schema(&plugin).await;
-        Env {
-            sim,
-            plugin,
-            task_spec,
-        }
-    }
-
-    fn stderr_tail(&self) -> String {
-        tail(&self.plugin.stderr_lines(), 40)
-    }
-
-    /// `file://` URL of a freshly written `demo_1.0` image.
-    fn file_image(&self) -> String {
-        format!("file://{}", self.sim.image("demo", "1.0").display())
-    }
-
-    /// Encodes a job `config {}` against the plugin's TaskConfigSchema.
-    fn encode_task(&self, cfg: &Json) -> Vec<u8> {
-        cty::encode(&self.task_spec, cfg)
-            .unwrap_or_else(|e| panic!("task config rejected by the encoder:\n{e}"))
-    }
-
-    /// A task (alloc dir, logmon, TaskConfig) for a job config.
-    fn task(&self, name: &str, cfg: &Json) -> TestTask {
-        TestTask::new(&self.sim.allocs_dir(), name, self.encode_task(cfg))
-    }
-
-    async fn start(&self, t: &TestTask) -> StartTaskResponse {
-        let req = StartTaskRequest {
-            task: Some(t.config.clone()),
-        };
-        match within(120.0, "StartTask", self.plugin.driver().start_task(req)).await {
-            Ok(r) => r.into_inner(),
-            Err(s) => panic!(
-                "StartTask failed: {s:?}\nplugin stderr:\n{}",
-                self.stderr_tail()
-            ),
-        }
-    }
-
-    async fn wait(&self, id: &str, secs: f64) -> WaitTaskResponse {
-        let req = WaitTaskRequest { task_id: id.into() };
-        match within(secs, "WaitTask", self.plugin.driver().wait_task(req)).await {
-            Ok(r) => r.into_inner(),
-            Err(s) => panic!(
-                "WaitTask failed: {s:?}\nplugin stderr:\n{}",
-                self.stderr_tail()
-            ),
-        }
-    }
-
-    async fn destroy(&self, id: &str) {
-        let req = DestroyTaskRequest {
-            task_id: id.into(),
-            force: true,
-        };
-        if let Err(s) = within(30.0, "DestroyTask", self.plugin.driver().destroy_task(req)).await {
-            panic!(
-                "DestroyTask failed: {s:?}\nplugin stderr:\n{}",
-                self.stderr_tail()
-            );
-        }
-    }
-
-    async fn wait_ready(&self, t: &TestTask) {
-        if !t
-            .logs
-            .wait_for_stdout("ready", Duration::from_secs(15))
-            .await
-        {
-            panic!(
-                "task never printed \"ready\" (stdout {:?}, stderr {:?})\nplugin stderr:\n{}",
-                t.logs.stdout(),
-                t.logs.stderr(),
-                self.stderr_tail()
-            );
-        }
-    }
-
-    /// The common end of every scenario.
-    async fn finish(self) {
-        self.sim.assert_clean("at the end of the scenario");
-        self.plugin.assert_clean_io();
-        self.plugin.shutdown().await;
-        self.sim.assert_clean("after plugin shutdown");
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -687,6 +488,174 @@ async fn signal_task() {
     env.finish().await;
 }
 
+/// Collects the messages of `TaskEvents` for one task id, from now on.
+fn collect_events(env: &Env, task_id: String) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use nomad_pot_driver::proto::drivers::TaskEventsRequest;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (mut driver, out) = (env.plugin.driver(), seen.clone());
+    tokio::spawn(async move {
+        let Ok(stream) = driver.task_events(TaskEventsRequest {}).await else {
+            return;
+        };
+        let mut stream = stream.into_inner();
+        while let Ok(Some(ev)) = stream.message().await {
+            if ev.task_id == task_id {
+                out.lock().unwrap().push(ev.message);
+            }
+        }
+    });
+    seen
+}
+
+async fn wait_for_event(
+    events: &std::sync::Mutex<Vec<String>>,
+    needle: &str,
+    secs: f64,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        let seen = events.lock().unwrap().clone();
+        if seen.iter().any(|m| m.contains(needle)) || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_events_show_jail_start_and_exit() {
+    let env = Env::new().await;
+    let t = env.task("eventful", &gated_task_config(&env, 6));
+    let events = collect_events(&env, t.id());
+    // The stream must be open before the task starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    open_gate(&t);
+    env.wait(&t.id(), 20.0).await;
+    let seen = wait_for_event(&events, "Task exited with code 6", 5.0).await;
+    for needle in [
+        "Jail created (jid ",
+        "Task started (pid ",
+        "Task exited with code 6",
+    ] {
+        assert!(
+            seen.iter().any(|m| m.contains(needle)),
+            "{needle:?} not in {seen:?}"
+        );
+    }
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+/// Sets pot attributes in the imported image's pot.conf, as `pot set-attr` on the image would
+/// (replacing the key's lines); pots cloned from it afterwards inherit them.
+fn set_image_attrs(env: &Env, attrs: &[(&str, &str)]) {
+    let conf = std::path::Path::new(env.sim.config["fs_root"].as_str().unwrap())
+        .join("jails/demo_1_0/conf/pot.conf");
+    let mut text = std::fs::read_to_string(&conf).expect("the image is imported");
+    for (k, v) in attrs {
+        let key = format!("pot.attr.{k}=");
+        text = text
+            .lines()
+            .filter(|l| !l.starts_with(&key))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(&format!("{key}{v}\n"));
+    }
+    std::fs::write(&conf, text).unwrap();
+}
+
+/// pot's `exec_stop` runs inside the jail before Nomad's signal, for at most the pot's
+/// `stop_timeout`; the job's kill_timeout still bounds the whole stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_runs_exec_stop_first_bounded_by_stop_timeout() {
+    let env = Env::new().await;
+    let script = "echo $$ > /local/pid; trap 'exit 4' TERM; trap 'exit 9' INT; echo ready; \
+                  while :; do sleep 0.1; done";
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", script],
+    });
+    // The first task imports the image.
+    let first = env.task("importer", &cfg);
+    env.start(&first).await;
+    env.destroy(&first.id()).await;
+
+    // exec_stop stops the task itself (SIGTERM → 4); SIGINT (→ 9) would come too late.
+    set_image_attrs(
+        &env,
+        &[(
+            "exec_stop",
+            "kill -TERM $(cat /local/pid); while kill -0 $(cat /local/pid) 2>/dev/null; do sleep 0.05; done",
+        )],
+    );
+    let t = env.task("graceful", &cfg);
+    let events = collect_events(&env, t.id());
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let stop = |id: String| StopTaskRequest {
+        task_id: id,
+        timeout: Some(dur(5)),
+        signal: String::new(),
+    };
+    let t0 = Instant::now();
+    within(
+        10.0,
+        "StopTask",
+        env.plugin.driver().stop_task(stop(t.id())),
+    )
+    .await
+    .expect("StopTask");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let r = env.wait(&t.id(), 10.0).await;
+    assert_eq!(
+        r.result.expect("result").exit_code,
+        4,
+        "exec_stop ran first"
+    );
+    let seen = wait_for_event(&events, "Running exec_stop", 2.0).await;
+    assert!(
+        seen.iter().any(|m| m.contains("Running exec_stop")),
+        "{seen:?}"
+    );
+    env.destroy(&t.id()).await;
+
+    // An exec_stop that hangs is cut off after stop_timeout; then comes the signal.
+    set_image_attrs(&env, &[("exec_stop", "sleep 30"), ("stop_timeout", "1")]);
+    let t = env.task("hanging", &cfg);
+    let events = collect_events(&env, t.id());
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let t0 = Instant::now();
+    within(
+        10.0,
+        "StopTask",
+        env.plugin.driver().stop_task(stop(t.id())),
+    )
+    .await
+    .expect("StopTask");
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+    let r = env.wait(&t.id(), 10.0).await;
+    assert_eq!(
+        r.result.expect("result").exit_code,
+        9,
+        "SIGINT after exec_stop"
+    );
+    let seen = wait_for_event(&events, "exec_stop failed", 2.0).await;
+    assert!(seen.iter().any(|m| m.contains("timed out")), "{seen:?}");
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // e. destroy a running task, idempotency, unknown ids
 // ---------------------------------------------------------------------------------------------
@@ -861,48 +830,6 @@ async fn bad_task_config() {
 // ---------------------------------------------------------------------------------------------
 // g. tasks outlive the plugin: recovery after a plugin SIGKILL, idempotent StartTask
 // ---------------------------------------------------------------------------------------------
-
-impl Env {
-    /// SIGKILLs the plugin and launches a fresh one configured like Nomad's long-lived instance.
-    async fn crash_and_relaunch(&mut self) {
-        self.plugin.kill();
-        let plugin = Plugin::launch().await;
-        set_config(&plugin, &self.sim.agent_config(), true)
-            .await
-            .expect("SetConfig on the relaunched plugin");
-        self.plugin = plugin;
-    }
-
-    /// RecoverTask as Nomad sends it after an agent restart: no task id, and the handle's config
-    /// without the driver config (lost by the client's state store).
-    async fn recover(&self, handle: &TaskHandle) -> Result<(), tonic::Status> {
-        let mut handle = handle.clone();
-        if let Some(c) = handle.config.as_mut() {
-            c.msgpack_driver_config.clear();
-        }
-        let req = RecoverTaskRequest {
-            task_id: String::new(),
-            handle: Some(handle),
-        };
-        within(30.0, "RecoverTask", self.plugin.driver().recover_task(req))
-            .await
-            .map(drop)
-    }
-}
-
-/// The task waits for a file in its /local, so the test decides when it exits.
-fn gated_task_config(env: &Env, code: i32) -> Json {
-    json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", format!(
-            "echo ready; while [ ! -e /local/go ]; do sleep 0.1; done; echo after-restart; exit {code}"
-        )],
-    })
-}
-
-fn open_gate(t: &TestTask) {
-    std::fs::write(t.alloc_dir.join(&t.task_name).join("local/go"), b"").expect("open the gate");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn task_survives_plugin_sigkill_with_logs_and_exit_code() {
@@ -1158,17 +1085,6 @@ async fn exec_streaming_over_pipes_and_a_pty() {
 // i. reconcile: abandoned pots of this driver are collected, others are left alone
 // ---------------------------------------------------------------------------------------------
 
-/// An engine on the same simulated host, configured from the agent config as the plugin is.
-async fn engine_for(env: &Env) -> nomad_pot_driver::engine::Engine {
-    use nomad_pot_driver::driver::AgentConfig;
-    use nomad_pot_driver::engine::{Engine, EngineConfig};
-    let bytes = cty::encode(&config_schema(&env.plugin).await, &env.sim.agent_config())
-        .expect("encode the agent config");
-    let agent = AgentConfig::decode(&bytes).expect("decode the agent config");
-    let cfg = EngineConfig::resolve(&agent.engine).expect("engine config");
-    Engine::new(cfg, std::sync::Arc::new(|_: &_, _| {}))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
     let mut env = Env::new().await;
@@ -1393,11 +1309,6 @@ async fn job_mounts_copies_hosts_and_attributes() {
         );
     }
     env.destroy(&t.id()).await;
-    // exec_stop set: the jail goes the way `pot stop` removes it, running exec.stop.
-    assert!(
-        env.calls_starting(&["jail", "-r", &pot]).len() == 1,
-        "no jail -r {pot}"
-    );
     env.finish().await;
 }
 

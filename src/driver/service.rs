@@ -38,6 +38,9 @@ pub struct PotDriver {
 struct Inner {
     configured: RwLock<Option<Configured>>,
     tasks: Mutex<HashMap<String, Arc<TaskEntry>>>,
+    /// Pots of tasks whose recovery failed, by task id: Nomad follows a failed RecoverTask with
+    /// DestroyTask, which must then remove what the task left.
+    unrecovered: Mutex<HashMap<String, PotName>>,
     routes: Arc<Mutex<HashMap<PotName, Route>>>,
     events: EventBus,
     reconciling: std::sync::atomic::AtomicBool,
@@ -553,10 +556,18 @@ impl Driver for PotDriver {
             .map_err(|e| Status::failed_precondition(format!("task {id}: {e}")))?;
         let engine = self.engine()?;
         let pot = PotName::new(&state.pot).map_err(|e| status::from_engine(&e))?;
-        let instance = engine
-            .recover(&pot)
-            .await
-            .map_err(|e| status::from_engine(&e))?;
+        let instance = match engine.recover(&pot).await {
+            Ok(instance) => instance,
+            Err(e) => {
+                tracing::warn!(task_id = %id, pot = %pot, error = %e, "recovery failed");
+                self.inner
+                    .unrecovered
+                    .lock()
+                    .expect("unrecovered poisoned")
+                    .insert(id, pot);
+                return Err(status::from_engine(&e));
+            }
+        };
         self.route(&pot, &config);
         self.register(drivers::TaskConfig { id, ..config }, pot, instance);
         Ok(Response::new(drivers::RecoverTaskResponse {}))
@@ -608,6 +619,24 @@ impl Driver for PotDriver {
     ) -> Result<Response<drivers::DestroyTaskResponse>, Status> {
         let req = request.into_inner();
         let Some(entry) = self.task(&req.task_id) else {
+            let unrecovered = self
+                .inner
+                .unrecovered
+                .lock()
+                .expect("unrecovered poisoned")
+                .get(&req.task_id)
+                .cloned();
+            if let Some(pot) = unrecovered {
+                self.engine()?
+                    .destroy(&pot)
+                    .await
+                    .map_err(|e| status::from_engine(&e))?;
+                self.inner
+                    .unrecovered
+                    .lock()
+                    .expect("unrecovered poisoned")
+                    .remove(&req.task_id);
+            }
             return Ok(Response::new(drivers::DestroyTaskResponse {}));
         };
         if entry.instance.exit().is_none() && !req.force {

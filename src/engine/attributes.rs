@@ -98,11 +98,34 @@ impl Default for JailAttributes {
 }
 
 impl JailAttributes {
-    /// Applies the job's `(attribute, value)` pairs. Each value is checked and normalised as
-    /// `pot set-attribute` does; changing an attribute away from its default needs it to be in
-    /// [`SAFE`] or in the operator's `allowed`.
-    pub fn from_job(pairs: &[(String, String)], allowed: &[String]) -> Result<Self, EngineError> {
+    /// pot's defaults with the image's values for the [`SAFE`] attributes (an image may bring
+    /// its own `exec_stop`, as pot honours it); the image's other attributes are ignored, since
+    /// whoever picks the image is not the operator. Values pot would not accept are skipped.
+    pub fn from_image(conf: &PotConf) -> JailAttributes {
         let mut attrs = JailAttributes::default();
+        for a in ATTRS.iter().filter(|a| SAFE.contains(&a.name)) {
+            let key = format!("pot.attr.{}", a.name);
+            let raw = if a.kind == Kind::Text {
+                conf.get_raw(&key).map(|v| v.trim().to_string())
+            } else {
+                conf.get(&key)
+            };
+            if let Some(v) = raw.and_then(|v| normalise(a.kind, &v).ok()) {
+                attrs.values.insert(a.name, v);
+            }
+        }
+        attrs
+    }
+
+    /// Applies the job's `(attribute, value)` pairs over `base`. Each value is checked and
+    /// normalised as `pot set-attribute` does; changing an attribute away from pot's default
+    /// needs it to be in [`SAFE`] or in the operator's `allowed`.
+    pub fn from_job(
+        base: JailAttributes,
+        pairs: &[(String, String)],
+        allowed: &[String],
+    ) -> Result<Self, EngineError> {
+        let mut attrs = base;
         for (name, value) in pairs {
             let bad =
                 |why: String| EngineError::InvalidInput(format!("attributes: {name:?}: {why}"));
@@ -236,7 +259,9 @@ mod tests {
             ("raw_sockets", "on"),
             ("sysvshm", "inherit"),
         ] {
-            let e = JailAttributes::from_job(&pairs(&[(attr, value)]), &[]).unwrap_err();
+            let e =
+                JailAttributes::from_job(JailAttributes::default(), &pairs(&[(attr, value)]), &[])
+                    .unwrap_err();
             assert!(
                 e.to_string()
                     .contains(&format!("add \"{attr}\" to allowed_attributes")),
@@ -244,6 +269,7 @@ mod tests {
             );
         }
         let a = JailAttributes::from_job(
+            JailAttributes::default(),
             &pairs(&[
                 ("enforce_statfs", "1"),
                 ("nullfs", "true"),
@@ -265,6 +291,7 @@ mod tests {
     #[test]
     fn safe_values_and_defaults_need_nothing() {
         let a = JailAttributes::from_job(
+            JailAttributes::default(),
             &pairs(&[
                 ("exec_stop", "/bin/sh -c 'echo bye; kill -TERM 1'"),
                 ("stop_timeout", "030"),
@@ -293,8 +320,12 @@ mod tests {
             ("sysvsem", "shared", "not one of"),
             ("exec_stop", "a\nb", "one line"),
         ] {
-            let e = JailAttributes::from_job(&pairs(&[(attr, value)]), &[attr.to_string()])
-                .unwrap_err();
+            let e = JailAttributes::from_job(
+                JailAttributes::default(),
+                &pairs(&[(attr, value)]),
+                &[attr.to_string()],
+            )
+            .unwrap_err();
             assert!(e.to_string().contains(why), "{attr}: {e}");
         }
     }

@@ -353,9 +353,12 @@ async fn receive(
         let _ = host.zfs_destroy_recursive(&temp).await;
         return Err(e);
     }
-    host.zfs_rename(&temp, dataset)
-        .await
-        .map_err(|e| image.err(e.to_string(), false))
+    if let Err(e) = host.zfs_rename(&temp, dataset).await {
+        // A received but unrenamed image is never used: the next import starts over.
+        let _ = host.zfs_destroy_recursive(&temp).await;
+        return Err(image.err(e.to_string(), false));
+    }
+    Ok(())
 }
 
 fn decoder_threads() -> u32 {

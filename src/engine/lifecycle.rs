@@ -68,7 +68,6 @@ pub struct TaskSpec {
 struct CheckedOptions {
     mounts: Vec<MountSpec>,
     copies: Vec<(PathBuf, String)>,
-    attributes: JailAttributes,
     /// Empty when racct is off and only Nomad's own resources asked for limits.
     rctl_rules: Vec<RctlRule>,
 }
@@ -244,11 +243,15 @@ impl Engine {
         if let Some(dns) = &spec.dns {
             dns.check()?;
         }
-        let attributes = JailAttributes::from_job(&spec.attributes, &self.cfg.allowed_attributes)?;
+        // Checked against pot's defaults here; applied over the image's values in boot.
+        JailAttributes::from_job(
+            JailAttributes::default(),
+            &spec.attributes,
+            &self.cfg.allowed_attributes,
+        )?;
         Ok(CheckedOptions {
             mounts,
             copies,
-            attributes,
             rctl_rules: Vec::new(),
         })
     }
@@ -370,7 +373,12 @@ impl Engine {
                 .await
                 .map_err(EngineError::host(p))?;
         }
-        checked.attributes.write_conf(&mut conf);
+        let attributes = JailAttributes::from_job(
+            JailAttributes::from_image(image_conf),
+            &spec.attributes,
+            &self.cfg.allowed_attributes,
+        )?;
+        attributes.write_conf(&mut conf);
         if spec.dns.is_some() {
             conf.set("pot.dns", "custom");
         }
@@ -443,10 +451,11 @@ impl Engine {
                 &hostname,
                 &osrelease,
                 &paths.root,
-                &checked.attributes,
+                &attributes,
             ))
             .await
             .map_err(EngineError::host(p))?;
+        self.event(pot, format!("Jail created (jid {jid})"));
         // pot's `_js_rss`: limits go on the jail before its command starts.
         for rule in &checked.rctl_rules {
             self.host
@@ -561,10 +570,14 @@ impl Engine {
             })?;
         write_file(p, &self.status_file(pot), b"pot.status=started,\n")?;
         let (tx, rx) = watch::channel(None);
+        self.event(pot, format!("Task started (pid {})", pids.task));
+        let (events, pot2) = (self.events.clone(), pot.clone());
         tokio::spawn(async move {
             // Reaps the supervisor; its exit means the status is on disk (or lost).
             let _ = child.wait().await;
-            let _ = tx.send(Some(exit_after_supervisor(&state_dir, pids.task).await));
+            let info = exit_after_supervisor(&state_dir, pids.task).await;
+            events(&pot2, exit_event(&info));
+            let _ = tx.send(Some(info));
         });
         Ok(self.track(pot, pids, rx))
     }
@@ -650,6 +663,7 @@ impl Engine {
         }
         let (tx, rx) = watch::channel(exit);
         if rx.borrow().is_none() {
+            let (events, pot2) = (self.events.clone(), pot.clone());
             tokio::spawn(async move {
                 let info = loop {
                     if let Some(info) = read_json(&dir.join(shim::EXIT_FILE)) {
@@ -660,6 +674,7 @@ impl Engine {
                     }
                     tokio::time::sleep(RECOVERED_POLL).await;
                 };
+                events(&pot2, exit_event(&info));
                 let _ = tx.send(Some(info));
             });
         }
@@ -683,19 +698,27 @@ impl Engine {
         })
     }
 
-    /// Sends `signal`, waits up to `timeout` for the task to exit, then kills every process of
-    /// the jail and removes the jail. A task already gone is fine.
+    /// Stops the task within `timeout` (Nomad's kill_timeout): first the pot's `exec_stop`
+    /// inside the jail, for at most its `stop_timeout` and what is left of `timeout`; then, if
+    /// the task still runs, `signal`; once `timeout` is over, every process of the jail is
+    /// killed and the jail removed. A zero `timeout` kills at once. A task already gone is fine.
     pub async fn stop(
         &self,
         pot: &PotName,
         signal: Signal,
         timeout: Duration,
     ) -> Result<(), EngineError> {
-        let graceful = self.has_exec_stop(pot);
         if let Some(inst) = self.instance(pot).filter(|i| i.exit().is_none()) {
-            let exited = !timeout.is_zero()
-                && kill(Pid::from_raw(inst.pid as i32), signal).is_ok()
-                && inst.wait_timeout(timeout).await.is_some();
+            let deadline = tokio::time::Instant::now() + timeout;
+            let exited = !timeout.is_zero() && {
+                self.exec_stop(pot, timeout).await;
+                if inst.exit().is_none() {
+                    // A failure means the process is already gone; the wait then ends at once.
+                    let _ = kill(Pid::from_raw(inst.pid as i32), signal);
+                }
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                inst.wait_timeout(left).await.is_some()
+            };
             if !exited {
                 if !timeout.is_zero() {
                     self.event(
@@ -703,7 +726,7 @@ impl Engine {
                         format!("task did not exit within {timeout:?} after {signal}: killing it"),
                     );
                 }
-                self.remove_jail(pot, graceful).await?;
+                self.remove_jail(pot).await?;
                 if inst.wait_timeout(KILL_GRACE).await.is_none() {
                     return Err(EngineError::State {
                         pot: pot.to_string(),
@@ -714,7 +737,7 @@ impl Engine {
             }
         }
         // The task is gone; its jail may still hold other processes.
-        self.remove_jail(pot, graceful).await?;
+        self.remove_jail(pot).await?;
         self.remove_rctl_rules(pot).await
     }
 
@@ -727,21 +750,39 @@ impl Engine {
         }
     }
 
-    /// Whether the job set the `exec_stop` attribute: then the jail is removed the way `pot stop`
-    /// does (`jail -r`: exec.stop, then SIGTERM and stop.timeout), not killed at once.
-    fn has_exec_stop(&self, pot: &PotName) -> bool {
-        let conf = PotPaths::new(&self.cfg.jails_dir(), pot)
+    /// Runs the pot's `exec_stop`, if it has one, as jail(8) would before signalling the jail.
+    /// Its failure is reported as an event: the signal and the kill still follow.
+    async fn exec_stop(&self, pot: &PotName, budget: Duration) {
+        let conf_path = PotPaths::new(&self.cfg.jails_dir(), pot)
             .conf_dir
             .join("pot.conf");
-        std::fs::read_to_string(conf).is_ok_and(|t| {
-            PotConf::parse(&t)
-                .get_raw("pot.attr.exec_stop")
-                .is_some_and(|v| !v.is_empty())
-        })
+        let attrs = match std::fs::read_to_string(&conf_path) {
+            Ok(text) => StopAttrs::of(&PotConf::parse(&text)),
+            Err(_) => return,
+        };
+        let Some(cmd) = attrs.exec_stop else { return };
+        let limit = budget.min(attrs.timeout);
+        self.event(pot, format!("Running exec_stop: {cmd}"));
+        let argv = ["/bin/sh".to_string(), "-c".to_string(), cmd];
+        match self
+            .exec(pot, None, &argv, &BTreeMap::new(), Some(limit))
+            .await
+        {
+            Ok(out) if out.exit.exit_code == 0 => {}
+            Ok(out) => self.event(
+                pot,
+                format!(
+                    "exec_stop exited with {}: {}",
+                    out.exit.exit_code,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ),
+            Err(e) => self.event(pot, format!("exec_stop failed: {e}")),
+        }
     }
 
-    async fn remove_jail(&self, pot: &PotName, graceful: bool) -> Result<(), EngineError> {
-        match self.host.jail_remove(pot.as_str(), !graceful).await {
+    async fn remove_jail(&self, pot: &PotName) -> Result<(), EngineError> {
+        match self.host.jail_remove(pot.as_str(), true).await {
             Err(e) if !e.is_absent() => Err(EngineError::host(pot.as_str())(e)),
             _ => Ok(()),
         }
@@ -749,11 +790,10 @@ impl Engine {
 
     /// Kills the task if needed and removes every trace of the pot.
     pub async fn destroy(&self, pot: &PotName) -> Result<(), EngineError> {
-        // Teardown removes the jail too, so an exited task costs no separate stop, unless the
-        // job's exec_stop must run in it first.
-        if self.instance(pot).is_some_and(|i| i.exit().is_none()) || self.has_exec_stop(pot) {
+        if self.instance(pot).is_some_and(|i| i.exit().is_none()) {
             self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
         }
+        // Teardown removes the jail too, so an exited task costs no separate stop.
         self.teardown(pot).await?;
         self.instances
             .lock()
@@ -767,7 +807,7 @@ impl Engine {
     pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
-        self.remove_jail(pot, false).await?;
+        self.remove_jail(pot).await?;
         self.remove_rctl_rules(pot).await?;
         let mut mounts: Vec<PathBuf> = self
             .host
@@ -866,6 +906,37 @@ fn jail_params(
     p
 }
 
+/// pot's stop attributes (`pot set-attr -A exec_stop|stop_timeout`), from a pot.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct StopAttrs {
+    /// Run with `/bin/sh -c` inside the jail before the task is signalled.
+    pub exec_stop: Option<String>,
+    /// pot's `stop_timeout`: here, how long `exec_stop` may run.
+    pub timeout: Duration,
+}
+
+impl StopAttrs {
+    /// pot's default `stop_timeout`.
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Read as pot reads them: `exec_stop` verbatim (`_get_conf_var_string`), `stop_timeout`
+    /// as digits (anything else is pot's default).
+    pub fn of(conf: &PotConf) -> StopAttrs {
+        StopAttrs {
+            exec_stop: conf
+                .get_raw("pot.attr.exec_stop")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string),
+            timeout: conf
+                .get("pot.attr.stop_timeout")
+                .and_then(|t| t.parse().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(Self::DEFAULT_TIMEOUT),
+        }
+    }
+}
+
 /// How a recovered task's supervisor is watched: it is not our child, so it is polled.
 const RECOVERED_POLL: Duration = Duration::from_millis(200);
 
@@ -899,6 +970,15 @@ async fn exit_after_supervisor(state_dir: &Path, task_pid: u32) -> ExitInfo {
             "the task supervisor died before its task: exit status unknown".to_string(),
         )
     })
+}
+
+/// The task event for a recorded exit.
+fn exit_event(info: &ExitInfo) -> String {
+    match (&info.error, info.signal) {
+        (Some(reason), _) => format!("Task ended: {reason}"),
+        (None, 0) => format!("Task exited with code {}", info.exit_code),
+        (None, sig) => format!("Task killed by signal {sig}"),
+    }
 }
 
 pub(super) fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
@@ -946,5 +1026,67 @@ fn remove_all(pot: &str, path: &Path) -> Result<(), EngineError> {
             Err(EngineError::io(pot, "remove", path)(e))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_attrs_read_like_pot() {
+        let conf = PotConf::parse(
+            "pot.attr.exec_stop=service nginx stop \"now\"\npot.attr.stop_timeout=3\n",
+        );
+        let attrs = StopAttrs::of(&conf);
+        assert_eq!(
+            attrs.exec_stop.as_deref(),
+            Some("service nginx stop \"now\"")
+        );
+        assert_eq!(attrs.timeout, Duration::from_secs(3));
+        // pot create writes both keys with these values: nothing to run, pot's default timeout.
+        let attrs = StopAttrs::of(&PotConf::parse(
+            "pot.attr.exec_stop=\npot.attr.stop_timeout=10\n",
+        ));
+        assert_eq!(attrs.exec_stop, None);
+        assert_eq!(attrs.timeout, Duration::from_secs(10));
+        let attrs = StopAttrs::of(&PotConf::parse("pot.attr.stop_timeout=soon\n"));
+        assert_eq!(attrs.timeout, StopAttrs::DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn jail_params_carry_exec_stop_and_stop_timeout_like_pot() {
+        let pot = PotName::new("web_1").unwrap();
+        let image = PotConf::parse(
+            "pot.attr.exec_stop=service nginx stop\npot.attr.stop_timeout=3\npot.attr.enforce_statfs=0\n",
+        );
+        // The image's stop attributes apply; its privileges do not.
+        let attrs = JailAttributes::from_image(&image);
+        let mut expected = JailParams::default();
+        expected
+            .set("allow.set_hostname", "false")
+            .flag("allow.raw_sockets")
+            .flag("allow.socket_af")
+            .flag("allow.chflags")
+            .flag("exec.clean")
+            .flag("mount.devfs")
+            .set("enforce_statfs", "2")
+            .set("sysvshm", "new")
+            .set("sysvsem", "new")
+            .set("sysvmsg", "new")
+            .set("children.max", "0")
+            .set("devfs_ruleset", "4")
+            .set("exec.stop", "service nginx stop")
+            .set("stop.timeout", "3")
+            .set("name", "web_1")
+            .set("host.hostname", "web_1.h")
+            .set("osrelease", "14.2-RELEASE")
+            .set("path", "/p/m")
+            .flag("persist")
+            .set("ip4", "inherit");
+        assert_eq!(
+            jail_params(&pot, "web_1.h", "14.2-RELEASE", Path::new("/p/m"), &attrs),
+            expected
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! The Nomad-like client of the end-to-end tests lives in the `nomad-harness` crate (shared with
-//! `potctl demo`); this module re-exports it for the test files.
+//! `potctl demo`); this module re-exports it for the test files, with the scenario world
+//! ([`env::Env`]) that the end-to-end and fault suites share.
 
 #![allow(dead_code, unused_imports)]
+
+pub mod env;
 
 pub use nomad_harness::*;
 

@@ -2,6 +2,7 @@
 
 mod check;
 mod cpuset;
+mod fault;
 mod image;
 mod jail;
 mod mount;
@@ -150,12 +151,13 @@ fn print_out(out: &str) {
 }
 
 fn own_main(args: &[String]) -> Res<String> {
-    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR";
+    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | fault DIR ...";
     match args.first().map(String::as_str) {
         Some("init") if args.len() == 2 => state::init(Path::new(&args[1])),
         Some("image") => image::main(&args[1..]),
         Some("keygen") if args.len() == 2 => sign::keygen(Path::new(&args[1])),
         Some("check") if args.len() == 2 => check::main(Path::new(&args[1])),
+        Some("fault") => fault::main(&args[1..]),
         _ => Err(usage(USAGE)),
     }
 }
@@ -178,6 +180,31 @@ fn main() {
         return;
     }
     let host = state::Host::new(host_dir(&argv0));
+    let mut logged = vec![tool.clone()];
+    logged.extend(argv[1..].iter().cloned());
+    match fault::take(&host, &tool, &argv[1..]) {
+        Err(f) => {
+            eprintln!("{}", f.msg);
+            std::process::exit(f.code)
+        }
+        Ok(Some(fault::Action::Fail { exit, stderr })) => {
+            if !stderr.is_empty() {
+                eprintln!("{stderr}");
+            }
+            host.log_line(serde_json::json!({"argv": logged, "exit": exit, "fault": "fail"}));
+            std::process::exit(exit)
+        }
+        Ok(Some(fault::Action::Hang { secs })) => {
+            // Logged when the hang begins, so a test can act while the caller waits.
+            host.log_line(serde_json::json!({
+                "argv": logged, "fault": "hang", "pid": std::process::id()
+            }));
+            if !fault::hang(secs) {
+                std::process::exit(137)
+            }
+        }
+        Ok(None) => {}
+    }
     let outcome = match run_tool(&tool, &host, &argv[1..]) {
         Ok(o) => o,
         Err(f) => {
@@ -187,8 +214,6 @@ fn main() {
             Outcome::Exit(f.code)
         }
     };
-    let mut logged = vec![tool.clone()];
-    logged.extend(argv[1..].iter().cloned());
     let code = match outcome {
         Outcome::Exit(c) => c,
         Outcome::Signal(n) => 128 + n,

@@ -192,6 +192,16 @@ impl Host {
 
     /// Runs `f` on the state under the lock; the state is saved only when `f` succeeds.
     pub fn update<T>(&self, f: impl FnOnce(&mut State) -> Res<T>) -> Res<T> {
+        self.locked(|| {
+            let mut st = self.load()?;
+            let out = f(&mut st)?;
+            self.save(&st)?;
+            Ok(out)
+        })
+    }
+
+    /// Runs `f` holding `DIR/state/lock`, which guards every file under `DIR/state`.
+    pub fn locked<T>(&self, f: impl FnOnce() -> Res<T>) -> Res<T> {
         let lockpath = self.state_dir().join("lock");
         let file = fs::OpenOptions::new()
             .create(true)
@@ -202,16 +212,17 @@ impl Host {
         let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(
             |(_, e)| Fail::new(1, format!("freebsd-sim: lock {}: {e}", lockpath.display())),
         )?;
-        let mut st = self.load()?;
-        let out = f(&mut st)?;
-        self.save(&st)?;
-        Ok(out)
+        f()
     }
 
     /// One O_APPEND write per call keeps concurrent tools' lines whole.
     pub fn log_call(&self, argv: &[String], exit: i32) {
-        let mut line =
-            serde_json::to_string(&serde_json::json!({"argv": argv, "exit": exit})).expect("json");
+        self.log_line(serde_json::json!({"argv": argv, "exit": exit}));
+    }
+
+    /// Appends one JSON object as a line of `calls.jsonl`.
+    pub fn log_line(&self, entry: serde_json::Value) {
+        let mut line = serde_json::to_string(&entry).expect("json");
         line.push('\n');
         let path = self.state_dir().join("calls.jsonl");
         if let Ok(mut f) = fs::OpenOptions::new()

@@ -21,7 +21,12 @@ pub fn sim_bin() -> PathBuf {
 #[derive(Debug, Clone)]
 pub struct Call {
     pub argv: Vec<String>,
+    /// -1 for the line a hang writes when it begins.
     pub exit: i64,
+    /// `fail` or `hang` when an injected fault acted on the call.
+    pub fault: Option<String>,
+    /// The hung tool's pid, on a hang line.
+    pub pid: Option<u32>,
 }
 
 impl Call {
@@ -163,9 +168,54 @@ impl SimHost {
                         .map(|a| a.as_str().unwrap_or_default().to_string())
                         .collect(),
                     exit: v["exit"].as_i64().unwrap_or(-1),
+                    fault: v["fault"].as_str().map(str::to_string),
+                    pid: v["pid"].as_u64().map(|p| p as u32),
                 }
             })
             .collect()
+    }
+}
+
+impl SimHost {
+    /// `freebsd-sim fault DIR args…`: adds a fault rule (see the simulator's README).
+    pub fn fault(&self, args: &[&str]) {
+        let out = Command::new(sim_bin())
+            .arg("fault")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("run freebsd-sim fault");
+        assert!(
+            out.status.success(),
+            "freebsd-sim fault {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.fault(&["--clear"]);
+    }
+
+    /// Polls `calls.jsonl` until a call of `tool` with `word` hangs; returns the hung pid.
+    pub fn wait_for_hang(&self, tool: &str, word: &str, timeout: std::time::Duration) -> u32 {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let hung = self.calls().into_iter().find_map(|c| {
+                let hit = c.fault.as_deref() == Some("hang")
+                    && c.argv.first().map(String::as_str) == Some(tool)
+                    && c.argv[1..].iter().any(|a| a == word);
+                hit.then_some(c.pid).flatten()
+            });
+            if let Some(pid) = hung {
+                return pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{tool} … {word} …` call hung within {timeout:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

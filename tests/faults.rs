@@ -1,0 +1,459 @@
+//! Fault injection against the real plugin: base tools failing or hanging at each step of a
+//! task's life (through `freebsd-sim fault`), the plugin SIGKILLed in the middle of a step, and
+//! the per-task supervisor killed under a running task. After every scenario the host is clean.
+//!
+//! Needs `cargo build --workspace` first (for the simulator) and root, like tests/e2e.rs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::env::*;
+use common::{TestTask, within};
+use nomad_pot_driver::engine::PotName;
+use nomad_pot_driver::proto::drivers::{
+    DestroyTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest, TaskHandle,
+};
+use serde_json::json;
+
+/// The pot the plugin makes for `t` (the Go driver's naming).
+fn pot_of(t: &TestTask) -> PotName {
+    PotName::for_task(
+        &t.task_name,
+        t.id()
+            .rsplit('/')
+            .next()
+            .expect("task id has an invocation"),
+        &t.alloc_id,
+    )
+    .expect("pot name")
+}
+
+async fn try_start(env: &Env, t: &TestTask) -> Result<StartTaskResponse, tonic::Status> {
+    let req = StartTaskRequest {
+        task: Some(t.config.clone()),
+    };
+    within(120.0, "StartTask", env.plugin.driver().start_task(req))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn try_stop(env: &Env, id: &str, timeout_secs: i64) -> Result<(), tonic::Status> {
+    let req = StopTaskRequest {
+        task_id: id.into(),
+        timeout: Some(dur(timeout_secs)),
+        signal: "SIGTERM".into(),
+    };
+    within(60.0, "StopTask", env.plugin.driver().stop_task(req))
+        .await
+        .map(drop)
+}
+
+async fn try_destroy(env: &Env, id: &str) -> Result<(), tonic::Status> {
+    let req = DestroyTaskRequest {
+        task_id: id.into(),
+        force: true,
+    };
+    within(60.0, "DestroyTask", env.plugin.driver().destroy_task(req))
+        .await
+        .map(drop)
+}
+
+/// Datasets under the jails dataset other than imported images: clones, pot datasets, and the
+/// temporary dataset of an interrupted import. `check` does not see the last two.
+fn stray_datasets(env: &Env) -> Vec<String> {
+    let out = std::process::Command::new(env.sim.dir.join("bin/zfs"))
+        .args(["list", "-H", "-r", "-o", "name", "zroot/pot/jails"])
+        .output()
+        .expect("zfs list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            let rel = l.strip_prefix("zroot/pot/jails").unwrap_or(l);
+            !rel.is_empty() && rel != "/demo_1_0" && rel != "/demo_1_0/m"
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_no_debris(env: &Env, when: &str) {
+    env.sim.assert_clean(when);
+    let stray = stray_datasets(env);
+    assert!(stray.is_empty(), "stray datasets {when}: {stray:?}");
+}
+
+/// A task that runs until stopped, and exits at once on SIGTERM.
+fn long_task(env: &Env) -> serde_json::Value {
+    json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
+    })
+}
+
+/// The steps of a first start (image not yet imported), as fault rules: (what the error must
+/// name, tool, word, nth). `{pot}` stands for the task's pot name.
+const START_STEPS: &[(&str, &str, &str, u32)] = &[
+    ("zfs list", "zfs", "list", 1),
+    ("zfs receive", "zfs", "receive", 1),
+    ("zfs rename", "zfs", "rename", 1),
+    ("zfs list", "zfs", "snapshot", 1),
+    ("zfs list", "zfs", "zroot/pot/jails/{pot}", 1),
+    ("zfs create", "zfs", "create", 1),
+    ("zfs clone", "zfs", "clone", 1),
+    ("mount -t nullfs", "mount", "nullfs", 1),
+    ("mount -t nullfs", "mount", "nullfs", 3),
+    ("jail -i -c", "jail", "-c", 1),
+];
+
+fn step_word(word: &str, t: &TestTask) -> String {
+    word.replace("{pot}", pot_of(t).as_str())
+}
+
+/// A failing tool at any step of StartTask fails it with an error naming that step, and
+/// leaves nothing behind; the same task then starts fine.
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_failure_at_each_start_step_rolls_back() {
+    for &(named, tool, word, nth) in START_STEPS {
+        let env = Env::new().await;
+        let t = env.task("failing", &long_task(&env));
+        let word = step_word(word, &t);
+        let nth = nth.to_string();
+        env.sim.fault(&[
+            tool,
+            "--word",
+            &word,
+            "--nth",
+            &nth,
+            "--fail",
+            "1",
+            "--stderr",
+            "injected-failure",
+        ]);
+        let step = format!("{tool} {word} #{nth}");
+        let e = try_start(&env, &t)
+            .await
+            .expect_err(&format!("StartTask with {step} failing"));
+        assert!(
+            e.message().contains(named) && e.message().contains("injected-failure"),
+            "{step}: the error should name `{named}` and carry the tool's stderr: {e:?}"
+        );
+        assert_no_debris(&env, &format!("right after StartTask failed at {step}"));
+        env.sim.clear_faults();
+        try_start(&env, &t)
+            .await
+            .unwrap_or_else(|e| panic!("{step}: StartTask after the rollback: {e:?}"));
+        env.wait_ready(&t).await;
+        try_destroy(&env, &t.id()).await.expect("DestroyTask");
+        env.finish().await;
+    }
+}
+
+/// jexec runs under the task's supervisor after StartTask returned, and its own failure cannot
+/// be told apart from the command's: it is the task's exit, with jexec's complaint in the task's
+/// stderr log.
+#[tokio::test(flavor = "multi_thread")]
+async fn jexec_failure_is_the_tasks_exit_with_its_message_in_the_log() {
+    let env = Env::new().await;
+    let t = env.task("nojexec", &long_task(&env));
+    env.sim
+        .fault(&["jexec", "--fail", "1", "--stderr", "jexec: jail not found"]);
+    env.start(&t).await;
+    let r = env.wait(&t.id(), 20.0).await;
+    assert_eq!(r.result.expect("result").exit_code, 1);
+    assert!(
+        t.logs
+            .wait_for_stderr("jexec: jail not found", Duration::from_secs(5))
+            .await,
+        "task stderr: {:?}",
+        t.logs.stderr()
+    );
+    env.sim.clear_faults();
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+/// The steps of StopTask and DestroyTask of a running task, as fault rules.
+const TEARDOWN_STEPS: &[(&str, &str, &str, u32)] = &[
+    ("jail -R", "jail", "-R", 1),
+    ("mount -p", "mount", "-p", 1),
+    ("umount -f", "umount", "-f", 1),
+    ("umount -f", "umount", "-f", 3),
+    ("zfs destroy", "zfs", "destroy", 1),
+];
+
+/// A failing tool at any step of StopTask or DestroyTask is reported, and the call retried as
+/// Nomad retries it succeeds and leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn tool_failure_at_each_stop_and_destroy_step_is_reported_and_retry_cleans_up() {
+    for &(named, tool, word, nth) in TEARDOWN_STEPS {
+        for in_stop in [true, false] {
+            // jail -R is StopTask's own step; the others belong to DestroyTask only.
+            if in_stop && tool != "jail" {
+                continue;
+            }
+            let env = Env::new().await;
+            let t = env.task("stopping", &long_task(&env));
+            env.start(&t).await;
+            env.wait_ready(&t).await;
+            let step = format!(
+                "{tool} {word} #{nth} in {}",
+                if in_stop { "StopTask" } else { "DestroyTask" }
+            );
+            let nth = nth.to_string();
+            let fault = [
+                tool,
+                "--word",
+                word,
+                "--nth",
+                &nth,
+                "--fail",
+                "1",
+                "--stderr",
+                "injected-failure",
+            ];
+            if in_stop {
+                env.sim.fault(&fault);
+                let e = try_stop(&env, &t.id(), 5)
+                    .await
+                    .expect_err(&format!("StopTask with {step} failing"));
+                assert!(
+                    e.message().contains(named) && e.message().contains("injected-failure"),
+                    "{step}: {e:?}"
+                );
+                try_stop(&env, &t.id(), 5)
+                    .await
+                    .unwrap_or_else(|e| panic!("{step}: StopTask retried: {e:?}"));
+            } else {
+                try_stop(&env, &t.id(), 5)
+                    .await
+                    .unwrap_or_else(|e| panic!("{step}: StopTask: {e:?}"));
+                env.wait(&t.id(), 20.0).await;
+                env.sim.fault(&fault);
+                let e = try_destroy(&env, &t.id())
+                    .await
+                    .expect_err(&format!("DestroyTask with {step} failing"));
+                assert!(
+                    e.message().contains(named) && e.message().contains("injected-failure"),
+                    "{step}: {e:?}"
+                );
+            }
+            let r = env.wait(&t.id(), 20.0).await;
+            assert_eq!(r.err, "", "{step}: WaitTask error");
+            try_destroy(&env, &t.id())
+                .await
+                .unwrap_or_else(|e| panic!("{step}: DestroyTask retried: {e:?}"));
+            assert!(
+                t.logs.wait_for_eof(Duration::from_secs(5)).await,
+                "{step}: FIFO write ends still open after DestroyTask"
+            );
+            assert_no_debris(&env, &format!("after {step} and a retry"));
+            env.finish().await;
+        }
+    }
+}
+
+/// How the hung tool call ends once the plugin is dead.
+#[derive(Clone, Copy, Debug)]
+enum HungCall {
+    /// It never does its work (it dies with its caller).
+    Abandoned,
+    /// It completes its work after the plugin died.
+    Completes,
+}
+
+/// Adds a hang rule for the step and returns it as the `--hang` arguments.
+fn hang_fault(env: &Env, tool: &str, word: &str, nth: u32, how: HungCall) {
+    let nth = nth.to_string();
+    let mut args = vec![tool, "--word", word, "--nth", &nth, "--hang"];
+    if let HungCall::Completes = how {
+        args.push("1.5");
+    }
+    env.sim.fault(&args);
+}
+
+/// Waits until the hung tool call is over (abandoned or completed).
+async fn wait_gone(pid: u32) {
+    within(30.0, "the hung tool call to end", async {
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+        }) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// The plugin SIGKILLed while a tool of StartTask hangs; relaunched, Nomad retries StartTask
+/// with the same TaskConfig: the task runs, and stop and destroy leave nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_killed_at_each_start_step_then_start_retried() {
+    for &(_, tool, word, nth) in START_STEPS {
+        for how in [HungCall::Abandoned, HungCall::Completes] {
+            let mut env = Env::new().await;
+            let t = env.task("interrupted", &long_task(&env));
+            let word = step_word(word, &t);
+            let step = format!("{tool} {word} #{nth} ({how:?})");
+            hang_fault(&env, tool, &word, nth, how);
+            let start = {
+                let mut driver = env.plugin.driver();
+                let req = StartTaskRequest {
+                    task: Some(t.config.clone()),
+                };
+                tokio::spawn(async move { driver.start_task(req).await })
+            };
+            let pid = env.sim.wait_for_hang(tool, &word, Duration::from_secs(30));
+            env.plugin.kill();
+            let _ = start.await;
+            wait_gone(pid).await;
+            env.sim.clear_faults();
+            env.crash_and_relaunch().await;
+            try_start(&env, &t)
+                .await
+                .unwrap_or_else(|e| panic!("{step}: StartTask retried: {e:?}"));
+            env.wait_ready(&t).await;
+            try_stop(&env, &t.id(), 5)
+                .await
+                .unwrap_or_else(|e| panic!("{step}: StopTask: {e:?}"));
+            let r = env.wait(&t.id(), 20.0).await;
+            assert_eq!(r.err, "", "{step}");
+            try_destroy(&env, &t.id())
+                .await
+                .unwrap_or_else(|e| panic!("{step}: DestroyTask: {e:?}"));
+            assert_no_debris(&env, &format!("after {step}"));
+            env.finish().await;
+        }
+    }
+}
+
+/// The plugin SIGKILLed while a tool of StopTask or DestroyTask hangs; relaunched, Nomad
+/// recovers the task from its handle, retries StopTask, waits and destroys: nothing is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_killed_at_each_stop_and_destroy_step_then_recovered() {
+    for &(_, tool, word, nth) in TEARDOWN_STEPS {
+        for how in [HungCall::Abandoned, HungCall::Completes] {
+            let in_stop = tool == "jail";
+            let mut env = Env::new().await;
+            let t = env.task("stopping", &long_task(&env));
+            let handle: TaskHandle = env.start(&t).await.handle.expect("handle");
+            env.wait_ready(&t).await;
+            let step = format!(
+                "{tool} {word} #{nth} in {} ({how:?})",
+                if in_stop { "StopTask" } else { "DestroyTask" }
+            );
+            if !in_stop {
+                try_stop(&env, &t.id(), 5).await.expect("StopTask");
+                env.wait(&t.id(), 20.0).await;
+            }
+            hang_fault(&env, tool, word, nth, how);
+            let call = {
+                let mut driver = env.plugin.driver();
+                let id = t.id();
+                tokio::spawn(async move {
+                    if in_stop {
+                        let req = StopTaskRequest {
+                            task_id: id,
+                            timeout: Some(dur(0)),
+                            signal: String::new(),
+                        };
+                        driver.stop_task(req).await.map(drop)
+                    } else {
+                        let req = DestroyTaskRequest {
+                            task_id: id,
+                            force: true,
+                        };
+                        driver.destroy_task(req).await.map(drop)
+                    }
+                })
+            };
+            let pid = env.sim.wait_for_hang(tool, word, Duration::from_secs(30));
+            env.plugin.kill();
+            let _ = call.await;
+            wait_gone(pid).await;
+            env.sim.clear_faults();
+            env.crash_and_relaunch().await;
+            match env.recover(&handle).await {
+                Ok(()) => {
+                    try_stop(&env, &t.id(), 5)
+                        .await
+                        .unwrap_or_else(|e| panic!("{step}: StopTask after recovery: {e:?}"));
+                    env.wait(&t.id(), 20.0).await;
+                }
+                // Nomad cleans up after a failed recovery with DestroyTask(force).
+                Err(e) => eprintln!("{step}: RecoverTask failed: {e:?}"),
+            }
+            try_destroy(&env, &t.id())
+                .await
+                .unwrap_or_else(|e| panic!("{step}: DestroyTask: {e:?}"));
+            assert_no_debris(&env, &format!("after {step}"));
+            env.finish().await;
+        }
+    }
+}
+
+/// The supervisor's pids from the task's state dir.
+fn supervisor_pids(env: &Env, t: &TestTask) -> (i32, i32) {
+    let path = env
+        .sim
+        .dir
+        .join("root/var/db/nomad-pot-driver/tasks")
+        .join(pot_of(t).as_str())
+        .join("pids.json");
+    let pids: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("pids.json")).expect("pids.json");
+    let pid = |k: &str| pids[k].as_i64().expect("pid") as i32;
+    (pid("shim"), pid("task"))
+}
+
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+}
+
+/// A supervisor killed under its running task: the task keeps running, and once it ends
+/// WaitTask reports that its exit status is unknown (never a made-up code).
+#[tokio::test(flavor = "multi_thread")]
+async fn supervisor_killed_while_its_task_runs() {
+    let env = Env::new().await;
+    let t = env.task("orphaned", &gated_task_config(&env, 3));
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let (shim, _) = supervisor_pids(&env, &t);
+    sigkill(shim);
+    open_gate(&t);
+    let r = env.wait(&t.id(), 20.0).await;
+    assert!(r.err.contains("exit status unknown"), "{r:?}");
+    assert_ne!(r.result.expect("result").exit_code, 0, "{:?}", r.err);
+    env.destroy(&t.id()).await;
+    assert_no_debris(&env, "after destroying a task whose supervisor was killed");
+    env.finish().await;
+}
+
+/// The supervisor and the plugin killed, and the task ended before the plugin came back: the
+/// recovery fails (nothing can say how the task ended), and Nomad's DestroyTask cleans up.
+#[tokio::test(flavor = "multi_thread")]
+async fn supervisor_and_plugin_killed_and_task_gone_then_destroy_cleans_up() {
+    let mut env = Env::new().await;
+    let t = env.task("lost", &gated_task_config(&env, 3));
+    let handle = env.start(&t).await.handle.expect("handle");
+    env.wait_ready(&t).await;
+    let (shim, task) = supervisor_pids(&env, &t);
+    env.plugin.kill();
+    sigkill(shim);
+    open_gate(&t);
+    wait_gone(task as u32).await;
+    env.crash_and_relaunch().await;
+    let e = env
+        .recover(&handle)
+        .await
+        .expect_err("recovery of a task that left no status");
+    assert!(e.message().contains("no exit status"), "{e:?}");
+    try_destroy(&env, &t.id())
+        .await
+        .expect("DestroyTask after a failed recovery");
+    assert_no_debris(&env, "after DestroyTask of an unrecoverable task");
+    env.finish().await;
+}
