@@ -156,6 +156,11 @@ struct Env {
 impl Env {
     /// Sim host + plugin launched and configured like Nomad's long-lived instance.
     async fn new() -> Env {
+        Env::with_agent_config(json!({})).await
+    }
+
+    /// Like [`Env::new`], with some agent options added to the sim's.
+    async fn with_agent_config(overrides: Json) -> Env {
         let sim = SimHost::create();
         let plugin = Plugin::launch().await;
         let info = within(
@@ -167,7 +172,7 @@ impl Env {
         .expect("PluginInfo")
         .into_inner();
         assert_eq!(info.name, "pot");
-        if let Err(s) = set_config(&plugin, &sim.agent_config(), true).await {
+        if let Err(s) = set_config(&plugin, &sim.agent_config_with(overrides), true).await {
             panic!(
                 "SetConfig with the sim's agent config failed: {s:?}\n{}",
                 tail(&plugin.stderr_lines(), 30)
@@ -1023,5 +1028,82 @@ async fn recover_refuses_go_driver_handles_and_vanished_tasks() {
     let e = env.recover(&vanished).await.expect_err("an unknown pot");
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     assert!(e.message().contains("old_gone_x"), "{e:?}");
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// images through the plugin
+// ---------------------------------------------------------------------------------------------
+
+fn quick_task(image: &str) -> Json {
+    json!({
+        "image": image, "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", "exit 0"],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_starts_of_one_uncached_image_download_it_once() {
+    let env = Env::new().await;
+    let server = FileServer::serve(&env.sim.image("demo", "1.0"));
+    let cfg = quick_task(&server.url());
+    let tasks: Vec<TestTask> = (0..20).map(|i| env.task(&format!("t{i}"), &cfg)).collect();
+    futures::future::join_all(tasks.iter().map(|t| env.start(t))).await;
+    for t in &tasks {
+        let r = env.wait(&t.id(), 30.0).await.result.expect("exit result");
+        assert_eq!(r.exit_code, 0);
+        env.destroy(&t.id()).await;
+    }
+    let downloads = server
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with("/demo_1.0.xz"))
+        .count();
+    assert_eq!(downloads, 1, "requests: {:?}", server.requests());
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn required_signature_refuses_unsigned_images_and_accepts_signed_ones() {
+    use libsignify::Codeable;
+    let keys = tempfile::tempdir().unwrap();
+    let sk = libsignify::PrivateKey::generate(
+        &mut rand_core::OsRng,
+        libsignify::NewKeyOpts::NoEncryption,
+    )
+    .unwrap();
+    let pubkey = keys.path().join("release.pub");
+    std::fs::write(&pubkey, sk.public().to_file_encoding("release public key")).unwrap();
+    let env = Env::with_agent_config(json!({
+        "signature_pubkeys": [pubkey.display().to_string()],
+        "require_signature": true,
+    }))
+    .await;
+    let images = env.sim.image("demo", "1.0");
+    let server = FileServer::serve(&images);
+    let t = env.task("unsigned", &quick_task(&server.url()));
+    let req = StartTaskRequest {
+        task: Some(t.config.clone()),
+    };
+    let s = within(30.0, "StartTask", env.plugin.driver().start_task(req))
+        .await
+        .expect_err("an unsigned image was started");
+    assert!(
+        s.message()
+            .contains("demo_1.0.xz.skein.sig not found: the image is unsigned"),
+        "{s:?}"
+    );
+    env.sim.assert_clean("after the refused image");
+
+    let skein = std::fs::read(images.join("demo_1.0.xz.skein")).unwrap();
+    std::fs::write(
+        images.join("demo_1.0.xz.skein.sig"),
+        sk.sign(&skein).to_file_encoding("verify with release.pub"),
+    )
+    .unwrap();
+    let t = env.task("signed", &quick_task(&server.url()));
+    env.start(&t).await;
+    assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 0);
+    env.destroy(&t.id()).await;
     env.finish().await;
 }

@@ -138,15 +138,9 @@ impl Engine {
             }
         }
         let events = |msg: String| self.event(&pot, msg);
-        let imported = image::ensure_imported(
-            &self.host,
-            &self.images,
-            &self.cfg.jails_dataset(),
-            &self.cfg.cache_dir,
-            &spec.image,
-            &events,
-        )
-        .await?;
+        let imported =
+            image::ensure_imported(&self.host, &self.images, &self.cfg, &spec.image, &events)
+                .await?;
         let image_conf_path = self
             .cfg
             .jails_dir()

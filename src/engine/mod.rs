@@ -10,7 +10,8 @@ mod potconf;
 pub mod shim;
 
 pub use config::{
-    ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides,
+    ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,
+    ImagePolicy, NetworkConfig, Overrides,
 };
 pub use error::EngineError;
 pub use image::ImageRef;

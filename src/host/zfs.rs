@@ -71,8 +71,12 @@ impl Host {
         })?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let copied = std::io::copy(stream, &mut stdin);
-        // Closing stdin tells zfs the stream ended; on a copy error it sees a truncated stream.
         drop(stdin);
+        // A failing source must abort the receive: closing stdin alone would let zfs take a
+        // cut at a record boundary for the end of the stream.
+        if copied.is_err() {
+            let _ = child.kill();
+        }
         let output = child
             .wait_with_output()
             .map_err(|source| HostError::Spawn {
