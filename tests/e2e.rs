@@ -1107,3 +1107,79 @@ async fn required_signature_refuses_unsigned_images_and_accepts_signed_ones() {
     env.destroy(&t.id()).await;
     env.finish().await;
 }
+
+/// Names of the datasets under `zroot/pot/jails` on the simulated host.
+fn jails_datasets(sim: &SimHost) -> Vec<String> {
+    let out = std::process::Command::new(sim.dir.join("bin/zfs"))
+        .args(["list", "-H", "-r", "-o", "name", "zroot/pot/jails"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn potctl(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_potctl"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "potctl {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_cache_is_bounded_and_collected_by_potctl() {
+    let env = Env::with_agent_config(json!({"image_cache_max": "1"})).await;
+    let images = env.sim.image("demo", "1.0");
+    env.sim.image("demo", "2.0");
+    let url = format!("file://{}", images.display());
+    for tag in ["1.0", "2.0"] {
+        let mut cfg = quick_task(&url);
+        cfg["tag"] = tag.into();
+        let t = env.task(&format!("t{}", tag.replace('.', "")), &cfg);
+        env.start(&t).await;
+        assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 0);
+        env.destroy(&t.id()).await;
+    }
+    // The second start removed the first image, which no pot used any more.
+    let datasets = jails_datasets(&env.sim);
+    assert!(
+        !datasets.iter().any(|d| d.contains("demo_1_0")),
+        "{datasets:?}"
+    );
+    assert!(
+        datasets.iter().any(|d| d.ends_with("/demo_2_0")),
+        "{datasets:?}"
+    );
+
+    let cache = std::path::PathBuf::from(env.sim.config["cache_dir"].as_str().unwrap());
+    let sim_dir = env.sim.dir.display().to_string();
+    assert_eq!(
+        potctl(&["--sim", &sim_dir, "images", "gc", "--dry-run"]),
+        "would remove demo_2_0\n"
+    );
+    let config_file = env.sim.tmp.path().join("agent.json");
+    std::fs::write(&config_file, env.sim.config.to_string()).unwrap();
+    assert_eq!(
+        potctl(&[
+            "images",
+            "gc",
+            "--dry-run",
+            "--keep",
+            "1",
+            "--config",
+            &config_file.display().to_string()
+        ]),
+        "kept demo_2_0\n"
+    );
+    assert!(cache.join("demo_2.0.xz").exists());
+    assert_eq!(
+        potctl(&["--sim", &sim_dir, "images", "gc"]),
+        "removed demo_2_0\n"
+    );
+    assert!(!jails_datasets(&env.sim).iter().any(|d| d.contains("demo_")));
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+    env.finish().await;
+}

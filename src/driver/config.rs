@@ -39,6 +39,7 @@ impl AgentConfig {
                     .map(|keys| keys.into_iter().map(PathBuf::from).collect()),
                 require_signature: o.bool("require_signature"),
                 image_max_size: o.string("image_max_size"),
+                image_cache_max: o.string("image_cache_max"),
             },
         })
     }
@@ -142,6 +143,7 @@ mod tests {
             ),
             ("require_signature", false.into()),
             ("image_max_size", "20G".into()),
+            ("image_cache_max", "10".into()),
         ]);
         let e = AgentConfig::decode(&bytes).unwrap().engine;
         assert_eq!(
@@ -153,6 +155,7 @@ mod tests {
         );
         assert_eq!(e.require_signature, Some(false));
         assert_eq!(e.image_max_size.as_deref(), Some("20G"));
+        assert_eq!(e.image_cache_max.as_deref(), Some("10"));
         let e = AgentConfig::decode(&encode(vec![("enabled", true.into())]))
             .unwrap()
             .engine;

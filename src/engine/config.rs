@@ -45,6 +45,9 @@ pub struct ImagePolicy {
     pub attempts: u32,
     /// Wait before the second try; doubled for each further one.
     pub backoff: Duration,
+    /// Keep at most this many imported images, removing unused ones oldest first after each
+    /// import; `None`: never remove any automatically (as pot).
+    pub cache_max: Option<usize>,
 }
 
 impl Default for ImagePolicy {
@@ -57,6 +60,7 @@ impl Default for ImagePolicy {
             idle_timeout: Duration::from_secs(60),
             attempts: 4,
             backoff: Duration::from_secs(2),
+            cache_max: None,
         }
     }
 }
@@ -91,6 +95,7 @@ pub struct Overrides {
     pub signature_pubkeys: Option<Vec<PathBuf>>,
     pub require_signature: Option<bool>,
     pub image_max_size: Option<String>,
+    pub image_cache_max: Option<String>,
 }
 
 /// A setting that failed validation.
@@ -244,10 +249,23 @@ fn image_policy(o: &Overrides, pot: &PotSettings) -> Result<ImagePolicy, ConfigE
         Some(v) => parse_size("image_max_size", v)?,
         None => DEFAULT_IMAGE_MAX_SIZE,
     };
+    let cache_max = o
+        .image_cache_max
+        .as_deref()
+        .map(|v| {
+            v.trim().parse::<usize>().map_err(|_| {
+                bad(
+                    "image_cache_max",
+                    format!("{v:?} is not a number of images"),
+                )
+            })
+        })
+        .transpose()?;
     Ok(ImagePolicy {
         pubkeys,
         require_signature,
         max_size,
+        cache_max,
         ..ImagePolicy::default()
     })
 }
@@ -468,6 +486,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(EngineConfig::resolve(&o).unwrap_err().key, "image_max_size");
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            image_cache_max: Some("ten".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            EngineConfig::resolve(&o).unwrap_err().key,
+            "image_cache_max"
+        );
         let o = Overrides {
             pot_conf_dir: Some("/nonexistent".into()),
             require_signature: Some(true),

@@ -30,6 +30,48 @@ impl Host {
         Ok(snaps)
     }
 
+    /// Every filesystem under `parent` (and `parent` itself) with its origin and user property
+    /// `prop`.
+    pub async fn zfs_list_tree(
+        &self,
+        parent: &str,
+        prop: &str,
+    ) -> Result<Vec<DatasetEntry>, HostError> {
+        let fields = format!("name,origin,{prop}");
+        let out = self
+            .zfs(argv![
+                "list",
+                "-H",
+                "-p",
+                "-r",
+                "-t",
+                "filesystem",
+                "-o",
+                fields,
+                parent
+            ])
+            .await?;
+        let value = |v: &str| (v != "-" && !v.is_empty()).then(|| v.to_string());
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                Some(DatasetEntry {
+                    name: f.next()?.to_string(),
+                    origin: value(f.next()?),
+                    user_prop: value(f.next()?),
+                })
+            })
+            .collect())
+    }
+
+    /// `zfs set prop=value name`.
+    pub async fn zfs_set(&self, name: &str, prop: &str, value: &str) -> Result<(), HostError> {
+        self.zfs(argv!["set", format!("{prop}={value}"), name])
+            .await
+            .map(drop)
+    }
+
     /// `zfs create name` (mountpoint inherited).
     pub async fn zfs_create(&self, name: &str) -> Result<(), HostError> {
         self.zfs(argv!["create", name]).await.map(drop)
@@ -107,6 +149,15 @@ impl Host {
             Err(e) => Err(e),
         }
     }
+}
+
+/// One line of [`Host::zfs_list_tree`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetEntry {
+    pub name: String,
+    /// The snapshot this dataset was cloned from.
+    pub origin: Option<String>,
+    pub user_prop: Option<String>,
 }
 
 /// zfs names the dataset in quotes: `cannot open 'zroot/x': dataset does not exist`.

@@ -8,8 +8,11 @@
 //! to `<pot>_<tag>`; on any failure it is destroyed and the cache files removed.
 
 mod fetch;
+mod gc;
 #[cfg(test)]
 mod tests;
+
+pub use gc::GcReport;
 
 use super::{EngineError, ImagePolicy};
 use crate::host::Host;
@@ -148,6 +151,20 @@ impl ImageLocks {
         }
     }
 
+    /// The lock, unless someone holds it (an import or a clone of this image is under way).
+    fn try_lock(&self, name: &str) -> Option<ImageLock<'_>> {
+        let entry = LockEntry {
+            lock: self.table().entry(name.to_string()).or_default().clone(),
+            locks: self,
+            name: name.to_string(),
+        };
+        let guard = entry.lock.clone().try_lock_owned().ok()?;
+        Some(ImageLock {
+            _guard: guard,
+            _entry: entry,
+        })
+    }
+
     /// How many images have a lock held or awaited.
     #[cfg(test)]
     fn active(&self) -> usize {
@@ -163,7 +180,7 @@ impl ImageLocks {
 }
 
 /// Field order matters: the guard is released before the entry decides whether to go.
-struct ImageLock<'a> {
+pub struct ImageLock<'a> {
     _guard: tokio::sync::OwnedMutexGuard<()>,
     _entry: LockEntry<'a>,
 }
@@ -193,15 +210,16 @@ pub struct Imported {
     pub snapshot: String,
 }
 
-/// Imports `image` unless a pot of that name already exists.
-pub async fn ensure_imported(
+/// Imports `image` unless a pot of that name already exists. The image stays locked until the
+/// returned lock is dropped.
+pub async fn ensure_imported<'a>(
     host: &Host,
-    locks: &ImageLocks,
+    locks: &'a ImageLocks,
     cfg: &super::EngineConfig,
     image: &ImageRef,
     progress: &(dyn Fn(String) + Send + Sync),
-) -> Result<Imported, EngineError> {
-    let _lock = locks.lock(&image.local_name()).await;
+) -> Result<(Imported, ImageLock<'a>), EngineError> {
+    let lock = locks.lock(&image.local_name()).await;
     let dataset = format!("{}/{}", cfg.jails_dataset(), image.local_name());
     let host_err = |e| image.err(format!("{e}"), false);
     if !host.zfs_exists(&dataset).await.map_err(host_err)? {
@@ -214,7 +232,7 @@ pub async fn ensure_imported(
         .map_err(host_err)?
         .pop()
         .ok_or_else(|| image.err(format!("{dataset}/m has no snapshot to clone"), false))?;
-    Ok(Imported { dataset, snapshot })
+    Ok((Imported { dataset, snapshot }, lock))
 }
 
 /// Retries transient failures with exponential backoff; each try starts from scratch.
@@ -305,6 +323,9 @@ async fn import_once(
         cache
             .store(&meta, &skein, sig.as_deref())
             .map_err(|e| image.err(format!("cache dir {}: {e}", cache_dir.display()), false))?;
+        host.zfs_set(&temp, gc::IMAGE_PROP, &gc::stamp(&xz))
+            .await
+            .map_err(|e| image.err(e.to_string(), false))?;
         host.zfs_rename(&temp, dataset)
             .await
             .map_err(|e| image.err(e.to_string(), false))
