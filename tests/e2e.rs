@@ -1183,3 +1183,44 @@ async fn image_cache_is_bounded_and_collected_by_potctl() {
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_download_progress_reaches_task_events() {
+    use nomad_pot_driver::proto::drivers::TaskEventsRequest;
+    let env = Env::new().await;
+    let server = FileServer::serve(&env.sim.image("demo", "1.0"));
+    let mut events = within(
+        5.0,
+        "TaskEvents",
+        env.plugin.driver().task_events(TaskEventsRequest {}),
+    )
+    .await
+    .expect("TaskEvents")
+    .into_inner();
+    let t = env.task("progress", &quick_task(&server.url()));
+    env.start(&t).await;
+    let mut messages = Vec::new();
+    while !messages
+        .iter()
+        .any(|m: &String| m.starts_with("Imported image"))
+    {
+        let ev = within(10.0, "a task event", events.message())
+            .await
+            .expect("event stream")
+            .expect("event stream ended");
+        assert_eq!(ev.task_id, t.id());
+        messages.push(ev.message);
+    }
+    let progress: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.starts_with("Downloading image demo_1.0: "))
+        .collect();
+    assert!(
+        progress.last().is_some_and(|m| m.contains(": 100% of ")),
+        "{messages:?}"
+    );
+    assert_eq!(messages.last().unwrap(), "Imported image demo_1.0");
+    env.wait(&t.id(), 30.0).await;
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
