@@ -1224,3 +1224,44 @@ async fn image_download_progress_reaches_task_events() {
     env.destroy(&t.id()).await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn potctl_export_writes_an_image_the_plugin_runs() {
+    let env = Env::new().await;
+    let image = env.file_image();
+    let t = env.task("first", &quick_task(&image));
+    env.start(&t).await;
+    env.wait(&t.id(), 30.0).await;
+    env.destroy(&t.id()).await;
+
+    let out = env.sim.tmp.path().join("exported");
+    std::fs::create_dir_all(&out).unwrap();
+    let sim_dir = env.sim.dir.display().to_string();
+    let printed = potctl(&[
+        "--sim",
+        &sim_dir,
+        "export",
+        "-p",
+        "demo_1_0",
+        "-t",
+        "9",
+        "-D",
+        &out.display().to_string(),
+    ]);
+    assert!(
+        printed.starts_with(&format!(
+            "exported {}/demo_1_0_9.xz (snapshot ",
+            out.display()
+        )),
+        "{printed}"
+    );
+    let cfg = json!({
+        "image": format!("file://{}", out.display()), "pot": "demo_1_0", "tag": "9",
+        "command": "/bin/sh", "args": ["-c", "exit 7"],
+    });
+    let t = env.task("second", &cfg);
+    env.start(&t).await;
+    assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 7);
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}

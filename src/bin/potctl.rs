@@ -4,7 +4,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use nomad_harness::{FileServer, Plugin, SimHost, TestTask, cty};
 use nomad_pot_driver::driver::AgentConfig;
-use nomad_pot_driver::engine::{Engine, EngineConfig};
+use nomad_pot_driver::engine::{Engine, EngineConfig, ExportOptions};
 use nomad_pot_driver::proto::base::{ConfigSchemaRequest, SetConfigRequest};
 use nomad_pot_driver::proto::drivers::{
     DestroyTaskRequest, StartTaskRequest, TaskConfigSchemaRequest, WaitTaskRequest,
@@ -41,6 +41,25 @@ enum Command {
         #[arg(long, default_value = "nomad-jobs/demo.nomad.hcl")]
         job: PathBuf,
     },
+    /// Write pot image files (`<pot>_<tag>.xz`, `.meta`, `.skein`, with -S `.skein.sig`) from a
+    /// single pot's only snapshot, as `pot export` does; the `.xz` is multi-block.
+    Export {
+        /// The pot to export.
+        #[arg(short = 'p', value_name = "POT")]
+        pot: String,
+        /// Image tag. Default: the snapshot's name.
+        #[arg(short = 't', value_name = "TAG")]
+        tag: Option<String>,
+        /// Output directory.
+        #[arg(short = 'D', value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// xz compression level, 0-9.
+        #[arg(short = 'l', value_name = "LEVEL", default_value_t = 6)]
+        level: u32,
+        /// Sign the .skein with this unencrypted signify secret key.
+        #[arg(short = 'S', value_name = "SECKEY")]
+        seckey: Option<PathBuf>,
+    },
     /// Imported images and the image cache.
     Images {
         #[command(subcommand)]
@@ -69,6 +88,23 @@ fn main() -> ExitCode {
         .context("starting the async runtime")
         .and_then(|rt| match cli.command {
             Command::Demo { job } => rt.block_on(demo(job)),
+            Command::Export {
+                pot,
+                tag,
+                dir,
+                level,
+                seckey,
+            } => {
+                let options = ExportOptions {
+                    pot,
+                    tag,
+                    dir,
+                    level,
+                    seckey,
+                };
+                engine(cli.config, cli.sim)
+                    .and_then(|engine| rt.block_on(export(&engine, &options)))
+            }
             Command::Images {
                 command: ImagesCommand::Gc { dry_run, keep },
             } => engine(cli.config, cli.sim)
@@ -113,6 +149,18 @@ fn engine(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<Engine> {
     let agent = AgentConfig::decode(&msgpack)?;
     let cfg = EngineConfig::resolve(&agent.engine)?;
     Ok(Engine::new(cfg, Arc::new(|_, _| {})))
+}
+
+async fn export(engine: &Engine, options: &ExportOptions) -> Result<ExitCode> {
+    let exported = engine.export(options).await?;
+    println!(
+        "exported {} (snapshot {}, tag {}{})",
+        exported.xz.display(),
+        exported.snapshot,
+        exported.tag,
+        if exported.signed { ", signed" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn images_gc(engine: &Engine, dry_run: bool, keep: Option<usize>) -> Result<ExitCode> {

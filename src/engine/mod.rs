@@ -14,7 +14,7 @@ pub use config::{
     ImagePolicy, NetworkConfig, Overrides,
 };
 pub use error::EngineError;
-pub use image::{GcReport, ImageRef};
+pub use image::{ExportOptions, Exported, GcReport, ImageRef};
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExecOutput, ExitInfo, Instance, TaskSpec};
 pub use potconf::PotConf;

@@ -137,6 +137,49 @@ impl Host {
         }
     }
 
+    /// `zfs send -R snapshot` into `sink`. Blocking: call from a blocking thread.
+    pub fn zfs_send_recursive_blocking(
+        &self,
+        snapshot: &str,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<(), HostError> {
+        let args = argv!["send", "-R", snapshot];
+        let command = display_command(Tool::Zfs, &args);
+        let spawn_err = |source| HostError::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let mut child = self.command(Tool::Zfs, &args)?.spawn().map_err(spawn_err)?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        // Drained on the side so a chatty zfs cannot block on a full stderr pipe.
+        let errors = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text);
+            text
+        });
+        let copied = std::io::copy(&mut stdout, sink);
+        if copied.is_err() {
+            let _ = child.kill();
+        }
+        drop(stdout);
+        let status = child.wait().map_err(spawn_err)?;
+        let output = std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: errors.join().unwrap_or_default(),
+        };
+        match (copied, super::finish(command.clone(), output)) {
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(HostError::Failed {
+                command,
+                status: "output not stored".to_string(),
+                stderr: e.to_string(),
+            }),
+            (Ok(_), Ok(_)) => Ok(()),
+        }
+    }
+
     async fn zfs(&self, args: Vec<OsString>) -> Result<String, HostError> {
         match self.run(Tool::Zfs, args).await {
             Ok(out) => Ok(out.stdout),

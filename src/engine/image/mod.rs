@@ -7,11 +7,13 @@
 //! temporary dataset. Only when the hash matches at the end of the stream is that dataset renamed
 //! to `<pot>_<tag>`; on any failure it is destroyed and the cache files removed.
 
+mod export;
 mod fetch;
 mod gc;
 #[cfg(test)]
 mod tests;
 
+pub use export::{ExportOptions, Exported};
 pub use gc::GcReport;
 
 use super::{EngineError, ImagePolicy};
@@ -48,19 +50,8 @@ enum Source {
 impl ImageRef {
     /// Validates the task config's `image`, `pot` and `tag` without touching the host.
     pub fn parse(image: &str, pot: &str, tag: &str) -> Result<ImageRef, EngineError> {
-        for (key, value) in [("pot", pot), ("tag", tag)] {
-            let ok = !value.is_empty()
-                && value != "."
-                && !value.contains("..")
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
-            if !ok {
-                return Err(EngineError::InvalidInput(format!(
-                    "{key} {value:?}: only letters, digits, '.', '_', '+' and '-' are allowed (no '/', '..', spaces or control characters)"
-                )));
-            }
-        }
+        check_name("pot", pot)?;
+        check_name("tag", tag)?;
         let source = if let Some(rest) = image.strip_prefix("http://") {
             if rest.is_empty() || rest.starts_with('/') {
                 return Err(EngineError::InvalidInput(format!(
@@ -128,6 +119,28 @@ impl ImageRef {
             transient,
         }
     }
+}
+
+/// Image names become file names and dataset names: a conservative character set, no `..`.
+fn check_name(key: &str, value: &str) -> Result<(), EngineError> {
+    let ok = !value.is_empty()
+        && value != "."
+        && !value.contains("..")
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidInput(format!(
+            "{key} {value:?}: only letters, digits, '.', '_', '+' and '-' are allowed (no '/', '..', spaces or control characters)"
+        )))
+    }
+}
+
+/// Hex of a digest, as `skein1024 -q` prints it.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Serialises imports of the same image; different images proceed in parallel. An entry exists
