@@ -19,5 +19,11 @@ plugin "nomad-pot-driver" {
     dns_ip            = "10.192.0.2"
     extif             = "em0"
     args_quote_compat = true
+    image_max_size    = "64G"
+    # image_cache_max = 10   # unset: imported images are never removed automatically
+    # signify public keys for images' .xz.skein.sig (plus pot's POT_DEFAULT_SIGNATURE_PUBKEY);
+    # with any key set, unsigned images are refused unless require_signature = false.
+    # signature_pubkeys = ["/usr/local/etc/pot/release.pub"]
+    # require_signature = true
   }
 }

@@ -104,6 +104,11 @@ pub struct Env {
 impl Env {
     /// Sim host + plugin launched and configured like Nomad's long-lived instance.
     pub async fn new() -> Env {
+        Env::with_agent_config(serde_json::json!({})).await
+    }
+
+    /// Like [`Env::new`], with some agent options added to the sim's.
+    pub async fn with_agent_config(overrides: Json) -> Env {
         let sim = SimHost::create();
         let plugin = Plugin::launch().await;
         let info = within(
@@ -115,7 +120,7 @@ impl Env {
         .expect("PluginInfo")
         .into_inner();
         assert_eq!(info.name, "pot");
-        if let Err(s) = set_config(&plugin, &sim.agent_config(), true).await {
+        if let Err(s) = set_config(&plugin, &sim.agent_config_with(overrides), true).await {
             panic!(
                 "SetConfig with the sim's agent config failed: {s:?}\n{}",
                 tail(&plugin.stderr_lines(), 30)
