@@ -23,5 +23,11 @@ plugin "nomad-pot-driver" {
     allowed_host_paths = []
     # Jail attributes jobs may change from pot's secure defaults.
     allowed_attributes = []
+    image_max_size    = "64G"
+    # image_cache_max = 10   # unset: imported images are never removed automatically
+    # signify public keys for images' .xz.skein.sig (plus pot's POT_DEFAULT_SIGNATURE_PUBKEY);
+    # with any key set, unsigned images are refused unless require_signature = false.
+    # signature_pubkeys = ["/usr/local/etc/pot/release.pub"]
+    # require_signature = true
   }
 }

@@ -1081,6 +1081,82 @@ async fn exec_streaming_over_pipes_and_a_pty() {
     env.finish().await;
 }
 
+// images through the plugin
+// ---------------------------------------------------------------------------------------------
+
+fn quick_task(image: &str) -> Json {
+    json!({
+        "image": image, "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", "exit 0"],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_starts_of_one_uncached_image_download_it_once() {
+    let env = Env::new().await;
+    let server = FileServer::serve(&env.sim.image("demo", "1.0"));
+    let cfg = quick_task(&server.url());
+    let tasks: Vec<TestTask> = (0..20).map(|i| env.task(&format!("t{i}"), &cfg)).collect();
+    futures::future::join_all(tasks.iter().map(|t| env.start(t))).await;
+    for t in &tasks {
+        let r = env.wait(&t.id(), 30.0).await.result.expect("exit result");
+        assert_eq!(r.exit_code, 0);
+        env.destroy(&t.id()).await;
+    }
+    let downloads = server
+        .requests()
+        .iter()
+        .filter(|r| r.ends_with("/demo_1.0.xz"))
+        .count();
+    assert_eq!(downloads, 1, "requests: {:?}", server.requests());
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn required_signature_refuses_unsigned_images_and_accepts_signed_ones() {
+    use libsignify::Codeable;
+    let keys = tempfile::tempdir().unwrap();
+    let sk = libsignify::PrivateKey::generate(
+        &mut rand_core::OsRng,
+        libsignify::NewKeyOpts::NoEncryption,
+    )
+    .unwrap();
+    let pubkey = keys.path().join("release.pub");
+    std::fs::write(&pubkey, sk.public().to_file_encoding("release public key")).unwrap();
+    let env = Env::with_agent_config(json!({
+        "signature_pubkeys": [pubkey.display().to_string()],
+        "require_signature": true,
+    }))
+    .await;
+    let images = env.sim.image("demo", "1.0");
+    let server = FileServer::serve(&images);
+    let t = env.task("unsigned", &quick_task(&server.url()));
+    let req = StartTaskRequest {
+        task: Some(t.config.clone()),
+    };
+    let s = within(30.0, "StartTask", env.plugin.driver().start_task(req))
+        .await
+        .expect_err("an unsigned image was started");
+    assert!(
+        s.message()
+            .contains("demo_1.0.xz.skein.sig not found: the image is unsigned"),
+        "{s:?}"
+    );
+    env.sim.assert_clean("after the refused image");
+
+    let skein = std::fs::read(images.join("demo_1.0.xz.skein")).unwrap();
+    std::fs::write(
+        images.join("demo_1.0.xz.skein.sig"),
+        sk.sign(&skein).to_file_encoding("verify with release.pub"),
+    )
+    .unwrap();
+    let t = env.task("signed", &quick_task(&server.url()));
+    env.start(&t).await;
+    assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 0);
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // i. reconcile: abandoned pots of this driver are collected, others are left alone
 // ---------------------------------------------------------------------------------------------
@@ -1156,6 +1232,164 @@ async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
     env.finish().await;
 }
 
+/// Names of the datasets under `zroot/pot/jails` on the simulated host.
+fn jails_datasets(sim: &SimHost) -> Vec<String> {
+    let out = std::process::Command::new(sim.dir.join("bin/zfs"))
+        .args(["list", "-H", "-r", "-o", "name", "zroot/pot/jails"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn potctl(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_potctl"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "potctl {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_cache_is_bounded_and_collected_by_potctl() {
+    let env = Env::with_agent_config(json!({"image_cache_max": "1"})).await;
+    let images = env.sim.image("demo", "1.0");
+    env.sim.image("demo", "2.0");
+    let url = format!("file://{}", images.display());
+    for tag in ["1.0", "2.0"] {
+        let mut cfg = quick_task(&url);
+        cfg["tag"] = tag.into();
+        let t = env.task(&format!("t{}", tag.replace('.', "")), &cfg);
+        env.start(&t).await;
+        assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 0);
+        env.destroy(&t.id()).await;
+    }
+    // The second start removed the first image, which no pot used any more.
+    let datasets = jails_datasets(&env.sim);
+    assert!(
+        !datasets.iter().any(|d| d.contains("demo_1_0")),
+        "{datasets:?}"
+    );
+    assert!(
+        datasets.iter().any(|d| d.ends_with("/demo_2_0")),
+        "{datasets:?}"
+    );
+
+    let cache = std::path::PathBuf::from(env.sim.config["cache_dir"].as_str().unwrap());
+    let sim_dir = env.sim.dir.display().to_string();
+    assert_eq!(
+        potctl(&["--sim", &sim_dir, "images", "gc", "--dry-run"]),
+        "would remove demo_2_0\n"
+    );
+    let config_file = env.sim.tmp.path().join("agent.json");
+    std::fs::write(&config_file, env.sim.config.to_string()).unwrap();
+    assert_eq!(
+        potctl(&[
+            "images",
+            "gc",
+            "--dry-run",
+            "--keep",
+            "1",
+            "--config",
+            &config_file.display().to_string()
+        ]),
+        "kept demo_2_0\n"
+    );
+    assert!(cache.join("demo_2.0.xz").exists());
+    assert_eq!(
+        potctl(&["--sim", &sim_dir, "images", "gc"]),
+        "removed demo_2_0\n"
+    );
+    assert!(!jails_datasets(&env.sim).iter().any(|d| d.contains("demo_")));
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_download_progress_reaches_task_events() {
+    use nomad_pot_driver::proto::drivers::TaskEventsRequest;
+    let env = Env::new().await;
+    let server = FileServer::serve(&env.sim.image("demo", "1.0"));
+    let mut events = within(
+        5.0,
+        "TaskEvents",
+        env.plugin.driver().task_events(TaskEventsRequest {}),
+    )
+    .await
+    .expect("TaskEvents")
+    .into_inner();
+    let t = env.task("progress", &quick_task(&server.url()));
+    env.start(&t).await;
+    let mut messages = Vec::new();
+    while !messages
+        .iter()
+        .any(|m: &String| m.starts_with("Imported image"))
+    {
+        let ev = within(10.0, "a task event", events.message())
+            .await
+            .expect("event stream")
+            .expect("event stream ended");
+        assert_eq!(ev.task_id, t.id());
+        messages.push(ev.message);
+    }
+    let progress: Vec<&String> = messages
+        .iter()
+        .filter(|m| m.starts_with("Downloading image demo_1.0: "))
+        .collect();
+    assert!(
+        progress.last().is_some_and(|m| m.contains(": 100% of ")),
+        "{messages:?}"
+    );
+    assert_eq!(messages.last().unwrap(), "Imported image demo_1.0");
+    env.wait(&t.id(), 30.0).await;
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn potctl_export_writes_an_image_the_plugin_runs() {
+    let env = Env::new().await;
+    let image = env.file_image();
+    let t = env.task("first", &quick_task(&image));
+    env.start(&t).await;
+    env.wait(&t.id(), 30.0).await;
+    env.destroy(&t.id()).await;
+
+    let out = env.sim.tmp.path().join("exported");
+    std::fs::create_dir_all(&out).unwrap();
+    let sim_dir = env.sim.dir.display().to_string();
+    let printed = potctl(&[
+        "--sim",
+        &sim_dir,
+        "export",
+        "-p",
+        "demo_1_0",
+        "-t",
+        "9",
+        "-D",
+        &out.display().to_string(),
+    ]);
+    assert!(
+        printed.starts_with(&format!(
+            "exported {}/demo_1_0_9.xz (snapshot ",
+            out.display()
+        )),
+        "{printed}"
+    );
+    let cfg = json!({
+        "image": format!("file://{}", out.display()), "pot": "demo_1_0", "tag": "9",
+        "command": "/bin/sh", "args": ["-c", "exit 7"],
+    });
+    let t = env.task("second", &cfg);
+    env.start(&t).await;
+    assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 7);
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // j. job options: mount, mount_read_only, copy, extra_hosts, attributes, and their boundary
 // ---------------------------------------------------------------------------------------------
@@ -1203,7 +1437,7 @@ async fn job_mounts_copies_hosts_and_attributes() {
     std::fs::write(shared.join("www/index"), "from-www\n").unwrap();
     std::fs::write(shared.join("app.conf"), "key=from-copy\n").unwrap();
     let shared = std::fs::canonicalize(&shared).unwrap();
-    let env = Env::with_agent(json!({
+    let env = Env::with_agent_config(json!({
         "allowed_host_paths": [shared.display().to_string()],
         "allowed_attributes": ["devfs_ruleset"],
     }))
@@ -1486,7 +1720,8 @@ async fn user_dns_volumes_and_task_dirs() {
     std::fs::write(vol.path().join("f"), "from-volume\n").unwrap();
     let vol_path = std::fs::canonicalize(vol.path()).unwrap();
     let env =
-        Env::with_agent(json!({"allowed_host_paths": [vol_path.display().to_string()]})).await;
+        Env::with_agent_config(json!({"allowed_host_paths": [vol_path.display().to_string()]}))
+            .await;
     let caps = within(
         5.0,
         "Capabilities",
@@ -1897,7 +2132,7 @@ impl Hostile {
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_strings_reach_tools_verbatim_or_are_refused() {
     use nomad_pot_driver::proto::drivers::{DnsConfig, ExecTaskRequest};
-    let env = Env::with_agent(json!({"args_quote_compat": false})).await;
+    let env = Env::with_agent_config(json!({"args_quote_compat": false})).await;
     let image = env.file_image();
     let mut hostile = Hostile(0x9E37_79B9_7F4A_7C15);
     let (mut accepted, mut refused) = (0, 0);

@@ -3,12 +3,15 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use nomad_harness::{FileServer, Plugin, SimHost, TestTask, cty};
+use nomad_pot_driver::driver::AgentConfig;
+use nomad_pot_driver::engine::{Engine, EngineConfig, ExportOptions};
 use nomad_pot_driver::proto::base::{ConfigSchemaRequest, SetConfigRequest};
 use nomad_pot_driver::proto::drivers::{
     DestroyTaskRequest, StartTaskRequest, TaskConfigSchemaRequest, WaitTaskRequest,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -18,6 +21,13 @@ use std::time::Duration;
     about = "Inspect and repair the pot driver's node"
 )]
 struct Cli {
+    /// The driver's agent config as JSON (the plugin's `config {}` block; `freebsd-sim init`
+    /// prints one).
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "sim")]
+    config: Option<PathBuf>,
+    /// Work on the simulated host at DIR (its config is what `freebsd-sim init DIR` prints).
+    #[arg(long, global = true, value_name = "DIR")]
+    sim: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,15 +41,75 @@ enum Command {
         #[arg(long, default_value = "nomad-jobs/demo.nomad.hcl")]
         job: PathBuf,
     },
+    /// Write pot image files (`<pot>_<tag>.xz`, `.meta`, `.skein`, with -S `.skein.sig`) from a
+    /// single pot's only snapshot, as `pot export` does; the `.xz` is multi-block.
+    Export {
+        /// The pot to export.
+        #[arg(short = 'p', value_name = "POT")]
+        pot: String,
+        /// Image tag. Default: the snapshot's name.
+        #[arg(short = 't', value_name = "TAG")]
+        tag: Option<String>,
+        /// Output directory.
+        #[arg(short = 'D', value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
+        /// xz compression level, 0-9.
+        #[arg(short = 'l', value_name = "LEVEL", default_value_t = 6)]
+        level: u32,
+        /// Sign the .skein with this unencrypted signify secret key.
+        #[arg(short = 'S', value_name = "SECKEY")]
+        seckey: Option<PathBuf>,
+    },
+    /// Imported images and the image cache.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Remove imported images no pot is cloned from, oldest first, with their cached files.
+    /// Only images imported by this driver are considered.
+    Gc {
+        /// Print what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Images to keep (in-use ones count and always stay). Default: the agent's
+        /// `image_cache_max`, else 0.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Demo { job } => tokio::runtime::Runtime::new()
-            .context("starting the async runtime")
-            .and_then(|rt| rt.block_on(demo(job))),
-    };
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|rt| match cli.command {
+            Command::Demo { job } => rt.block_on(demo(job)),
+            Command::Export {
+                pot,
+                tag,
+                dir,
+                level,
+                seckey,
+            } => {
+                let options = ExportOptions {
+                    pot,
+                    tag,
+                    dir,
+                    level,
+                    seckey,
+                };
+                engine(cli.config, cli.sim)
+                    .and_then(|engine| rt.block_on(export(&engine, &options)))
+            }
+            Command::Images {
+                command: ImagesCommand::Gc { dry_run, keep },
+            } => engine(cli.config, cli.sim)
+                .and_then(|engine| rt.block_on(images_gc(&engine, dry_run, keep))),
+        });
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -47,6 +117,63 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The engine for the node described by `--config` or `--sim`, configured as the plugin would be.
+fn engine(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<Engine> {
+    let json: serde_json::Value = match (config, sim) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?
+        }
+        (None, Some(dir)) => {
+            let out = std::process::Command::new(nomad_harness::sim::sim_bin())
+                .arg("init")
+                .arg(&dir)
+                .output()
+                .context("running freebsd-sim init")?;
+            if !out.status.success() {
+                bail!(
+                    "freebsd-sim init {}: {}",
+                    dir.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            serde_json::from_slice(&out.stdout).context("parsing freebsd-sim init's config")?
+        }
+        (None, None) => bail!("this command needs --config FILE or --sim DIR"),
+    };
+    let msgpack = cty::encode(&nomad_pot_driver::driver::agent_spec(), &json)
+        .map_err(|e| anyhow::anyhow!("agent config: {e}"))?;
+    let agent = AgentConfig::decode(&msgpack)?;
+    let cfg = EngineConfig::resolve(&agent.engine)?;
+    Ok(Engine::new(cfg, Arc::new(|_, _| {})))
+}
+
+async fn export(engine: &Engine, options: &ExportOptions) -> Result<ExitCode> {
+    let exported = engine.export(options).await?;
+    println!(
+        "exported {} (snapshot {}, tag {}{})",
+        exported.xz.display(),
+        exported.snapshot,
+        exported.tag,
+        if exported.signed { ", signed" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn images_gc(engine: &Engine, dry_run: bool, keep: Option<usize>) -> Result<ExitCode> {
+    let keep = keep.or(engine.config().image.cache_max).unwrap_or(0);
+    let report = engine.gc_images(keep, dry_run).await?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for name in &report.removed {
+        println!("{verb} {name}");
+    }
+    for name in &report.kept {
+        println!("kept {name}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints a step of the demo.

@@ -40,6 +40,12 @@ impl AgentConfig {
                     .map(PathBuf::from)
                     .collect(),
                 allowed_attributes: o.strings("allowed_attributes"),
+                signature_pubkeys: Some(o.strings("signature_pubkeys"))
+                    .filter(|keys| !keys.is_empty())
+                    .map(|keys| keys.into_iter().map(PathBuf::from).collect()),
+                require_signature: o.bool("require_signature"),
+                image_max_size: o.string("image_max_size"),
+                image_cache_max: o.string("image_cache_max"),
             },
         })
     }
@@ -241,6 +247,39 @@ mod tests {
             let e = TaskConfig::decode(&encode(m)).unwrap_err();
             assert!(e.reason.starts_with(&format!("{key}[0]: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn image_options_reach_the_engine() {
+        let bytes = encode(vec![
+            ("enabled", true.into()),
+            (
+                "signature_pubkeys",
+                rmpv::Value::Array(vec!["/etc/pot/a.pub".into(), "/etc/pot/b.pub".into()]),
+            ),
+            ("require_signature", false.into()),
+            ("image_max_size", "20G".into()),
+            ("image_cache_max", "10".into()),
+        ]);
+        let e = AgentConfig::decode(&bytes).unwrap().engine;
+        assert_eq!(
+            e.signature_pubkeys,
+            Some(vec![
+                PathBuf::from("/etc/pot/a.pub"),
+                PathBuf::from("/etc/pot/b.pub")
+            ])
+        );
+        assert_eq!(e.require_signature, Some(false));
+        assert_eq!(e.image_max_size.as_deref(), Some("20G"));
+        assert_eq!(e.image_cache_max.as_deref(), Some("10"));
+        let e = AgentConfig::decode(&encode(vec![("enabled", true.into())]))
+            .unwrap()
+            .engine;
+        assert_eq!(
+            (e.signature_pubkeys, e.require_signature),
+            (None, None),
+            "absent options keep pot's behaviour"
+        );
     }
 
     #[test]

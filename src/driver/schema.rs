@@ -82,6 +82,12 @@ pub const AGENT: &[AttrDef] = &[
     with_default("args_quote_compat", Ty::Bool, "true"),
     attr("allowed_host_paths", Ty::ListString),
     attr("allowed_attributes", Ty::ListString),
+    attr("signature_pubkeys", Ty::ListString),
+    // No default: absent means "required exactly when keys are configured".
+    attr("require_signature", Ty::Bool),
+    attr("image_max_size", Ty::String),
+    // A count; HCL turns `image_cache_max = 10` into the string Nomad sends.
+    attr("image_cache_max", Ty::String),
 ];
 
 /// A job's `config { … }`: the Go driver's schema, key for key.

@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Everything the engine needs to know about the host.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,43 @@ pub struct EngineConfig {
     pub allowed_host_paths: Vec<PathBuf>,
     /// Jail attributes jobs may change, besides the safe ones.
     pub allowed_attributes: Vec<String>,
+    pub image: ImagePolicy,
+}
+
+/// How images are fetched and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagePolicy {
+    /// signify public keys an image's `.skein.sig` may be signed with.
+    pub pubkeys: Vec<PathBuf>,
+    /// Refuse images without a valid signature.
+    pub require_signature: bool,
+    /// Upper bound, in bytes, for both the compressed download and the decompressed stream.
+    pub max_size: u64,
+    pub connect_timeout: Duration,
+    /// A download that receives nothing for this long is cut and retried.
+    pub idle_timeout: Duration,
+    /// Tries per import (and per download, resuming with Range) before giving up.
+    pub attempts: u32,
+    /// Wait before the second try; doubled for each further one.
+    pub backoff: Duration,
+    /// Keep at most this many imported images, removing unused ones oldest first after each
+    /// import; `None`: never remove any automatically (as pot).
+    pub cache_max: Option<usize>,
+}
+
+impl Default for ImagePolicy {
+    fn default() -> Self {
+        ImagePolicy {
+            pubkeys: Vec::new(),
+            require_signature: false,
+            max_size: DEFAULT_IMAGE_MAX_SIZE,
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            attempts: 4,
+            backoff: Duration::from_secs(2),
+            cache_max: None,
+        }
+    }
 }
 
 /// pot's network settings.
@@ -60,6 +98,10 @@ pub struct Overrides {
     pub args_quote_compat: Option<bool>,
     pub allowed_host_paths: Vec<PathBuf>,
     pub allowed_attributes: Vec<String>,
+    pub signature_pubkeys: Option<Vec<PathBuf>>,
+    pub require_signature: Option<bool>,
+    pub image_max_size: Option<String>,
+    pub image_cache_max: Option<String>,
 }
 
 /// A setting that failed validation.
@@ -79,6 +121,8 @@ fn bad(key: &str, reason: impl Into<String>) -> ConfigError {
 
 pub const DEFAULT_TOOL_PATH: &str = "/sbin:/bin:/usr/sbin:/usr/bin";
 pub const DEFAULT_POT_CONF_DIR: &str = "/usr/local/etc/pot";
+/// 64 GiB: far above any real pot image, low enough to stop an xz bomb filling the pool.
+pub const DEFAULT_IMAGE_MAX_SIZE: u64 = 64 << 30;
 
 impl EngineConfig {
     /// pot's defaults, then `pot.default.conf` and `pot.conf` from the config dir, then `o`.
@@ -128,6 +172,7 @@ impl EngineConfig {
             args_quote_compat: o.args_quote_compat.unwrap_or(true),
             allowed_host_paths: o.allowed_host_paths.clone(),
             allowed_attributes: o.allowed_attributes.clone(),
+            image: image_policy(o, &pot)?,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -194,6 +239,91 @@ impl EngineConfig {
     }
 }
 
+/// Agent keys come first; pot's `POT_DEFAULT_SIGNATURE_PUBKEY` is added when set. Keys present
+/// make signatures mandatory unless `require_signature = false`, as with pot's default key.
+fn image_policy(o: &Overrides, pot: &PotSettings) -> Result<ImagePolicy, ConfigError> {
+    let mut pubkeys = o.signature_pubkeys.clone().unwrap_or_default();
+    if !pot.signature_pubkey.is_empty() {
+        pubkeys.push(PathBuf::from(&pot.signature_pubkey));
+    }
+    for key in &pubkeys {
+        let key_name = if o
+            .signature_pubkeys
+            .as_ref()
+            .is_some_and(|k| k.contains(key))
+        {
+            "signature_pubkeys"
+        } else {
+            "POT_DEFAULT_SIGNATURE_PUBKEY"
+        };
+        let text = std::fs::read_to_string(key)
+            .map_err(|e| bad(key_name, format!("{}: {e}", key.display())))?;
+        <libsignify::PublicKey as libsignify::Codeable>::from_base64(&text).map_err(|e| {
+            bad(
+                key_name,
+                format!("{}: not a signify public key: {e}", key.display()),
+            )
+        })?;
+    }
+    let require_signature = o.require_signature.unwrap_or(!pubkeys.is_empty());
+    if require_signature && pubkeys.is_empty() {
+        return Err(bad(
+            "require_signature",
+            "needs signature_pubkeys (or pot's POT_DEFAULT_SIGNATURE_PUBKEY) to check signatures with",
+        ));
+    }
+    let max_size = match &o.image_max_size {
+        Some(v) => parse_size("image_max_size", v)?,
+        None => DEFAULT_IMAGE_MAX_SIZE,
+    };
+    let cache_max = o
+        .image_cache_max
+        .as_deref()
+        .map(|v| {
+            v.trim().parse::<usize>().map_err(|_| {
+                bad(
+                    "image_cache_max",
+                    format!("{v:?} is not a number of images"),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(ImagePolicy {
+        pubkeys,
+        require_signature,
+        max_size,
+        cache_max,
+        ..ImagePolicy::default()
+    })
+}
+
+/// `1048576`, `512K`, `100M`, `20G`, `1T` (binary multiples; an optional trailing `B`/`iB`).
+fn parse_size(key: &str, v: &str) -> Result<u64, ConfigError> {
+    let t = v.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 20),
+        Some((i, 'G' | 'g')) => (&t[..i], 30),
+        Some((i, 'T' | 't')) => (&t[..i], 40),
+        _ => (t, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            bad(
+                key,
+                format!("{v:?} is not a size (a positive number of bytes, or with K, M, G or T)"),
+            )
+        })
+}
+
 fn validate_dataset_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && !name.starts_with('/')
@@ -240,6 +370,7 @@ struct PotSettings {
     gateway: String,
     dns_ip: String,
     extif: String,
+    signature_pubkey: String,
 }
 
 impl PotSettings {
@@ -254,6 +385,7 @@ impl PotSettings {
             gateway: "10.192.0.1".into(),
             dns_ip: "10.192.0.2".into(),
             extif: "em0".into(),
+            signature_pubkey: String::new(),
         }
     }
 
@@ -275,6 +407,7 @@ impl PotSettings {
                 "POT_GATEWAY" => &mut self.gateway,
                 "POT_DNS_IP" => &mut self.dns_ip,
                 "POT_EXTIF" => &mut self.extif,
+                "POT_DEFAULT_SIGNATURE_PUBKEY" => &mut self.signature_pubkey,
                 "POT_FS_ROOT" => {
                     self.fs_root = value.into();
                     continue;
@@ -374,6 +507,80 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(EngineConfig::resolve(&o).unwrap_err().key, "fs_root");
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            image_max_size: Some("12X".into()),
+            ..Default::default()
+        };
+        assert_eq!(EngineConfig::resolve(&o).unwrap_err().key, "image_max_size");
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            image_cache_max: Some("ten".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            EngineConfig::resolve(&o).unwrap_err().key,
+            "image_cache_max"
+        );
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            require_signature: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            EngineConfig::resolve(&o).unwrap_err().key,
+            "require_signature"
+        );
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            signature_pubkeys: Some(vec!["/nonexistent/key.pub".into()]),
+            ..Default::default()
+        };
+        assert_eq!(
+            EngineConfig::resolve(&o).unwrap_err().key,
+            "signature_pubkeys"
+        );
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("k", "1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("k", "512K").unwrap(), 512 << 10);
+        assert_eq!(parse_size("k", "100MiB").unwrap(), 100 << 20);
+        assert_eq!(parse_size("k", "20G").unwrap(), 20 << 30);
+        assert_eq!(parse_size("k", "1TB").unwrap(), 1 << 40);
+        for bad in ["", "0", "-1", "G", "1.5G", "99999999999T"] {
+            assert!(parse_size("k", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pot_default_signature_pubkey_makes_signatures_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("pot.pub");
+        std::fs::write(
+            &key,
+            "untrusted comment: test public key\nRWQBAgMEBQYHCAECAwQFBgcIAQIDBAUGBwgBAgMEBQYHCAECAwQFBgcI\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pot.conf"),
+            format!("POT_DEFAULT_SIGNATURE_PUBKEY={}\n", key.display()),
+        )
+        .unwrap();
+        let mut o = Overrides {
+            pot_conf_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        let cfg = EngineConfig::resolve(&o).unwrap();
+        assert_eq!(cfg.image.pubkeys, vec![key.clone()]);
+        assert!(cfg.image.require_signature);
+        o.require_signature = Some(false);
+        assert!(!EngineConfig::resolve(&o).unwrap().image.require_signature);
+    }
+
+    #[test]
+    fn trust_boundary_options_are_checked() {
         let o = Overrides {
             pot_conf_dir: Some("/nonexistent".into()),
             allowed_host_paths: vec!["data".into()],

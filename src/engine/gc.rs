@@ -50,14 +50,18 @@ impl Engine {
     pub async fn gc(&self, dry_run: bool) -> Result<GcReport, EngineError> {
         let jails = self.cfg.jails_dataset();
         let mut owned: BTreeMap<PotName, String> = BTreeMap::new();
-        let children = self
+        let datasets = self
             .host
-            .zfs_children_with(&jails, OWNER_PROPERTY)
+            .zfs_list_tree(&jails, OWNER_PROPERTY)
             .await
             .map_err(EngineError::host(&jails))?;
-        for (dataset, owner) in children {
-            let name = dataset.rsplit('/').next().unwrap_or_default();
-            if let (Some(owner), Ok(pot)) = (owner, PotName::new(name)) {
+        for d in datasets {
+            // Pots are the direct children; the property is inherited by their `m`.
+            let Some((parent, name)) = d.name.rsplit_once('/') else {
+                continue;
+            };
+            if let (true, Some(owner), Ok(pot)) = (parent == jails, d.user_prop, PotName::new(name))
+            {
                 owned.insert(pot, format!("owned by task {owner}"));
             }
         }

@@ -167,15 +167,10 @@ impl Engine {
         let mut checked = self.check_options(&spec)?;
         checked.rctl_rules = self.plan_rctl(&pot, &spec.limits).await?;
         let events = |msg: String| self.event(&pot, msg);
-        let imported = image::ensure_imported(
-            &self.host,
-            &self.images,
-            &self.cfg.jails_dataset(),
-            &self.cfg.cache_dir,
-            &spec.image,
-            &events,
-        )
-        .await?;
+        // Held until the clone exists, so an image GC cannot remove the image in between.
+        let (imported, image_lock) =
+            image::ensure_imported(&self.host, &self.images, &self.cfg, &spec.image, &events)
+                .await?;
         let image_conf_path = self
             .cfg
             .jails_dir()
@@ -192,6 +187,12 @@ impl Engine {
         )?;
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
         self.clone_pot(&pot, &imported, &paths, &spec.owner).await?;
+        drop(image_lock);
+        if let Some(max) = self.cfg.image.cache_max
+            && let Err(e) = self.gc_images(max, false).await
+        {
+            tracing::warn!(error = %e, "image cache GC failed");
+        }
         match self.boot(&spec, &checked, &paths, &image_conf, &argv).await {
             Ok(instance) => Ok(instance),
             Err(e) => {
@@ -319,7 +320,7 @@ impl Engine {
         if self.host.zfs_exists(&dataset).await.map_err(host_err)? {
             self.teardown(pot).await?;
         }
-        let _lock = self.global_lock(pot).await?;
+        let _lock = self.global_lock(pot.as_str()).await?;
         self.host
             .zfs_create(&dataset, &[(OWNER_PROPERTY, owner)])
             .await
@@ -848,12 +849,13 @@ impl Engine {
             .map_err(EngineError::host(pot.as_str()))
     }
 
-    async fn global_lock(
+    /// pot's global lock; `what` names the holder in errors.
+    pub(super) async fn global_lock(
         &self,
-        pot: &PotName,
+        what: &str,
     ) -> Result<nix::fcntl::Flock<std::fs::File>, EngineError> {
         let path = self.cfg.lock_file.clone();
-        let p = pot.to_string();
+        let p = what.to_string();
         tokio::task::spawn_blocking(move || {
             let file = std::fs::OpenOptions::new()
                 .create(true)

@@ -16,12 +16,13 @@ mod potconf;
 pub mod shim;
 
 pub use config::{
-    ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides,
+    ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,
+    ImagePolicy, NetworkConfig, Overrides,
 };
 pub use error::EngineError;
 pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession};
 pub use gc::GcReport;
-pub use image::ImageRef;
+pub use image::{ExportOptions, Exported, GcReport as ImageGcReport, ImageRef};
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};
 pub use limits::{Limits, parse_count, parse_cpu_list, parse_size};

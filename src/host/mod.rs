@@ -13,6 +13,7 @@ mod zfs;
 pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
 pub use rctl::{RctlResource, RctlRule, ResourceUsage};
+pub use zfs::DatasetEntry;
 
 use std::ffi::OsString;
 use std::fmt;

@@ -40,34 +40,46 @@ impl Host {
         self.zfs(args).await.map(drop)
     }
 
-    /// The children of `parent` with the value of `property` (`None` where it is unset).
-    pub async fn zfs_children_with(
+    /// Every filesystem under `parent` (and `parent` itself) with its origin and user property
+    /// `prop`.
+    pub async fn zfs_list_tree(
         &self,
         parent: &str,
-        property: &str,
-    ) -> Result<Vec<(String, Option<String>)>, HostError> {
+        prop: &str,
+    ) -> Result<Vec<DatasetEntry>, HostError> {
+        let fields = format!("name,origin,{prop}");
         let out = self
             .zfs(argv![
                 "list",
                 "-H",
-                "-d",
-                "1",
+                "-p",
+                "-r",
                 "-t",
                 "filesystem",
                 "-o",
-                format!("name,{property}"),
+                fields,
                 parent
             ])
             .await?;
+        let value = |v: &str| (v != "-" && !v.is_empty()).then(|| v.to_string());
         Ok(out
             .lines()
-            .filter_map(|l| l.split_once('\t'))
-            .filter(|(name, _)| *name != parent)
-            .map(|(name, value)| {
-                let value = (value != "-").then(|| value.to_string());
-                (name.to_string(), value)
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                Some(DatasetEntry {
+                    name: f.next()?.to_string(),
+                    origin: value(f.next()?),
+                    user_prop: value(f.next()?),
+                })
             })
             .collect())
+    }
+
+    /// `zfs set prop=value name`.
+    pub async fn zfs_set(&self, name: &str, prop: &str, value: &str) -> Result<(), HostError> {
+        self.zfs(argv!["set", format!("{prop}={value}"), name])
+            .await
+            .map(drop)
     }
 
     /// `zfs clone -o mountpoint=... snapshot target`.
@@ -113,8 +125,12 @@ impl Host {
         })?;
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let copied = std::io::copy(stream, &mut stdin);
-        // Closing stdin tells zfs the stream ended; on a copy error it sees a truncated stream.
         drop(stdin);
+        // A failing source must abort the receive: closing stdin alone would let zfs take a
+        // cut at a record boundary for the end of the stream.
+        if copied.is_err() {
+            let _ = child.kill();
+        }
         let output = child
             .wait_with_output()
             .map_err(|source| HostError::Spawn {
@@ -133,6 +149,49 @@ impl Host {
         }
     }
 
+    /// `zfs send -R snapshot` into `sink`. Blocking: call from a blocking thread.
+    pub fn zfs_send_recursive_blocking(
+        &self,
+        snapshot: &str,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<(), HostError> {
+        let args = argv!["send", "-R", snapshot];
+        let command = display_command(Tool::Zfs, &args);
+        let spawn_err = |source| HostError::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let mut child = self.command(Tool::Zfs, &args)?.spawn().map_err(spawn_err)?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        // Drained on the side so a chatty zfs cannot block on a full stderr pipe.
+        let errors = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text);
+            text
+        });
+        let copied = std::io::copy(&mut stdout, sink);
+        if copied.is_err() {
+            let _ = child.kill();
+        }
+        drop(stdout);
+        let status = child.wait().map_err(spawn_err)?;
+        let output = std::process::Output {
+            status,
+            stdout: Vec::new(),
+            stderr: errors.join().unwrap_or_default(),
+        };
+        match (copied, super::finish(command.clone(), output)) {
+            (_, Err(e)) => Err(e),
+            (Err(e), Ok(_)) => Err(HostError::Failed {
+                command,
+                status: "output not stored".to_string(),
+                stderr: e.to_string(),
+            }),
+            (Ok(_), Ok(_)) => Ok(()),
+        }
+    }
+
     async fn zfs(&self, args: Vec<OsString>) -> Result<String, HostError> {
         match self.run(Tool::Zfs, args).await {
             Ok(out) => Ok(out.stdout),
@@ -145,6 +204,15 @@ impl Host {
             Err(e) => Err(e),
         }
     }
+}
+
+/// One line of [`Host::zfs_list_tree`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetEntry {
+    pub name: String,
+    /// The snapshot this dataset was cloned from.
+    pub origin: Option<String>,
+    pub user_prop: Option<String>,
 }
 
 /// zfs names the dataset in quotes: `cannot open 'zroot/x': dataset does not exist`.

@@ -104,11 +104,11 @@ pub struct Env {
 impl Env {
     /// Sim host + plugin launched and configured like Nomad's long-lived instance.
     pub async fn new() -> Env {
-        Env::with_agent(json!({})).await
+        Env::with_agent_config(serde_json::json!({})).await
     }
 
-    /// Like [`Env::new`], with `overrides` added to the sim's agent config.
-    pub async fn with_agent(overrides: Json) -> Env {
+    /// Like [`Env::new`], with some agent options added to the sim's.
+    pub async fn with_agent_config(overrides: Json) -> Env {
         let sim = SimHost::create();
         let plugin = Plugin::launch().await;
         let info = within(

@@ -1,0 +1,351 @@
+//! `http://` transport for image files: timeouts, same-scheme redirects, and a streaming GET that
+//! resumes with `Range` after a cut when the server can prove it still has the same object.
+
+use super::ImageRef;
+use crate::engine::{EngineError, ImagePolicy};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::mpsc;
+
+/// Mirrors and CDNs redirect; more hops than this is a loop or a misconfiguration.
+const MAX_REDIRECTS: usize = 5;
+
+/// What the download side hands the decoding side: data, or why there will be no more.
+pub(super) type Chunk = Result<Bytes, String>;
+
+pub(super) struct Http<'a> {
+    image: &'a ImageRef,
+    policy: &'a ImagePolicy,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl<'a> Http<'a> {
+    pub fn new(image: &'a ImageRef, policy: &'a ImagePolicy) -> Http<'a> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(policy.connect_timeout));
+        Http {
+            image,
+            policy,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    /// A whole small file (`.skein`, `.sig`, `.meta`); `None` when the server says it is absent.
+    pub async fn small(&self, file: &str, limit: u64) -> Result<Option<Vec<u8>>, EngineError> {
+        let (url, response) = self.get(&self.image.location(file), &[]).await?;
+        let status = response.status();
+        if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(self.status_error(&url, status));
+        }
+        let mut body = response.into_body();
+        let mut out = Vec::new();
+        while let Some(data) = self.next_data(&url, &mut body).await? {
+            out.extend_from_slice(&data);
+            if out.len() as u64 > limit {
+                return Err(self
+                    .image
+                    .err(format!("GET {url}: larger than {limit} bytes"), false));
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Streams `file` into `tx`, resuming after cuts. Stops quietly when the receiver is gone
+    /// (the decoding side failed and reports why). `progress(received, total)` sees every chunk.
+    pub async fn stream(
+        &self,
+        file: &str,
+        tx: &mpsc::Sender<Chunk>,
+        progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
+    ) -> Result<(), EngineError> {
+        let start_url = self.image.location(file);
+        let mut received = 0u64;
+        let mut total = None;
+        let mut validator: Option<String> = None;
+        let mut tries = 1;
+        loop {
+            let resume = match &validator {
+                Some(v) if received > 0 => vec![
+                    (header::RANGE, format!("bytes={received}-")),
+                    (header::IF_RANGE, v.clone()),
+                ],
+                _ => Vec::new(),
+            };
+            let (url, response) = self.get(&start_url, &resume).await?;
+            let status = response.status();
+            if received == 0 {
+                if !status.is_success() {
+                    return Err(self.status_error(&url, status));
+                }
+                total = content_length(&response);
+                if let Some(t) = total.filter(|t| *t > self.policy.max_size) {
+                    return Err(self.too_big(&url, t));
+                }
+                validator = resume_validator(&response);
+            } else if status == StatusCode::OK {
+                return Err(self.image.err(
+                    format!("GET {url}: the file changed on the server during the download"),
+                    true,
+                ));
+            } else if status != StatusCode::PARTIAL_CONTENT
+                || content_range_start(&response) != Some(received)
+            {
+                return Err(self.status_error(&url, status));
+            }
+            let mut body = response.into_body();
+            let cut = loop {
+                match self.next_data(&url, &mut body).await {
+                    Ok(Some(data)) => {
+                        received += data.len() as u64;
+                        if received > self.policy.max_size {
+                            return Err(self.too_big(&url, received));
+                        }
+                        progress(received, total);
+                        if tx.send(Ok(data)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Ok(None) => match total {
+                        Some(t) if received < t => {
+                            break self.image.err(
+                                format!("GET {url}: the body ended after {received} of {t} bytes"),
+                                true,
+                            );
+                        }
+                        _ => return Ok(()),
+                    },
+                    Err(e) => break e,
+                }
+            };
+            if validator.is_none() || tries >= self.policy.attempts {
+                return Err(cut);
+            }
+            tracing::warn!(image = %self.image.local_name(), error = %cut, received, "download cut; resuming");
+            tokio::time::sleep(self.policy.backoff * 2u32.pow(tries - 1)).await;
+            tries += 1;
+        }
+    }
+
+    /// GET `url`, following `http://` redirects only.
+    async fn get(
+        &self,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+    ) -> Result<(String, Response<Incoming>), EngineError> {
+        let mut url = url.to_string();
+        for _ in 0..=MAX_REDIRECTS {
+            let uri: hyper::Uri = url
+                .parse()
+                .map_err(|e| self.image.err(format!("bad URL {url}: {e}"), false))?;
+            let mut request = Request::get(uri.clone());
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let request = request
+                .body(Empty::new())
+                .map_err(|e| self.image.err(format!("GET {url}: {e}"), false))?;
+            let idle = self.policy.idle_timeout;
+            let response = tokio::time::timeout(idle, self.client.request(request))
+                .await
+                .map_err(|_| {
+                    self.image
+                        .err(format!("GET {url}: no response within {idle:?}"), true)
+                })?
+                .map_err(|e| {
+                    self.image
+                        .err(format!("GET {url}: {}", error_chain(&e)), true)
+                })?;
+            if !is_redirect(response.status()) {
+                return Ok((url, response));
+            }
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    self.image.err(
+                        format!("GET {url}: HTTP {} without a Location", response.status()),
+                        false,
+                    )
+                })?;
+            url = redirect_target(&uri, location).map_err(|reason| {
+                self.image.err(
+                    format!("GET {url}: redirect to {location:?} refused: {reason}"),
+                    false,
+                )
+            })?;
+        }
+        Err(self.image.err(
+            format!("GET {url}: more than {MAX_REDIRECTS} redirects"),
+            false,
+        ))
+    }
+
+    async fn next_data(
+        &self,
+        url: &str,
+        body: &mut Incoming,
+    ) -> Result<Option<Bytes>, EngineError> {
+        let idle = self.policy.idle_timeout;
+        loop {
+            let frame = tokio::time::timeout(idle, body.frame())
+                .await
+                .map_err(|_| {
+                    self.image
+                        .err(format!("GET {url}: no data for {idle:?}"), true)
+                })?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(self
+                        .image
+                        .err(format!("GET {url}: {}", error_chain(&e)), true));
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    fn status_error(&self, url: &str, status: StatusCode) -> EngineError {
+        let transient = status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS;
+        self.image
+            .err(format!("GET {url}: HTTP {status}"), transient)
+    }
+
+    fn too_big(&self, url: &str, size: u64) -> EngineError {
+        self.image.err(
+            format!(
+                "GET {url}: {size} bytes is more than image_max_size ({} bytes)",
+                self.policy.max_size
+            ),
+            false,
+        )
+    }
+}
+
+fn is_redirect(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// Same-scheme redirects are followed; anything else could read host files (`file://`) or
+/// needs TLS this build does not have.
+fn redirect_target(base: &hyper::Uri, location: &str) -> Result<String, String> {
+    let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
+    if location.starts_with("http://") {
+        Ok(location.to_string())
+    } else if let Some(rest) = location.strip_prefix("//") {
+        Ok(format!("http://{rest}"))
+    } else if has_scheme(location) {
+        Err("only http:// redirects are followed".to_string())
+    } else if location.starts_with('/') {
+        Ok(format!("http://{authority}{location}"))
+    } else {
+        let dir = base
+            .path()
+            .rsplit_once('/')
+            .map(|(d, _)| d)
+            .unwrap_or_default();
+        Ok(format!("http://{authority}{dir}/{location}"))
+    }
+}
+
+/// RFC 3986: `scheme ":"`, with the scheme a letter followed by letters, digits, `+`, `-`, `.`.
+fn has_scheme(reference: &str) -> bool {
+    reference.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
+}
+
+fn content_length(r: &Response<Incoming>) -> Option<u64> {
+    r.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A strong ETag, else Last-Modified: what `If-Range` needs to refuse a changed object. `None`
+/// when the server does not offer byte ranges.
+fn resume_validator(r: &Response<Incoming>) -> Option<String> {
+    let h = r.headers();
+    let ranges = h.get(header::ACCEPT_RANGES)?.to_str().ok()?;
+    if !ranges.split(',').any(|u| u.trim() == "bytes") {
+        return None;
+    }
+    let etag = h
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|e| !e.starts_with("W/"));
+    etag.or_else(|| h.get(header::LAST_MODIFIED)?.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `Content-Range: bytes <start>-<end>/<total>` → start.
+fn content_range_start(r: &Response<Incoming>) -> Option<u64> {
+    let v = r.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
+    v.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
+}
+
+/// hyper's errors hide the useful part (e.g. "connection refused") in their sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_on_http() {
+        let base: hyper::Uri = "http://a.example:8080/pots/x.xz".parse().unwrap();
+        assert_eq!(
+            redirect_target(&base, "http://b.example/y.xz").unwrap(),
+            "http://b.example/y.xz"
+        );
+        assert_eq!(
+            redirect_target(&base, "//c.example/z").unwrap(),
+            "http://c.example/z"
+        );
+        assert_eq!(
+            redirect_target(&base, "/mirror/x.xz").unwrap(),
+            "http://a.example:8080/mirror/x.xz"
+        );
+        assert_eq!(
+            redirect_target(&base, "v2/x.xz").unwrap(),
+            "http://a.example:8080/pots/v2/x.xz"
+        );
+        for refused in [
+            "file:///etc/passwd",
+            "https://a.example/x.xz",
+            "ftp://h/x",
+            "file:/etc/passwd",
+        ] {
+            assert!(redirect_target(&base, refused).is_err(), "{refused}");
+        }
+    }
+}

@@ -1,0 +1,833 @@
+//! Pot images: `<pot>_<tag>.xz` (a compressed `zfs send -R`), `.xz.meta`, `.xz.skein` and, when
+//! signed, `.xz.skein.sig`, fetched from `http://` or `file://`.
+//!
+//! One streaming pass per import: the small files first (the signature covers the `.skein`, the
+//! `.skein` covers `xz ‖ meta`), then the `.xz` flows through the Skein-1024 hasher (and into the
+//! cache dir, as pot keeps it) into the multi-threaded xz decoder and `zfs receive` of a
+//! temporary dataset. Only when the hash matches at the end of the stream is that dataset renamed
+//! to `<pot>_<tag>`; on any failure it is destroyed and the cache files removed.
+
+mod export;
+mod fetch;
+mod gc;
+#[cfg(test)]
+mod tests;
+
+pub use export::{ExportOptions, Exported};
+pub use gc::GcReport;
+
+use super::{EngineError, ImagePolicy};
+use crate::host::Host;
+use fetch::{Chunk, Http};
+use libsignify::Codeable;
+use skein::{Digest, Skein1024, U128};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// The small files are a hash, a signature and one line of origin: anything bigger is not one.
+const SMALL_FILE_LIMIT: u64 = 64 << 10;
+/// Chunks in flight between the download and the decoder (hyper's chunks are ≤ 16 KiB or so).
+const CHANNEL_CHUNKS: usize = 64;
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where an image comes from and which one it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    source: Source,
+    pot: String,
+    tag: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Http { base: String },
+    File { dir: PathBuf },
+}
+
+impl ImageRef {
+    /// Validates the task config's `image`, `pot` and `tag` without touching the host.
+    pub fn parse(image: &str, pot: &str, tag: &str) -> Result<ImageRef, EngineError> {
+        check_name("pot", pot)?;
+        check_name("tag", tag)?;
+        let source = if let Some(rest) = image.strip_prefix("http://") {
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(EngineError::InvalidInput(format!(
+                    "image {image:?}: missing host"
+                )));
+            }
+            Source::Http {
+                base: image.trim_end_matches('/').to_string(),
+            }
+        } else if let Some(path) = image.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(EngineError::InvalidInput(format!(
+                    "image {image:?}: file:// needs an absolute path (file:///srv/images)"
+                )));
+            }
+            Source::File {
+                dir: PathBuf::from(path),
+            }
+        } else {
+            return Err(EngineError::InvalidInput(format!(
+                "image {image:?}: unsupported URL scheme (supported: http://, file://)"
+            )));
+        };
+        Ok(ImageRef {
+            source,
+            pot: pot.to_string(),
+            tag: tag.to_string(),
+        })
+    }
+
+    /// `<pot>_<tag>.xz`, the file name pot exports.
+    pub fn file_name(&self) -> String {
+        format!("{}_{}.xz", self.pot, self.tag)
+    }
+
+    /// `<pot>_<tag>`, as users name the image.
+    fn display_name(&self) -> String {
+        format!("{}_{}", self.pot, self.tag)
+    }
+
+    /// The imported template pot's name: `<pot>_<tag>` with every `.` turned into `_`, as pot does.
+    pub fn local_name(&self) -> String {
+        format!("{}_{}", self.pot, self.tag).replace('.', "_")
+    }
+
+    fn location(&self, file: &str) -> String {
+        match &self.source {
+            Source::Http { base } => format!("{base}/{file}"),
+            Source::File { dir } => dir.join(file).display().to_string(),
+        }
+    }
+
+    /// Where a user reads the file from: `file://` included.
+    fn display_location(&self, file: &str) -> String {
+        match &self.source {
+            Source::Http { .. } => self.location(file),
+            Source::File { .. } => format!("file://{}", self.location(file)),
+        }
+    }
+
+    fn err(&self, reason: impl Into<String>, transient: bool) -> EngineError {
+        EngineError::Image {
+            image: self.local_name(),
+            reason: reason.into(),
+            transient,
+        }
+    }
+}
+
+/// Image names become file names and dataset names: a conservative character set, no `..`.
+fn check_name(key: &str, value: &str) -> Result<(), EngineError> {
+    let ok = !value.is_empty()
+        && value != "."
+        && !value.contains("..")
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidInput(format!(
+            "{key} {value:?}: only letters, digits, '.', '_', '+' and '-' are allowed (no '/', '..', spaces or control characters)"
+        )))
+    }
+}
+
+/// Hex of a digest, as `skein1024 -q` prints it.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Serialises imports of the same image; different images proceed in parallel. An entry exists
+/// only while someone holds or waits for that image's lock.
+#[derive(Default)]
+pub struct ImageLocks {
+    locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ImageLocks {
+    async fn lock(&self, name: &str) -> ImageLock<'_> {
+        let entry = LockEntry {
+            lock: self.table().entry(name.to_string()).or_default().clone(),
+            locks: self,
+            name: name.to_string(),
+        };
+        let guard = entry.lock.clone().lock_owned().await;
+        ImageLock {
+            _guard: guard,
+            _entry: entry,
+        }
+    }
+
+    /// The lock, unless someone holds it (an import or a clone of this image is under way).
+    fn try_lock(&self, name: &str) -> Option<ImageLock<'_>> {
+        let entry = LockEntry {
+            lock: self.table().entry(name.to_string()).or_default().clone(),
+            locks: self,
+            name: name.to_string(),
+        };
+        let guard = entry.lock.clone().try_lock_owned().ok()?;
+        Some(ImageLock {
+            _guard: guard,
+            _entry: entry,
+        })
+    }
+
+    /// How many images have a lock held or awaited.
+    #[cfg(test)]
+    fn active(&self) -> usize {
+        self.table().len()
+    }
+
+    fn table(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>
+    {
+        self.locks.lock().expect("image lock table poisoned")
+    }
+}
+
+/// Field order matters: the guard is released before the entry decides whether to go.
+pub struct ImageLock<'a> {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _entry: LockEntry<'a>,
+}
+
+struct LockEntry<'a> {
+    locks: &'a ImageLocks,
+    name: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for LockEntry<'_> {
+    fn drop(&mut self) {
+        let mut table = self.locks.table();
+        // Ours and the table's: nobody else holds or waits for this image.
+        if Arc::strong_count(&self.lock) == 2 {
+            table.remove(&self.name);
+        }
+    }
+}
+
+/// An imported image, ready to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// `<zfs_root>/jails/<local name>`
+    pub dataset: String,
+    /// The snapshot of `<dataset>/m` that clones start from.
+    pub snapshot: String,
+}
+
+/// Imports `image` unless a pot of that name already exists. The image stays locked until the
+/// returned lock is dropped.
+pub async fn ensure_imported<'a>(
+    host: &Host,
+    locks: &'a ImageLocks,
+    cfg: &super::EngineConfig,
+    image: &ImageRef,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<(Imported, ImageLock<'a>), EngineError> {
+    let lock = locks.lock(&image.local_name()).await;
+    let dataset = format!("{}/{}", cfg.jails_dataset(), image.local_name());
+    let host_err = |e| image.err(format!("{e}"), false);
+    if !host.zfs_exists(&dataset).await.map_err(host_err)? {
+        import(host, &cfg.image, &cfg.cache_dir, image, &dataset, progress).await?;
+        progress(format!("Imported image {}", image.display_name()));
+    }
+    let snapshot = host
+        .zfs_snapshots(&format!("{dataset}/m"))
+        .await
+        .map_err(host_err)?
+        .pop()
+        .ok_or_else(|| image.err(format!("{dataset}/m has no snapshot to clone"), false))?;
+    Ok((Imported { dataset, snapshot }, lock))
+}
+
+/// Retries transient failures with exponential backoff; each try starts from scratch.
+async fn import(
+    host: &Host,
+    policy: &ImagePolicy,
+    cache_dir: &Path,
+    image: &ImageRef,
+    dataset: &str,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<(), EngineError> {
+    let mut attempt = 1;
+    loop {
+        match import_once(host, policy, cache_dir, image, dataset, progress).await {
+            Err(e) if e.is_transient() && attempt < policy.attempts => {
+                let wait = policy.backoff * 2u32.pow(attempt - 1);
+                tracing::warn!(image = %image.local_name(), error = %e, attempt, ?wait, "image import failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn import_once(
+    host: &Host,
+    policy: &ImagePolicy,
+    cache_dir: &Path,
+    image: &ImageRef,
+    dataset: &str,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<(), EngineError> {
+    let http = match image.source {
+        Source::Http { .. } => Some(Http::new(image, policy)),
+        Source::File { .. } => None,
+    };
+    let xz = image.file_name();
+    let skein_file = format!("{xz}.skein");
+    let skein = read_small(image, http.as_ref(), &skein_file)
+        .await?
+        .ok_or_else(|| {
+            image.err(
+                format!(
+                    "{} not found: a pot image needs the Skein-1024 hash of its .xz and .meta",
+                    image.display_location(&skein_file)
+                ),
+                false,
+            )
+        })?;
+    let expected = parse_skein(image, &skein_file, &skein)?;
+    let sig = if policy.pubkeys.is_empty() {
+        None
+    } else {
+        read_small(image, http.as_ref(), &format!("{skein_file}.sig")).await?
+    };
+    verify_signature(image, policy, &skein, sig.as_deref())?;
+    // pot treats a missing .meta as an empty one (images from before layering).
+    let meta = read_small(image, http.as_ref(), &format!("{xz}.meta"))
+        .await?
+        .unwrap_or_default();
+    check_origin(image, &meta)?;
+
+    let cache = CacheFiles::new(cache_dir, &xz);
+    std::fs::create_dir_all(cache_dir).map_err(|e| {
+        image.err(
+            format!("create cache dir {}: {e}", cache_dir.display()),
+            false,
+        )
+    })?;
+    let temp = format!("{dataset}_importing");
+    destroy_if_exists(host, &temp)
+        .await
+        .map_err(|e| image.err(format!("remove a stale {temp}: {e}"), false))?;
+    let result = async {
+        stream_into_zfs(
+            host,
+            policy,
+            image,
+            http.as_ref(),
+            &temp,
+            &cache.part,
+            &meta,
+            expected,
+            progress,
+        )
+        .await?;
+        cache
+            .store(&meta, &skein, sig.as_deref())
+            .map_err(|e| image.err(format!("cache dir {}: {e}", cache_dir.display()), false))?;
+        host.zfs_set(&temp, gc::IMAGE_PROP, &gc::stamp(&xz))
+            .await
+            .map_err(|e| image.err(e.to_string(), false))?;
+        host.zfs_rename(&temp, dataset)
+            .await
+            .map_err(|e| image.err(e.to_string(), false))
+    }
+    .await;
+    if result.is_err() {
+        if let Err(e) = destroy_if_exists(host, &temp).await {
+            tracing::error!(image = %image.local_name(), error = %e, "could not remove the partial import {temp}");
+        }
+        cache.remove();
+    }
+    result
+}
+
+async fn destroy_if_exists(host: &Host, dataset: &str) -> Result<(), crate::host::HostError> {
+    match host.zfs_destroy_recursive(dataset).await {
+        Err(e) if !e.is_absent() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A whole small file; `None` when it does not exist.
+async fn read_small(
+    image: &ImageRef,
+    http: Option<&Http<'_>>,
+    file: &str,
+) -> Result<Option<Vec<u8>>, EngineError> {
+    if let Some(http) = http {
+        return http.small(file, SMALL_FILE_LIMIT).await;
+    }
+    let path = image.location(file);
+    let read = std::fs::File::open(&path).and_then(|f| {
+        let mut out = Vec::new();
+        f.take(SMALL_FILE_LIMIT + 1).read_to_end(&mut out)?;
+        Ok(out)
+    });
+    match read {
+        Ok(bytes) if bytes.len() as u64 > SMALL_FILE_LIMIT => Err(image.err(
+            format!("{path}: larger than {SMALL_FILE_LIMIT} bytes"),
+            false,
+        )),
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(image.err(format!("read {path}: {e}"), false)),
+    }
+}
+
+/// A `.skein` file is the hex digest and a newline, as `skein1024 -q` prints it.
+fn parse_skein(image: &ImageRef, file: &str, text: &[u8]) -> Result<Vec<u8>, EngineError> {
+    let hex = std::str::from_utf8(text).unwrap_or_default().trim();
+    let bytes: Option<Vec<u8>> = (hex.len() == 256)
+        .then(|| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect()
+        })
+        .flatten();
+    bytes.ok_or_else(|| {
+        image.err(
+            format!(
+                "{} is not a Skein-1024 hash (256 hex digits)",
+                image.display_location(file)
+            ),
+            false,
+        )
+    })
+}
+
+/// The signature covers the `.skein` file, which covers the image (as with `signify -V` in pot).
+fn verify_signature(
+    image: &ImageRef,
+    policy: &ImagePolicy,
+    skein: &[u8],
+    sig: Option<&[u8]>,
+) -> Result<(), EngineError> {
+    let sig_file = format!("{}.skein.sig", image.file_name());
+    let sig_location = image.display_location(&sig_file);
+    let Some(sig) = sig else {
+        if policy.require_signature {
+            return Err(image.err(
+                format!(
+                    "{sig_location} not found: the image is unsigned and require_signature is set"
+                ),
+                false,
+            ));
+        }
+        return Ok(());
+    };
+    let (signature, _) = libsignify::Signature::from_base64(
+        std::str::from_utf8(sig).unwrap_or_default(),
+    )
+    .map_err(|e| {
+        image.err(
+            format!("{sig_location}: not a signify signature: {e}"),
+            false,
+        )
+    })?;
+    let signer = signature.signer_keynum();
+    for path in &policy.pubkeys {
+        let key = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                libsignify::PublicKey::from_base64(&text)
+                    .map(|(k, _)| k)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| image.err(format!("public key {}: {e}", path.display()), false))?;
+        if key.keynum() == signer {
+            return key.verify(skein, &signature).map_err(|e| {
+                image.err(
+                    format!(
+                        "{sig_location}: bad signature of {}.skein with key {}: {e}",
+                        image.file_name(),
+                        path.display()
+                    ),
+                    false,
+                )
+            });
+        }
+    }
+    Err(image.err(
+        format!(
+            "{sig_location}: signed by key number {}, which is not among the configured public keys",
+            signer.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        false,
+    ))
+}
+
+/// `.meta` holds the origin of a layered image (`<pot>:<tag>@<snap>`) or `-`.
+fn check_origin(image: &ImageRef, meta: &[u8]) -> Result<(), EngineError> {
+    let text = String::from_utf8_lossy(meta);
+    let origin = text.lines().next().unwrap_or("").trim();
+    if !origin.is_empty() && origin != "-" {
+        return Err(image.err(
+            format!("layered image (origin {origin}) is not supported yet"),
+            false,
+        ));
+    }
+    Ok(())
+}
+
+/// The image's files in the cache dir. The `.xz` is written through a `.part` file during the
+/// stream and renamed into place only once the import succeeded.
+struct CacheFiles {
+    part: PathBuf,
+    xz: PathBuf,
+    meta: PathBuf,
+    skein: PathBuf,
+    sig: PathBuf,
+}
+
+impl CacheFiles {
+    fn new(dir: &Path, xz: &str) -> CacheFiles {
+        CacheFiles {
+            part: dir.join(format!("{xz}.part")),
+            xz: dir.join(xz),
+            meta: dir.join(format!("{xz}.meta")),
+            skein: dir.join(format!("{xz}.skein")),
+            sig: dir.join(format!("{xz}.skein.sig")),
+        }
+    }
+
+    fn store(&self, meta: &[u8], skein: &[u8], sig: Option<&[u8]>) -> std::io::Result<()> {
+        std::fs::write(&self.meta, meta)?;
+        std::fs::write(&self.skein, skein)?;
+        match sig {
+            Some(sig) => std::fs::write(&self.sig, sig)?,
+            None => remove_if_exists(&self.sig)?,
+        }
+        std::fs::rename(&self.part, &self.xz)
+    }
+
+    fn remove(&self) {
+        for f in [&self.part, &self.xz, &self.meta, &self.skein, &self.sig] {
+            if let Err(e) = remove_if_exists(f) {
+                tracing::error!(file = %f.display(), error = %e, "could not remove a cache file");
+            }
+        }
+    }
+}
+
+fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Download (or read) the `.xz` and push it through hasher, cache file, decoder and
+/// `zfs receive <temp>`. Succeeds only when the whole stream was received and its hash matched.
+#[allow(clippy::too_many_arguments)]
+async fn stream_into_zfs(
+    host: &Host,
+    policy: &ImagePolicy,
+    image: &ImageRef,
+    http: Option<&Http<'_>>,
+    temp: &str,
+    part: &Path,
+    meta: &[u8],
+    expected: Vec<u8>,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<(), EngineError> {
+    let xz = image.file_name();
+    let mut tee = Tee {
+        inner: Box::new(std::io::empty()),
+        out: BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(part)
+                .map_err(|e| image.err(format!("create {}: {e}", part.display()), false))?,
+        ),
+        hasher: Skein1024::<U128>::new(),
+        read: 0,
+        max_size: policy.max_size,
+        failure: None,
+        image: image.clone(),
+        location: image.display_location(&xz),
+    };
+    let tx = match http {
+        Some(_) => {
+            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+            tee.inner = Box::new(ChannelReader {
+                rx,
+                current: bytes::Bytes::new(),
+            });
+            Some(tx)
+        }
+        None => {
+            let path = image.location(&xz);
+            tee.inner = Box::new(std::fs::File::open(&path).map_err(|e| {
+                image.err(format!("read {}: {e}", image.display_location(&xz)), false)
+            })?);
+            None
+        }
+    };
+    let checked = Checked {
+        location: tee.location.clone(),
+        image: image.clone(),
+        decoder: liblzma::read::XzDecoder::new_stream(tee, mt_decoder(image)?),
+        decoded: 0,
+        max_size: policy.max_size,
+        meta: meta.to_vec(),
+        expected,
+        done: false,
+        failure: None,
+    };
+    let (host2, temp2) = (host.clone(), temp.to_string());
+    let receive = tokio::task::spawn_blocking(move || receive_blocking(&host2, &temp2, checked));
+    let downloaded = match (http, tx) {
+        (Some(http), Some(tx)) => {
+            let mut meter = Meter::new(image.display_name());
+            let mut report = |done, total| {
+                if let Some(msg) = meter.update(Instant::now(), done, total) {
+                    progress(msg);
+                }
+            };
+            let result = http.stream(&xz, &tx, &mut report).await;
+            if let Err(e) = &result {
+                // Tell the decoder the stream is broken rather than ending it cleanly.
+                let _ = tx.send(Err(e.to_string())).await;
+            }
+            result
+        }
+        _ => Ok(()),
+    };
+    let received = receive.await.expect("receive task panicked");
+    // The download's own error says more than the decoder's "unexpected end".
+    downloaded.and(received)
+}
+
+fn receive_blocking(host: &Host, temp: &str, mut checked: Checked) -> Result<(), EngineError> {
+    let result = host.zfs_receive_blocking(temp, &mut checked);
+    if let Some(failure) = checked.failure.take() {
+        return Err(failure);
+    }
+    result.map_err(|e| checked.image.err(e.to_string(), false))?;
+    // zfs stops reading at the end of its own stream; the hash still covers the rest of the file.
+    if !checked.done {
+        std::io::copy(&mut checked, &mut std::io::sink()).map_err(|e| {
+            checked
+                .failure
+                .take()
+                .unwrap_or_else(|| checked.image.err(e.to_string(), false))
+        })?;
+    }
+    Ok(())
+}
+
+fn mt_decoder(image: &ImageRef) -> Result<liblzma::stream::Stream, EngineError> {
+    // memlimit_threading must be set: left at its default, liblzma decodes on one thread.
+    liblzma::stream::MtStreamBuilder::new()
+        .threads(decoder_threads())
+        .memlimit_threading(256 << 20)
+        .memlimit_stop(u64::MAX)
+        .decoder()
+        .map_err(|e| image.err(format!("xz decoder: {e}"), false))
+}
+
+fn decoder_threads() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get().min(8) as u32)
+        .unwrap_or(1)
+}
+
+/// The decoding side of the download channel.
+struct ChannelReader {
+    rx: mpsc::Receiver<Chunk>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(data)) => self.current = data,
+                Some(Err(reason)) => return Err(std::io::Error::other(reason)),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// The compressed side: everything read is hashed and written to the cache file.
+struct Tee {
+    inner: Box<dyn Read + Send>,
+    out: BufWriter<std::fs::File>,
+    hasher: Skein1024<U128>,
+    read: u64,
+    max_size: u64,
+    failure: Option<EngineError>,
+    image: ImageRef,
+    location: String,
+}
+
+impl Tee {
+    fn fail(&mut self, e: EngineError) -> std::io::Error {
+        let err = std::io::Error::other(e.to_string());
+        self.failure.get_or_insert(e);
+        err
+    }
+}
+
+impl Read for Tee {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let msg = format!("read {}: {e}", self.location);
+                return Err(self.fail(self.image.err(msg, true)));
+            }
+        };
+        self.read += n as u64;
+        if self.read > self.max_size {
+            let msg = format!(
+                "{} is larger than image_max_size ({} bytes)",
+                self.location, self.max_size
+            );
+            return Err(self.fail(self.image.err(msg, false)));
+        }
+        self.hasher.update(&buf[..n]);
+        if let Err(e) = self.out.write_all(&buf[..n]) {
+            let msg = format!("write the cache copy of {}: {e}", self.location);
+            return Err(self.fail(self.image.err(msg, false)));
+        }
+        Ok(n)
+    }
+}
+
+/// The decompressed side, read by `zfs receive`: caps the size and, at the end of the stream,
+/// checks the hash, so a mismatch fails the receive instead of completing it.
+struct Checked {
+    decoder: liblzma::read::XzDecoder<Tee>,
+    decoded: u64,
+    max_size: u64,
+    meta: Vec<u8>,
+    expected: Vec<u8>,
+    done: bool,
+    failure: Option<EngineError>,
+    image: ImageRef,
+    location: String,
+}
+
+impl Checked {
+    fn fail(&mut self, e: EngineError) -> std::io::Error {
+        let err = std::io::Error::other(e.to_string());
+        self.failure.get_or_insert(e);
+        err
+    }
+
+    fn verify(&mut self) -> std::io::Result<()> {
+        let tee = self.decoder.get_mut();
+        if let Err(e) = std::io::copy(tee, &mut std::io::sink()) {
+            let failure = tee.failure.take();
+            return Err(self.fail(failure.unwrap_or_else(|| self.image.err(e.to_string(), true))));
+        }
+        if let Err(e) = tee.out.flush() {
+            let msg = format!("write the cache copy of {}: {e}", self.location);
+            return Err(self.fail(self.image.err(msg, false)));
+        }
+        let mut hasher = std::mem::take(&mut tee.hasher);
+        hasher.update(&self.meta);
+        if hasher.finalize()[..] != self.expected[..] {
+            let msg = format!(
+                "{0}.skein does not match {0} and its .meta (Skein-1024): the image is corrupt or was replaced",
+                self.location
+            );
+            return Err(self.fail(self.image.err(msg, false)));
+        }
+        Ok(())
+    }
+}
+
+impl Read for Checked {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = match self.decoder.read(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let failure = self.decoder.get_mut().failure.take().unwrap_or_else(|| {
+                    self.image
+                        .err(format!("{}: corrupt xz stream: {e}", self.location), false)
+                });
+                return Err(self.fail(failure));
+            }
+        };
+        if n == 0 {
+            self.verify()?;
+            self.done = true;
+            return Ok(0);
+        }
+        self.decoded += n as u64;
+        if self.decoded > self.max_size {
+            let msg = format!(
+                "{} expands to more than image_max_size ({} bytes)",
+                self.location, self.max_size
+            );
+            return Err(self.fail(self.image.err(msg, false)));
+        }
+        Ok(n)
+    }
+}
+
+/// "Downloading image nginx-nomad_1.1.13: 45% of 103 MB", at most once per interval.
+struct Meter {
+    name: String,
+    last: Option<Instant>,
+}
+
+impl Meter {
+    fn new(name: String) -> Meter {
+        Meter { name, last: None }
+    }
+
+    fn update(&mut self, now: Instant, done: u64, total: Option<u64>) -> Option<String> {
+        let finished = total == Some(done);
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < PROGRESS_INTERVAL)
+            && !finished
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(match total {
+            Some(t) if t > 0 => format!(
+                "Downloading image {}: {}% of {}",
+                self.name,
+                done * 100 / t,
+                human_size(t)
+            ),
+            _ => format!(
+                "Downloading image {}: {} so far",
+                self.name,
+                human_size(done)
+            ),
+        })
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{} MB", (bytes + 500_000) / 1_000_000)
+    } else {
+        format!("{} kB", bytes.div_ceil(1000))
+    }
+}

@@ -1,0 +1,1019 @@
+//! Image import: names, the bad-input suite and network faults, on the simulated host.
+
+use super::*;
+
+#[test]
+fn names_follow_pot() {
+    let i = ImageRef::parse(
+        "http://r.example/images/",
+        "nginx-nomad-amd64-13_1",
+        "1.1.13",
+    )
+    .unwrap();
+    assert_eq!(i.file_name(), "nginx-nomad-amd64-13_1_1.1.13.xz");
+    assert_eq!(i.local_name(), "nginx-nomad-amd64-13_1_1_1_13");
+    assert_eq!(i.location("x.xz"), "http://r.example/images/x.xz");
+}
+
+#[test]
+fn rejects_unsafe_names_and_schemes() {
+    for (pot, tag) in [
+        ("a/b", "1"),
+        ("a", "1/../x"),
+        ("..", "1"),
+        ("a..b", "1"),
+        ("a", ".."),
+        ("a b", "1"),
+        ("a", "1\t"),
+        ("a\n", "1"),
+        ("a", "1\0"),
+        ("a\0b", "1"),
+        ("a", ""),
+        (".", "1"),
+    ] {
+        assert!(matches!(
+            ImageRef::parse("http://h/", pot, tag),
+            Err(EngineError::InvalidInput(_))
+        ));
+    }
+    assert!(ImageRef::parse("ftp://h/", "a", "1").is_err());
+    assert!(ImageRef::parse("https://h/", "a", "1").is_err());
+    assert!(ImageRef::parse("file://relative", "a", "1").is_err());
+    assert!(ImageRef::parse("file:///srv/img", "a", "1").is_ok());
+}
+
+#[test]
+fn progress_at_most_once_a_second() {
+    let mut m = Meter::new("nginx-nomad_1.1.13".to_string());
+    let t0 = Instant::now();
+    let total = Some(103_000_000);
+    assert_eq!(
+        m.update(t0, 0, total).as_deref(),
+        Some("Downloading image nginx-nomad_1.1.13: 0% of 103 MB")
+    );
+    assert_eq!(
+        m.update(t0 + Duration::from_millis(500), 1 << 20, total),
+        None
+    );
+    assert_eq!(
+        m.update(t0 + Duration::from_millis(1000), 46_350_000, total)
+            .as_deref(),
+        Some("Downloading image nginx-nomad_1.1.13: 45% of 103 MB")
+    );
+    // The last chunk is always reported, so the events end at 100 %.
+    assert_eq!(
+        m.update(t0 + Duration::from_millis(1100), 103_000_000, total)
+            .as_deref(),
+        Some("Downloading image nginx-nomad_1.1.13: 100% of 103 MB")
+    );
+    let mut m = Meter::new("x_1".to_string());
+    assert_eq!(
+        m.update(t0, 1500, None).as_deref(),
+        Some("Downloading image x_1: 2 kB so far")
+    );
+}
+
+// ---- on the simulated host ------------------------------------------------------------------
+
+use nomad_harness::sim::{SimHost, sim_bin};
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const DATASET: &str = "zroot/pot/jails/demo_1_0";
+
+struct Fixture {
+    sim: SimHost,
+    cfg: super::super::EngineConfig,
+    host: Host,
+    locks: ImageLocks,
+    /// `demo_1.0.xz`, `.meta` and `.skein` as `freebsd-sim image` wrote them.
+    xz: Vec<u8>,
+    meta: Vec<u8>,
+    skein: Vec<u8>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let sim = SimHost::create();
+        let c = &sim.config;
+        let s = |k: &str| Some(c[k].as_str().expect(k).to_string());
+        let p = |k: &str| s(k).map(PathBuf::from);
+        let o = super::super::Overrides {
+            tool_path: s("tool_path"),
+            zfs_root: s("zfs_root"),
+            fs_root: p("fs_root"),
+            cache_dir: p("cache_dir"),
+            tmp_dir: p("tmp_dir"),
+            state_dir: p("state_dir"),
+            lock_file: p("lock_file"),
+            pot_conf_dir: p("pot_conf_dir"),
+            ..Default::default()
+        };
+        let mut cfg = super::super::EngineConfig::resolve(&o).unwrap();
+        cfg.image.attempts = 3;
+        cfg.image.backoff = Duration::from_millis(10);
+        cfg.image.idle_timeout = Duration::from_secs(5);
+        let dir = sim.image("demo", "1.0");
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+        Fixture {
+            host: Host::new(cfg.tool_path.clone()),
+            cfg,
+            locks: ImageLocks::default(),
+            xz: read("demo_1.0.xz"),
+            meta: read("demo_1.0.xz.meta"),
+            skein: read("demo_1.0.xz.skein"),
+            sim,
+        }
+    }
+
+    async fn import(&self, url: &str) -> Result<Imported, EngineError> {
+        let image = ImageRef::parse(url, "demo", "1.0")?;
+        ensure_imported(&self.host, &self.locks, &self.cfg, &image, &|_| {})
+            .await
+            .map(|(imported, _lock)| imported)
+    }
+
+    /// Fails with the error's text, for assertions on it.
+    async fn import_err(&self, url: &str) -> EngineError {
+        match self.import(url).await {
+            Ok(i) => panic!("import from {url} succeeded: {i:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn cache_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.cfg.cache_dir)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// No dataset (final or temporary), no cache file, no lock.
+    async fn assert_nothing_left(&self) {
+        for ds in [DATASET.to_string(), format!("{DATASET}_importing")] {
+            assert!(
+                !self.host.zfs_exists(&ds).await.unwrap(),
+                "{ds} was left behind"
+            );
+        }
+        assert_eq!(self.cache_files(), Vec::<String>::new(), "cache files left");
+        assert_eq!(self.locks.active(), 0, "an image lock was left");
+        self.sim.assert_clean("after a failed import");
+    }
+
+    async fn assert_imported(&self) {
+        assert!(self.host.zfs_exists(DATASET).await.unwrap());
+        assert!(
+            !self
+                .host
+                .zfs_exists(&format!("{DATASET}_importing"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            self.cache_files(),
+            ["demo_1.0.xz", "demo_1.0.xz.meta", "demo_1.0.xz.skein"]
+        );
+        let cached = std::fs::read(self.cfg.cache_dir.join("demo_1.0.xz")).unwrap();
+        assert!(
+            cached == self.xz,
+            "the cached .xz differs from the served one"
+        );
+        assert_eq!(self.locks.active(), 0);
+    }
+
+    /// A server with `.skein` and `.meta` in place; `.xz` gets `xz`.
+    fn serve(&self, xz: Vec<Reply>) -> Server {
+        Server::start(vec![
+            ("/demo_1.0.xz.skein", vec![Reply::body(&self.skein)]),
+            ("/demo_1.0.xz.meta", vec![Reply::body(&self.meta)]),
+            ("/demo_1.0.xz", xz),
+        ])
+    }
+}
+
+fn skein_hex(parts: &[&[u8]]) -> Vec<u8> {
+    let mut h = Skein1024::<U128>::new();
+    for p in parts {
+        h.update(p);
+    }
+    let mut hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    hex.push('\n');
+    hex.into_bytes()
+}
+
+/// What the test server answers to one request for a path.
+#[derive(Clone)]
+enum Reply {
+    Status(u16),
+    /// The file; honours `Range` (with a matching `If-Range`) when it has an ETag.
+    Body {
+        data: Vec<u8>,
+        etag: Option<&'static str>,
+    },
+    /// Announces the whole file, sends `after` bytes, closes the connection.
+    Cut {
+        data: Vec<u8>,
+        after: usize,
+        etag: Option<&'static str>,
+    },
+    /// Announces the file and then sends nothing.
+    Stall(usize),
+    Redirect(String),
+}
+
+impl Reply {
+    fn body(data: &[u8]) -> Reply {
+        Reply::Body {
+            data: data.to_vec(),
+            etag: None,
+        }
+    }
+}
+
+/// One logged request: path and `Range` header.
+type Logged = (String, Option<String>);
+
+/// A scriptable HTTP/1.1 server: each path answers with its replies in order, the last repeating.
+struct Server {
+    port: u16,
+    log: Arc<Mutex<Vec<Logged>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    fn start(routes: Vec<(&str, Vec<Reply>)>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let routes: HashMap<String, VecDeque<Reply>> = routes
+            .into_iter()
+            .map(|(p, r)| (p.to_string(), r.into()))
+            .collect();
+        let routes = Arc::new(Mutex::new(routes));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log2, stop2) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (routes, log) = (routes.clone(), log2.clone());
+                std::thread::spawn(move || serve_one(conn, &routes, &log));
+            }
+        });
+        Server { port, log, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    fn requests(&self, path: &str) -> Vec<Option<String>> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, range)| range.clone())
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve_one(
+    mut s: TcpStream,
+    routes: &Mutex<HashMap<String, VecDeque<Reply>>>,
+    log: &Mutex<Vec<Logged>>,
+) {
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    if r.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    log.lock()
+        .unwrap()
+        .push((path.clone(), headers.get("range").cloned()));
+    let reply = {
+        let mut routes = routes.lock().unwrap();
+        match routes.get_mut(&path) {
+            Some(q) if q.len() > 1 => q.pop_front(),
+            Some(q) => q.front().cloned(),
+            None => None,
+        }
+    };
+    let head = |status: &str, len: usize, extra: &str| {
+        format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n{extra}\r\n")
+    };
+    let validators = |etag: Option<&str>| {
+        etag.map(|e| format!("Accept-Ranges: bytes\r\nETag: {e}\r\n"))
+            .unwrap_or_default()
+    };
+    let out = match reply {
+        None | Some(Reply::Status(404)) => head("404 Not Found", 0, "").into_bytes(),
+        Some(Reply::Status(code)) => head(&format!("{code} Scripted"), 0, "").into_bytes(),
+        Some(Reply::Redirect(to)) => {
+            head("302 Found", 0, &format!("Location: {to}\r\n")).into_bytes()
+        }
+        Some(Reply::Body { data, etag }) => {
+            let start = headers
+                .get("range")
+                .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+                .filter(|_| etag.is_some())
+                .filter(|_| headers.get("if-range").map(String::as_str) == etag);
+            match start {
+                Some(start) => {
+                    let range = format!(
+                        "Content-Range: bytes {start}-{}/{}\r\n",
+                        data.len() - 1,
+                        data.len()
+                    );
+                    let mut out = head(
+                        "206 Partial Content",
+                        data.len() - start,
+                        &(range + &validators(etag)),
+                    )
+                    .into_bytes();
+                    out.extend_from_slice(&data[start..]);
+                    out
+                }
+                None => {
+                    let mut out = head("200 OK", data.len(), &validators(etag)).into_bytes();
+                    out.extend_from_slice(&data);
+                    out
+                }
+            }
+        }
+        Some(Reply::Cut { data, after, etag }) => {
+            let mut out = head("200 OK", data.len(), &validators(etag)).into_bytes();
+            out.extend_from_slice(&data[..after]);
+            out
+        }
+        Some(Reply::Stall(len)) => {
+            let _ = s.write_all(head("200 OK", len, "").as_bytes());
+            std::thread::sleep(Duration::from_secs(10));
+            return;
+        }
+    };
+    let _ = s.write_all(&out);
+    let _ = s.flush();
+    let _ = s.shutdown(std::net::Shutdown::Both);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imports_over_http_into_zfs_and_the_cache() {
+    let f = Fixture::new();
+    let server = f.serve(vec![Reply::body(&f.xz.clone())]);
+    let imported = f.import(&server.url()).await.unwrap();
+    assert_eq!(imported.dataset, DATASET);
+    f.assert_imported().await;
+    // Reused, not fetched again.
+    f.import(&server.url()).await.unwrap();
+    assert_eq!(server.requests("/demo_1.0.xz").len(), 1);
+    f.sim.assert_clean("after imports");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imports_from_file_urls() {
+    let f = Fixture::new();
+    let dir = f.sim.images_dir();
+    f.import(&format!("file://{}", dir.display()))
+        .await
+        .unwrap();
+    f.assert_imported().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_404_names_the_file_and_leaves_nothing() {
+    let f = Fixture::new();
+    let server = f.serve(vec![Reply::Status(404)]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(msg.contains("demo_1.0.xz: HTTP 404 Not Found"), "{msg}");
+    assert!(!e.is_transient(), "a 404 is permanent: {msg}");
+    assert_eq!(server.requests("/demo_1.0.xz").len(), 1, "no retry on 404");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_500_is_transient_after_retries_and_leaves_nothing() {
+    let f = Fixture::new();
+    let server = f.serve(vec![Reply::Status(500)]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(msg.contains("demo_1.0.xz: HTTP 500"), "{msg}");
+    assert!(e.is_transient(), "{msg}");
+    assert_eq!(
+        server.requests("/demo_1.0.xz").len(),
+        3,
+        "one try per attempt"
+    );
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_503_then_200_succeeds() {
+    let f = Fixture::new();
+    let server = f.serve(vec![Reply::Status(503), Reply::body(&f.xz.clone())]);
+    f.import(&server.url()).await.unwrap();
+    f.assert_imported().await;
+    assert_eq!(server.requests("/demo_1.0.xz").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_body_without_range_support_fails_and_leaves_nothing() {
+    let f = Fixture::new();
+    let half = f.xz.len() / 2;
+    let server = f.serve(vec![Reply::Cut {
+        data: f.xz.clone(),
+        after: half,
+        etag: None,
+    }]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(msg.contains("demo_1.0.xz"), "{msg}");
+    assert!(
+        e.is_transient(),
+        "a cut connection is worth retrying: {msg}"
+    );
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_download_resumes_with_range() {
+    let f = Fixture::new();
+    let server = f.serve(vec![
+        Reply::Cut {
+            data: f.xz.clone(),
+            after: f.xz.len() / 3,
+            etag: Some("\"v1\""),
+        },
+        Reply::Body {
+            data: f.xz.clone(),
+            etag: Some("\"v1\""),
+        },
+    ]);
+    f.import(&server.url()).await.unwrap();
+    f.assert_imported().await;
+    assert_eq!(
+        server.requests("/demo_1.0.xz"),
+        [None, Some(format!("bytes={}-", f.xz.len() / 3))]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn object_changed_during_resume_starts_over() {
+    let f = Fixture::new();
+    let server = f.serve(vec![
+        Reply::Cut {
+            data: f.xz.clone(),
+            after: 100,
+            etag: Some("\"v1\""),
+        },
+        Reply::Body {
+            data: f.xz.clone(),
+            etag: Some("\"v2\""),
+        },
+    ]);
+    f.import(&server.url()).await.unwrap();
+    f.assert_imported().await;
+    // The If-Range of the resume did not match: a full answer, dropped, then a fresh import.
+    assert_eq!(
+        server.requests("/demo_1.0.xz"),
+        [None, Some("bytes=100-".to_string()), None]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_download_times_out_as_transient() {
+    let mut f = Fixture::new();
+    f.cfg.image.idle_timeout = Duration::from_millis(300);
+    f.cfg.image.attempts = 1;
+    let server = f.serve(vec![Reply::Stall(f.xz.len())]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(msg.contains("demo_1.0.xz: no data for 300ms"), "{msg}");
+    assert!(e.is_transient());
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_refused_is_transient() {
+    let mut f = Fixture::new();
+    f.cfg.image.attempts = 1;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = f.import_err(&format!("http://127.0.0.1:{port}/")).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains("demo_1.0.xz.skein") && msg.contains("onnection refused"),
+        "{msg}"
+    );
+    assert!(e.is_transient());
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_xz_with_matching_hash_fails_in_the_decoder() {
+    let mut f = Fixture::new();
+    let mut xz = f.xz.clone();
+    let mid = xz.len() / 2;
+    for b in &mut xz[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    f.skein = skein_hex(&[&xz, &f.meta]);
+    let server = f.serve(vec![Reply::body(&xz)]);
+    let msg = f.import_err(&server.url()).await.to_string();
+    assert!(msg.contains("demo_1.0.xz: corrupt xz stream"), "{msg}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_skein_fails_after_the_stream_and_leaves_nothing() {
+    let mut f = Fixture::new();
+    f.skein = skein_hex(&[b"something else"]);
+    let server = f.serve(vec![Reply::body(&f.xz.clone())]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains("demo_1.0.xz.skein does not match")
+            && msg.contains("demo_1.0.xz and its .meta"),
+        "{msg}"
+    );
+    assert!(!e.is_transient());
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_meta_fails_the_hash() {
+    let mut f = Fixture::new();
+    f.meta = b"-\n\n".to_vec();
+    let server = f.serve(vec![Reply::body(&f.xz.clone())]);
+    let msg = f.import_err(&server.url()).await.to_string();
+    assert!(msg.contains("does not match"), "{msg}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_or_malformed_skein_fails_before_the_download() {
+    let f = Fixture::new();
+    let server = Server::start(vec![("/demo_1.0.xz", vec![Reply::body(&f.xz)])]);
+    let msg = f.import_err(&server.url()).await.to_string();
+    assert!(msg.contains("demo_1.0.xz.skein not found"), "{msg}");
+    assert!(server.requests("/demo_1.0.xz").is_empty());
+    f.assert_nothing_left().await;
+    let server = Server::start(vec![
+        ("/demo_1.0.xz.skein", vec![Reply::body(b"abc\n")]),
+        ("/demo_1.0.xz", vec![Reply::body(&f.xz)]),
+    ]);
+    let msg = f.import_err(&server.url()).await.to_string();
+    assert!(msg.contains("is not a Skein-1024 hash"), "{msg}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redirects_to_other_schemes_are_refused() {
+    let f = Fixture::new();
+    let images = f.sim.images_dir();
+    for target in [
+        format!("file://{}/demo_1.0.xz", images.display()),
+        "https://127.0.0.1/demo_1.0.xz".to_string(),
+    ] {
+        let server = f.serve(vec![Reply::Redirect(target.clone())]);
+        let e = f.import_err(&server.url()).await;
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("redirect to {target:?} refused")),
+            "{msg}"
+        );
+        assert!(!e.is_transient());
+        f.assert_nothing_left().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_scheme_redirects_are_followed() {
+    let f = Fixture::new();
+    let server = Server::start(vec![
+        (
+            "/demo_1.0.xz.skein",
+            vec![Reply::Redirect("/mirror/s".into())],
+        ),
+        ("/mirror/s", vec![Reply::body(&f.skein)]),
+        ("/demo_1.0.xz.meta", vec![Reply::body(&f.meta)]),
+        ("/demo_1.0.xz", vec![Reply::Redirect("mirror/x".into())]),
+        ("/mirror/x", vec![Reply::body(&f.xz)]),
+    ]);
+    f.import(&server.url()).await.unwrap();
+    f.assert_imported().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_expanding_beyond_the_cap_is_refused() {
+    let mut f = Fixture::new();
+    let dir = f.sim.tmp.path().join("big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(sim_bin())
+        .args(["image", "demo", "1.0"])
+        .arg(&dir)
+        .args(["--filler-mb", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let xz = std::fs::read(dir.join("demo_1.0.xz")).unwrap();
+    f.meta = std::fs::read(dir.join("demo_1.0.xz.meta")).unwrap();
+    f.skein = std::fs::read(dir.join("demo_1.0.xz.skein")).unwrap();
+    // Above the compressed size, well below the 4 MiB of filler it expands to.
+    f.cfg.image.max_size = xz.len() as u64 * 5 / 4;
+    assert!(
+        f.cfg.image.max_size < 3 << 20,
+        "filler compressed to {} bytes",
+        xz.len()
+    );
+    let server = f.serve(vec![Reply::body(&xz)]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains("demo_1.0.xz expands to more than image_max_size"),
+        "{msg}"
+    );
+    f.assert_nothing_left().await;
+    // The compressed download itself is capped too, before anything is received.
+    f.cfg.image.max_size = xz.len() as u64 - 1;
+    let e = f.import_err(&server.url()).await;
+    assert!(e.to_string().contains("is more than image_max_size"), "{e}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn layered_images_are_refused_clearly() {
+    let mut f = Fixture::new();
+    f.meta = b"base:13.2@1700000000\n".to_vec();
+    f.skein = skein_hex(&[&f.xz, &f.meta]);
+    let server = f.serve(vec![Reply::body(&f.xz.clone())]);
+    let msg = f.import_err(&server.url()).await.to_string();
+    assert!(
+        msg.contains("layered image (origin base:13.2@1700000000)"),
+        "{msg}"
+    );
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_imports_of_one_image_share_one_download() {
+    let f = Arc::new(Fixture::new());
+    let server = f.serve(vec![Reply::body(&f.xz.clone())]);
+    let url = server.url();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (f, url) = (f.clone(), url.clone());
+            tokio::spawn(async move { f.import(&url).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(server.requests("/demo_1.0.xz").len(), 1);
+    f.assert_imported().await;
+}
+
+// ---- signatures -----------------------------------------------------------------------------
+
+/// A fresh signify key pair; the public key is written to `dir/<name>.pub`.
+fn keypair(dir: &Path, name: &str) -> (PathBuf, libsignify::PrivateKey) {
+    let sk = libsignify::PrivateKey::generate(
+        &mut rand_core::OsRng,
+        libsignify::NewKeyOpts::NoEncryption,
+    )
+    .unwrap();
+    let path = dir.join(format!("{name}.pub"));
+    std::fs::write(
+        &path,
+        sk.public().to_file_encoding(&format!("{name} public key")),
+    )
+    .unwrap();
+    (path, sk)
+}
+
+fn sign(sk: &libsignify::PrivateKey, msg: &[u8]) -> Vec<u8> {
+    sk.sign(msg).to_file_encoding("verify with test.pub")
+}
+
+impl Fixture {
+    fn keys_dir(&self) -> PathBuf {
+        let dir = self.sim.tmp.path().join("keys");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn serve_signed(&self, sig: Option<Vec<u8>>) -> Server {
+        let mut routes = vec![
+            ("/demo_1.0.xz.skein", vec![Reply::body(&self.skein)]),
+            ("/demo_1.0.xz.meta", vec![Reply::body(&self.meta)]),
+            ("/demo_1.0.xz", vec![Reply::body(&self.xz)]),
+        ];
+        if let Some(sig) = sig {
+            routes.push(("/demo_1.0.xz.skein.sig", vec![Reply::body(&sig)]));
+        }
+        Server::start(routes)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_image_verifies_with_a_configured_key() {
+    let mut f = Fixture::new();
+    let (other, _) = keypair(&f.keys_dir(), "other");
+    let (key, sk) = keypair(&f.keys_dir(), "release");
+    f.cfg.image.pubkeys = vec![other, key];
+    f.cfg.image.require_signature = true;
+    let server = f.serve_signed(Some(sign(&sk, &f.skein)));
+    f.import(&server.url()).await.unwrap();
+    assert!(f.host.zfs_exists(DATASET).await.unwrap());
+    assert!(
+        f.cache_files()
+            .contains(&"demo_1.0.xz.skein.sig".to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_signature_fails_before_the_download_and_leaves_nothing() {
+    let mut f = Fixture::new();
+    let (key, sk) = keypair(&f.keys_dir(), "release");
+    f.cfg.image.pubkeys = vec![key];
+    f.cfg.image.require_signature = true;
+    let server = f.serve_signed(Some(sign(&sk, b"a different .skein")));
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains("demo_1.0.xz.skein.sig: bad signature of demo_1.0.xz.skein"),
+        "{msg}"
+    );
+    assert!(!e.is_transient());
+    assert!(server.requests("/demo_1.0.xz").is_empty());
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signature_by_an_unknown_key_is_refused() {
+    let mut f = Fixture::new();
+    let (key, _) = keypair(&f.keys_dir(), "release");
+    let (_, stranger) = keypair(&f.keys_dir(), "stranger");
+    f.cfg.image.pubkeys = vec![key];
+    f.cfg.image.require_signature = true;
+    let server = f.serve_signed(Some(sign(&stranger, &f.skein)));
+    let msg = f.import_err(&server.url()).await.to_string();
+    assert!(
+        msg.contains("which is not among the configured public keys"),
+        "{msg}"
+    );
+    f.assert_nothing_left().await;
+    let server = f.serve_signed(Some(b"untrusted comment: x\nnot base64\n".to_vec()));
+    let msg = f.import_err(&server.url()).await.to_string();
+    assert!(msg.contains("not a signify signature"), "{msg}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unsigned_image_fails_only_when_signatures_are_required() {
+    let mut f = Fixture::new();
+    let (key, _) = keypair(&f.keys_dir(), "release");
+    f.cfg.image.pubkeys = vec![key];
+    f.cfg.image.require_signature = true;
+    let server = f.serve_signed(None);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains(
+            "demo_1.0.xz.skein.sig not found: the image is unsigned and require_signature is set"
+        ),
+        "{msg}"
+    );
+    assert!(server.requests("/demo_1.0.xz").is_empty());
+    f.assert_nothing_left().await;
+    f.cfg.image.require_signature = false;
+    f.import(&server.url()).await.unwrap();
+    f.assert_imported().await;
+}
+
+// ---- cache GC -------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gc_removes_unused_images_oldest_first_and_keeps_used_ones() {
+    let f = Fixture::new();
+    let engine = crate::engine::Engine::new(f.cfg.clone(), Arc::new(|_, _| {}));
+    let dir = f.sim.images_dir();
+    let url = format!("file://{}", dir.display());
+    for tag in ["1.0", "2.0", "3.0"] {
+        f.sim.image("demo", tag);
+        let image = ImageRef::parse(&url, "demo", tag).unwrap();
+        ensure_imported(&f.host, &engine.images, &f.cfg, &image, &|_| {})
+            .await
+            .unwrap();
+        // Import stamps have millisecond resolution: keep the order unambiguous.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A pot cloned from the oldest image uses it.
+    let snap = f
+        .host
+        .zfs_snapshots(&format!("{DATASET}/m"))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    f.host
+        .zfs_create("zroot/pot/jails/user", &[])
+        .await
+        .unwrap();
+    f.host
+        .zfs_clone(
+            &format!("{DATASET}/m@{snap}"),
+            "zroot/pot/jails/user/m",
+            &f.cfg.jails_dir().join("user/m"),
+        )
+        .await
+        .unwrap();
+    // Not imported by the driver: never a candidate.
+    f.host
+        .zfs_create("zroot/pot/jails/handmade", &[])
+        .await
+        .unwrap();
+
+    let dry = engine.gc_images(1, true).await.unwrap();
+    assert_eq!(dry.removed, ["demo_2_0", "demo_3_0"]);
+    assert_eq!(dry.kept, ["demo_1_0"]);
+    assert!(f.host.zfs_exists("zroot/pot/jails/demo_2_0").await.unwrap());
+
+    let report = engine.gc_images(2, false).await.unwrap();
+    assert_eq!(report.removed, ["demo_2_0"]);
+    assert_eq!(report.kept, ["demo_1_0", "demo_3_0"]);
+    assert!(!f.host.zfs_exists("zroot/pot/jails/demo_2_0").await.unwrap());
+    assert!(f.host.zfs_exists("zroot/pot/jails/handmade").await.unwrap());
+    assert!(
+        !f.cache_files().iter().any(|n| n.starts_with("demo_2.0")),
+        "{:?}",
+        f.cache_files()
+    );
+    assert!(f.cache_files().contains(&"demo_3.0.xz".to_string()));
+
+    // An image whose lock is held (an import or clone under way) is skipped.
+    let _busy = engine.images.lock("demo_3_0").await;
+    let report = engine.gc_images(0, false).await.unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(report.kept, ["demo_1_0", "demo_3_0"]);
+}
+
+// ---- export ---------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_round_trips_through_a_signed_import() {
+    let mut f = Fixture::new();
+    let engine = crate::engine::Engine::new(f.cfg.clone(), Arc::new(|_, _| {}));
+    f.import(&format!("file://{}", f.sim.images_dir().display()))
+        .await
+        .unwrap();
+    let out = f.sim.tmp.path().join("export");
+    std::fs::create_dir_all(&out).unwrap();
+    let (pubkey, sk) = keypair(&f.keys_dir(), "release");
+    let seckey = f.keys_dir().join("release.sec");
+    std::fs::write(&seckey, sk.to_file_encoding("release secret key")).unwrap();
+    let exported = engine
+        .export(&ExportOptions {
+            pot: "demo_1_0".into(),
+            tag: Some("2.0".into()),
+            dir: out.clone(),
+            level: 1,
+            seckey: Some(seckey),
+        })
+        .await
+        .unwrap();
+    assert_eq!(exported.xz, out.join("demo_1_0_2.0.xz"));
+    assert_eq!(exported.tag, "2.0");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "demo_1_0_2.0.xz",
+            "demo_1_0_2.0.xz.meta",
+            "demo_1_0_2.0.xz.skein",
+            "demo_1_0_2.0.xz.skein.sig"
+        ]
+    );
+    assert_eq!(
+        std::fs::read(out.join("demo_1_0_2.0.xz.meta")).unwrap(),
+        b"-\n"
+    );
+    let sig = std::fs::read_to_string(out.join("demo_1_0_2.0.xz.skein.sig")).unwrap();
+    assert!(
+        sig.starts_with("untrusted comment: verify with release.pub\n"),
+        "{sig}"
+    );
+
+    // What pot's import does with it: verify, receive, and the pot's files are the same.
+    f.cfg.image.pubkeys = vec![pubkey];
+    f.cfg.image.require_signature = true;
+    let image = ImageRef::parse(&format!("file://{}", out.display()), "demo_1_0", "2.0").unwrap();
+    ensure_imported(&f.host, &f.locks, &f.cfg, &image, &|_| {})
+        .await
+        .unwrap();
+    let read =
+        |pot: &str, file: &str| std::fs::read(f.cfg.jails_dir().join(pot).join(file)).unwrap();
+    for file in ["conf/pot.conf", "m/etc/passwd"] {
+        assert_eq!(read("demo_1_0", file), read("demo_1_0_2_0", file), "{file}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_refuses_what_pot_refuses_and_leaves_no_files() {
+    let f = Fixture::new();
+    let engine = crate::engine::Engine::new(f.cfg.clone(), Arc::new(|_, _| {}));
+    let out = f.sim.tmp.path().join("export");
+    std::fs::create_dir_all(&out).unwrap();
+    let options = |pot: &str| ExportOptions {
+        pot: pot.into(),
+        tag: None,
+        dir: out.clone(),
+        level: 6,
+        seckey: None,
+    };
+    let e = engine.export(&options("nope")).await.unwrap_err();
+    assert!(matches!(e, EngineError::NotFound { .. }), "{e}");
+    let e = engine.export(&options("../x")).await.unwrap_err();
+    assert!(matches!(e, EngineError::InvalidInput(_)), "{e}");
+    f.host
+        .zfs_create("zroot/pot/jails/bare", &[])
+        .await
+        .unwrap();
+    let e = engine
+        .export(&options("bare"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has 0 snapshots; exactly one is needed"), "{e}");
+    f.import(&format!("file://{}", f.sim.images_dir().display()))
+        .await
+        .unwrap();
+    let snap = f
+        .host
+        .zfs_snapshots(&format!("{DATASET}/m"))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    f.host
+        .zfs_create("zroot/pot/jails/user", &[])
+        .await
+        .unwrap();
+    f.host
+        .zfs_clone(
+            &format!("{DATASET}/m@{snap}"),
+            "zroot/pot/jails/user/m",
+            &f.cfg.jails_dir().join("user/m"),
+        )
+        .await
+        .unwrap();
+    let e = engine
+        .export(&options("user"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("zroot/pot/jails/user/m is a clone of") && e.contains("layered"),
+        "{e}"
+    );
+    let mut bad_key = options("demo_1_0");
+    bad_key.seckey = Some(f.sim.tmp.path().join("missing.sec"));
+    let e = engine.export(&bad_key).await.unwrap_err().to_string();
+    assert!(e.contains("missing.sec"), "{e}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "files left");
+}
