@@ -19,6 +19,10 @@ plugin "nomad-pot-driver" {
     dns_ip            = "10.192.0.2"
     extif             = "em0"
     args_quote_compat = true
+    # Host directories jobs may mount or copy from, besides their own alloc dir.
+    allowed_host_paths = []
+    # Jail attributes jobs may change from pot's secure defaults.
+    allowed_attributes = []
     image_max_size    = "64G"
     # image_cache_max = 10   # unset: imported images are never removed automatically
     # signify public keys for images' .xz.skein.sig (plus pot's POT_DEFAULT_SIGNATURE_PUBKEY);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::cty::{self, find_attr, norm_type};
 use common::env::*;
-use common::{FileServer, Plugin, SimHost, TestTask, within};
+use common::{FileServer, Plugin, SimHost, TaskBuilder, TestTask, within};
 use nomad_pot_driver::proto::base::{PluginInfoRequest, PluginType};
 use nomad_pot_driver::proto::drivers::{
     CapabilitiesRequest, DestroyTaskRequest, FingerprintRequest, FingerprintResponse,
@@ -1387,5 +1387,993 @@ async fn potctl_export_writes_an_image_the_plugin_runs() {
     env.start(&t).await;
     assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 7);
     env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// j. job options: mount, mount_read_only, copy, extra_hosts, attributes, and their boundary
+// ---------------------------------------------------------------------------------------------
+
+impl Env {
+    /// StartTask that must fail; returns the status.
+    async fn start_err(&self, t: &TestTask) -> tonic::Status {
+        let req = StartTaskRequest {
+            task: Some(t.config.clone()),
+        };
+        match within(60.0, "StartTask", self.plugin.driver().start_task(req)).await {
+            Ok(_) => panic!("StartTask accepted {}", t.id()),
+            Err(s) => s,
+        }
+    }
+
+    /// The pot (jail) name of a started task: `<task>_<invocation>_<alloc>`.
+    fn pot_of(&self, t: &TestTask) -> String {
+        let invocation = t.id().rsplit('/').next().unwrap().to_string();
+        format!("{}_{}_{}", t.task_name, invocation, t.alloc_id)
+    }
+
+    fn jail_root(&self, pot: &str) -> std::path::PathBuf {
+        std::path::Path::new(self.sim.config["fs_root"].as_str().unwrap())
+            .join("jails")
+            .join(pot)
+    }
+
+    /// Calls whose argv starts with `prefix`.
+    fn calls_starting(&self, prefix: &[&str]) -> Vec<Vec<String>> {
+        self.sim
+            .calls()
+            .into_iter()
+            .map(|c| c.argv)
+            .filter(|a| a.len() >= prefix.len() && a.iter().zip(prefix).all(|(x, y)| x == y))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_mounts_copies_hosts_and_attributes() {
+    let outside = tempfile::tempdir().unwrap();
+    let shared = outside.path().join("shared");
+    std::fs::create_dir_all(shared.join("www")).unwrap();
+    std::fs::write(shared.join("www/index"), "from-www\n").unwrap();
+    std::fs::write(shared.join("app.conf"), "key=from-copy\n").unwrap();
+    let shared = std::fs::canonicalize(&shared).unwrap();
+    let env = Env::with_agent_config(json!({
+        "allowed_host_paths": [shared.display().to_string()],
+        "allowed_attributes": ["devfs_ruleset"],
+    }))
+    .await;
+    let script = "cat /etc/app.conf /www/index; echo written > /data/out; \
+                  (echo x > /www/new) 2>/dev/null && echo RO-VIOLATED; \
+                  cat /etc/hosts; cat /opt/tree/file; echo done";
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", script],
+        "mount": ["local/data:/data"],
+        "mount_read_only": [format!("{}:/www", shared.join("www").display())],
+        "copy": [
+            // Onto a directory: the file lands inside it, as with cp.
+            format!("{}:/etc", shared.join("app.conf").display()),
+            "local/tree:/opt/tree",
+        ],
+        "extra_hosts": ["db:10.1.2.3", "db6:2001:db8::1"],
+        "attributes": ["devfs_ruleset:3", "exec_stop:/bin/echo bye"],
+    });
+    let t = env.task("opts", &cfg);
+    let local = t.alloc_dir.join("opts/local");
+    std::fs::create_dir_all(local.join("data")).unwrap();
+    std::fs::create_dir_all(local.join("tree")).unwrap();
+    std::fs::write(local.join("tree/file"), "tree-file\n").unwrap();
+    // Copied as a symlink: later mounts through it must still land inside the jail.
+    std::os::unix::fs::symlink("/", local.join("tree/up")).unwrap();
+    env.start(&t).await;
+    let pot = env.pot_of(&t);
+    let dir = env.jail_root(&pot);
+    let root = dir.join("m");
+
+    let w = env.wait(&t.id(), 30.0).await;
+    let out = t.logs.stdout();
+    assert_eq!(
+        w.result.map(|r| r.exit_code),
+        Some(0),
+        "stdout {out:?} stderr {:?}",
+        t.logs.stderr()
+    );
+    for line in [
+        "key=from-copy",
+        "from-www",
+        "127.0.0.1 localhost",
+        "10.1.2.3 db\n",
+        "2001:db8::1 db6\n",
+        "tree-file",
+        "done",
+    ] {
+        assert!(out.contains(line), "stdout lacks {line:?}: {out:?}");
+    }
+    assert!(!out.contains("RO-VIOLATED"), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(local.join("data/out")).unwrap(),
+        "written\n"
+    );
+
+    let real_data = std::fs::canonicalize(local.join("data")).unwrap();
+    let mounts = env.calls_starting(&["mount", "-t", "nullfs"]);
+    let expect = |opt: &str, src: &std::path::Path, target: &str| {
+        let want: Vec<String> = ["mount", "-t", "nullfs", "-o", opt]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([
+                src.display().to_string(),
+                root.join(target).display().to_string(),
+            ])
+            .collect();
+        assert!(mounts.contains(&want), "no {want:?} in {mounts:#?}");
+    };
+    expect("rw", &real_data, "data");
+    expect("ro", &shared.join("www"), "www");
+    let conf = std::fs::read_to_string(dir.join("conf/pot.conf")).unwrap();
+    for line in [
+        "pot.hosts=10.1.2.3 db\n",
+        "pot.hosts=2001:db8::1 db6\n",
+        "pot.attr.devfs_ruleset=3\n",
+        "pot.attr.enforce_statfs=2\n",
+        "pot.attr.exec_stop=/bin/echo bye\n",
+    ] {
+        assert!(conf.contains(line), "pot.conf lacks {line:?}:\n{conf}");
+    }
+    let fscomp = std::fs::read_to_string(dir.join("conf/fscomp.conf")).unwrap();
+    assert!(
+        fscomp.ends_with(&format!(
+            "{} /data\n{} /www ro\n",
+            real_data.display(),
+            shared.join("www").display()
+        )),
+        "{fscomp}"
+    );
+    let jail = env.calls_starting(&["jail", "-i", "-c"]);
+    let params = &jail.last().expect("jail -c").clone();
+    for p in [
+        "devfs_ruleset=3",
+        "enforce_statfs=2",
+        "children.max=0",
+        "exec.stop=/bin/echo bye",
+    ] {
+        assert!(
+            params.iter().any(|a| a == p),
+            "jail -c lacks {p}: {params:?}"
+        );
+    }
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mount_targets_resolve_inside_the_jail() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", "cat /escaped/f"],
+        // /opt/tree/up is a symlink to "/" copied in from the task: as the jail sees it, it is
+        // the jail's root, not the host's.
+        "copy": ["local/tree:/opt/tree"],
+        "mount_read_only": ["local/data:/opt/tree/up/escaped"],
+    });
+    let t = env.task("links", &cfg);
+    let local = t.alloc_dir.join("links/local");
+    std::fs::create_dir_all(local.join("tree")).unwrap();
+    std::fs::create_dir_all(local.join("data")).unwrap();
+    std::fs::write(local.join("data/f"), "inside\n").unwrap();
+    std::os::unix::fs::symlink("/", local.join("tree/up")).unwrap();
+    env.start(&t).await;
+    let root = env.jail_root(&env.pot_of(&t)).join("m");
+    let w = env.wait(&t.id(), 30.0).await;
+    assert_eq!(w.result.map(|r| r.exit_code), Some(0));
+    assert!(t.logs.stdout().contains("inside"), "{:?}", t.logs.stderr());
+    let targets: Vec<String> = env
+        .calls_starting(&["mount", "-t", "nullfs"])
+        .into_iter()
+        .map(|a| a[a.len() - 1].clone())
+        .collect();
+    assert!(
+        targets.contains(&root.join("escaped").display().to_string()),
+        "{targets:?}"
+    );
+    assert!(
+        targets
+            .iter()
+            .all(|t| t.starts_with(&root.display().to_string())),
+        "a mount left the jail root: {targets:?}"
+    );
+    assert!(!std::path::Path::new("/escaped").exists());
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_paths_and_attributes_outside_the_boundary_are_refused() {
+    let env = Env::new().await;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), "s").unwrap();
+    let other = env.task(
+        "other",
+        &json!({"image": "http://127.0.0.1:9/", "pot": "demo", "tag": "1.0"}),
+    );
+    let base = json!({
+        "image": "http://127.0.0.1:9/", "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", "exit 0"],
+    });
+    let out = outside.path().display().to_string();
+    let cases: Vec<(&str, Json, &str)> = vec![
+        (
+            "mount",
+            json!([format!("{out}:/data")]),
+            "allowed_host_paths",
+        ),
+        ("mount", json!(["local/escape:/data"]), "allowed_host_paths"),
+        (
+            "mount",
+            json!(["local/../../../..:/data"]),
+            "allowed_host_paths",
+        ),
+        (
+            "mount_read_only",
+            json!([format!("{}:/other", other.alloc_dir.display())]),
+            "allowed_host_paths",
+        ),
+        (
+            "copy",
+            json!([format!("{out}/secret:/etc/secret")]),
+            "allowed_host_paths",
+        ),
+        ("copy", json!(["local/nothing-here:/x"]), "No such file"),
+        (
+            "copy",
+            json!(["local/fifo:/x"]),
+            "not a regular file or directory",
+        ),
+        ("mount", json!(["local:/"]), "root"),
+        ("mount", json!(["local:relative"]), "absolute"),
+        ("mount", json!(["local:/a b"]), "whitespace"),
+        ("mount", json!(["no-colon"]), "host_path:jail_path"),
+        (
+            "attributes",
+            json!(["enforce_statfs:1"]),
+            "allowed_attributes",
+        ),
+        ("attributes", json!(["nullfs:YES"]), "allowed_attributes"),
+        ("attributes", json!(["children:10"]), "allowed_attributes"),
+        ("attributes", json!(["bogus:1"]), "unknown attribute"),
+        ("attributes", json!(["persistent:YES"]), "pot attribute"),
+        ("extra_hosts", json!(["db:10.1.2"]), "not an IP address"),
+    ];
+    for (i, (key, value, needle)) in cases.iter().enumerate() {
+        let mut cfg = base.clone();
+        cfg[*key] = value.clone();
+        let t = env.task(&format!("refused{i}"), &cfg);
+        std::os::unix::fs::symlink(
+            outside.path(),
+            t.alloc_dir.join(format!("refused{i}/local/escape")),
+        )
+        .unwrap();
+        nix::unistd::mkfifo(
+            &t.alloc_dir.join(format!("refused{i}/local/fifo")),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let s = env.start_err(&t).await;
+        assert_eq!(
+            s.code(),
+            tonic::Code::InvalidArgument,
+            "{key} {value}: {s:?}"
+        );
+        assert!(
+            s.message().contains(&format!("{key}[0]")) || *key == "attributes",
+            "{key} {value}: the error should name the entry: {s:?}"
+        );
+        assert!(
+            s.message().contains(needle),
+            "{key} {value}: error should say {needle:?}: {s:?}"
+        );
+    }
+    let touched: Vec<String> = env
+        .sim
+        .calls()
+        .iter()
+        .map(|c| c.line())
+        .filter(|l| {
+            [
+                "zfs create",
+                "zfs clone",
+                "zfs receive",
+                "jail ",
+                "mount -t",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .collect();
+    assert!(
+        touched.is_empty(),
+        "refused jobs reached the host: {touched:?}"
+    );
+    for (key, value) in [
+        ("allowed_attributes", json!(["persistent"])),
+        ("allowed_host_paths", json!(["relative/dir"])),
+    ] {
+        let cfg = env.sim.agent_config_with(json!({ key: value }));
+        let s = set_config(&env.plugin, &cfg, true)
+            .await
+            .expect_err("SetConfig must refuse it");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
+        assert!(s.message().contains(key), "{s:?}");
+    }
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// k. Nomad-native task features: user, dns, volume_mount, NOMAD_*_DIR, the exact environment
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_dns_volumes_and_task_dirs() {
+    use nomad_pot_driver::proto::drivers::{DnsConfig, ExecTaskRequest, Mount};
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("f"), "from-volume\n").unwrap();
+    let vol_path = std::fs::canonicalize(vol.path()).unwrap();
+    let env =
+        Env::with_agent_config(json!({"allowed_host_paths": [vol_path.display().to_string()]}))
+            .await;
+    let caps = within(
+        5.0,
+        "Capabilities",
+        env.plugin.driver().capabilities(CapabilitiesRequest {}),
+    )
+    .await
+    .expect("Capabilities")
+    .into_inner()
+    .capabilities
+    .unwrap();
+    assert_eq!(caps.mount_configs, 0, "host volumes must be accepted");
+
+    let script = "id -u; cat /etc/resolv.conf /vol/f; \
+                  (echo x > /vol/w) 2>/dev/null || echo vol-read-only; \
+                  echo in-task-dir > \"$NOMAD_TASK_DIR/t\"; echo in-alloc-dir > \"$NOMAD_ALLOC_DIR/data/a\"; \
+                  echo ready; while [ ! -e /local/go ]; do sleep 0.1; done";
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", script],
+    });
+    let mut t = env.task("native", &cfg);
+    t.config.user = "nobody".into();
+    t.config.dns = Some(DnsConfig {
+        servers: vec!["10.0.0.53".into(), "2001:db8::53".into()],
+        searches: vec!["service.consul".into()],
+        options: vec!["ndots:2".into()],
+    });
+    t.config.mounts = vec![Mount {
+        task_path: "/vol".into(),
+        host_path: vol_path.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    // Nomad makes these world-writable, so tasks with a `user` can write there.
+    for d in ["native/local", "alloc/data"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(t.alloc_dir.join(d), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let out = t.logs.stdout();
+    let resolv = "# Generated by nomad-pot-driver from the job's dns block\nnameserver 10.0.0.53\n\
+                  nameserver 2001:db8::53\nsearch service.consul\noptions ndots:2\n";
+    assert!(
+        out.starts_with(&format!("65534\n{resolv}from-volume\nvol-read-only\n")),
+        "{out:?} / {:?}",
+        t.logs.stderr()
+    );
+    let task_dir = t.alloc_dir.join("native");
+    assert_eq!(
+        std::fs::read_to_string(task_dir.join("local/t")).unwrap(),
+        "in-task-dir\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.alloc_dir.join("alloc/data/a")).unwrap(),
+        "in-alloc-dir\n"
+    );
+    assert_eq!(t.config.env["NOMAD_TASK_DIR"], "/local");
+    let pot = env.pot_of(&t);
+    let conf = std::fs::read_to_string(env.jail_root(&pot).join("conf/pot.conf")).unwrap();
+    assert!(conf.contains("pot.dns=custom\n"), "{conf}");
+
+    // ExecTask runs as the task's user too.
+    let r = within(
+        10.0,
+        "ExecTask",
+        env.plugin.driver().exec_task(ExecTaskRequest {
+            task_id: t.id(),
+            command: vec!["/usr/bin/id".into(), "-un".into()],
+            timeout: Some(dur(5)),
+        }),
+    )
+    .await
+    .expect("ExecTask")
+    .into_inner();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "nobody\n");
+    // So does `nomad alloc exec` (ExecTaskStreaming).
+    let (out, _, code, _) =
+        exec_streaming(&env, &t.id(), &["/usr/bin/id", "-un"], false, b"").await;
+    assert_eq!((out.as_str(), code), ("nobody\n", 0));
+    open_gate(&t);
+    env.wait(&t.id(), 10.0).await;
+    // calls.jsonl records a call when it ends: the task's and the exec's, both as nobody.
+    let programs: Vec<String> = env
+        .calls_starting(&["jexec", "-U", "nobody", &pot])
+        .into_iter()
+        .map(|a| a[4].clone())
+        .collect();
+    assert_eq!(programs, ["/usr/bin/id", "/usr/bin/id", "/bin/sh"]);
+    env.destroy(&t.id()).await;
+
+    // A user the image does not know, and an unusable dns block, are refused before the jail.
+    let mut bad_user = env.task("nouser", &cfg);
+    bad_user.config.user = "mallory".into();
+    let s = env.start_err(&bad_user).await;
+    assert!(s.message().contains("\"mallory\" does not exist"), "{s:?}");
+    let mut bad_dns = env.task("nodns", &cfg);
+    bad_dns.config.dns = Some(DnsConfig {
+        servers: vec!["10.0.0.53\nnameserver 6.6.6.6".into()],
+        ..Default::default()
+    });
+    let s = env.start_err(&bad_dns).await;
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().contains("dns: server"), "{s:?}");
+    let mut bad_vol = env.task("novol", &cfg);
+    bad_vol.config.mounts = vec![Mount {
+        task_path: "/etc".into(),
+        host_path: "/etc".into(),
+        ..Default::default()
+    }];
+    let s = env.start_err(&bad_vol).await;
+    assert!(
+        s.message().contains("volume_mount \"/etc\"") && s.message().contains("allowed_host_paths"),
+        "{s:?}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_env_reaches_the_process_byte_for_byte() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0",
+        "command": "/usr/bin/env", "args": ["-0"],
+    });
+    let values = [
+        ("QUOTES", "it's \"quoted\" `back`"),
+        ("DOLLAR", "$HOME ${PATH} $(id -u) $$"),
+        ("NEWLINES", "line1\nline2\n"),
+        ("EQUALS", "a=b==c="),
+        ("SHELL_META", "; rm -rf / # | & > < * ? [ ] ~ \\"),
+        ("UNICODE", "grüße ✓ 日本"),
+        ("EMPTY", ""),
+    ];
+    let mut b = TaskBuilder::new("envdump", env.encode_task(&cfg));
+    for (k, v) in values {
+        b = b.env(k, v);
+    }
+    let t = b.build(&env.sim.allocs_dir());
+    env.start(&t).await;
+    let w = env.wait(&t.id(), 30.0).await;
+    assert_eq!(
+        w.result.map(|r| r.exit_code),
+        Some(0),
+        "{:?}",
+        t.logs.stderr()
+    );
+    assert!(t.logs.wait_for_eof(Duration::from_secs(5)).await);
+    let got: std::collections::BTreeMap<String, String> = t
+        .logs
+        .stdout()
+        .split_terminator('\0')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').expect("KEY=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let mut want: std::collections::BTreeMap<String, String> =
+        t.config.env.clone().into_iter().collect();
+    want.insert(
+        "PATH".into(),
+        "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin".into(),
+    );
+    assert_eq!(got, want);
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// l. limits: rctl rules, cpuset and quota from Nomad's resources and the task config
+// ---------------------------------------------------------------------------------------------
+
+impl Env {
+    /// Runs a tool of the simulated host, as an operator would; returns its stdout.
+    fn host_tool(&self, tool: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new(self.sim.dir.join("bin").join(tool))
+            .args(args)
+            .output()
+            .expect("run a sim tool");
+        assert!(out.status.success(), "{tool} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A gated task with Nomad resources: memory 64 MiB (max 128), an eighth of an
+    /// 8-CPU node, cores `cores`.
+    fn limited_task(&self, name: &str, cfg: &Json, cores: &str) -> TestTask {
+        let mut t = self.task(name, cfg);
+        let r = t.config.resources.as_mut().unwrap();
+        r.allocated_resources
+            .as_mut()
+            .unwrap()
+            .memory
+            .as_mut()
+            .unwrap()
+            .memory_max_mb = 128;
+        let linux = r.linux_resources.as_mut().unwrap();
+        linux.percent_ticks = 0.0625;
+        linux.cpuset_cpus = cores.into();
+        t
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_applied_before_the_task_and_removed_after() {
+    let env = Env::new().await;
+    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    let mut cfg = gated_task_config(&env, 0);
+    for (k, v) in [
+        ("maxproc", "100"),
+        ("openfiles", "1024"),
+        ("vmemoryuse", "1G"),
+        ("swapuse", "512M"),
+        ("readbps", "10m"),
+        ("writebps", "1048576"),
+        ("quota", "2G"),
+    ] {
+        cfg[k] = json!(v);
+    }
+    let t = env.limited_task("limited", &cfg, "2-3");
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let pot = env.pot_of(&t);
+    let mut rules: Vec<String> = env
+        .host_tool("rctl", &[])
+        .lines()
+        .map(String::from)
+        .collect();
+    rules.sort();
+    let want = |r: &str, a: &str, n: u64| format!("jail:{pot}:{r}:{a}={n}");
+    let mut expected = vec![
+        // memory_max wins over memory; 0.0625 of 8 CPUs is half of one.
+        want("memoryuse", "deny", 128 << 20),
+        want("pcpu", "deny", 50),
+        want("maxproc", "deny", 100),
+        want("openfiles", "deny", 1024),
+        want("vmemoryuse", "deny", 1 << 30),
+        want("swapuse", "deny", 512 << 20),
+        want("readbps", "throttle", 10 << 20),
+        want("writebps", "throttle", 1 << 20),
+    ];
+    expected.sort();
+    assert_eq!(rules, expected);
+    let jid = env
+        .host_tool("jls", &["-j", &pot, "jid"])
+        .trim()
+        .to_string();
+    assert!(
+        env.host_tool("cpuset", &["-g", "-j", &pot])
+            .contains(&format!("jail {jid} mask: 2, 3")),
+        "cpuset"
+    );
+    let quota = format!("quota={}", 2u64 << 30);
+    assert_eq!(
+        env.calls_starting(&["zfs", "set", &quota]),
+        [vec![
+            "zfs".to_string(),
+            "set".into(),
+            quota.clone(),
+            format!("zroot/pot/jails/{pot}")
+        ]]
+    );
+    // Limits are on the jail before the task runs in it.
+    let calls: Vec<String> = env.sim.calls().iter().map(|c| c.line()).collect();
+    let jail_c = calls
+        .iter()
+        .position(|l| l.starts_with("jail -i -c"))
+        .unwrap();
+    let last_limit = calls
+        .iter()
+        .rposition(|l| l.starts_with("rctl -a") || l.starts_with("cpuset -l"))
+        .unwrap();
+    assert!(jail_c < last_limit);
+    assert!(
+        calls[last_limit..].iter().all(|l| !l.starts_with("jexec")),
+        "{calls:?}"
+    );
+    within(
+        20.0,
+        "StopTask",
+        env.plugin.driver().stop_task(StopTaskRequest {
+            task_id: t.id(),
+            timeout: Some(dur(1)),
+            signal: "SIGKILL".into(),
+        }),
+    )
+    .await
+    .expect("StopTask");
+    assert_eq!(
+        env.host_tool("rctl", &[]),
+        "",
+        "rules left behind by StopTask"
+    );
+    env.wait(&t.id(), 10.0).await;
+    env.destroy(&t.id()).await;
+    assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
+    let env = Env::new().await;
+    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    // CPU 9 does not exist: cpuset fails after the rctl rules are in place.
+    let t = env.limited_task("badcores", &gated_task_config(&env, 0), "1,9");
+    let s = env.start_err(&t).await;
+    assert!(s.message().contains("cpuset"), "{s:?}");
+    let pot = env.pot_of(&t);
+    assert!(!env.calls_starting(&["rctl", "-a"]).is_empty());
+    assert_eq!(
+        env.calls_starting(&["rctl", "-r", &format!("jail:{pot}")])
+            .len(),
+        1,
+        "rollback must remove the rules"
+    );
+    env.sim.assert_clean("after a rolled-back start");
+
+    let bad = env.task(
+        "badsize",
+        &json!({"image": "http://127.0.0.1:9/", "pot": "demo",
+        "tag": "1.0", "swapuse": "lots"}),
+    );
+    let s = env.start_err(&bad).await;
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(
+        s.message().contains("swapuse: \"lots\" is not a size"),
+        "{s:?}"
+    );
+
+    // Without racct: limits the job asked for refuse the start, Nomad's own are skipped.
+    env.host_tool("sysctl", &["kern.racct.enable=0"]);
+    let mut cfg = gated_task_config(&env, 0);
+    cfg["maxproc"] = json!("10");
+    let t = env.limited_task("noracct", &cfg, "");
+    let s = env.start_err(&t).await;
+    assert!(s.message().contains("kern.racct.enable is 0"), "{s:?}");
+    let adds = env.calls_starting(&["rctl", "-a"]).len();
+    let t = env.limited_task("nolimits", &gated_task_config(&env, 0), "");
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    assert_eq!(env.calls_starting(&["rctl", "-a"]).len(), adds);
+    open_gate(&t);
+    env.wait(&t.id(), 10.0).await;
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// m. no shell: hostile strings in every string field reach their tool verbatim or are refused
+// ---------------------------------------------------------------------------------------------
+
+/// A small deterministic generator (xorshift64*) of strings made of shell metacharacters,
+/// quotes, newlines and non-ASCII text.
+struct Hostile(u64);
+
+impl Hostile {
+    const FRAGMENTS: &[&str] = &[
+        "$(touch /tmp/pwned)",
+        "`id`",
+        "'",
+        "\"",
+        "\n",
+        ";",
+        "|",
+        "&&",
+        "$HOME",
+        "${IFS}",
+        "\\",
+        "*",
+        "?",
+        "~",
+        "#",
+        "ü",
+        "日本",
+        " ",
+        "\t",
+        "=",
+        ":",
+        ">",
+        "<",
+        "!",
+        "%s",
+        "-rf",
+        "{a,b}",
+        "x",
+    ];
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn string(&mut self) -> String {
+        let n = 1 + self.next() % 4;
+        (0..n)
+            .map(|_| Self::FRAGMENTS[(self.next() % Self::FRAGMENTS.len() as u64) as usize])
+            .collect()
+    }
+
+    /// A file name: no `/`, and no `:` (the separator of `host:jail` entries).
+    fn file_name(&mut self) -> String {
+        format!("f{}", self.string().replace(['/', ':'], "_"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_strings_reach_tools_verbatim_or_are_refused() {
+    use nomad_pot_driver::proto::drivers::{DnsConfig, ExecTaskRequest};
+    let env = Env::with_agent_config(json!({"args_quote_compat": false})).await;
+    let image = env.file_image();
+    let mut hostile = Hostile(0x9E37_79B9_7F4A_7C15);
+    let (mut accepted, mut refused) = (0, 0);
+    for round in 0..6 {
+        // Always accepted: args, env values and copy targets, which need no validation.
+        let args: Vec<String> = (0..3).map(|_| hostile.string()).collect();
+        let copy_name = hostile.file_name();
+        let copy_target = format!("/opt/{}", hostile.string().replace('\0', ""));
+        let mut cfg = json!({
+            "image": image, "pot": "demo", "tag": "1.0", "command": "/usr/bin/printf",
+            "args": ([vec!["%s\\0".to_string()], args.clone()].concat()),
+            "copy": [format!("local/{copy_name}:{copy_target}")],
+        });
+        cfg["network_mode"] = json!("host");
+        let mut b = TaskBuilder::new(&format!("hostile{round}"), env.encode_task(&cfg));
+        let env_values: Vec<String> = (0..3).map(|_| hostile.string()).collect();
+        for (i, v) in env_values.iter().enumerate() {
+            b = b.env(&format!("HOSTILE_{i}"), v);
+        }
+        let t = b.build(&env.sim.allocs_dir());
+        std::fs::write(
+            t.alloc_dir
+                .join(&t.task_name)
+                .join("local")
+                .join(&copy_name),
+            &copy_name,
+        )
+        .unwrap();
+        env.start(&t).await;
+        let pot = env.pot_of(&t);
+        env.wait(&t.id(), 30.0).await;
+        assert!(t.logs.wait_for_eof(Duration::from_secs(5)).await);
+        let printed: Vec<String> = t
+            .logs
+            .stdout()
+            .split_terminator('\0')
+            .map(String::from)
+            .collect();
+        assert_eq!(printed, args, "round {round}: the task's argv");
+        let jexec = env.calls_starting(&["jexec", &pot, "/usr/bin/printf"]);
+        assert_eq!(jexec.len(), 1);
+        assert_eq!(jexec[0][4..], args[..], "round {round}: jexec argv");
+        let copied = nomad_pot_driver::engine::PotName::new(&pot).unwrap();
+        let root = env.jail_root(copied.as_str()).join("m");
+        let landed = root.join(copy_target.trim_start_matches('/'));
+        let landed = if landed.is_dir() {
+            landed.join(&copy_name)
+        } else {
+            landed
+        };
+        assert_eq!(std::fs::read_to_string(&landed).unwrap(), copy_name);
+        // The environment, through an exec with the task's env.
+        let r = within(
+            10.0,
+            "ExecTask env",
+            env.plugin.driver().exec_task(ExecTaskRequest {
+                task_id: t.id(),
+                command: vec!["/usr/bin/env".into(), "-0".into()],
+                timeout: Some(dur(5)),
+            }),
+        )
+        .await
+        .expect("ExecTask")
+        .into_inner();
+        let seen = String::from_utf8(r.stdout).unwrap();
+        for (i, v) in env_values.iter().enumerate() {
+            let entry = format!("HOSTILE_{i}={v}");
+            assert!(
+                seen.split('\0').any(|e| e == entry),
+                "round {round}: {entry:?} not in {seen:?}"
+            );
+        }
+        env.destroy(&t.id()).await;
+        accepted += 1;
+
+        // Fields with rules: each alone, accepted verbatim or refused naming the field.
+        let local_dir = hostile.file_name();
+        let mount_target = format!("/mnt/{}", hostile.string());
+        let host_name = hostile.string();
+        let exec_stop = hostile.string();
+        let search = hostile.string();
+        let user = hostile.string();
+        let command = format!("/{}", hostile.string());
+        let (net, count, size) = (hostile.string(), hostile.string(), hostile.string());
+        let (pot_name, tag) = (format!("demo{}", hostile.string()), hostile.string());
+        let cases: Vec<(&str, Json)> = vec![
+            (
+                "mount",
+                json!({"mount": [format!("local/{local_dir}:{mount_target}")]}),
+            ),
+            (
+                "extra_hosts",
+                json!({"extra_hosts": [format!("{host_name}:10.0.0.1")]}),
+            ),
+            (
+                "attributes",
+                json!({"attributes": [format!("exec_stop:{exec_stop}")]}),
+            ),
+            ("dns", json!({})),
+            ("user", json!({})),
+            ("command", json!({"command": command})),
+            ("network_mode", json!({"network_mode": net})),
+            ("maxproc", json!({"maxproc": count})),
+            ("quota", json!({"quota": size})),
+            ("pot", json!({"pot": pot_name})),
+            ("tag", json!({"tag": tag})),
+        ];
+        for (field, extra) in cases {
+            let mut cfg = json!({
+                "image": image, "pot": "demo", "tag": "1.0",
+                "command": "/bin/sh", "args": ["-c", "exit 0"],
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                cfg[k] = v.clone();
+            }
+            let mut t = env.task(&format!("r{round}{}", field.replace('_', "")), &cfg);
+            std::fs::create_dir_all(
+                t.alloc_dir
+                    .join(&t.task_name)
+                    .join("local")
+                    .join(&local_dir),
+            )
+            .unwrap();
+            if field == "dns" {
+                t.config.dns = Some(DnsConfig {
+                    searches: vec![search.clone()],
+                    ..Default::default()
+                });
+            }
+            if field == "user" {
+                t.config.user = user.clone();
+            }
+            let before = env.sim.calls().len();
+            let req = StartTaskRequest {
+                task: Some(t.config.clone()),
+            };
+            match within(60.0, "StartTask", env.plugin.driver().start_task(req)).await {
+                // A valid-looking pot or tag names an image that does not exist.
+                Err(s) if matches!(field, "pot" | "tag") && s.message().starts_with("image ") => {
+                    refused += 1;
+                    continue;
+                }
+                Err(s) => {
+                    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{field}: {s:?}");
+                    assert!(s.message().contains(field), "{field}: {s:?}");
+                    let touched: Vec<String> = env.sim.calls()[before..]
+                        .iter()
+                        .map(|c| c.line())
+                        .filter(|l| l.starts_with("jail ") || l.starts_with("mount -t"))
+                        .collect();
+                    assert!(
+                        touched.is_empty() || field == "user",
+                        "{field}: refused after {touched:?}"
+                    );
+                    refused += 1;
+                    continue;
+                }
+                Ok(_) => accepted += 1,
+            }
+            let pot = env.pot_of(&t);
+            let dir = env.jail_root(&pot);
+            match field {
+                "mount" => {
+                    let real = std::fs::canonicalize(
+                        t.alloc_dir
+                            .join(&t.task_name)
+                            .join("local")
+                            .join(&local_dir),
+                    )
+                    .unwrap();
+                    let want = vec![
+                        "mount".to_string(),
+                        "-t".into(),
+                        "nullfs".into(),
+                        "-o".into(),
+                        "rw".into(),
+                        real.display().to_string(),
+                        dir.join("m").join(&mount_target[1..]).display().to_string(),
+                    ];
+                    assert!(env.sim.calls().iter().any(|c| c.argv == want), "{want:?}");
+                }
+                "extra_hosts" => {
+                    let hosts = std::fs::read_to_string(dir.join("m/etc/hosts")).unwrap();
+                    assert!(
+                        hosts.ends_with(&format!("10.0.0.1 {host_name}\n")),
+                        "{hosts:?}"
+                    );
+                }
+                "attributes" => {
+                    let want = format!("exec.stop={exec_stop}");
+                    let jail = env.calls_starting(&["jail", "-i", "-c"]);
+                    assert!(jail.last().unwrap().contains(&want), "{want:?}");
+                }
+                "dns" => {
+                    let resolv = std::fs::read_to_string(dir.join("m/etc/resolv.conf")).unwrap();
+                    assert!(
+                        resolv.contains(&format!("\nsearch {search}\n")),
+                        "{resolv:?}"
+                    );
+                }
+                "command" => {
+                    env.wait(&t.id(), 30.0).await;
+                    let jexec = env.calls_starting(&["jexec", &pot]);
+                    assert_eq!(
+                        jexec.last().unwrap()[2..],
+                        [command.clone(), "-c".into(), "exit 0".into()]
+                    );
+                }
+                other => panic!("{other}: a hostile value was accepted"),
+            }
+            env.wait(&t.id(), 30.0).await;
+            env.destroy(&t.id()).await;
+        }
+    }
+    assert!(
+        refused > 0 && accepted > 6,
+        "accepted {accepted}, refused {refused}"
+    );
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_of_a_recovered_task_go_with_it() {
+    let mut env = Env::new().await;
+    let mut cfg = gated_task_config(&env, 0);
+    cfg["maxproc"] = json!("50");
+    let t = env.limited_task("crashy", &cfg, "");
+    let handle = env.start(&t).await.handle.unwrap();
+    env.wait_ready(&t).await;
+    env.crash_and_relaunch().await;
+    env.recover(&handle).await.expect("RecoverTask");
+    let pot = env.pot_of(&t);
+    assert!(
+        env.host_tool("rctl", &[])
+            .contains(&format!("jail:{pot}:maxproc:deny=50\n")),
+        "the running task keeps its limits"
+    );
+    open_gate(&t);
+    env.wait(&t.id(), 10.0).await;
+    env.destroy(&t.id()).await;
+    assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
     env.finish().await;
 }

@@ -2,7 +2,7 @@
 
 use super::cty::{self, CtyError};
 use super::schema;
-use crate::engine::Overrides;
+use crate::engine::{CopyIn, HostEntry, HostMount, Limits, Overrides, parse_count, parse_size};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -34,6 +34,12 @@ impl AgentConfig {
                 dns_ip: o.string("dns_ip"),
                 extif: o.string("extif"),
                 args_quote_compat: o.bool("args_quote_compat"),
+                allowed_host_paths: o
+                    .strings("allowed_host_paths")
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
+                allowed_attributes: o.strings("allowed_attributes"),
                 signature_pubkeys: Some(o.strings("signature_pubkeys"))
                     .filter(|keys| !keys.is_empty())
                     .map(|keys| keys.into_iter().map(PathBuf::from).collect()),
@@ -46,7 +52,7 @@ impl AgentConfig {
 }
 
 /// A job's `config {}` block, with the Go driver's keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskConfig {
     pub image: String,
     pub pot: String,
@@ -55,17 +61,82 @@ pub struct TaskConfig {
     pub args: Vec<String>,
     pub port_map: BTreeMap<String, String>,
     pub network_mode: Option<String>,
-    pub mount: Vec<String>,
-    pub copy: Vec<String>,
-    pub mount_read_only: Vec<String>,
-    pub extra_hosts: Vec<String>,
-    pub attributes: Vec<String>,
+    /// `mount` then `mount_read_only`, in that order (the Go driver's).
+    pub mounts: Vec<HostMount>,
+    pub copy: Vec<CopyIn>,
+    pub extra_hosts: Vec<HostEntry>,
+    pub attributes: Vec<(String, String)>,
+    /// `maxproc` … `writebps` and `quota`.
+    pub limits: Limits,
 }
 
 impl TaskConfig {
     pub fn decode(bytes: &[u8]) -> Result<TaskConfig, CtyError> {
         let o = cty::decode("task config", bytes, schema::TASK)?;
         let required = |k: &str| o.string(k).unwrap_or_default();
+        let pairs = |key: &'static str,
+                     form: &str|
+         -> Result<Vec<(String, String, String)>, CtyError> {
+            o.strings(key)
+                .iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    let origin = format!("{key}[{i}]");
+                    match entry.split_once(':') {
+                        Some((a, b)) if !a.is_empty() && !b.is_empty() => {
+                            Ok((origin, a.to_string(), b.to_string()))
+                        }
+                        _ => Err(CtyError {
+                            block: "task config",
+                            reason: format!("{origin}: {entry:?} is not of the form \"{form}\""),
+                        }),
+                    }
+                })
+                .collect()
+        };
+        let mut mounts = Vec::new();
+        for (key, readonly) in [("mount", false), ("mount_read_only", true)] {
+            for (origin, source, target) in pairs(key, "host_path:jail_path")? {
+                mounts.push(HostMount {
+                    origin,
+                    source: source.into(),
+                    target,
+                    readonly,
+                });
+            }
+        }
+        let copy = pairs("copy", "host_path:jail_path")?
+            .into_iter()
+            .map(|(origin, source, target)| CopyIn {
+                origin,
+                source: source.into(),
+                target,
+            })
+            .collect();
+        let extra_hosts = pairs("extra_hosts", "name:ip")?
+            .into_iter()
+            .map(|(origin, name, ip)| HostEntry { origin, name, ip })
+            .collect();
+        let attributes = pairs("attributes", "attribute:value")?
+            .into_iter()
+            .map(|(_, a, v)| (a, v))
+            .collect();
+        let engine_err = |e: crate::engine::EngineError| CtyError {
+            block: "task config",
+            reason: e.to_string(),
+        };
+        let count = |k: &str| o.string(k).map(|v| parse_count(k, &v)).transpose();
+        let size = |k: &str| o.string(k).map(|v| parse_size(k, &v)).transpose();
+        let limits = Limits {
+            maxproc: count("maxproc").map_err(engine_err)?,
+            openfiles: count("openfiles").map_err(engine_err)?,
+            vmemoryuse: size("vmemoryuse").map_err(engine_err)?,
+            swapuse: size("swapuse").map_err(engine_err)?,
+            readbps: size("readbps").map_err(engine_err)?,
+            writebps: size("writebps").map_err(engine_err)?,
+            quota: size("quota").map_err(engine_err)?,
+            ..Limits::default()
+        };
         let config = TaskConfig {
             image: required("image"),
             pot: required("pot"),
@@ -74,11 +145,11 @@ impl TaskConfig {
             args: o.strings("args"),
             port_map: o.merged_map("port_map"),
             network_mode: o.string("network_mode"),
-            mount: o.strings("mount"),
-            copy: o.strings("copy"),
-            mount_read_only: o.strings("mount_read_only"),
-            extra_hosts: o.strings("extra_hosts"),
-            attributes: o.strings("attributes"),
+            mounts,
+            copy,
+            extra_hosts,
+            attributes,
+            limits,
         };
         config.check_supported()?;
         Ok(config)
@@ -96,17 +167,6 @@ impl TaskConfig {
                 return Err(unsupported(format!(
                     "network_mode {other:?} is not supported yet (supported: \"host\", \"inherit\")"
                 )));
-            }
-        }
-        for (key, set) in [
-            ("mount", !self.mount.is_empty()),
-            ("copy", !self.copy.is_empty()),
-            ("mount_read_only", !self.mount_read_only.is_empty()),
-            ("extra_hosts", !self.extra_hosts.is_empty()),
-            ("attributes", !self.attributes.is_empty()),
-        ] {
-            if set {
-                return Err(unsupported(format!("{key} is not supported yet")));
             }
         }
         Ok(())
@@ -131,6 +191,62 @@ mod tests {
         let c = AgentConfig::decode(&bytes).unwrap();
         assert!(c.enabled);
         assert_eq!(c.engine, Overrides::default());
+    }
+
+    #[test]
+    fn host_colon_jail_entries_split_on_the_first_colon_only() {
+        let list = |v: &[&str]| rmpv::Value::Array(v.iter().map(|s| (*s).into()).collect());
+        let m = vec![
+            ("image", "http://h/".into()),
+            ("pot", "p".into()),
+            ("tag", "1".into()),
+            ("mount", list(&["/srv/a:b:/data:x"])),
+            ("mount_read_only", list(&["local/ro:/ro"])),
+            ("copy", list(&["/etc/x.conf:/usr/local/etc/x.conf"])),
+            ("extra_hosts", list(&["db:2001:db8::1"])),
+            ("attributes", list(&["exec_stop:/bin/sh -c 'a:b'"])),
+        ];
+        let c = TaskConfig::decode(&encode(m)).unwrap();
+        assert_eq!(
+            c.mounts,
+            [
+                HostMount {
+                    origin: "mount[0]".into(),
+                    source: "/srv/a".into(),
+                    target: "b:/data:x".into(),
+                    readonly: false
+                },
+                HostMount {
+                    origin: "mount_read_only[0]".into(),
+                    source: "local/ro".into(),
+                    target: "/ro".into(),
+                    readonly: true
+                }
+            ]
+        );
+        assert_eq!(c.copy[0].target, "/usr/local/etc/x.conf");
+        assert_eq!(
+            (c.extra_hosts[0].name.as_str(), c.extra_hosts[0].ip.as_str()),
+            ("db", "2001:db8::1")
+        );
+        assert_eq!(
+            c.attributes,
+            [("exec_stop".to_string(), "/bin/sh -c 'a:b'".to_string())]
+        );
+        for (key, entry) in [
+            ("mount", "/no-colon"),
+            ("copy", ":/x"),
+            ("attributes", "a:"),
+        ] {
+            let m = vec![
+                ("image", "http://h/".into()),
+                ("pot", "p".into()),
+                ("tag", "1".into()),
+                (key, list(&[entry])),
+            ];
+            let e = TaskConfig::decode(&encode(m)).unwrap_err();
+            assert!(e.reason.starts_with(&format!("{key}[0]: ")), "{e}");
+        }
     }
 
     #[test]
@@ -179,14 +295,6 @@ mod tests {
         m.push(("network_mode", "public-bridge".into()));
         let e = TaskConfig::decode(&encode(m)).unwrap_err();
         assert!(e.reason.contains("network_mode \"public-bridge\""), "{e}");
-        let mut m = base();
-        m.push(("mount", rmpv::Value::Array(vec!["/a:/b".into()])));
-        assert!(
-            TaskConfig::decode(&encode(m))
-                .unwrap_err()
-                .reason
-                .starts_with("mount ")
-        );
         let mut m = base();
         m.push(("network_mode", "host".into()));
         assert_eq!(

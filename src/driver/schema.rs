@@ -80,6 +80,8 @@ pub const AGENT: &[AttrDef] = &[
     attr("dns_ip", Ty::String),
     attr("extif", Ty::String),
     with_default("args_quote_compat", Ty::Bool, "true"),
+    attr("allowed_host_paths", Ty::ListString),
+    attr("allowed_attributes", Ty::ListString),
     attr("signature_pubkeys", Ty::ListString),
     // No default: absent means "required exactly when keys are configured".
     attr("require_signature", Ty::Bool),
@@ -102,6 +104,15 @@ pub const TASK: &[AttrDef] = &[
     attr("mount_read_only", Ty::ListString),
     attr("extra_hosts", Ty::ListString),
     attr("attributes", Ty::ListString),
+    // Ours, beyond the Go driver's: rctl limits and a ZFS quota. Strings, so that both
+    // `maxproc = 100` and `swapuse = "1G"` work.
+    attr("maxproc", Ty::String),
+    attr("openfiles", Ty::String),
+    attr("vmemoryuse", Ty::String),
+    attr("swapuse", Ty::String),
+    attr("readbps", Ty::String),
+    attr("writebps", Ty::String),
+    attr("quota", Ty::String),
 ];
 
 /// The hclspec Object Nomad converts into its decoder.
@@ -159,7 +170,7 @@ mod tests {
     fn task_schema_keeps_go_driver_keys_and_types() {
         let names: Vec<&str> = TASK.iter().map(|a| a.name).collect();
         assert_eq!(
-            names,
+            names[..12],
             [
                 "image",
                 "pot",

@@ -4,8 +4,8 @@ use super::config::{AgentConfig, TaskConfig};
 use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
-    Engine, EngineConfig, EventSink, ExecInput, ExecOutputEvent, ExitInfo, ImageRef, Instance,
-    MountSpec, PotName, TaskSpec,
+    Dns, Engine, EngineConfig, EventSink, ExecInput, ExecOutputEvent, ExitInfo, HostMount,
+    ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, parse_cpu_list,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
@@ -379,9 +379,9 @@ impl Driver for PotDriver {
                 fs_isolation: FsIsolation::Image as i32,
                 network_isolation_modes: vec![NetworkIsolationMode::Host as i32],
                 must_create_network: false,
-                // Host volumes are not mounted yet: make Nomad refuse such jobs instead of
-                // starting them without their volumes.
-                mount_configs: MountConfigs::NoMounts as i32,
+                // Any mounts (UNKNOWN_MOUNTS is ANY_MOUNTS): host volumes are nullfs-mounted, within
+                // allowed_host_paths.
+                mount_configs: MountConfigs::UnknownMounts as i32,
                 disable_log_collection: false,
                 dynamic_workload_users: false,
             }),
@@ -474,12 +474,18 @@ impl Driver for PotDriver {
                 readonly: false,
             },
         ];
-        let memory_mb = cfg
-            .resources
-            .as_ref()
-            .and_then(|r| r.allocated_resources.as_ref())
-            .and_then(|a| a.memory.as_ref())
-            .map(|m| m.memory_mb.max(m.memory_max_mb));
+        // Host volumes (`volume_mount`): the client resolved them from its host_volume config.
+        let volumes: Vec<HostMount> = cfg
+            .mounts
+            .iter()
+            .map(|m| HostMount {
+                origin: format!("volume_mount {:?}", m.task_path),
+                source: m.host_path.clone().into(),
+                target: m.task_path.clone(),
+                readonly: m.readonly,
+            })
+            .collect();
+        let limits = nomad_limits(&cfg, tc.limits)?;
         let spec = TaskSpec {
             pot: pot.clone(),
             image,
@@ -488,8 +494,20 @@ impl Driver for PotDriver {
             env: cfg.env.clone().into_iter().collect(),
             stdout: cfg.stdout_path.clone().into(),
             stderr: cfg.stderr_path.clone().into(),
+            task_dir,
+            alloc_dir: alloc_dir.to_path_buf(),
             mounts,
-            memory_mb,
+            host_mounts: tc.mounts.into_iter().chain(volumes).collect(),
+            copies: tc.copy,
+            extra_hosts: tc.extra_hosts,
+            attributes: tc.attributes,
+            user: Some(cfg.user.clone()).filter(|u| !u.is_empty()),
+            dns: cfg.dns.as_ref().map(|d| Dns {
+                servers: d.servers.clone(),
+                searches: d.searches.clone(),
+                options: d.options.clone(),
+            }),
+            limits,
             owner: cfg.id.clone(),
         };
         self.route(&pot, &cfg);
@@ -750,7 +768,13 @@ impl Driver for PotDriver {
             .ok_or_else(|| Status::not_found(format!("task {} not found", setup.task_id)))?;
         let session = self
             .engine()?
-            .exec_session(&entry.pot, &setup.command, &task_env(&entry), setup.tty)
+            .exec_session(
+                &entry.pot,
+                task_user(&entry),
+                &setup.command,
+                &task_env(&entry),
+                setup.tty,
+            )
             .await
             .map_err(|e| status::from_engine(&e))?;
         let input = session.input;
@@ -793,7 +817,13 @@ impl Driver for PotDriver {
             .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32));
         let out = self
             .engine()?
-            .exec(&entry.pot, &req.command, &task_env(&entry), timeout)
+            .exec(
+                &entry.pot,
+                task_user(&entry),
+                &req.command,
+                &task_env(&entry),
+                timeout,
+            )
             .await
             .map_err(|e| status::from_engine(&e))?;
         Ok(Response::new(drivers::ExecTaskResponse {
@@ -805,8 +835,33 @@ impl Driver for PotDriver {
 }
 
 /// The environment of commands exec'd in a task: the task's own, as `docker exec` does.
+/// The task config's limits plus Nomad's resources: memory (`memory_max` when higher, as with
+/// oversubscription), the cpu share, reserved cores.
+fn nomad_limits(cfg: &drivers::TaskConfig, from_job: Limits) -> Result<Limits, Status> {
+    let resources = cfg.resources.as_ref();
+    let memory_mb = resources
+        .and_then(|r| r.allocated_resources.as_ref())
+        .and_then(|a| a.memory.as_ref())
+        .map(|m| m.memory_mb.max(m.memory_max_mb))
+        .filter(|mb| *mb > 0);
+    let linux = resources.and_then(|r| r.linux_resources.as_ref());
+    let cpus = parse_cpu_list(linux.map_or("", |l| l.cpuset_cpus.as_str()))
+        .map_err(|e| status::from_engine(&e))?;
+    Ok(Limits {
+        memory_bytes: memory_mb.map(|mb| (mb as u64) << 20),
+        cpu_share: linux.map(|l| l.percent_ticks).filter(|t| *t > 0.0),
+        cpus,
+        ..from_job
+    })
+}
+
 fn task_env(entry: &TaskEntry) -> BTreeMap<String, String> {
     entry.config.env.clone().into_iter().collect()
+}
+
+/// The task's `user`, who runs exec'd commands too (Nomad sends "" for none).
+fn task_user(entry: &TaskEntry) -> Option<&str> {
+    Some(entry.config.user.as_str()).filter(|u| !u.is_empty())
 }
 
 /// Streams a session's output to the client: chunks, close frames, then one `exited` message

@@ -26,6 +26,10 @@ pub struct EngineConfig {
     pub network: NetworkConfig,
     /// Strip one pair of outer quotes from `args` elements, as Go-driver jobs expect.
     pub args_quote_compat: bool,
+    /// Host directories, besides a task's own alloc dir, that jobs may mount or copy from.
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// Jail attributes jobs may change, besides the safe ones.
+    pub allowed_attributes: Vec<String>,
     pub image: ImagePolicy,
 }
 
@@ -92,6 +96,8 @@ pub struct Overrides {
     pub dns_ip: Option<String>,
     pub extif: Option<String>,
     pub args_quote_compat: Option<bool>,
+    pub allowed_host_paths: Vec<PathBuf>,
+    pub allowed_attributes: Vec<String>,
     pub signature_pubkeys: Option<Vec<PathBuf>>,
     pub require_signature: Option<bool>,
     pub image_max_size: Option<String>,
@@ -164,6 +170,8 @@ impl EngineConfig {
                 extif: pick(&o.extif, &pot.extif),
             },
             args_quote_compat: o.args_quote_compat.unwrap_or(true),
+            allowed_host_paths: o.allowed_host_paths.clone(),
+            allowed_attributes: o.allowed_attributes.clone(),
             image: image_policy(o, &pot)?,
         };
         cfg.validate()?;
@@ -193,6 +201,25 @@ impl EngineConfig {
         for dir in self.tool_path.split(':').filter(|d| !d.is_empty()) {
             if !Path::new(dir).is_absolute() {
                 return Err(bad("tool_path", format!("{dir} is not an absolute path")));
+            }
+        }
+        for path in &self.allowed_host_paths {
+            if !path.is_absolute() {
+                return Err(bad(
+                    "allowed_host_paths",
+                    format!("{} is not an absolute path", path.display()),
+                ));
+            }
+        }
+        for name in &self.allowed_attributes {
+            if !super::attributes::is_known(name) {
+                return Err(bad(
+                    "allowed_attributes",
+                    format!(
+                        "{name:?} is not a jail attribute (known: {})",
+                        super::attributes::names().join(", ")
+                    ),
+                ));
             }
         }
         if self.network.extif.is_empty() {
@@ -550,5 +577,26 @@ mod tests {
         assert!(cfg.image.require_signature);
         o.require_signature = Some(false);
         assert!(!EngineConfig::resolve(&o).unwrap().image.require_signature);
+    }
+
+    #[test]
+    fn trust_boundary_options_are_checked() {
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            allowed_host_paths: vec!["data".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            EngineConfig::resolve(&o).unwrap_err().key,
+            "allowed_host_paths"
+        );
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            allowed_attributes: vec!["enforce_statfs".into(), "persistent".into()],
+            ..Default::default()
+        };
+        let e = EngineConfig::resolve(&o).unwrap_err();
+        assert_eq!(e.key, "allowed_attributes");
+        assert!(e.reason.contains("\"persistent\""), "{e}");
     }
 }

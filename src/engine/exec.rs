@@ -54,9 +54,11 @@ pub struct ExecSession {
 const CHUNK: usize = 32 * 1024;
 
 impl Engine {
+    /// `user`: the task's jail user, who runs exec'd commands too; root when `None`.
     fn exec_command(
         &self,
         pot: &PotName,
+        user: Option<&str>,
         argv: &[String],
         env: &BTreeMap<String, String>,
     ) -> Result<tokio::process::Command, EngineError> {
@@ -73,6 +75,7 @@ impl Engine {
             .host
             .jexec_invocation(&JexecSpec {
                 jail: p.to_string(),
+                user: user.map(str::to_string),
                 argv: argv.to_vec(),
                 env,
             })
@@ -89,13 +92,14 @@ impl Engine {
     pub async fn exec(
         &self,
         pot: &PotName,
+        user: Option<&str>,
         argv: &[String],
         env: &BTreeMap<String, String>,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, EngineError> {
         let p = pot.as_str();
         let child = self
-            .exec_command(pot, argv, env)?
+            .exec_command(pot, user, argv, env)?
             .spawn()
             .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
         let output = child.wait_with_output();
@@ -121,11 +125,12 @@ impl Engine {
     pub async fn exec_session(
         &self,
         pot: &PotName,
+        user: Option<&str>,
         argv: &[String],
         env: &BTreeMap<String, String>,
         tty: bool,
     ) -> Result<ExecSession, EngineError> {
-        let cmd = self.exec_command(pot, argv, env)?;
+        let cmd = self.exec_command(pot, user, argv, env)?;
         if tty {
             pty_session(pot, cmd, &argv[0])
         } else {

@@ -141,6 +141,17 @@ pub fn fscomp_lines(mounts: &[MountSpec]) -> String {
         .collect()
 }
 
+/// The jail's /etc/hosts as pot's `_js_etc_hosts` writes it for a pot with `no-etc-hosts=YES`:
+/// localhost under the pot's hostname, then the `pot.hosts` lines.
+pub fn etc_hosts(hostname: &str, extra: &[String]) -> String {
+    let mut s = format!("::1 localhost {hostname}\n127.0.0.1 localhost {hostname}\n");
+    for line in extra {
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
 /// pot's `_get_usable_hostname`: `<p>.<host>` when it fits, else `<p>`, else `<p>` cut short.
 pub fn usable_hostname(pot: &PotName, host_hostname: &str, max_len: usize) -> String {
     let p = pot.as_str();
@@ -192,6 +203,14 @@ mod tests {
         assert_eq!(c.get_raw("pot.attr.persistent"), Some("NO"));
         assert_eq!(c.get_raw("pot.rss.memory"), Some("64M"));
         assert_eq!(c.get_raw("pot.type"), Some("single"));
+    }
+
+    #[test]
+    fn etc_hosts_is_pots() {
+        assert_eq!(
+            etc_hosts("web_1.node", &["10.0.0.5 db".into()]),
+            "::1 localhost web_1.node\n127.0.0.1 localhost web_1.node\n10.0.0.5 db\n"
+        );
     }
 
     #[test]

@@ -3,12 +3,16 @@
 //! Every step after the clone is undone by [`Engine::teardown`], which is idempotent and is used
 //! both to roll back a failed start and to destroy a finished task.
 
+use super::attributes::JailAttributes;
 use super::command::{self, Argv};
 use super::image::{self, ImageRef};
+use super::jailfs;
 use super::layout::{self, MountSpec, PotName, PotPaths};
+use super::limits::Limits;
+use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
 use super::{Engine, EngineError, shim};
-use crate::host::{JailParams, JexecSpec};
+use crate::host::{JailParams, JexecSpec, RctlRule};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -23,6 +27,8 @@ use tokio::sync::watch;
 /// FreeBSD's login PATH, for tasks whose environment has none (IMAGE isolation passes no host env).
 pub(super) const DEFAULT_JAIL_PATH: &str =
     "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
+/// What pot's `inherit` DNS mode copies into the jail.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// How long a killed task may take to be reaped.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// pot's `POT_HOSTNAME_MAX_LENGTH`.
@@ -38,12 +44,33 @@ pub struct TaskSpec {
     pub env: BTreeMap<String, String>,
     pub stdout: PathBuf,
     pub stderr: PathBuf,
+    /// The task's dir (`<alloc_dir>/<task>`) and its allocation's dir on the host.
+    pub task_dir: PathBuf,
+    pub alloc_dir: PathBuf,
+    /// The driver's own mounts (`/local`, `/secrets`, `/alloc`).
     pub mounts: Vec<MountSpec>,
-    pub memory_mb: Option<i64>,
+    /// Host directories the job asked for, checked against `allowed_host_paths`.
+    pub host_mounts: Vec<HostMount>,
+    pub copies: Vec<CopyIn>,
+    pub extra_hosts: Vec<HostEntry>,
+    /// `(attribute, value)` pairs of the job's `attributes`.
+    pub attributes: Vec<(String, String)>,
+    /// The jail user the task runs as; root when `None`.
+    pub user: Option<String>,
+    /// Resolver settings for the jail; pot's `inherit` (the host's resolv.conf) when `None`.
+    pub dns: Option<Dns>,
+    pub limits: Limits,
     /// Who the pot belongs to (Nomad's task id), recorded on its dataset.
     pub owner: String,
 }
 
+/// A task's job options after every check: what boot applies, host paths already resolved.
+struct CheckedOptions {
+    mounts: Vec<MountSpec>,
+    copies: Vec<(PathBuf, String)>,
+    /// Empty when racct is off and only Nomad's own resources asked for limits.
+    rctl_rules: Vec<RctlRule>,
+}
 /// ZFS user property marking the pots this driver created, with the owning task's id. Only
 /// pots carrying it are ever garbage-collected.
 pub const OWNER_PROPERTY: &str = "nomad-pot-driver:task";
@@ -137,6 +164,8 @@ impl Engine {
                 )));
             }
         }
+        let mut checked = self.check_options(&spec)?;
+        checked.rctl_rules = self.plan_rctl(&pot, &spec.limits).await?;
         let events = |msg: String| self.event(&pot, msg);
         // Held until the clone exists, so an image GC cannot remove the image in between.
         let (imported, image_lock) =
@@ -164,7 +193,7 @@ impl Engine {
         {
             tracing::warn!(error = %e, "image cache GC failed");
         }
-        match self.boot(&spec, &paths, &image_conf, &argv).await {
+        match self.boot(&spec, &checked, &paths, &image_conf, &argv).await {
             Ok(instance) => Ok(instance),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(&pot).await {
@@ -173,6 +202,106 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// Checks the job's host paths, jail paths, hosts and attributes, before anything changes.
+    fn check_options(&self, spec: &TaskSpec) -> Result<CheckedOptions, EngineError> {
+        let policy = HostPathPolicy {
+            task_dir: &spec.task_dir,
+            alloc_dir: &spec.alloc_dir,
+            allowed: &self.cfg.allowed_host_paths,
+        };
+        let mut mounts = Vec::new();
+        for m in &spec.host_mounts {
+            options::check_mount_target(&m.origin, &m.target)?;
+            let source = policy.authorize(&m.origin, &m.source)?;
+            options::check_mount_source(&m.origin, &source)?;
+            mounts.push(MountSpec {
+                source,
+                target: m.target.clone(),
+                readonly: m.readonly,
+            });
+        }
+        let mut copies = Vec::new();
+        for c in &spec.copies {
+            options::check_jail_path(&c.origin, &c.target)?;
+            let source = policy.authorize(&c.origin, &c.source)?;
+            if !source.is_file() && !source.is_dir() {
+                return Err(EngineError::InvalidInput(format!(
+                    "{}: host path {} is not a regular file or directory",
+                    c.origin,
+                    source.display()
+                )));
+            }
+            copies.push((source, c.target.clone()));
+        }
+        for h in &spec.extra_hosts {
+            h.check()?;
+        }
+        if let Some(user) = &spec.user {
+            options::check_user(user)?;
+        }
+        if let Some(dns) = &spec.dns {
+            dns.check()?;
+        }
+        // Checked against pot's defaults here; applied over the image's values in boot.
+        JailAttributes::from_job(
+            JailAttributes::default(),
+            &spec.attributes,
+            &self.cfg.allowed_attributes,
+        )?;
+        Ok(CheckedOptions {
+            mounts,
+            copies,
+            rctl_rules: Vec::new(),
+        })
+    }
+
+    /// The rctl rules for the task. rctl needs racct (`kern.racct.enable=1`, a boot-time
+    /// tunable): without it, limits the job set itself fail the start before anything changes,
+    /// while Nomad's memory and cpu are only reported as not enforced, as pot does.
+    async fn plan_rctl(
+        &self,
+        pot: &PotName,
+        limits: &Limits,
+    ) -> Result<Vec<RctlRule>, EngineError> {
+        let p = pot.as_str();
+        if limits.rules(p, 1).is_empty() {
+            return Ok(Vec::new());
+        }
+        let racct = self
+            .host
+            .sysctl("kern.racct.enable")
+            .await
+            .is_ok_and(|v| v == "1");
+        if !racct {
+            if limits.has_explicit_rctl() {
+                return Err(EngineError::State {
+                    pot: p.to_string(),
+                    reason: "the job sets rctl limits but kern.racct.enable is 0 (set kern.racct.enable=1 in /boot/loader.conf and reboot)".to_string(),
+                });
+            }
+            self.event(
+                pot,
+                "memory and cpu limits are not enforced: kern.racct.enable is 0".to_string(),
+            );
+            return Ok(Vec::new());
+        }
+        let ncpu = match limits.cpu_share {
+            None => 1,
+            Some(_) => {
+                let v = self
+                    .host
+                    .sysctl("hw.ncpu")
+                    .await
+                    .map_err(EngineError::host(p))?;
+                v.parse().map_err(|_| EngineError::State {
+                    pot: p.to_string(),
+                    reason: format!("hw.ncpu is {v:?}, not a number"),
+                })?
+            }
+        };
+        Ok(limits.rules(p, ncpu))
     }
 
     /// `pot clone` of a single pot: a dataset for the pot and a ZFS clone of the image's root.
@@ -211,6 +340,7 @@ impl Engine {
     async fn boot(
         &self,
         spec: &TaskSpec,
+        checked: &CheckedOptions,
         paths: &PotPaths,
         image_conf: &PotConf,
         argv: &Argv,
@@ -229,30 +359,91 @@ impl Engine {
             "create",
             &paths.conf_dir,
         ))?;
-        let conf = layout::clone_conf(
+        let mut conf = layout::clone_conf(
             image_conf,
             &hostname,
             &layout::command_line(&argv.argv),
-            spec.memory_mb,
+            spec.limits.memory_bytes.map(|b| (b >> 20) as i64),
         );
+        if !spec.limits.cpus.is_empty() {
+            conf.set("pot.rss.cpus", spec.limits.cpus.len().to_string());
+        }
+        if let Some(quota) = spec.limits.quota {
+            self.host
+                .zfs_set_quota(&format!("{}/{}", self.cfg.jails_dataset(), p), quota)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
+        let attributes = JailAttributes::from_job(
+            JailAttributes::from_image(image_conf),
+            &spec.attributes,
+            &self.cfg.allowed_attributes,
+        )?;
+        attributes.write_conf(&mut conf);
+        if spec.dns.is_some() {
+            conf.set("pot.dns", "custom");
+        }
+        let hosts: Vec<String> = spec
+            .extra_hosts
+            .iter()
+            .map(|h| format!("{} {}", h.ip, h.name))
+            .collect();
+        conf.set_all("pot.hosts", &hosts);
         write_file(
             p,
             &paths.conf_dir.join("pot.conf"),
             conf.render().as_bytes(),
         )?;
+        // pot copy-in runs before the mounts, so copies land in the pot's own file system.
+        for (source, target) in &checked.copies {
+            jailfs::copy_in(&paths.root, source, Path::new(target)).map_err(EngineError::io(
+                p,
+                "copy into the jail",
+                source,
+            ))?;
+        }
+        // Top-down like pot's `_pot_mount`, each target resolved inside the jail root just before
+        // its mount (pot: `chroot $M realpath`), so it sees the mounts above it and a symlink in
+        // the image cannot send a mount onto the host.
+        let mut fscomp = Vec::new();
+        for m in spec.mounts.iter().chain(&checked.mounts) {
+            let target = jailfs::create_dir(&paths.root, Path::new(&m.target))
+                .map_err(EngineError::io(p, "create", Path::new(&m.target)))?;
+            self.host
+                .mount_nullfs(&m.source, &target.host, m.readonly)
+                .await
+                .map_err(EngineError::host(p))?;
+            fscomp.push(MountSpec {
+                target: target.in_jail.display().to_string(),
+                ..m.clone()
+            });
+        }
         write_file(
             p,
             &paths.conf_dir.join("fscomp.conf"),
-            layout::fscomp_lines(&spec.mounts).as_bytes(),
+            layout::fscomp_lines(&fscomp).as_bytes(),
         )?;
-        for m in &spec.mounts {
-            let target = paths.root.join(m.target.trim_start_matches('/'));
-            std::fs::create_dir_all(&target).map_err(EngineError::io(p, "create", &target))?;
-            self.host
-                .mount_nullfs(&m.source, &target, m.readonly)
-                .await
-                .map_err(EngineError::host(p))?;
+        if let Some(user) = &spec.user {
+            let known = options::jail_has_user(&paths.root, user).map_err(EngineError::io(
+                p,
+                "read",
+                Path::new("/etc/passwd"),
+            ))?;
+            if !known {
+                return Err(EngineError::InvalidInput(format!(
+                    "user {user:?} does not exist in the image's /etc/passwd"
+                )));
+            }
         }
+        self.write_resolv_conf(p, spec.dns.as_ref(), paths)?;
+        let etc_hosts = layout::etc_hosts(&hostname, &hosts);
+        jailfs::write_file(
+            &paths.root,
+            Path::new("/etc/hosts"),
+            etc_hosts.as_bytes(),
+            0o644,
+        )
+        .map_err(EngineError::io(p, "write", Path::new("/etc/hosts")))?;
         let osrelease = conf.get("osrelease").unwrap_or_default();
         let jid = self
             .host
@@ -260,12 +451,25 @@ impl Engine {
                 pot,
                 &hostname,
                 &osrelease,
-                &StopAttrs::of(&conf),
                 &paths.root,
+                &attributes,
             ))
             .await
             .map_err(EngineError::host(p))?;
         self.event(pot, format!("Jail created (jid {jid})"));
+        // pot's `_js_rss`: limits go on the jail before its command starts.
+        for rule in &checked.rctl_rules {
+            self.host
+                .rctl_add(rule)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
+        if !spec.limits.cpus.is_empty() {
+            self.host
+                .cpuset_jail(jid, &spec.limits.cpus)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
         for i in &argv.unquoted_args {
             self.event(
                 pot,
@@ -273,6 +477,32 @@ impl Engine {
             );
         }
         self.spawn_task(spec, &argv.argv).await
+    }
+
+    /// pot's `_js_resolv`: `custom` writes `conf/resolv.conf` and copies it into the jail;
+    /// `inherit` copies the host's `/etc/resolv.conf` when there is one.
+    fn write_resolv_conf(
+        &self,
+        p: &str,
+        dns: Option<&Dns>,
+        paths: &PotPaths,
+    ) -> Result<(), EngineError> {
+        let target = Path::new("/etc/resolv.conf");
+        let text = match dns {
+            Some(dns) => {
+                let text = dns.render();
+                write_file(p, &paths.conf_dir.join("resolv.conf"), text.as_bytes())?;
+                text
+            }
+            None => match std::fs::read_to_string(HOST_RESOLV_CONF) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(EngineError::io(p, "read", Path::new(HOST_RESOLV_CONF))(e)),
+            },
+        };
+        jailfs::write_file(&paths.root, target, text.as_bytes(), 0o644)
+            .map_err(EngineError::io(p, "write", target))?;
+        Ok(())
     }
 
     /// Hands the task to its supervisor (see [`shim`]), which runs it through jexec in its own
@@ -291,6 +521,7 @@ impl Engine {
             .host
             .jexec_invocation(&JexecSpec {
                 jail: p.to_string(),
+                user: spec.user.clone(),
                 argv: argv.to_vec(),
                 env,
             })
@@ -503,11 +734,21 @@ impl Engine {
                         reason: format!("pid {} survived removal of its jail", inst.pid),
                     });
                 }
-                return Ok(());
+                return self.remove_rctl_rules(pot).await;
             }
         }
         // The task is gone; its jail may still hold other processes.
-        self.remove_jail(pot).await
+        self.remove_jail(pot).await?;
+        self.remove_rctl_rules(pot).await
+    }
+
+    /// `rctl -r jail:<pot>`. pot leaves rctl rules behind forever (they are keyed by jail name,
+    /// not by jail); we remove them once the jail is gone.
+    async fn remove_rctl_rules(&self, pot: &PotName) -> Result<(), EngineError> {
+        match self.host.rctl_remove_jail(pot.as_str()).await {
+            Err(e) if !e.is_absent() => Err(EngineError::host(pot.as_str())(e)),
+            _ => Ok(()),
+        }
     }
 
     /// Runs the pot's `exec_stop`, if it has one, as jail(8) would before signalling the jail.
@@ -524,7 +765,10 @@ impl Engine {
         let limit = budget.min(attrs.timeout);
         self.event(pot, format!("Running exec_stop: {cmd}"));
         let argv = ["/bin/sh".to_string(), "-c".to_string(), cmd];
-        match self.exec(pot, &argv, &BTreeMap::new(), Some(limit)).await {
+        match self
+            .exec(pot, None, &argv, &BTreeMap::new(), Some(limit))
+            .await
+        {
             Ok(out) if out.exit.exit_code == 0 => {}
             Ok(out) => self.event(
                 pot,
@@ -565,6 +809,7 @@ impl Engine {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
         self.remove_jail(pot).await?;
+        self.remove_rctl_rules(pot).await?;
         let mut mounts: Vec<PathBuf> = self
             .host
             .mounts()
@@ -642,8 +887,8 @@ fn jail_params(
     pot: &PotName,
     hostname: &str,
     osrelease: &str,
-    stop: &StopAttrs,
     root: &Path,
+    attributes: &JailAttributes,
 ) -> JailParams {
     let mut p = JailParams::default();
     p.set("allow.set_hostname", "false")
@@ -651,19 +896,9 @@ fn jail_params(
         .flag("allow.socket_af")
         .flag("allow.chflags")
         .flag("exec.clean")
-        .flag("mount.devfs")
-        .set("enforce_statfs", "2")
-        .set("sysvshm", "new")
-        .set("sysvsem", "new")
-        .set("sysvmsg", "new")
-        .set("children.max", "0")
-        .set("devfs_ruleset", "4");
-    if let Some(cmd) = &stop.exec_stop {
-        p.set("exec.stop", cmd.as_str());
-    }
-    p.set("stop.timeout", stop.timeout.as_secs().to_string())
-        .set("name", pot.as_str())
-        .set("host.hostname", hostname);
+        .flag("mount.devfs");
+    attributes.add_params(&mut p);
+    p.set("name", pot.as_str()).set("host.hostname", hostname);
     if !osrelease.is_empty() {
         p.set("osrelease", osrelease);
     }
@@ -824,10 +1059,11 @@ mod tests {
     #[test]
     fn jail_params_carry_exec_stop_and_stop_timeout_like_pot() {
         let pot = PotName::new("web_1").unwrap();
-        let stop = StopAttrs {
-            exec_stop: Some("service nginx stop".to_string()),
-            timeout: Duration::from_secs(3),
-        };
+        let image = PotConf::parse(
+            "pot.attr.exec_stop=service nginx stop\npot.attr.stop_timeout=3\npot.attr.enforce_statfs=0\n",
+        );
+        // The image's stop attributes apply; its privileges do not.
+        let attrs = JailAttributes::from_image(&image);
         let mut expected = JailParams::default();
         expected
             .set("allow.set_hostname", "false")
@@ -851,7 +1087,7 @@ mod tests {
             .flag("persist")
             .set("ip4", "inherit");
         assert_eq!(
-            jail_params(&pot, "web_1.h", "14.2-RELEASE", &stop, Path::new("/p/m")),
+            jail_params(&pot, "web_1.h", "14.2-RELEASE", Path::new("/p/m"), &attrs),
             expected
         );
     }

@@ -1,13 +1,17 @@
 //! pot semantics: images, pots, jails and the task lifecycle, on top of [`crate::host`].
 
+mod attributes;
 pub mod command;
 mod config;
 mod error;
 mod exec;
 mod gc;
 mod image;
+mod jailfs;
 mod layout;
 mod lifecycle;
+mod limits;
+mod options;
 mod potconf;
 pub mod shim;
 
@@ -21,6 +25,8 @@ pub use gc::GcReport;
 pub use image::{ExportOptions, Exported, GcReport as ImageGcReport, ImageRef};
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};
+pub use limits::{Limits, parse_count, parse_cpu_list, parse_size};
+pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 
 use crate::host::Host;

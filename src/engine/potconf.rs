@@ -40,6 +40,13 @@ impl PotConf {
         self.lines.push((key.to_string(), value.into()));
     }
 
+    /// Replaces every `key=` line with one line per value, as pot does for `pot.hosts`.
+    pub fn set_all(&mut self, key: &str, values: &[String]) {
+        self.remove(key);
+        self.lines
+            .extend(values.iter().map(|v| (key.to_string(), v.clone())));
+    }
+
     pub fn remove(&mut self, key: &str) {
         self.lines.retain(|(k, _)| k != key);
     }
@@ -69,5 +76,10 @@ mod tests {
             "host.hostname=\"a b\"\npot.cmd=nginx -g 'daemon off;'\npot.type=multi\n"
         );
         assert_eq!(c.get("missing"), None);
+        c.set_all("pot.hosts", &["10.0.0.1 db".into(), "::1 six".into()]);
+        assert!(
+            c.render()
+                .ends_with("pot.hosts=10.0.0.1 db\npot.hosts=::1 six\n")
+        );
     }
 }

@@ -26,6 +26,15 @@ impl JailParams {
         self
     }
 
+    /// The parameters as `jail -c` receives them.
+    #[cfg(test)]
+    pub(crate) fn to_strings(&self) -> Vec<String> {
+        self.to_args()
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
     fn to_args(&self) -> Vec<OsString> {
         self.params
             .iter()
@@ -41,6 +50,8 @@ impl JailParams {
 #[derive(Debug, Clone)]
 pub struct JexecSpec {
     pub jail: String,
+    /// Run as this user of the jail's passwd (`jexec -U`); root when `None`.
+    pub user: Option<String>,
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
 }
@@ -84,7 +95,11 @@ impl Host {
 
     /// `jexec` of `spec`, resolved and ready to hand to another process.
     pub fn jexec_invocation(&self, spec: &JexecSpec) -> Result<Invocation, HostError> {
-        let mut args = vec![spec.jail.clone()];
+        let mut args = Vec::new();
+        if let Some(user) = &spec.user {
+            args.extend(["-U".to_string(), user.clone()]);
+        }
+        args.push(spec.jail.clone());
         args.extend(spec.argv.iter().cloned());
         Ok(Invocation {
             program: self.resolve(Tool::Jexec)?,

@@ -3,6 +3,7 @@
 //! Every tool is resolved in the configured tool path and run by argv, never through a shell.
 //! Callers above this module see typed operations and typed errors, never argv.
 
+mod cpuset;
 mod jail;
 mod mount;
 mod rctl;
@@ -11,7 +12,7 @@ mod zfs;
 
 pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
-pub use rctl::ResourceUsage;
+pub use rctl::{RctlResource, RctlRule, ResourceUsage};
 pub use zfs::DatasetEntry;
 
 use std::ffi::OsString;
@@ -28,6 +29,8 @@ pub const REQUIRED_TOOLS: &[Tool] = &[
     Tool::Mount,
     Tool::Umount,
     Tool::Sysctl,
+    // Teardown removes every task's rctl rules.
+    Tool::Rctl,
 ];
 
 /// A FreeBSD base-system tool.
@@ -41,6 +44,7 @@ pub enum Tool {
     Umount,
     Sysctl,
     Rctl,
+    Cpuset,
 }
 
 impl Tool {
@@ -54,6 +58,7 @@ impl Tool {
             Tool::Umount => "umount",
             Tool::Sysctl => "sysctl",
             Tool::Rctl => "rctl",
+            Tool::Cpuset => "cpuset",
         }
     }
 }

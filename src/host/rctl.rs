@@ -1,6 +1,68 @@
-//! rctl(8): resource usage of a jail.
+//! rctl(8): resource limits and usage of a jail.
 
 use super::{Host, HostError, Tool, argv};
+
+/// A resource a jail can be limited on, with the action the driver uses for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RctlResource {
+    /// Resident memory, bytes.
+    MemoryUse,
+    /// CPU, percent of one CPU.
+    Pcpu,
+    MaxProc,
+    OpenFiles,
+    /// Address space, bytes.
+    VMemoryUse,
+    /// Swap reserved, bytes.
+    SwapUse,
+    /// Bytes per second.
+    ReadBps,
+    WriteBps,
+}
+
+impl RctlResource {
+    pub fn name(self) -> &'static str {
+        match self {
+            RctlResource::MemoryUse => "memoryuse",
+            RctlResource::Pcpu => "pcpu",
+            RctlResource::MaxProc => "maxproc",
+            RctlResource::OpenFiles => "openfiles",
+            RctlResource::VMemoryUse => "vmemoryuse",
+            RctlResource::SwapUse => "swapuse",
+            RctlResource::ReadBps => "readbps",
+            RctlResource::WriteBps => "writebps",
+        }
+    }
+
+    /// rctl cannot deny I/O rates, only throttle them; everything else is denied.
+    fn action(self) -> &'static str {
+        match self {
+            RctlResource::ReadBps | RctlResource::WriteBps => "throttle",
+            _ => "deny",
+        }
+    }
+}
+
+/// One limit on one jail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RctlRule {
+    pub jail: String,
+    pub resource: RctlResource,
+    pub amount: u64,
+}
+
+impl RctlRule {
+    /// `jail:<name>:<resource>:<action>=<amount>`
+    pub fn text(&self) -> String {
+        format!(
+            "jail:{}:{}:{}={}",
+            self.jail,
+            self.resource.name(),
+            self.resource.action(),
+            self.amount
+        )
+    }
+}
 
 /// Usage figures from `rctl -u jail:NAME`, in rctl's units (bytes, percent, seconds).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -12,6 +74,33 @@ pub struct ResourceUsage {
 }
 
 impl Host {
+    /// `rctl -a <rule>`.
+    pub async fn rctl_add(&self, rule: &RctlRule) -> Result<(), HostError> {
+        self.run(Tool::Rctl, argv!["-a", rule.text()])
+            .await
+            .map(drop)
+    }
+
+    /// `rctl -r jail:<name>`: every rule on the jail. None there (or racct off, so none can
+    /// exist) is [`HostError::Absent`].
+    pub async fn rctl_remove_jail(&self, name: &str) -> Result<(), HostError> {
+        match self
+            .run(Tool::Rctl, argv!["-r", format!("jail:{name}")])
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(HostError::Failed {
+                command, stderr, ..
+            }) if stderr.contains("No such process") || stderr.contains("disabled") => {
+                Err(HostError::Absent {
+                    command,
+                    what: format!("rctl rules of jail {name}"),
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Current usage of jail `name`.
     pub async fn rctl_usage(&self, name: &str) -> Result<ResourceUsage, HostError> {
         let out = self
@@ -38,6 +127,27 @@ fn parse_usage(text: &str) -> ResourceUsage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_deny_amounts_and_throttle_rates() {
+        let rule = |resource, amount| RctlRule {
+            jail: "web_1".into(),
+            resource,
+            amount,
+        };
+        assert_eq!(
+            rule(RctlResource::MemoryUse, 268435456).text(),
+            "jail:web_1:memoryuse:deny=268435456"
+        );
+        assert_eq!(
+            rule(RctlResource::Pcpu, 50).text(),
+            "jail:web_1:pcpu:deny=50"
+        );
+        assert_eq!(
+            rule(RctlResource::WriteBps, 1048576).text(),
+            "jail:web_1:writebps:throttle=1048576"
+        );
+    }
 
     #[test]
     fn parses_rctl_usage() {

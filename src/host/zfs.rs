@@ -96,6 +96,13 @@ impl Host {
             .map(drop)
     }
 
+    /// `zfs set quota=<bytes> name`.
+    pub async fn zfs_set_quota(&self, name: &str, bytes: u64) -> Result<(), HostError> {
+        self.zfs(argv!["set", format!("quota={bytes}"), name])
+            .await
+            .map(drop)
+    }
+
     /// `zfs rename from to`.
     pub async fn zfs_rename(&self, from: &str, to: &str) -> Result<(), HostError> {
         self.zfs(argv!["rename", from, to]).await.map(drop)
