@@ -79,6 +79,12 @@ pub const AGENT: &[AttrDef] = &[
     attr("gateway", Ty::String),
     attr("dns_ip", Ty::String),
     attr("extif", Ty::String),
+    attr("extra_extif", Ty::ListMapString),
+    attr("extif_addr", Ty::String),
+    attr("vpn_extif", Ty::String),
+    attr("vpn_networks", Ty::ListString),
+    attr("isolate_vnet_pots", Ty::Bool),
+    attr("network_stack", Ty::String),
     with_default("args_quote_compat", Ty::Bool, "true"),
 ];
 
@@ -91,6 +97,7 @@ pub const TASK: &[AttrDef] = &[
     attr("args", Ty::ListString),
     attr("port_map", Ty::ListMapString),
     attr("network_mode", Ty::String),
+    attr("ip", Ty::String),
     attr("mount", Ty::ListString),
     attr("copy", Ty::ListString),
     attr("mount_read_only", Ty::ListString),
@@ -151,6 +158,7 @@ mod tests {
 
     #[test]
     fn task_schema_keeps_go_driver_keys_and_types() {
+        // The Go driver's keys in its order, plus `ip` (pot's `-i`) after network_mode.
         let names: Vec<&str> = TASK.iter().map(|a| a.name).collect();
         assert_eq!(
             names,
@@ -162,6 +170,7 @@ mod tests {
                 "args",
                 "port_map",
                 "network_mode",
+                "ip",
                 "mount",
                 "copy",
                 "mount_read_only",

@@ -171,9 +171,11 @@ impl PotDriver {
 
     async fn fingerprint_now(&self) -> drivers::FingerprintResponse {
         use drivers::fingerprint_response::HealthState;
-        let (health, description, racct) = match self.configured() {
-            Err(_) => (HealthState::Undetected, "not configured".to_string(), false),
-            Ok(c) if !c.agent.enabled => (HealthState::Undetected, "disabled".to_string(), false),
+        let (health, description, racct, bridge) = match self.configured() {
+            Err(_) => (HealthState::Undetected, "not configured".to_string(), false, false),
+            Ok(c) if !c.agent.enabled => {
+                (HealthState::Undetected, "disabled".to_string(), false, false)
+            }
             Ok(c) => {
                 let h = c.engine.health().await;
                 let state = if h.healthy {
@@ -181,7 +183,7 @@ impl PotDriver {
                 } else {
                     HealthState::Unhealthy
                 };
-                (state, h.description, h.racct)
+                (state, h.description, h.racct, h.bridge_unavailable.is_none())
             }
         };
         let mut attributes = HashMap::new();
@@ -193,6 +195,10 @@ impl PotDriver {
                 attr(Value::StringVal(PLUGIN_VERSION.to_string())),
             );
             attributes.insert("driver.pot.racct".to_string(), attr(Value::BoolVal(racct)));
+            attributes.insert(
+                "driver.pot.network.bridge".to_string(),
+                attr(Value::BoolVal(bridge)),
+            );
         }
         drivers::FingerprintResponse {
             attributes,
@@ -471,6 +477,14 @@ impl Driver for PotDriver {
                 readonly: false,
             },
         ];
+        let nomad_ports = cfg
+            .resources
+            .as_ref()
+            .map(|r| r.ports.as_slice())
+            .unwrap_or_default();
+        let network = tc
+            .network_request(nomad_ports, &cfg.env)
+            .map_err(|e| Status::invalid_argument(format!("task config: {e}")))?;
         let memory_mb = cfg
             .resources
             .as_ref()
@@ -488,6 +502,7 @@ impl Driver for PotDriver {
             mounts,
             memory_mb,
             owner: cfg.id.clone(),
+            network,
         };
         self.route(&pot, &cfg);
         tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");
@@ -503,9 +518,11 @@ impl Driver for PotDriver {
                 return Err(status::from_engine(&e));
             }
         };
+        let network_override = network_override(&engine, &pot);
         let entry = self.register(cfg, pot, instance);
         Ok(Response::new(drivers::StartTaskResponse {
             handle: Some(handle_for(&entry)),
+            network_override,
             ..Default::default()
         }))
     }
@@ -651,7 +668,7 @@ impl Driver for PotDriver {
                     ("pid".to_string(), entry.instance.pid.to_string()),
                 ]),
             }),
-            network_override: None,
+            network_override: network_override(&*self.engine()?, &entry.pot),
         }))
     }
 
@@ -832,6 +849,23 @@ async fn forward_exec_output(
             ..Default::default()
         }))
         .await;
+}
+
+/// For a bridged pot, the pot's address and the in-pot ports, for services with
+/// `address_mode = "driver"`. Nomad keeps advertising the host's address otherwise, which the
+/// rdr rules serve, so `auto_advertise` stays off.
+fn network_override(engine: &Engine, pot: &PotName) -> Option<drivers::NetworkOverride> {
+    let record = engine.network_record(pot)?;
+    let ip = record.ip?;
+    Some(drivers::NetworkOverride {
+        port_map: record
+            .ports
+            .iter()
+            .map(|p| (p.label.clone(), i32::from(p.pot_port)))
+            .collect(),
+        addr: ip.to_string(),
+        auto_advertise: false,
+    })
 }
 
 /// One TaskStats sample. Without usage (racct off, jail gone) the sample is still sent, with no

@@ -6,6 +6,7 @@
 use super::command::{self, Argv};
 use super::image::{self, ImageRef};
 use super::layout::{self, MountSpec, PotName, PotPaths};
+use super::network::{self, NetworkPlan, NetworkRecord, NetworkRequest};
 use super::potconf::PotConf;
 use super::{Engine, EngineError, shim};
 use crate::host::{JailParams, JexecSpec};
@@ -42,6 +43,7 @@ pub struct TaskSpec {
     pub memory_mb: Option<i64>,
     /// Who the pot belongs to (Nomad's task id), recorded on its dataset.
     pub owner: String,
+    pub network: NetworkRequest,
 }
 
 /// ZFS user property marking the pots this driver created, with the owning task's id. Only
@@ -137,6 +139,12 @@ impl Engine {
                 )));
             }
         }
+        let plan = network::plan(&self.cfg.network, &spec.network)?;
+        let bridge = if plan.is_bridged() {
+            Some(self.ensure_vnet().await?)
+        } else {
+            None
+        };
         let events = |msg: String| self.event(&pot, msg);
         let imported = image::ensure_imported(
             &self.host,
@@ -162,8 +170,34 @@ impl Engine {
             self.cfg.args_quote_compat,
         )?;
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
-        self.clone_pot(&pot, &imported, &paths, &spec.owner).await?;
-        match self.boot(&spec, &paths, &image_conf, &argv).await {
+        let hostname = layout::usable_hostname(
+            &pot,
+            &nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            HOSTNAME_MAX_LENGTH,
+        );
+        let conf = layout::clone_conf(
+            &image_conf,
+            &hostname,
+            &layout::command_line(&argv.argv),
+            spec.memory_mb,
+        );
+        let (conf, ip) = self
+            .clone_pot(&pot, &imported, &paths, &spec.owner, conf, &plan)
+            .await?;
+        let net = match (&plan, ip, bridge) {
+            (NetworkPlan::PublicBridge { ports, .. }, Some(ip), Some(bridge)) => Some((
+                bridge,
+                NetworkRecord {
+                    ip: Some(ip),
+                    ports: ports.clone(),
+                    ..Default::default()
+                },
+            )),
+            _ => None,
+        };
+        match self.boot(&spec, &paths, &conf, &hostname, net, &argv).await {
             Ok(instance) => Ok(instance),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(&pot).await {
@@ -174,15 +208,18 @@ impl Engine {
         }
     }
 
-    /// `pot clone` of a single pot: a dataset for the pot and a ZFS clone of the image's root.
-    /// Runs under pot's global lock so a `pot` CLI on the same host sees a consistent tree.
+    /// `pot clone` of a single pot: a dataset for the pot, a ZFS clone of the image's root and
+    /// its pot.conf, with the address picked (see [`network`]). Runs under pot's global lock so
+    /// a `pot` CLI on the same host sees a consistent tree and never takes the same address.
     async fn clone_pot(
         &self,
         pot: &PotName,
         imported: &image::Imported,
         paths: &PotPaths,
         owner: &str,
-    ) -> Result<(), EngineError> {
+        mut conf: PotConf,
+        plan: &NetworkPlan,
+    ) -> Result<(PotConf, Option<std::net::Ipv4Addr>), EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         let host_err = EngineError::host(pot.as_str());
         // Pot names come from Nomad's task ids, so an existing one is debris of our own
@@ -191,6 +228,7 @@ impl Engine {
             self.teardown(pot).await?;
         }
         let _lock = self.global_lock(pot).await?;
+        let ip = self.assign_network(plan, &mut conf)?;
         self.host
             .zfs_create(&dataset, &[(OWNER_PROPERTY, owner)])
             .await
@@ -204,41 +242,34 @@ impl Engine {
             let _ = self.host.zfs_destroy_recursive(&dataset).await;
             return Err(EngineError::host(pot.as_str())(e));
         }
-        Ok(())
+        let p = pot.as_str();
+        let written = std::fs::create_dir_all(&paths.conf_dir)
+            .map_err(EngineError::io(p, "create", &paths.conf_dir))
+            .and_then(|_| {
+                write_file(
+                    p,
+                    &paths.conf_dir.join("pot.conf"),
+                    conf.render().as_bytes(),
+                )
+            });
+        if let Err(e) = written {
+            let _ = self.host.zfs_destroy_recursive(&dataset).await;
+            return Err(e);
+        }
+        Ok((conf, ip))
     }
 
     async fn boot(
         &self,
         spec: &TaskSpec,
         paths: &PotPaths,
-        image_conf: &PotConf,
+        conf: &PotConf,
+        hostname: &str,
+        net: Option<(String, NetworkRecord)>,
         argv: &Argv,
     ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
         let p = pot.as_str();
-        let hostname = layout::usable_hostname(
-            pot,
-            &nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            HOSTNAME_MAX_LENGTH,
-        );
-        std::fs::create_dir_all(&paths.conf_dir).map_err(EngineError::io(
-            p,
-            "create",
-            &paths.conf_dir,
-        ))?;
-        let conf = layout::clone_conf(
-            image_conf,
-            &hostname,
-            &layout::command_line(&argv.argv),
-            spec.memory_mb,
-        );
-        write_file(
-            p,
-            &paths.conf_dir.join("pot.conf"),
-            conf.render().as_bytes(),
-        )?;
         write_file(
             p,
             &paths.conf_dir.join("fscomp.conf"),
@@ -253,17 +284,34 @@ impl Engine {
                 .map_err(EngineError::host(p))?;
         }
         let osrelease = conf.get("osrelease").unwrap_or_default();
+        let mut params = jail_params(pot, hostname, &osrelease, &paths.root);
+        let mut record = None;
+        if let Some((bridge, mut rec)) = net {
+            self.save_record(pot, &rec)?;
+            let jail_if = self.plug_epair(pot, &bridge, &mut rec).await?;
+            params.flag("vnet").set("vnet.interface", jail_if.clone());
+            record = Some((jail_if, rec));
+        } else {
+            params.set("ip4", "inherit");
+        }
         self.host
-            .jail_create(&jail_params(pot, &hostname, &osrelease, &paths.root))
+            .jail_create(&params)
             .await
             .map_err(EngineError::host(p))?;
+        let mut relays = Vec::new();
+        if let Some((jail_if, mut rec)) = record {
+            let ip = rec.ip.expect("bridged records carry the address");
+            self.configure_jail_net(pot, &jail_if, ip).await?;
+            self.publish_ports(pot, ip, &mut rec).await?;
+            relays = network::relays(&rec);
+        }
         for i in &argv.unquoted_args {
             self.event(
                 pot,
                 format!("args[{i}]: removed one pair of outer quotes (args_quote_compat)"),
             );
         }
-        self.spawn_task(spec, &argv.argv).await
+        self.spawn_task(spec, &argv.argv, relays).await
     }
 
     /// Hands the task to its supervisor (see [`shim`]), which runs it through jexec in its own
@@ -272,6 +320,7 @@ impl Engine {
         &self,
         spec: &TaskSpec,
         argv: &[String],
+        relays: Vec<super::relay::Relay>,
     ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
         let p = pot.as_str();
@@ -293,6 +342,7 @@ impl Engine {
             stdout: spec.stdout.clone(),
             stderr: spec.stderr.clone(),
             state_dir: state_dir.clone(),
+            relays,
         };
         let mut cmd = tokio::process::Command::new(&self.supervisor);
         cmd.arg("shim")
@@ -508,6 +558,7 @@ impl Engine {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
         self.remove_jail(pot).await?;
+        self.unplug(pot).await?;
         let mut mounts: Vec<PathBuf> = self
             .host
             .mounts()
@@ -578,8 +629,8 @@ impl Engine {
     }
 }
 
-/// jail(8) parameters as pot's `_js_start` builds them for an inherit-network, non-rc pot, except
-/// that the jail persists until the driver removes it (no placeholder `sleep` process needed).
+/// jail(8) parameters as pot's `_js_start` builds them for a non-rc pot, up to the network ones,
+/// except that the jail persists until the driver removes it (no placeholder `sleep` process).
 fn jail_params(pot: &PotName, hostname: &str, osrelease: &str, root: &Path) -> JailParams {
     let mut p = JailParams::default();
     p.set("allow.set_hostname", "false")
@@ -600,9 +651,7 @@ fn jail_params(pot: &PotName, hostname: &str, osrelease: &str, root: &Path) -> J
     if !osrelease.is_empty() {
         p.set("osrelease", osrelease);
     }
-    p.set("path", root.display().to_string())
-        .flag("persist")
-        .set("ip4", "inherit");
+    p.set("path", root.display().to_string()).flag("persist");
     p
 }
 

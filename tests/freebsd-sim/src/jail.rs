@@ -153,10 +153,24 @@ fn create(host: &Host, params: &[String], print_jid: bool) -> Res<String> {
             params: params.clone(),
             ns: vec![],
         };
-        if crate::net::is_vnet(&jail) {
+        let vnet = crate::net::is_vnet(&jail);
+        if vnet {
             st.ifaces.push(crate::net::jail_loopback(&name));
         }
         st.jails.push(jail);
+        // jail(8) runs `ifconfig IF vnet JAIL` for each vnet.interface; a failure removes the
+        // jail again (the whole update is dropped).
+        for (_, v) in params.iter().filter(|(k, _)| k == "vnet.interface") {
+            let iface = v.clone().unwrap_or_default();
+            if !vnet {
+                return Err(Fail::new(
+                    1,
+                    format!("jail: {name}: vnet.interface requires vnet"),
+                ));
+            }
+            crate::net::move_into(st, &iface, &name)
+                .map_err(|f| Fail::new(1, format!("{}\njail: {name}: ifconfig {iface} vnet {name} failed", f.msg)))?;
+        }
         Ok(jid)
     })?;
     Ok(if print_jid {

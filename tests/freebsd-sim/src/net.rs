@@ -676,8 +676,16 @@ fn reclaim(st: &mut State, ns: &Ns, name: &str, key: &str) -> Res<usize> {
     Ok(relocate(st, idx, ns.clone()))
 }
 
-/// A vnet jail goes away: interfaces it cloned die with it, those moved in return to the host.
+/// `ifconfig IF vnet JAIL` from the host, as jail(8) runs it for `vnet.interface`.
+pub fn move_into(st: &mut State, name: &str, jail: &str) -> Res<()> {
+    let idx = find(st, &None, name).ok_or_else(|| err(format!("interface {name} does not exist")))?;
+    move_to_jail(st, &None, idx, jail)
+}
+
+/// A vnet jail goes away: interfaces it cloned die with it, those moved in return to the host,
+/// and its routing table goes with its stack.
 pub fn release_jail(st: &mut State, jail: &str) {
+    st.routes.retain(|r| r.vnet.as_deref() != Some(jail));
     while let Some(idx) = st
         .ifaces
         .iter()

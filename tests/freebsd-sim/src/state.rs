@@ -104,6 +104,19 @@ pub struct Iface {
     pub home: Option<String>,
 }
 
+/// A static route of the host or of a vnet jail.
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct Route {
+    /// Jail whose vnet holds the route; `None` is the host.
+    pub vnet: Option<String>,
+    /// `default` or `a.b.c.d/len`.
+    pub dest: String,
+    pub gateway: String,
+    /// The interface whose connected network holds the gateway.
+    pub iface: String,
+}
+
 /// A pf ruleset: translation (nat/rdr/binat) rules and filter rules, as loaded.
 #[derive(Serialize, Deserialize, Default, Clone, Debug)]
 #[serde(default)]
@@ -133,6 +146,7 @@ pub struct State {
     /// CPU lists set with `cpuset -l LIST -j JID`, by JID.
     pub cpusets: BTreeMap<u32, Vec<u32>>,
     pub sysctl: BTreeMap<String, String>,
+    pub routes: Vec<Route>,
 }
 
 impl State {

@@ -1,0 +1,691 @@
+//! Task networking as pot builds it.
+//!
+//! Design:
+//! * [`plan`] turns a task's request (network type, optional IP, ports) into a typed
+//!   [`NetworkPlan`] and checks everything that needs no host: the type, the stack, the IP
+//!   against `POT_NETWORK`, the ports. Bad input fails here, before anything is created.
+//! * The shared part, pot's `vnet-start`, is [`Engine::ensure_vnet`]: forwarding on, the public
+//!   bridge found by its gateway address (or created), the `pot-nat` anchor loaded. It runs
+//!   before the first bridged task of a plugin process and is idempotent; bridges and NAT are
+//!   never torn down, as with pot.
+//! * The address is chosen like `potnet next` (first free host of `POT_NETWORK`, skipping the
+//!   gateway, the DNS IP, every bridge pot's `ip=` and every private-bridge subnet) while pot's
+//!   global lock is held, and written into the pot's `pot.conf` before the lock is released,
+//!   so concurrent starts in this plugin and a `pot` CLI never pick the same one.
+//! * Per task: an epair (`descr <pot>`, group `pot`), its host end renamed `p4<hex epoch><hex
+//!   n>` and added to the bridge, its jail end handed to the jail with `vnet.interface`, then
+//!   address, default route and lo0 set from the host (`ifconfig -j`, `route -j`) before the
+//!   task's command runs, and the rdr rules loaded into `pot-rdr/<anchor>` from stdin.
+//! * What teardown needs is in the task's state dir (`network.json`), written before each host
+//!   change: the epair, the anchor, and whether an epair was being created (then teardown also
+//!   looks for interfaces with `descr <pot>`, pot's own convention). The address needs no
+//!   release: it is free once the pot's `pot.conf` is gone.
+//! * Ports are also reachable from the host itself (pf's rdr does not see locally originated
+//!   traffic): the task's supervisor relays them (see [`super::relay`]) instead of pot's copied
+//!   `ncat` binaries.
+
+use super::config::{NetworkConfig, prefix_mask};
+use super::layout::PotName;
+use super::potconf::PotConf;
+use super::relay::{Proto, Relay};
+use super::{Engine, EngineError, lifecycle};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// pot's limit for `pot-rdr/<anchor>` names.
+const ANCHOR_MAX: usize = 55;
+/// Description of the public bridge when the engine creates it, as `vnet-start` does.
+const PUBLIC_BRIDGE_DESCR: &str = "pot public bridge";
+pub(super) const RECORD_FILE: &str = "network.json";
+
+/// The network a task asks for, in pot's terms (the driver has resolved Nomad's ports).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetworkRequest {
+    /// pot's network type (`host` is `inherit`); `None` picks public-bridge when ports are
+    /// published, inherit otherwise.
+    pub network_type: Option<String>,
+    /// An explicit address instead of the next free one.
+    pub ip: Option<String>,
+    pub ports: Vec<PortSpec>,
+}
+
+/// One published port: traffic to the host's `host_port` goes to the pot's `pot_port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub label: String,
+    pub host_port: u16,
+    pub pot_port: u16,
+}
+
+/// A validated network plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkPlan {
+    Inherit,
+    PublicBridge {
+        ip: Option<Ipv4Addr>,
+        ports: Vec<PortSpec>,
+    },
+}
+
+impl NetworkPlan {
+    pub fn is_bridged(&self) -> bool {
+        !matches!(self, NetworkPlan::Inherit)
+    }
+}
+
+/// What a bridged task got; kept in the task's state dir for teardown and for Nomad.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub ip: Option<Ipv4Addr>,
+    /// Host end of the epair, once renamed.
+    pub epair: Option<String>,
+    /// Set while an epair is being created and named.
+    pub epair_pending: bool,
+    /// `pot-rdr/<anchor>`, once rules may have been loaded.
+    pub anchor: Option<String>,
+    pub ports: Vec<PortSpec>,
+}
+
+/// Checks `req` against pot's network settings without touching the host.
+pub fn plan(cfg: &NetworkConfig, req: &NetworkRequest) -> Result<NetworkPlan, EngineError> {
+    let bad = |m: String| Err(EngineError::InvalidInput(m));
+    let ty = match req.network_type.as_deref() {
+        Some("host") | Some("inherit") => "inherit",
+        Some("public-bridge") => "public-bridge",
+        Some(other @ ("private-bridge" | "alias")) => {
+            return bad(format!(
+                "network_mode {other:?} is not supported yet (supported: \"host\", \"inherit\", \"public-bridge\")"
+            ));
+        }
+        Some(other) => {
+            return bad(format!(
+                "unknown network_mode {other:?} (pot's types: \"inherit\" (or \"host\"), \"public-bridge\", \"private-bridge\", \"alias\")"
+            ));
+        }
+        None if req.ports.is_empty() => "inherit",
+        None => "public-bridge",
+    };
+    if ty == "inherit" {
+        if let Some(ip) = &req.ip {
+            return bad(format!(
+                "ip {ip:?} needs a bridge network_mode; inherit shares the host's addresses"
+            ));
+        }
+        return Ok(NetworkPlan::Inherit);
+    }
+    if cfg.stack != super::Stack::Ipv4 {
+        return bad(format!(
+            "network stack {} is not supported for public-bridge yet (ipv4 only)",
+            cfg.stack.as_str()
+        ));
+    }
+    let ip = match &req.ip {
+        None => None,
+        Some(s) => {
+            let ip: Ipv4Addr = s
+                .parse()
+                .map_err(|_| EngineError::InvalidInput(format!("ip {s:?} is not an IPv4 address")))?;
+            if reserved(cfg).contains(&ip) || !hosts(cfg).any(|h| h == ip) {
+                return bad(format!(
+                    "ip {ip} is not a free host address of network {} (gateway {}{})",
+                    cfg.network,
+                    cfg.gateway,
+                    cfg.dns_ip.map(|d| format!(", DNS {d}")).unwrap_or_default()
+                ));
+            }
+            Some(ip)
+        }
+    };
+    let mut seen = BTreeSet::new();
+    for p in &req.ports {
+        if p.host_port == 0 || p.pot_port == 0 {
+            return bad(format!("port {:?}: ports must be 1-65535", p.label));
+        }
+        if !seen.insert(p.host_port) {
+            return bad(format!(
+                "host port {} is published twice (port {:?})",
+                p.host_port, p.label
+            ));
+        }
+    }
+    Ok(NetworkPlan::PublicBridge {
+        ip,
+        ports: req.ports.clone(),
+    })
+}
+
+/// Host addresses of `POT_NETWORK` in ascending order (network and broadcast excluded).
+fn hosts(cfg: &NetworkConfig) -> impl Iterator<Item = Ipv4Addr> {
+    let (net, len) = cfg.ipv4_network();
+    let first = u32::from(net);
+    let last = first | !prefix_mask(len);
+    let range = if len >= 31 {
+        first..=last
+    } else {
+        first + 1..=last - 1
+    };
+    range.map(Ipv4Addr::from)
+}
+
+/// Addresses potnet never hands out whatever the pots: gateway and DNS IP.
+fn reserved(cfg: &NetworkConfig) -> BTreeSet<Ipv4Addr> {
+    let mut r = BTreeSet::from([cfg.gateway]);
+    r.extend(cfg.dns_ip);
+    r
+}
+
+/// potnet's known-address DB: the reserved addresses, every bridge pot's `ip=` and every
+/// address of every private-bridge subnet.
+fn used_addresses(cfg: &NetworkConfig, fs_root: &Path) -> BTreeSet<Ipv4Addr> {
+    let mut used = reserved(cfg);
+    if let Ok(dirs) = std::fs::read_dir(fs_root.join("jails")) {
+        for dir in dirs.flatten() {
+            let Ok(text) = std::fs::read_to_string(dir.path().join("conf/pot.conf")) else {
+                continue;
+            };
+            let conf = PotConf::parse(&text);
+            let bridged = matches!(
+                conf.get("network_type").as_deref(),
+                Some("public-bridge" | "private-bridge")
+            ) || conf.get("vnet").as_deref() == Some("true");
+            let ip = conf.get("ip").or_else(|| conf.get("ip4"));
+            if let (true, Some(ip)) = (bridged, ip) {
+                match ip.parse::<Ipv4Addr>() {
+                    Ok(ip) => {
+                        used.insert(ip);
+                    }
+                    // potnet panics here; one bad file must not stop every start.
+                    Err(_) => tracing::warn!(pot = %dir.file_name().to_string_lossy(), ip = %ip, "ignoring a malformed ip= in pot.conf"),
+                }
+            }
+        }
+    }
+    if let Ok(files) = std::fs::read_dir(fs_root.join("bridges")) {
+        for f in files.flatten() {
+            let Ok(text) = std::fs::read_to_string(f.path()) else {
+                continue;
+            };
+            let net = text
+                .lines()
+                .find_map(|l| l.strip_prefix("net="))
+                .map(|v| v.trim().trim_matches('"').to_string());
+            let Some((a, l)) = net.as_deref().and_then(|n| n.split_once('/')) else {
+                continue;
+            };
+            if let (Ok(a), Ok(l)) = (a.parse::<Ipv4Addr>(), l.parse::<u8>())
+                && l <= 32
+            {
+                let first = u32::from(a) & prefix_mask(l);
+                let last = first | !prefix_mask(l);
+                used.extend((first..=last).map(Ipv4Addr::from));
+            }
+        }
+    }
+    used
+}
+
+/// `potnet next`, or `potnet validate` of an explicit address.
+fn choose_ip(
+    cfg: &NetworkConfig,
+    fs_root: &Path,
+    wanted: Option<Ipv4Addr>,
+) -> Result<Ipv4Addr, EngineError> {
+    let used = used_addresses(cfg, fs_root);
+    match wanted {
+        Some(ip) if used.contains(&ip) => Err(EngineError::InvalidInput(format!(
+            "ip {ip} is already used by another pot"
+        ))),
+        Some(ip) => Ok(ip),
+        None => hosts(cfg).find(|h| !used.contains(h)).ok_or_else(|| {
+            EngineError::InvalidInput(format!("network {} has no free address left", cfg.network))
+        }),
+    }
+}
+
+/// pot's anchor name: the pot name, or its last 55 characters without leading `_`.
+pub fn anchor_name(pot: &PotName) -> String {
+    let p = pot.as_str();
+    if p.len() <= ANCHOR_MAX {
+        return p.to_string();
+    }
+    p[p.len() - ANCHOR_MAX..].trim_start_matches('_').to_string()
+}
+
+/// pot's `rdr` rules for one pot, tcp and udp for each port (Nomad ports carry no protocol).
+pub fn rdr_rules(cfg: &NetworkConfig, ip: Ipv4Addr, ports: &[PortSpec]) -> String {
+    let target = match cfg.extif_addr {
+        Some(a) => a.to_string(),
+        None => format!("({})", cfg.extif),
+    };
+    let mut out = String::new();
+    for p in ports {
+        for proto in ["tcp", "udp"] {
+            let (h, pp) = (p.host_port, p.pot_port);
+            out.push_str(&format!(
+                "rdr pass on {} proto {proto} from any to {target} port {h} -> {ip} port {pp}\n",
+                cfg.extif
+            ));
+            for nic in cfg.extra_extif.keys() {
+                out.push_str(&format!(
+                    "rdr pass on {nic} proto {proto} from any to ({nic}) port {h} -> {ip} port {pp}\n"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// pot's `pot-nat` anchor (vnet-start).
+pub fn nat_rules(cfg: &NetworkConfig) -> String {
+    let mut out = format!(
+        "ext_if = \"{}\"\nlocalnet = \"{}\"\n",
+        cfg.extif, cfg.network
+    );
+    match cfg.extif_addr {
+        Some(a) => out.push_str(&format!(
+            "ext_addr = \"{a}\"\nnat on $ext_if from $localnet to any -> $ext_addr\n"
+        )),
+        None => out.push_str("nat on $ext_if from $localnet to any -> ($ext_if:0)\n"),
+    }
+    for (nic, net) in &cfg.extra_extif {
+        out.push_str(&format!(
+            "nat on {nic} from $localnet to {net} -> ({nic}:0)\n"
+        ));
+    }
+    if let Some(vpn) = &cfg.vpn_extif {
+        for net in &cfg.vpn_networks {
+            out.push_str(&format!(
+                "nat on {vpn} from $localnet to {net} -> ({vpn}:0)\n"
+            ));
+        }
+    }
+    out
+}
+
+/// `pot.export.ports` as pot's export-ports writes it: `[proto:]pot_port:host_port`.
+fn export_ports(ports: &[PortSpec]) -> String {
+    ports
+        .iter()
+        .flat_map(|p| {
+            [
+                format!("{}:{}", p.pot_port, p.host_port),
+                format!("udp:{}:{}", p.pot_port, p.host_port),
+            ]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// pot names the host end `p4<hex epoch><hex pid>`; one plugin process starts many pots, so a
+/// per-process sequence is added to the pid. At most 15 characters (IFNAMSIZ - 1).
+fn epair_host_name() -> String {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let n = (std::process::id() + SEQ.fetch_add(1, Ordering::Relaxed)) & 0xf_ffff;
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("p4{epoch:x}{n:x}")
+}
+
+impl Engine {
+    /// pot's `vnet-start` for IPv4: forwarding, the public bridge, the `pot-nat` anchor, pf on.
+    /// Done once per plugin process; returns the public bridge.
+    pub(super) async fn ensure_vnet(&self) -> Result<String, EngineError> {
+        let mut done = self.vnet.lock().await;
+        if let Some(bridge) = done.as_ref() {
+            return Ok(bridge.clone());
+        }
+        let net = &self.cfg.network;
+        let host_err = EngineError::host("vnet-start");
+        let state = |reason: String| EngineError::State {
+            pot: "vnet-start".to_string(),
+            reason,
+        };
+        let vimage = self
+            .host
+            .sysctl("kern.features.vimage")
+            .await
+            .map_err(EngineError::host("vnet-start"))?;
+        if vimage != "1" {
+            return Err(state(
+                "the kernel lacks VIMAGE (kern.features.vimage is not 1): bridge networking needs it"
+                    .to_string(),
+            ));
+        }
+        let anchors = self.host.pf_anchors().await.map_err(host_err)?;
+        for (anchor, rule) in [("pot-nat", "nat-anchor pot-nat"), ("pot-rdr", "rdr-anchor \"pot-rdr/*\"")] {
+            if !anchors.iter().any(|a| a == anchor) {
+                return Err(state(format!(
+                    "pf's main ruleset has no anchor {anchor}: add `{rule}` to pf.conf (pot init does) and reload pf"
+                )));
+            }
+        }
+        self.host
+            .sysctl_set("net.inet.ip.forwarding", "1")
+            .await
+            .map_err(EngineError::host("vnet-start"))?;
+        let bridges = self
+            .host
+            .ifaces_in_group("bridge")
+            .await
+            .map_err(EngineError::host("vnet-start"))?;
+        let found = bridges
+            .iter()
+            .find(|b| b.inet.iter().any(|(a, _)| *a == net.gateway))
+            .map(|b| b.name.clone());
+        let bridge = match found {
+            Some(b) => b,
+            None => {
+                let b = self
+                    .host
+                    .bridge_create(PUBLIC_BRIDGE_DESCR)
+                    .await
+                    .map_err(EngineError::host("vnet-start"))?;
+                self.host
+                    .iface_inet(None, &b, net.gateway, net.netmask, false)
+                    .await
+                    .map_err(EngineError::host("vnet-start"))?;
+                b
+            }
+        };
+        self.host
+            .pf_load("pot-nat", &nat_rules(net))
+            .await
+            .map_err(EngineError::host("vnet-start"))?;
+        self.host
+            .pf_enable()
+            .await
+            .map_err(EngineError::host("vnet-start"))?;
+        tracing::info!(bridge = %bridge, "vnet ready: forwarding on, public bridge up, pot-nat loaded");
+        *done = Some(bridge.clone());
+        Ok(bridge)
+    }
+
+    /// Under pot's global lock: picks or validates the address and puts the network keys into
+    /// `conf`, which the caller writes before releasing the lock.
+    pub(super) fn assign_network(
+        &self,
+        plan: &NetworkPlan,
+        conf: &mut PotConf,
+    ) -> Result<Option<Ipv4Addr>, EngineError> {
+        let NetworkPlan::PublicBridge { ip, ports } = plan else {
+            return Ok(None);
+        };
+        let ip = choose_ip(&self.cfg.network, &self.cfg.fs_root, *ip)?;
+        conf.set("pot.stack", "ipv4");
+        conf.set("network_type", "public-bridge");
+        conf.set("vnet", "true");
+        conf.set("ip", ip.to_string());
+        if !ports.is_empty() {
+            conf.set("pot.export.ports", export_ports(ports));
+        }
+        Ok(Some(ip))
+    }
+
+    /// Creates the pot's epair on the public bridge; returns the jail end for `vnet.interface`.
+    pub(super) async fn plug_epair(
+        &self,
+        pot: &PotName,
+        bridge: &str,
+        record: &mut NetworkRecord,
+    ) -> Result<String, EngineError> {
+        let p = pot.as_str();
+        record.epair_pending = true;
+        self.save_record(pot, record)?;
+        let a = self
+            .host
+            .epair_create(p)
+            .await
+            .map_err(EngineError::host(p))?;
+        let b = format!("{}b", a.trim_end_matches('a'));
+        let name = epair_host_name();
+        self.host
+            .iface_rename_up(&a, &name)
+            .await
+            .map_err(EngineError::host(p))?;
+        record.epair = Some(name.clone());
+        record.epair_pending = false;
+        self.save_record(pot, record)?;
+        self.host
+            .bridge_addm(bridge, &name, self.cfg.network.isolate_vnet_pots)
+            .await
+            .map_err(EngineError::host(p))?;
+        Ok(b)
+    }
+
+    /// Address, default route and loopback inside the jail, set from the host.
+    pub(super) async fn configure_jail_net(
+        &self,
+        pot: &PotName,
+        jail_if: &str,
+        ip: Ipv4Addr,
+    ) -> Result<(), EngineError> {
+        let p = pot.as_str();
+        let net = &self.cfg.network;
+        self.host
+            .iface_inet(Some(p), jail_if, ip, net.netmask, false)
+            .await
+            .map_err(EngineError::host(p))?;
+        self.host
+            .jail_default_route(p, net.gateway)
+            .await
+            .map_err(EngineError::host(p))?;
+        self.host
+            .iface_inet(Some(p), "lo0", Ipv4Addr::LOCALHOST, Ipv4Addr::new(255, 0, 0, 0), true)
+            .await
+            .map_err(EngineError::host(p))
+    }
+
+    /// Loads the pot's rdr rules into `pot-rdr/<anchor>`.
+    pub(super) async fn publish_ports(
+        &self,
+        pot: &PotName,
+        ip: Ipv4Addr,
+        record: &mut NetworkRecord,
+    ) -> Result<(), EngineError> {
+        if record.ports.is_empty() {
+            return Ok(());
+        }
+        let anchor = format!("pot-rdr/{}", anchor_name(pot));
+        record.anchor = Some(anchor.clone());
+        self.save_record(pot, record)?;
+        self.host
+            .pf_load(&anchor, &rdr_rules(&self.cfg.network, ip, &record.ports))
+            .await
+            .map_err(EngineError::host(pot.as_str()))
+    }
+
+    /// Undoes [`Engine::plug_epair`] and [`Engine::publish_ports`]; each step accepts that its
+    /// object is gone already.
+    pub(super) async fn unplug(&self, pot: &PotName) -> Result<(), EngineError> {
+        let p = pot.as_str();
+        let Some(record) = self.network_record(pot) else {
+            return Ok(());
+        };
+        let mut doomed: Vec<String> = record.epair.iter().cloned().collect();
+        if record.epair_pending {
+            // Interrupted between create and rename: find it by pot's `descr <pot>`.
+            let ours = self
+                .host
+                .ifaces_in_group("pot")
+                .await
+                .map_err(EngineError::host(p))?;
+            doomed.extend(ours.into_iter().filter(|i| i.description == p).map(|i| i.name));
+        }
+        for name in doomed {
+            match self.host.iface_destroy(&name).await {
+                Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
+                _ => {}
+            }
+        }
+        if let Some(anchor) = &record.anchor {
+            self.host
+                .pf_flush_nat(anchor)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
+        Ok(())
+    }
+
+    /// What the task's network looks like, if it is bridged.
+    pub fn network_record(&self, pot: &PotName) -> Option<NetworkRecord> {
+        lifecycle::read_json(&self.task_state_dir(pot).join(RECORD_FILE))
+    }
+
+    pub(super) fn save_record(
+        &self,
+        pot: &PotName,
+        record: &NetworkRecord,
+    ) -> Result<(), EngineError> {
+        let dir = self.task_state_dir(pot);
+        let path = dir.join(RECORD_FILE);
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| {
+                lifecycle::write_atomic(
+                    &path,
+                    &serde_json::to_vec(record).expect("record serializes"),
+                )
+            })
+            .map_err(EngineError::io(pot.as_str(), "write", &path))
+    }
+}
+
+/// The localhost relays for a bridged task's ports.
+pub(super) fn relays(record: &NetworkRecord) -> Vec<Relay> {
+    let Some(ip) = record.ip else {
+        return Vec::new();
+    };
+    record
+        .ports
+        .iter()
+        .flat_map(|p| {
+            [Proto::Tcp, Proto::Udp].map(|proto| Relay {
+                proto,
+                listen_port: p.host_port,
+                target: SocketAddrV4::new(ip, p.pot_port),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, Overrides};
+
+    fn cfg() -> NetworkConfig {
+        EngineConfig::resolve(&Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .network
+    }
+
+    fn port(label: &str, host: u16, pot: u16) -> PortSpec {
+        PortSpec {
+            label: label.into(),
+            host_port: host,
+            pot_port: pot,
+        }
+    }
+
+    #[test]
+    fn plan_defaults_and_refusals() {
+        let c = cfg();
+        let req = |t: Option<&str>, ip: Option<&str>, ports: Vec<PortSpec>| NetworkRequest {
+            network_type: t.map(str::to_string),
+            ip: ip.map(str::to_string),
+            ports,
+        };
+        assert_eq!(plan(&c, &req(None, None, vec![])).unwrap(), NetworkPlan::Inherit);
+        assert_eq!(plan(&c, &req(Some("host"), None, vec![port("a", 1, 2)])).unwrap(), NetworkPlan::Inherit);
+        assert!(plan(&c, &req(None, None, vec![port("a", 8080, 80)])).unwrap().is_bridged());
+        let err = |r| plan(&c, &r).unwrap_err().to_string();
+        assert!(err(req(Some("vlan"), None, vec![])).contains("unknown network_mode \"vlan\""));
+        assert!(err(req(Some("public-bridge"), Some("10.1.2.3.4"), vec![])).contains("not an IPv4"));
+        for outside in ["192.168.1.5", "10.192.0.1", "10.192.0.2", "10.192.0.0", "10.255.255.255"] {
+            assert!(err(req(Some("public-bridge"), Some(outside), vec![])).contains("not a free host address"), "{outside}");
+        }
+        assert!(err(req(Some("public-bridge"), None, vec![port("a", 8080, 80), port("b", 8080, 81)])).contains("host port 8080 is published twice"));
+        assert!(err(req(Some("host"), Some("10.192.0.9"), vec![])).contains("needs a bridge"));
+    }
+
+    #[test]
+    fn allocation_skips_what_potnet_skips() {
+        let c = cfg();
+        let root = tempfile::tempdir().unwrap();
+        assert_eq!(choose_ip(&c, root.path(), None).unwrap(), Ipv4Addr::new(10, 192, 0, 3));
+        let pot = |name: &str, body: &str| {
+            let d = root.path().join("jails").join(name).join("conf");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("pot.conf"), body).unwrap();
+        };
+        pot("a", "network_type=public-bridge\nvnet=true\nip=10.192.0.3\n");
+        pot("b", "network_type=alias\nvnet=false\nip=10.192.0.4\n");
+        pot("c", "network_type=public-bridge\nip=garbage\n");
+        pot("d", "ip4=10.192.0.5\nvnet=true\n");
+        std::fs::create_dir_all(root.path().join("bridges")).unwrap();
+        std::fs::write(root.path().join("bridges/priv"), "net=10.192.0.8/29\ngateway=10.192.0.9\nname=priv\n").unwrap();
+        // .4 belongs to an alias pot, which potnet ignores.
+        assert_eq!(choose_ip(&c, root.path(), None).unwrap(), Ipv4Addr::new(10, 192, 0, 4));
+        pot("e", "network_type=public-bridge\nip=10.192.0.4\n");
+        pot("f", "network_type=public-bridge\nip=10.192.0.6\n");
+        pot("g", "network_type=public-bridge\nip=10.192.0.7\n");
+        assert_eq!(choose_ip(&c, root.path(), None).unwrap(), Ipv4Addr::new(10, 192, 0, 16));
+        assert!(choose_ip(&c, root.path(), Some(Ipv4Addr::new(10, 192, 0, 10))).unwrap_err().to_string().contains("already used"));
+        assert_eq!(choose_ip(&c, root.path(), Some(Ipv4Addr::new(10, 192, 1, 1))).unwrap(), Ipv4Addr::new(10, 192, 1, 1));
+    }
+
+    #[test]
+    fn anchor_names_follow_pot() {
+        let short = PotName::new("web_1").unwrap();
+        assert_eq!(anchor_name(&short), "web_1");
+        // 56 characters: the first one goes, and the `_` it exposes too.
+        let long = PotName::new(&format!("a_{}", "b".repeat(54))).unwrap();
+        assert_eq!(anchor_name(&long), "b".repeat(54));
+        let name = format!("{}{}", "x".repeat(10), "y".repeat(55));
+        assert_eq!(anchor_name(&PotName::new(&name).unwrap()), "y".repeat(55));
+    }
+
+    #[test]
+    fn rules_match_pot_text() {
+        let mut c = cfg();
+        let ip = Ipv4Addr::new(10, 192, 0, 5);
+        assert_eq!(
+            rdr_rules(&c, ip, &[port("http", 23456, 80)]),
+            "rdr pass on em0 proto tcp from any to (em0) port 23456 -> 10.192.0.5 port 80\n\
+             rdr pass on em0 proto udp from any to (em0) port 23456 -> 10.192.0.5 port 80\n"
+        );
+        assert_eq!(
+            nat_rules(&c),
+            "ext_if = \"em0\"\nlocalnet = \"10.192.0.0/10\"\nnat on $ext_if from $localnet to any -> ($ext_if:0)\n"
+        );
+        c.extif_addr = Some(Ipv4Addr::new(10, 0, 2, 15));
+        c.extra_extif.insert("vtnet1".into(), "192.168.5.0/24".into());
+        c.vpn_extif = Some("tun0".into());
+        c.vpn_networks = vec!["172.16.0.0/16".into()];
+        assert_eq!(
+            nat_rules(&c),
+            "ext_if = \"em0\"\nlocalnet = \"10.192.0.0/10\"\next_addr = \"10.0.2.15\"\n\
+             nat on $ext_if from $localnet to any -> $ext_addr\n\
+             nat on vtnet1 from $localnet to 192.168.5.0/24 -> (vtnet1:0)\n\
+             nat on tun0 from $localnet to 172.16.0.0/16 -> (tun0:0)\n"
+        );
+        let r = rdr_rules(&c, ip, &[port("dns", 5353, 53)]);
+        assert!(r.starts_with("rdr pass on em0 proto tcp from any to 10.0.2.15 port 5353 -> 10.192.0.5 port 53\nrdr pass on vtnet1 proto tcp from any to (vtnet1) port 5353 -> 10.192.0.5 port 53\n"), "{r}");
+        assert_eq!(export_ports(&[port("http", 23456, 80)]), "80:23456 udp:80:23456");
+    }
+
+    #[test]
+    fn epair_names_fit_ifnamsiz() {
+        let a = epair_host_name();
+        let b = epair_host_name();
+        assert!(a.starts_with("p4") && a.len() <= 15, "{a}");
+        assert_ne!(a, b);
+    }
+}
