@@ -123,7 +123,11 @@ impl TaskConfig {
         if self.port_map.is_empty() {
             for p in ports {
                 let host = port_number(&p.label, "host port", i64::from(p.value))?;
-                let to = if p.to > 0 { i64::from(p.to) } else { host.into() };
+                let to = if p.to > 0 {
+                    i64::from(p.to)
+                } else {
+                    host.into()
+                };
                 specs.push(PortSpec {
                     label: p.label.clone(),
                     host_port: host,
@@ -258,8 +262,16 @@ mod tests {
         assert_eq!(
             r.ports,
             [
-                PortSpec { label: "http".into(), host_port: 25000, pot_port: 80 },
-                PortSpec { label: "raw".into(), host_port: 25002, pot_port: 25002 },
+                PortSpec {
+                    label: "http".into(),
+                    host_port: 25000,
+                    pot_port: 80
+                },
+                PortSpec {
+                    label: "raw".into(),
+                    host_port: 25002,
+                    pot_port: 25002
+                },
             ]
         );
         let r = tc(&[("http", "8080"), ("legacy", "9090")], None)
@@ -268,15 +280,32 @@ mod tests {
         assert_eq!(
             r.ports,
             [
-                PortSpec { label: "http".into(), host_port: 25000, pot_port: 8080 },
-                PortSpec { label: "legacy".into(), host_port: 25001, pot_port: 9090 },
+                PortSpec {
+                    label: "http".into(),
+                    host_port: 25000,
+                    pot_port: 8080
+                },
+                PortSpec {
+                    label: "legacy".into(),
+                    host_port: 25001,
+                    pot_port: 9090
+                },
             ]
         );
-        let e = tc(&[("nope", "80")], None).network_request(&nomad, &env).unwrap_err();
-        assert!(e.contains("port_map \"nope\": Nomad allocated no port"), "{e}");
-        let e = tc(&[("http", "eighty")], None).network_request(&nomad, &env).unwrap_err();
+        let e = tc(&[("nope", "80")], None)
+            .network_request(&nomad, &env)
+            .unwrap_err();
+        assert!(
+            e.contains("port_map \"nope\": Nomad allocated no port"),
+            "{e}"
+        );
+        let e = tc(&[("http", "eighty")], None)
+            .network_request(&nomad, &env)
+            .unwrap_err();
         assert!(e.contains("not a port number"), "{e}");
-        let r = tc(&[("http", "80")], Some("host")).network_request(&nomad, &env).unwrap();
+        let r = tc(&[("http", "80")], Some("host"))
+            .network_request(&nomad, &env)
+            .unwrap();
         assert!(r.ports.is_empty());
     }
 }

@@ -172,10 +172,18 @@ impl PotDriver {
     async fn fingerprint_now(&self) -> drivers::FingerprintResponse {
         use drivers::fingerprint_response::HealthState;
         let (health, description, racct, bridge) = match self.configured() {
-            Err(_) => (HealthState::Undetected, "not configured".to_string(), false, false),
-            Ok(c) if !c.agent.enabled => {
-                (HealthState::Undetected, "disabled".to_string(), false, false)
-            }
+            Err(_) => (
+                HealthState::Undetected,
+                "not configured".to_string(),
+                false,
+                false,
+            ),
+            Ok(c) if !c.agent.enabled => (
+                HealthState::Undetected,
+                "disabled".to_string(),
+                false,
+                false,
+            ),
             Ok(c) => {
                 let h = c.engine.health().await;
                 let state = if h.healthy {
@@ -183,7 +191,12 @@ impl PotDriver {
                 } else {
                     HealthState::Unhealthy
                 };
-                (state, h.description, h.racct, h.bridge_unavailable.is_none())
+                (
+                    state,
+                    h.description,
+                    h.racct,
+                    h.bridge_unavailable.is_none(),
+                )
             }
         };
         let mut attributes = HashMap::new();

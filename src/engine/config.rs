@@ -151,7 +151,10 @@ impl EngineConfig {
             parse_cidr("extra_extif", net)?;
         }
         let vpn_networks = if o.vpn_networks.is_empty() {
-            pot.vpn_networks.split_whitespace().map(str::to_string).collect()
+            pot.vpn_networks
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
         } else {
             o.vpn_networks.clone()
         };
@@ -160,7 +163,10 @@ impl EngineConfig {
         }
         let isolate = match o.isolate_vnet_pots {
             Some(b) => b,
-            None => matches!(pot.isolate.as_str(), "YES" | "yes" | "true" | "TRUE" | "on" | "ON" | "1"),
+            None => matches!(
+                pot.isolate.as_str(),
+                "YES" | "yes" | "true" | "TRUE" | "on" | "ON" | "1"
+            ),
         };
         let cfg = EngineConfig {
             tool_path: o
@@ -295,7 +301,11 @@ impl NetworkConfig {
 
 /// The netmask of a prefix length, as a number.
 pub fn prefix_mask(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
 }
 
 /// An interface name as FreeBSD allows it: up to 15 characters, letters, digits, `_`, `.`, `-`.

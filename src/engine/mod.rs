@@ -14,7 +14,8 @@ mod relay;
 pub mod shim;
 
 pub use config::{
-    ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides, Stack,
+    ConfigError, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig, NetworkConfig, Overrides,
+    Stack,
 };
 pub use error::EngineError;
 pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession};

@@ -125,9 +125,9 @@ pub fn plan(cfg: &NetworkConfig, req: &NetworkRequest) -> Result<NetworkPlan, En
     let ip = match &req.ip {
         None => None,
         Some(s) => {
-            let ip: Ipv4Addr = s
-                .parse()
-                .map_err(|_| EngineError::InvalidInput(format!("ip {s:?} is not an IPv4 address")))?;
+            let ip: Ipv4Addr = s.parse().map_err(|_| {
+                EngineError::InvalidInput(format!("ip {s:?} is not an IPv4 address"))
+            })?;
             if reserved(cfg).contains(&ip) || !hosts(cfg).any(|h| h == ip) {
                 return bad(format!(
                     "ip {ip} is not a free host address of network {} (gateway {}{})",
@@ -198,7 +198,9 @@ fn used_addresses(cfg: &NetworkConfig, fs_root: &Path) -> BTreeSet<Ipv4Addr> {
                         used.insert(ip);
                     }
                     // potnet panics here; one bad file must not stop every start.
-                    Err(_) => tracing::warn!(pot = %dir.file_name().to_string_lossy(), ip = %ip, "ignoring a malformed ip= in pot.conf"),
+                    Err(_) => {
+                        tracing::warn!(pot = %dir.file_name().to_string_lossy(), ip = %ip, "ignoring a malformed ip= in pot.conf")
+                    }
                 }
             }
         }
@@ -251,7 +253,9 @@ pub fn anchor_name(pot: &PotName) -> String {
     if p.len() <= ANCHOR_MAX {
         return p.to_string();
     }
-    p[p.len() - ANCHOR_MAX..].trim_start_matches('_').to_string()
+    p[p.len() - ANCHOR_MAX..]
+        .trim_start_matches('_')
+        .to_string()
 }
 
 /// pot's `rdr` rules for one pot, tcp and udp for each port (Nomad ports carry no protocol).
@@ -357,7 +361,10 @@ impl Engine {
             ));
         }
         let anchors = self.host.pf_anchors().await.map_err(host_err)?;
-        for (anchor, rule) in [("pot-nat", "nat-anchor pot-nat"), ("pot-rdr", "rdr-anchor \"pot-rdr/*\"")] {
+        for (anchor, rule) in [
+            ("pot-nat", "nat-anchor pot-nat"),
+            ("pot-rdr", "rdr-anchor \"pot-rdr/*\""),
+        ] {
             if !anchors.iter().any(|a| a == anchor) {
                 return Err(state(format!(
                     "pf's main ruleset has no anchor {anchor}: add `{rule}` to pf.conf (pot init does) and reload pf"
@@ -475,7 +482,13 @@ impl Engine {
             .await
             .map_err(EngineError::host(p))?;
         self.host
-            .iface_inet(Some(p), "lo0", Ipv4Addr::LOCALHOST, Ipv4Addr::new(255, 0, 0, 0), true)
+            .iface_inet(
+                Some(p),
+                "lo0",
+                Ipv4Addr::LOCALHOST,
+                Ipv4Addr::new(255, 0, 0, 0),
+                true,
+            )
             .await
             .map_err(EngineError::host(p))
     }
@@ -514,7 +527,11 @@ impl Engine {
                 .ifaces_in_group("pot")
                 .await
                 .map_err(EngineError::host(p))?;
-            doomed.extend(ours.into_iter().filter(|i| i.description == p).map(|i| i.name));
+            doomed.extend(
+                ours.into_iter()
+                    .filter(|i| i.description == p)
+                    .map(|i| i.name),
+            );
         }
         for name in doomed {
             match self.host.iface_destroy(&name).await {
@@ -602,16 +619,45 @@ mod tests {
             ip: ip.map(str::to_string),
             ports,
         };
-        assert_eq!(plan(&c, &req(None, None, vec![])).unwrap(), NetworkPlan::Inherit);
-        assert_eq!(plan(&c, &req(Some("host"), None, vec![port("a", 1, 2)])).unwrap(), NetworkPlan::Inherit);
-        assert!(plan(&c, &req(None, None, vec![port("a", 8080, 80)])).unwrap().is_bridged());
+        assert_eq!(
+            plan(&c, &req(None, None, vec![])).unwrap(),
+            NetworkPlan::Inherit
+        );
+        assert_eq!(
+            plan(&c, &req(Some("host"), None, vec![port("a", 1, 2)])).unwrap(),
+            NetworkPlan::Inherit
+        );
+        assert!(
+            plan(&c, &req(None, None, vec![port("a", 8080, 80)]))
+                .unwrap()
+                .is_bridged()
+        );
         let err = |r| plan(&c, &r).unwrap_err().to_string();
         assert!(err(req(Some("vlan"), None, vec![])).contains("unknown network_mode \"vlan\""));
-        assert!(err(req(Some("public-bridge"), Some("10.1.2.3.4"), vec![])).contains("not an IPv4"));
-        for outside in ["192.168.1.5", "10.192.0.1", "10.192.0.2", "10.192.0.0", "10.255.255.255"] {
-            assert!(err(req(Some("public-bridge"), Some(outside), vec![])).contains("not a free host address"), "{outside}");
+        assert!(
+            err(req(Some("public-bridge"), Some("10.1.2.3.4"), vec![])).contains("not an IPv4")
+        );
+        for outside in [
+            "192.168.1.5",
+            "10.192.0.1",
+            "10.192.0.2",
+            "10.192.0.0",
+            "10.255.255.255",
+        ] {
+            assert!(
+                err(req(Some("public-bridge"), Some(outside), vec![]))
+                    .contains("not a free host address"),
+                "{outside}"
+            );
         }
-        assert!(err(req(Some("public-bridge"), None, vec![port("a", 8080, 80), port("b", 8080, 81)])).contains("host port 8080 is published twice"));
+        assert!(
+            err(req(
+                Some("public-bridge"),
+                None,
+                vec![port("a", 8080, 80), port("b", 8080, 81)]
+            ))
+            .contains("host port 8080 is published twice")
+        );
         assert!(err(req(Some("host"), Some("10.192.0.9"), vec![])).contains("needs a bridge"));
     }
 
@@ -619,26 +665,50 @@ mod tests {
     fn allocation_skips_what_potnet_skips() {
         let c = cfg();
         let root = tempfile::tempdir().unwrap();
-        assert_eq!(choose_ip(&c, root.path(), None).unwrap(), Ipv4Addr::new(10, 192, 0, 3));
+        assert_eq!(
+            choose_ip(&c, root.path(), None).unwrap(),
+            Ipv4Addr::new(10, 192, 0, 3)
+        );
         let pot = |name: &str, body: &str| {
             let d = root.path().join("jails").join(name).join("conf");
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("pot.conf"), body).unwrap();
         };
-        pot("a", "network_type=public-bridge\nvnet=true\nip=10.192.0.3\n");
+        pot(
+            "a",
+            "network_type=public-bridge\nvnet=true\nip=10.192.0.3\n",
+        );
         pot("b", "network_type=alias\nvnet=false\nip=10.192.0.4\n");
         pot("c", "network_type=public-bridge\nip=garbage\n");
         pot("d", "ip4=10.192.0.5\nvnet=true\n");
         std::fs::create_dir_all(root.path().join("bridges")).unwrap();
-        std::fs::write(root.path().join("bridges/priv"), "net=10.192.0.8/29\ngateway=10.192.0.9\nname=priv\n").unwrap();
+        std::fs::write(
+            root.path().join("bridges/priv"),
+            "net=10.192.0.8/29\ngateway=10.192.0.9\nname=priv\n",
+        )
+        .unwrap();
         // .4 belongs to an alias pot, which potnet ignores.
-        assert_eq!(choose_ip(&c, root.path(), None).unwrap(), Ipv4Addr::new(10, 192, 0, 4));
+        assert_eq!(
+            choose_ip(&c, root.path(), None).unwrap(),
+            Ipv4Addr::new(10, 192, 0, 4)
+        );
         pot("e", "network_type=public-bridge\nip=10.192.0.4\n");
         pot("f", "network_type=public-bridge\nip=10.192.0.6\n");
         pot("g", "network_type=public-bridge\nip=10.192.0.7\n");
-        assert_eq!(choose_ip(&c, root.path(), None).unwrap(), Ipv4Addr::new(10, 192, 0, 16));
-        assert!(choose_ip(&c, root.path(), Some(Ipv4Addr::new(10, 192, 0, 10))).unwrap_err().to_string().contains("already used"));
-        assert_eq!(choose_ip(&c, root.path(), Some(Ipv4Addr::new(10, 192, 1, 1))).unwrap(), Ipv4Addr::new(10, 192, 1, 1));
+        assert_eq!(
+            choose_ip(&c, root.path(), None).unwrap(),
+            Ipv4Addr::new(10, 192, 0, 16)
+        );
+        assert!(
+            choose_ip(&c, root.path(), Some(Ipv4Addr::new(10, 192, 0, 10)))
+                .unwrap_err()
+                .to_string()
+                .contains("already used")
+        );
+        assert_eq!(
+            choose_ip(&c, root.path(), Some(Ipv4Addr::new(10, 192, 1, 1))).unwrap(),
+            Ipv4Addr::new(10, 192, 1, 1)
+        );
     }
 
     #[test]
@@ -666,7 +736,8 @@ mod tests {
             "ext_if = \"em0\"\nlocalnet = \"10.192.0.0/10\"\nnat on $ext_if from $localnet to any -> ($ext_if:0)\n"
         );
         c.extif_addr = Some(Ipv4Addr::new(10, 0, 2, 15));
-        c.extra_extif.insert("vtnet1".into(), "192.168.5.0/24".into());
+        c.extra_extif
+            .insert("vtnet1".into(), "192.168.5.0/24".into());
         c.vpn_extif = Some("tun0".into());
         c.vpn_networks = vec!["172.16.0.0/16".into()];
         assert_eq!(
@@ -678,7 +749,10 @@ mod tests {
         );
         let r = rdr_rules(&c, ip, &[port("dns", 5353, 53)]);
         assert!(r.starts_with("rdr pass on em0 proto tcp from any to 10.0.2.15 port 5353 -> 10.192.0.5 port 53\nrdr pass on vtnet1 proto tcp from any to (vtnet1) port 5353 -> 10.192.0.5 port 53\n"), "{r}");
-        assert_eq!(export_ports(&[port("http", 23456, 80)]), "80:23456 udp:80:23456");
+        assert_eq!(
+            export_ports(&[port("http", 23456, 80)]),
+            "80:23456 udp:80:23456"
+        );
     }
 
     #[test]

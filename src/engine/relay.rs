@@ -6,9 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io;
-use std::net::{
-    Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket,
-};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +112,11 @@ mod tests {
     use std::io::{Read, Write};
 
     fn free_port() -> u16 {
-        TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port()
+        TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     #[test]
@@ -139,8 +141,16 @@ mod tests {
         let port = free_port();
         let to = |p| SocketAddrV4::new(Ipv4Addr::LOCALHOST, p);
         start(&[
-            Relay { proto: Proto::Tcp, listen_port: port, target: to(echo_port) },
-            Relay { proto: Proto::Udp, listen_port: port, target: to(uecho_port) },
+            Relay {
+                proto: Proto::Tcp,
+                listen_port: port,
+                target: to(echo_port),
+            },
+            Relay {
+                proto: Proto::Udp,
+                listen_port: port,
+                target: to(uecho_port),
+            },
         ])
         .unwrap();
         let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -155,7 +165,12 @@ mod tests {
         let n = u.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"ping");
         // The port is taken now: a second relay on it fails to bind.
-        let e = start(&[Relay { proto: Proto::Tcp, listen_port: port, target: to(echo_port) }]).unwrap_err();
+        let e = start(&[Relay {
+            proto: Proto::Tcp,
+            listen_port: port,
+            target: to(echo_port),
+        }])
+        .unwrap_err();
         assert!(e.contains("bind"), "{e}");
     }
 }

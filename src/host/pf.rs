@@ -17,9 +17,13 @@ impl Host {
 
     /// Loads `rules` into `anchor`, replacing its rules (`pfctl -a ANCHOR -f -`, rules on stdin).
     pub async fn pf_load(&self, anchor: &str, rules: &str) -> Result<(), HostError> {
-        self.run_with_stdin(Tool::Pfctl, argv!["-a", anchor, "-f", "-"], rules.as_bytes())
-            .await
-            .map(drop)
+        self.run_with_stdin(
+            Tool::Pfctl,
+            argv!["-a", anchor, "-f", "-"],
+            rules.as_bytes(),
+        )
+        .await
+        .map(drop)
     }
 
     /// Flushes the translation rules of `anchor` (`pfctl -a ANCHOR -F nat -q`); pf drops an

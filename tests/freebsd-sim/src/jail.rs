@@ -168,8 +168,15 @@ fn create(host: &Host, params: &[String], print_jid: bool) -> Res<String> {
                     format!("jail: {name}: vnet.interface requires vnet"),
                 ));
             }
-            crate::net::move_into(st, &iface, &name)
-                .map_err(|f| Fail::new(1, format!("{}\njail: {name}: ifconfig {iface} vnet {name} failed", f.msg)))?;
+            crate::net::move_into(st, &iface, &name).map_err(|f| {
+                Fail::new(
+                    1,
+                    format!(
+                        "{}\njail: {name}: ifconfig {iface} vnet {name} failed",
+                        f.msg
+                    ),
+                )
+            })?;
         }
         Ok(jid)
     })?;

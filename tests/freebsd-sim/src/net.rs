@@ -678,7 +678,8 @@ fn reclaim(st: &mut State, ns: &Ns, name: &str, key: &str) -> Res<usize> {
 
 /// `ifconfig IF vnet JAIL` from the host, as jail(8) runs it for `vnet.interface`.
 pub fn move_into(st: &mut State, name: &str, jail: &str) -> Res<()> {
-    let idx = find(st, &None, name).ok_or_else(|| err(format!("interface {name} does not exist")))?;
+    let idx =
+        find(st, &None, name).ok_or_else(|| err(format!("interface {name} does not exist")))?;
     move_to_jail(st, &None, idx, jail)
 }
 

@@ -65,7 +65,11 @@ pub fn main(host: &Host, args: &[String]) -> Res<String> {
                 });
                 Ok(())
             })?;
-            Ok(if quiet { String::new() } else { format!("{line}\n") })
+            Ok(if quiet {
+                String::new()
+            } else {
+                format!("{line}\n")
+            })
         }
         ("delete", [dest, ..]) => {
             let dest = parse_dest(dest)?;
@@ -80,7 +84,11 @@ pub fn main(host: &Host, args: &[String]) -> Res<String> {
             Ok(if quiet {
                 String::new()
             } else {
-                format!("delete {} {dest}: gateway {}\n", kind(&dest), removed.gateway)
+                format!(
+                    "delete {} {dest}: gateway {}\n",
+                    kind(&dest),
+                    removed.gateway
+                )
             })
         }
         ("get", [dest]) => {

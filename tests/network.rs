@@ -1,0 +1,515 @@
+//! Networking end to end: the real plugin on a simulated host, asserting the exact interfaces,
+//! addresses, routes and pf rules a bridged task gets, their teardown, and the refusals of bad
+//! input. Needs `cargo build --workspace` first (for the sim). Each scenario ends with
+//! `freebsd-sim check` clean.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::cty;
+use common::{Plugin, SimHost, TestTask, within};
+use nomad_pot_driver::engine::PotName;
+use nomad_pot_driver::proto::base::{
+    ConfigSchemaRequest, NomadConfig, NomadDriverConfig, SetConfigRequest,
+};
+use nomad_pot_driver::proto::drivers::{
+    DestroyTaskRequest, FingerprintRequest, PortMapping, StartTaskRequest, StartTaskResponse,
+    TaskConfigSchemaRequest,
+};
+use nomad_pot_driver::proto::hclspec::Spec;
+use nomad_pot_driver::proto::structs::attribute;
+use serde_json::{Value as Json, json};
+
+/// What `pot init` adds to pf.conf: without it bridged starts are refused.
+const POT_PF_MAIN: &str = "nat-anchor pot-nat\nrdr-anchor \"pot-rdr/*\"\n";
+
+struct Env {
+    sim: SimHost,
+    plugin: Plugin,
+    task_spec: Spec,
+    image: String,
+}
+
+impl Env {
+    async fn new(pf_ready: bool) -> Env {
+        let sim = SimHost::create();
+        if pf_ready {
+            let (code, _, err) = sim.tool("pfctl", &["-f", "-"], POT_PF_MAIN);
+            assert_eq!(code, 0, "load pf main ruleset: {err}");
+        }
+        let plugin = Plugin::launch().await;
+        let schema = within(
+            5.0,
+            "ConfigSchema",
+            plugin.base().config_schema(ConfigSchemaRequest {}),
+        )
+        .await
+        .expect("ConfigSchema")
+        .into_inner()
+        .spec
+        .expect("spec");
+        let req = SetConfigRequest {
+            msgpack_config: cty::encode(&schema, &sim.agent_config()).expect("agent config"),
+            nomad_config: Some(NomadConfig {
+                driver: Some(NomadDriverConfig {
+                    client_max_port: 14512,
+                    client_min_port: 14000,
+                    ..Default::default()
+                }),
+            }),
+            plugin_api_version: "v0.1.0".into(),
+        };
+        within(10.0, "SetConfig", plugin.base().set_config(req))
+            .await
+            .expect("SetConfig");
+        let task_spec = within(
+            5.0,
+            "TaskConfigSchema",
+            plugin
+                .driver()
+                .task_config_schema(TaskConfigSchemaRequest {}),
+        )
+        .await
+        .expect("TaskConfigSchema")
+        .into_inner()
+        .spec
+        .expect("spec");
+        let image = format!("file://{}", sim.image("demo", "1.0").display());
+        Env {
+            sim,
+            plugin,
+            task_spec,
+            image,
+        }
+    }
+
+    /// A task running `sh -c 'echo ready; sleep 60'` with `extra` config keys and Nomad ports.
+    fn task(&self, name: &str, extra: Json, ports: &[(&str, i32, i32)]) -> TestTask {
+        let mut cfg = json!({
+            "image": self.image, "pot": "demo", "tag": "1.0",
+            "command": "/bin/sh", "args": ["-c", "echo ready; sleep 60"],
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let bytes = cty::encode(&self.task_spec, &cfg).expect("task config");
+        let mut t = TestTask::new(&self.sim.allocs_dir(), name, bytes);
+        let res = t.config.resources.as_mut().unwrap();
+        for (label, value, to) in ports {
+            res.ports.push(PortMapping {
+                label: label.to_string(),
+                value: *value,
+                to: *to,
+                host_ip: String::new(),
+            });
+            t.config
+                .env
+                .insert(format!("NOMAD_HOST_PORT_{label}"), value.to_string());
+        }
+        t
+    }
+
+    async fn try_start(&self, t: &TestTask) -> Result<StartTaskResponse, tonic::Status> {
+        let req = StartTaskRequest {
+            task: Some(t.config.clone()),
+        };
+        within(120.0, "StartTask", self.plugin.driver().start_task(req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn start(&self, t: &TestTask) -> StartTaskResponse {
+        self.try_start(t).await.unwrap_or_else(|s| {
+            panic!(
+                "StartTask failed: {s:?}\n{}",
+                self.plugin.stderr_lines().join("\n")
+            )
+        })
+    }
+
+    async fn destroy(&self, t: &TestTask) {
+        let req = DestroyTaskRequest {
+            task_id: t.id(),
+            force: true,
+        };
+        within(60.0, "DestroyTask", self.plugin.driver().destroy_task(req))
+            .await
+            .expect("DestroyTask");
+    }
+
+    async fn fingerprint(&self) -> (bool, String) {
+        let mut stream = self
+            .plugin
+            .driver()
+            .fingerprint(FingerprintRequest {})
+            .await
+            .expect("Fingerprint")
+            .into_inner();
+        let fp = within(10.0, "Fingerprint", stream.message())
+            .await
+            .expect("stream")
+            .expect("message");
+        let bridge = match fp.attributes["driver.pot.network.bridge"].value {
+            Some(attribute::Value::BoolVal(b)) => b,
+            ref other => panic!("driver.pot.network.bridge is {other:?}"),
+        };
+        (bridge, fp.health_description)
+    }
+
+    async fn finish(self) {
+        self.sim.assert_clean("at the end of the scenario");
+        self.plugin.assert_clean_io();
+        self.plugin.shutdown().await;
+        self.sim.assert_clean("after plugin shutdown");
+    }
+}
+
+fn pot_of(t: &TestTask) -> PotName {
+    PotName::for_task(
+        &t.task_name,
+        t.id().rsplit('/').next().unwrap(),
+        &t.alloc_id,
+    )
+    .unwrap()
+}
+
+/// Host ports for one test run, spread so parallel tests rarely meet.
+fn port_base() -> i32 {
+    20000 + (std::process::id() as i32 % 400) * 20
+}
+
+/// The ifconfig block of `name` as (description, inet lines, members).
+fn block(text: &str) -> (String, Vec<String>, Vec<String>) {
+    let mut descr = String::new();
+    let (mut inet, mut members) = (vec![], vec![]);
+    for l in text.lines().skip(1).map(str::trim) {
+        if let Some(d) = l.strip_prefix("description: ") {
+            descr = d.to_string();
+        } else if l.starts_with("inet ") {
+            inet.push(l.to_string());
+        } else if let Some(m) = l.strip_prefix("member: ") {
+            members.push(m.split_whitespace().next().unwrap().to_string());
+        }
+    }
+    (descr, inet, members)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_bridge_ipv4_with_ports() {
+    let env = Env::new(true).await;
+    let (bridge_ok, descr) = env.fingerprint().await;
+    assert!(bridge_ok, "bridge networking unavailable: {descr}");
+    let base = port_base();
+    let (http, dns) = (base, base + 1);
+    let a = env.task(
+        "web-frontend-v2",
+        json!({}),
+        &[("http", http, 80), ("dns", dns, 53)],
+    );
+    let resp = env.start(&a).await;
+    let pot = pot_of(&a);
+    let p = pot.as_str();
+
+    // Nomad learns the pot's address and in-pot ports (address_mode = "driver").
+    let no = resp
+        .network_override
+        .expect("NetworkOverride for a bridged task");
+    assert_eq!(no.addr, "10.192.0.3");
+    assert_eq!(no.port_map.get("http"), Some(&80));
+    assert_eq!(no.port_map.get("dns"), Some(&53));
+    assert!(!no.auto_advertise);
+
+    // vnet-start: forwarding, the public bridge, pot-nat.
+    assert_eq!(
+        env.sim
+            .tool_ok("sysctl", &["-n", "net.inet.ip.forwarding"])
+            .trim(),
+        "1"
+    );
+    let bridges = env.sim.tool_ok("ifconfig", &["-l", "-g", "bridge"]);
+    assert_eq!(bridges.split_whitespace().collect::<Vec<_>>(), ["bridge0"]);
+    let (bdescr, binet, bmembers) = block(&env.sim.tool_ok("ifconfig", &["bridge0"]));
+    assert_eq!(bdescr, "pot public bridge");
+    assert_eq!(
+        binet,
+        ["inet 10.192.0.1 netmask 0xffc00000 broadcast 10.255.255.255"]
+    );
+    assert_eq!(bmembers.len(), 1);
+    let host_end = bmembers[0].clone();
+    assert!(
+        host_end.starts_with("p4") && host_end.len() <= 15,
+        "{host_end}"
+    );
+    assert_eq!(
+        env.sim.tool_ok("pfctl", &["-a", "pot-nat", "-s", "nat"]),
+        "nat on em0 from 10.192.0.0/10 to any -> (em0:0)\n"
+    );
+
+    // The host end: pot's descr and group, up, on the bridge; the jail end inside the jail.
+    let host_block = env.sim.tool_ok("ifconfig", &[&host_end]);
+    assert!(host_block.contains("<UP,"), "{host_block}");
+    assert!(
+        host_block.contains(&format!("description: {p}")),
+        "{host_block}"
+    );
+    assert!(host_block.contains("groups: epair pot"), "{host_block}");
+    let host_list = env.sim.tool_ok("ifconfig", &["-l"]);
+    assert_eq!(
+        host_list.split_whitespace().collect::<Vec<_>>(),
+        ["lo0", "em0", "bridge0", host_end.as_str()],
+        "the jail end must have left the host"
+    );
+    let jail_list = env.sim.tool_ok("ifconfig", &["-j", p, "-l"]);
+    assert_eq!(
+        jail_list.split_whitespace().collect::<Vec<_>>(),
+        ["lo0", "epair0b"]
+    );
+    let (_, jinet, _) = block(&env.sim.tool_ok("ifconfig", &["-j", p, "epair0b"]));
+    assert_eq!(
+        jinet,
+        ["inet 10.192.0.3 netmask 0xffc00000 broadcast 10.255.255.255"]
+    );
+    let (_, loinet, _) = block(&env.sim.tool_ok("ifconfig", &["-j", p, "lo0"]));
+    assert_eq!(loinet, ["inet 127.0.0.1 netmask 0xff000000"]);
+    let route = env.sim.tool_ok("route", &["-j", p, "-n", "get", "default"]);
+    assert!(route.contains("gateway: 10.192.0.1\n"), "{route}");
+    assert!(route.contains("interface: epair0b\n"), "{route}");
+
+    // rdr rules, pot's text, tcp and udp.
+    let anchor = format!("pot-rdr/{}", &p[p.len() - 55..].trim_start_matches('_'));
+    assert!(
+        p.len() > 55,
+        "the pot name exercises pot's anchor truncation"
+    );
+    assert_eq!(
+        env.sim
+            .tool_ok("pfctl", &["-a", "pot-rdr", "-s", "Anchors"]),
+        format!("  {anchor}\n")
+    );
+    assert_eq!(
+        env.sim.tool_ok("pfctl", &["-a", &anchor, "-s", "nat"]),
+        format!(
+            "rdr pass on em0 proto tcp from any to (em0) port {http} -> 10.192.0.3 port 80\n\
+             rdr pass on em0 proto udp from any to (em0) port {http} -> 10.192.0.3 port 80\n\
+             rdr pass on em0 proto tcp from any to (em0) port {dns} -> 10.192.0.3 port 53\n\
+             rdr pass on em0 proto udp from any to (em0) port {dns} -> 10.192.0.3 port 53\n"
+        )
+    );
+
+    // pot.conf as pot writes it, so pot's own tools (and potnet) see the pot.
+    let conf = std::fs::read_to_string(
+        env.sim
+            .dir
+            .join("root/opt/pot/jails")
+            .join(p)
+            .join("conf/pot.conf"),
+    )
+    .unwrap();
+    for line in [
+        "network_type=public-bridge".to_string(),
+        "vnet=true".to_string(),
+        "ip=10.192.0.3".to_string(),
+        "pot.stack=ipv4".to_string(),
+        format!("pot.export.ports=80:{http} udp:80:{http} 53:{dns} udp:53:{dns}"),
+    ] {
+        assert!(
+            conf.lines().any(|l| l == line),
+            "pot.conf lacks {line}:\n{conf}"
+        );
+    }
+    // The published port also answers on the host itself (the supervisor's relay).
+    std::net::TcpStream::connect(("127.0.0.1", http as u16)).expect("relay listening");
+
+    // A second task gets the next address; vnet-start is not done again.
+    let b = env.task("api", json!({"network_mode": "public-bridge"}), &[]);
+    let resp_b = env.start(&b).await;
+    assert_eq!(resp_b.network_override.unwrap().addr, "10.192.0.4");
+    let creates = env
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.argv
+                .starts_with(&["ifconfig".into(), "bridge".into(), "create".into()])
+        })
+        .count();
+    assert_eq!(creates, 1, "the public bridge is created once");
+
+    env.destroy(&a).await;
+    // Teardown: the epair (both ends) and the rules are gone, the bridge and NAT stay.
+    let host_list = env.sim.tool_ok("ifconfig", &["-l"]);
+    assert!(!host_list.contains(&host_end), "{host_list}");
+    assert_eq!(env.sim.tool_ok("pfctl", &["-a", &anchor, "-s", "nat"]), "");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", http as u16)).is_err(),
+        "relay still listening"
+    );
+    // The address is free again: the next task takes 10.192.0.3.
+    let c = env.task("again", json!({}), &[("http", http, 80)]);
+    assert_eq!(
+        env.start(&c).await.network_override.unwrap().addr,
+        "10.192.0.3"
+    );
+    env.destroy(&b).await;
+    env.destroy(&c).await;
+    assert_eq!(
+        env.sim.tool_ok("ifconfig", &["-l", "-g", "pot"]).trim(),
+        "bridge0"
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_network_input_is_refused_and_changes_nothing() {
+    let env = Env::new(false).await;
+    let (bridge_ok, descr) = env.fingerprint().await;
+    assert!(!bridge_ok);
+    assert!(
+        descr.contains("bridge networking unavailable") && descr.contains("pot-rdr"),
+        "{descr}"
+    );
+    let base = port_base() + 10;
+    let no_pf = env.task("nopf", json!({"network_mode": "public-bridge"}), &[]);
+    let e = env.try_start(&no_pf).await.unwrap_err();
+    assert!(e.message().contains("no anchor pot-nat"), "{e:?}");
+    let (code, _, err) = env.sim.tool("pfctl", &["-f", "-"], POT_PF_MAIN);
+    assert_eq!(code, 0, "{err}");
+
+    let holder = env.task(
+        "holder",
+        json!({"ip": "10.192.0.50"}),
+        &[("http", base, 80)],
+    );
+    env.start(&holder).await;
+    let before = env.sim.calls().len();
+    let cases: Vec<(TestTask, &str)> = vec![
+        (
+            env.task("t1", json!({"network_mode": "vlan"}), &[]),
+            "unknown network_mode \"vlan\"",
+        ),
+        (
+            env.task(
+                "t2",
+                json!({"network_mode": "public-bridge", "ip": "192.168.1.5"}),
+                &[],
+            ),
+            "ip 192.168.1.5 is not a free host address of network 10.192.0.0/10",
+        ),
+        (
+            env.task("t3", json!({"ip": "10.192.0.1"}), &[("x", base + 1, 80)]),
+            "is not a free host address",
+        ),
+        (
+            env.task(
+                "t4",
+                json!({"network_mode": "public-bridge", "ip": "10.192.0.50"}),
+                &[],
+            ),
+            "ip 10.192.0.50 is already used by another pot",
+        ),
+        (
+            env.task("t5", json!({"port_map": [{"web": "80"}]}), &[]),
+            "port_map \"web\": Nomad allocated no port",
+        ),
+        (
+            env.task("t6", json!({}), &[("a", base + 2, 80), ("b", base + 2, 81)]),
+            "host port",
+        ),
+        (
+            env.task("t7", json!({"network_mode": "private-bridge"}), &[]),
+            "not supported yet",
+        ),
+    ];
+    for (t, want) in &cases {
+        let e = env.try_start(t).await.expect_err(want);
+        assert!(e.message().contains(want), "{want}: {e:?}");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{want}: {e:?}");
+    }
+    // The refused starts changed nothing on the host: no clone, no interface, no rule.
+    let changes: Vec<String> = env.sim.calls()[before..]
+        .iter()
+        .filter(|c| {
+            let sub = c.argv.get(1).map(String::as_str).unwrap_or_default();
+            matches!(
+                c.argv[0].as_str(),
+                "ifconfig" | "pfctl" | "route" | "jail" | "mount_nullfs"
+            ) || (c.argv[0] == "zfs"
+                && matches!(sub, "create" | "clone" | "destroy" | "set" | "receive"))
+        })
+        .map(|c| c.line())
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "refused starts touched the host: {changes:?}"
+    );
+    env.destroy(&holder).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_bridged_tasks_start_concurrently() {
+    const N: usize = 50;
+    let env = Env::new(true).await;
+    let base = port_base() + 1000;
+    let tasks: Vec<TestTask> = (0..N)
+        .map(|i| {
+            env.task(
+                &format!("t{i}"),
+                json!({}),
+                &[("http", base + i as i32, 80)],
+            )
+        })
+        .collect();
+    let started = futures::future::join_all(tasks.iter().map(|t| env.start(t))).await;
+    let ips: BTreeSet<String> = started
+        .iter()
+        .map(|r| r.network_override.as_ref().unwrap().addr.clone())
+        .collect();
+    assert_eq!(ips.len(), N, "addresses are not distinct: {ips:?}");
+    let anchors = env
+        .sim
+        .tool_ok("pfctl", &["-a", "pot-rdr", "-s", "Anchors"]);
+    assert_eq!(anchors.lines().count(), N, "{anchors}");
+    for (t, r) in tasks.iter().zip(&started) {
+        let p = pot_of(t);
+        let p = p.as_str();
+        let ip = &r.network_override.as_ref().unwrap().addr;
+        let port = &t.config.resources.as_ref().unwrap().ports[0].value;
+        let anchor = format!(
+            "pot-rdr/{}",
+            if p.len() > 55 {
+                p[p.len() - 55..].trim_start_matches('_')
+            } else {
+                p
+            }
+        );
+        assert_eq!(
+            env.sim.tool_ok("pfctl", &["-a", &anchor, "-s", "nat"]),
+            format!(
+                "rdr pass on em0 proto tcp from any to (em0) port {port} -> {ip} port 80\n\
+                 rdr pass on em0 proto udp from any to (em0) port {port} -> {ip} port 80\n"
+            )
+        );
+        let jail_ifs = env.sim.tool_ok("ifconfig", &["-j", p, "-l"]);
+        let jail_end = jail_ifs.split_whitespace().nth(1).expect("the jail end");
+        let (_, jinet, _) = block(&env.sim.tool_ok("ifconfig", &["-j", p, jail_end]));
+        assert_eq!(
+            jinet,
+            [format!(
+                "inet {ip} netmask 0xffc00000 broadcast 10.255.255.255"
+            )]
+        );
+    }
+    let members = block(&env.sim.tool_ok("ifconfig", &["bridge0"])).2;
+    assert_eq!(members.len(), N);
+    futures::future::join_all(tasks.iter().map(|t| env.destroy(t))).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        block(&env.sim.tool_ok("ifconfig", &["bridge0"]))
+            .2
+            .is_empty()
+    );
+    env.finish().await;
+}
