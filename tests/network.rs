@@ -513,3 +513,89 @@ async fn fifty_bridged_tasks_start_concurrently() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_tears_down_the_network_of_abandoned_pots() {
+    use nomad_pot_driver::driver::AgentConfig;
+    use nomad_pot_driver::engine::{Engine, EngineConfig};
+    let mut env = Env::new(true).await;
+    let base = port_base() + 15;
+    let t = env.task("crashy", json!({}), &[("http", base, 80)]);
+    env.start(&t).await;
+    let pot = pot_of(&t);
+    let state = env
+        .sim
+        .dir
+        .join("root/var/db/nomad-pot-driver/tasks")
+        .join(pot.as_str());
+    // The plugin, the task's supervisor and the task all die: only the host state is left.
+    env.plugin.kill();
+    let pids: Json =
+        serde_json::from_slice(&std::fs::read(state.join("pids.json")).unwrap()).unwrap();
+    for key in ["shim", "task"] {
+        let pid = nix::unistd::Pid::from_raw(pids[key].as_i64().unwrap() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    // A second start was interrupted between `epair create` and the rename: its epair is only
+    // known by pot's `descr <pot>`.
+    let half = PotName::new("half_started_pot").unwrap();
+    let half_dir = state.parent().unwrap().join(half.as_str());
+    std::fs::create_dir_all(&half_dir).unwrap();
+    std::fs::write(half_dir.join("network.json"), r#"{"epair_pending": true}"#).unwrap();
+    let made = env.sim.tool_ok(
+        "ifconfig",
+        &["epair", "create", "descr", half.as_str(), "group", "pot"],
+    );
+    assert!(made.starts_with("epair"), "{made}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let schema = within(5.0, "ConfigSchema", async {
+        let p = Plugin::launch().await;
+        let s = p
+            .base()
+            .config_schema(ConfigSchemaRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .spec
+            .unwrap();
+        p.shutdown().await;
+        s
+    })
+    .await;
+    let agent =
+        AgentConfig::decode(&cty::encode(&schema, &env.sim.agent_config()).unwrap()).unwrap();
+    let engine = Engine::new(
+        EngineConfig::resolve(&agent.engine).unwrap(),
+        std::sync::Arc::new(|_: &_, _| {}),
+    );
+    let report = engine.gc(false).await.expect("gc");
+    let collected: BTreeSet<String> = report
+        .collected
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert_eq!(
+        collected,
+        BTreeSet::from([pot.to_string(), half.to_string()]),
+        "{report:?}"
+    );
+    assert_eq!(
+        env.sim.tool_ok("ifconfig", &["-l", "-g", "pot"]).trim(),
+        "bridge0"
+    );
+    let anchors = env
+        .sim
+        .tool_ok("pfctl", &["-a", "pot-rdr", "-s", "Anchors"]);
+    for a in anchors.split_whitespace() {
+        assert_eq!(
+            env.sim.tool_ok("pfctl", &["-a", a, "-s", "nat"]),
+            "",
+            "{a} keeps rules"
+        );
+    }
+    env.sim.assert_clean("after reconcile");
+    env.plugin = Plugin::launch().await;
+    env.plugin.shutdown().await;
+    env.sim.assert_clean("at the end");
+}

@@ -78,6 +78,7 @@ impl NetworkPlan {
 
 /// What a bridged task got; kept in the task's state dir for teardown and for Nomad.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NetworkRecord {
     pub ip: Option<Ipv4Addr>,
     /// Host end of the epair, once renamed.
