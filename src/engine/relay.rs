@@ -83,13 +83,16 @@ fn serve_udp(sock: UdpSocket, target: SocketAddrV4) {
     let mut upstreams: HashMap<SocketAddr, UdpSocket> = HashMap::new();
     let mut buf = vec![0u8; 65536];
     while let Ok((n, client)) = sock.recv_from(&mut buf) {
-        if !upstreams.contains_key(&client) {
-            let Some(up) = udp_upstream(&sock, client, target) else {
-                continue;
-            };
-            upstreams.insert(client, up);
-        }
-        let _ = upstreams[&client].send(&buf[..n]);
+        let up = match upstreams.entry(client) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let Some(up) = udp_upstream(&sock, client, target) else {
+                    continue;
+                };
+                e.insert(up)
+            }
+        };
+        let _ = up.send(&buf[..n]);
     }
 }
 
