@@ -418,8 +418,20 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
             "host port",
         ),
         (
-            env.task("t7", json!({"network_mode": "private-bridge"}), &[]),
-            "not supported yet",
+            env.task(
+                "t7",
+                json!({"network_mode": "private-bridge", "bridge": "nope"}),
+                &[],
+            ),
+            "private bridge \"nope\" does not exist",
+        ),
+        (
+            env.task(
+                "t8",
+                json!({"network_mode": "alias", "ip": "em0|10.0.2.20"}),
+                &[],
+            ),
+            "network_mode \"alias\" is not supported yet",
         ),
     ];
     for (t, want) in &cases {
@@ -598,4 +610,99 @@ async fn reconcile_tears_down_the_network_of_abandoned_pots() {
     env.plugin = Plugin::launch().await;
     env.plugin.shutdown().await;
     env.sim.assert_clean("at the end");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_bridge_with_ports() {
+    let env = Env::new(true).await;
+    // What `pot create-private-bridge -B backend -S 4` leaves.
+    let bridges = env.sim.dir.join("root/opt/pot/bridges");
+    std::fs::create_dir_all(&bridges).unwrap();
+    std::fs::write(
+        bridges.join("backend"),
+        "net=10.192.0.16/29\ngateway=10.192.0.17\nname=backend\n",
+    )
+    .unwrap();
+    let base = port_base() + 5;
+    let public = env.task("pub", json!({}), &[("http", base, 80)]);
+    assert_eq!(
+        env.start(&public).await.network_override.unwrap().addr,
+        "10.192.0.3"
+    );
+    let cfg = json!({"network_mode": "private-bridge", "bridge": "backend"});
+    let a = env.task("back-a", cfg.clone(), &[("http", base + 1, 8080)]);
+    let resp = env.start(&a).await;
+    assert_eq!(resp.network_override.unwrap().addr, "10.192.0.18");
+    let b = env.task("back-b", cfg, &[]);
+    assert_eq!(
+        env.start(&b).await.network_override.unwrap().addr,
+        "10.192.0.19"
+    );
+
+    let listed = env.sim.tool_ok("ifconfig", &["-l", "-g", "bridge"]);
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        ["bridge0", "bridge1"]
+    );
+    let (descr, inet, members) = block(&env.sim.tool_ok("ifconfig", &["bridge1"]));
+    assert_eq!(descr, "pot private bridge");
+    assert_eq!(
+        inet,
+        ["inet 10.192.0.17 netmask 0xfffffff8 broadcast 10.192.0.23"]
+    );
+    assert_eq!(members.len(), 2, "{members:?}");
+    assert_eq!(block(&env.sim.tool_ok("ifconfig", &["bridge0"])).2.len(), 1);
+    let pa = pot_of(&a);
+    let p = pa.as_str();
+    let jail_ifs = env.sim.tool_ok("ifconfig", &["-j", p, "-l"]);
+    let jail_end = jail_ifs
+        .split_whitespace()
+        .nth(1)
+        .expect("the jail end")
+        .to_string();
+    let (_, jinet, _) = block(&env.sim.tool_ok("ifconfig", &["-j", p, &jail_end]));
+    assert_eq!(
+        jinet,
+        ["inet 10.192.0.18 netmask 0xfffffff8 broadcast 10.192.0.23"]
+    );
+    let route = env.sim.tool_ok("route", &["-j", p, "-n", "get", "default"]);
+    assert!(route.contains("gateway: 10.192.0.17\n"), "{route}");
+    assert_eq!(
+        env.sim
+            .tool_ok("pfctl", &["-a", &format!("pot-rdr/{p}"), "-s", "nat"]),
+        format!(
+            "rdr pass on em0 proto tcp from any to (em0) port {0} -> 10.192.0.18 port 8080\n\
+             rdr pass on em0 proto udp from any to (em0) port {0} -> 10.192.0.18 port 8080\n",
+            base + 1
+        )
+    );
+    let conf = std::fs::read_to_string(
+        env.sim
+            .dir
+            .join("root/opt/pot/jails")
+            .join(p)
+            .join("conf/pot.conf"),
+    )
+    .unwrap();
+    for line in [
+        "network_type=private-bridge",
+        "bridge=backend",
+        "vnet=true",
+        "ip=10.192.0.18",
+        "pot.stack=ipv4",
+    ] {
+        assert!(
+            conf.lines().any(|l| l == line),
+            "pot.conf lacks {line}:\n{conf}"
+        );
+    }
+    for t in [&public, &a, &b] {
+        env.destroy(t).await;
+    }
+    assert!(
+        block(&env.sim.tool_ok("ifconfig", &["bridge1"]))
+            .2
+            .is_empty()
+    );
+    env.finish().await;
 }

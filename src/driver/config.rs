@@ -58,6 +58,8 @@ pub struct TaskConfig {
     pub network_mode: Option<String>,
     /// An explicit pot address (bridge types).
     pub ip: Option<String>,
+    /// The private bridge of a private-bridge task.
+    pub bridge: Option<String>,
     pub mount: Vec<String>,
     pub copy: Vec<String>,
     pub mount_read_only: Vec<String>,
@@ -78,6 +80,7 @@ impl TaskConfig {
             port_map: o.merged_map("port_map"),
             network_mode: o.string("network_mode"),
             ip: o.string("ip"),
+            bridge: o.string("bridge"),
             mount: o.strings("mount"),
             copy: o.strings("copy"),
             mount_read_only: o.strings("mount_read_only"),
@@ -167,6 +170,7 @@ impl TaskConfig {
         Ok(NetworkRequest {
             network_type: self.network_mode.clone(),
             ip: self.ip.clone(),
+            bridge: self.bridge.clone(),
             ports: specs,
         })
     }
@@ -241,6 +245,7 @@ mod tests {
                 .collect(),
             network_mode: mode.map(str::to_string),
             ip: None,
+            bridge: None,
             mount: vec![],
             copy: vec![],
             mount_read_only: vec![],

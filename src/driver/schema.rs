@@ -98,6 +98,7 @@ pub const TASK: &[AttrDef] = &[
     attr("port_map", Ty::ListMapString),
     attr("network_mode", Ty::String),
     attr("ip", Ty::String),
+    attr("bridge", Ty::String),
     attr("mount", Ty::ListString),
     attr("copy", Ty::ListString),
     attr("mount_read_only", Ty::ListString),
@@ -158,7 +159,7 @@ mod tests {
 
     #[test]
     fn task_schema_keeps_go_driver_keys_and_types() {
-        // The Go driver's keys in its order, plus `ip` (pot's `-i`) after network_mode.
+        // The Go driver's keys in its order, plus `ip` and `bridge` (pot's `-i`, `-B`).
         let names: Vec<&str> = TASK.iter().map(|a| a.name).collect();
         assert_eq!(
             names,
@@ -171,6 +172,7 @@ mod tests {
                 "port_map",
                 "network_mode",
                 "ip",
+                "bridge",
                 "mount",
                 "copy",
                 "mount_read_only",

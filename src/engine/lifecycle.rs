@@ -6,7 +6,7 @@
 use super::command::{self, Argv};
 use super::image::{self, ImageRef};
 use super::layout::{self, MountSpec, PotName, PotPaths};
-use super::network::{self, NetworkPlan, NetworkRecord, NetworkRequest};
+use super::network::{self, BridgePlan, NetworkPlan, NetworkRecord, NetworkRequest};
 use super::potconf::PotConf;
 use super::{Engine, EngineError, shim};
 use crate::host::{JailParams, JexecSpec};
@@ -139,11 +139,10 @@ impl Engine {
                 )));
             }
         }
-        let plan = network::plan(&self.cfg.network, &spec.network)?;
-        let bridge = if plan.is_bridged() {
-            Some(self.ensure_vnet().await?)
-        } else {
-            None
+        let plan = network::plan(&self.cfg.network, &self.cfg.fs_root, &spec.network)?;
+        let bridge = match &plan {
+            NetworkPlan::Bridged(b) => Some(self.ensure_vnet(b).await?),
+            NetworkPlan::Inherit => None,
         };
         let events = |msg: String| self.event(&pot, msg);
         let imported = image::ensure_imported(
@@ -187,11 +186,12 @@ impl Engine {
             .clone_pot(&pot, &imported, &paths, &spec.owner, conf, &plan)
             .await?;
         let net = match (&plan, ip, bridge) {
-            (NetworkPlan::PublicBridge { ports, .. }, Some(ip), Some(bridge)) => Some((
+            (NetworkPlan::Bridged(b), Some(ip), Some(bridge)) => Some((
                 bridge,
+                b,
                 NetworkRecord {
                     ip: Some(ip),
-                    ports: ports.clone(),
+                    ports: b.ports.clone(),
                     ..Default::default()
                 },
             )),
@@ -265,7 +265,7 @@ impl Engine {
         paths: &PotPaths,
         conf: &PotConf,
         hostname: &str,
-        net: Option<(String, NetworkRecord)>,
+        net: Option<(String, &BridgePlan, NetworkRecord)>,
         argv: &Argv,
     ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
@@ -286,11 +286,11 @@ impl Engine {
         let osrelease = conf.get("osrelease").unwrap_or_default();
         let mut params = jail_params(pot, hostname, &osrelease, &paths.root);
         let mut record = None;
-        if let Some((bridge, mut rec)) = net {
+        if let Some((bridge, plan, mut rec)) = net {
             self.save_record(pot, &rec)?;
             let jail_if = self.plug_epair(pot, &bridge, &mut rec).await?;
             params.flag("vnet").set("vnet.interface", jail_if.clone());
-            record = Some((jail_if, rec));
+            record = Some((jail_if, plan, rec));
         } else {
             params.set("ip4", "inherit");
         }
@@ -299,9 +299,9 @@ impl Engine {
             .await
             .map_err(EngineError::host(p))?;
         let mut relays = Vec::new();
-        if let Some((jail_if, mut rec)) = record {
+        if let Some((jail_if, plan, mut rec)) = record {
             let ip = rec.ip.expect("bridged records carry the address");
-            self.configure_jail_net(pot, &jail_if, ip).await?;
+            self.configure_jail_net(pot, &jail_if, ip, plan).await?;
             self.publish_ports(pot, ip, &mut rec).await?;
             relays = network::relays(&rec);
         }

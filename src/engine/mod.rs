@@ -54,8 +54,8 @@ pub struct Engine {
     /// Pots between the start of `start` and their first tracked instance.
     starting: Mutex<HashSet<PotName>>,
     events: EventSink,
-    /// The public bridge, once `vnet-start` has been done by this process.
-    vnet: tokio::sync::Mutex<Option<String>>,
+    /// Once `vnet-start` has been done by this process: the bridges ready, by gateway address.
+    vnet: tokio::sync::Mutex<Option<std::collections::BTreeMap<std::net::Ipv4Addr, String>>>,
     /// The executable run as `<supervisor> shim` for every task: the running binary, which must
     /// dispatch that argument to [`shim::main`].
     supervisor: PathBuf,

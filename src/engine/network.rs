@@ -30,7 +30,7 @@ use super::potconf::PotConf;
 use super::relay::{Proto, Relay};
 use super::{Engine, EngineError, lifecycle};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 const ANCHOR_MAX: usize = 55;
 /// Description of the public bridge when the engine creates it, as `vnet-start` does.
 const PUBLIC_BRIDGE_DESCR: &str = "pot public bridge";
+const PRIVATE_BRIDGE_DESCR: &str = "pot private bridge";
 pub(super) const RECORD_FILE: &str = "network.json";
 
 /// The network a task asks for, in pot's terms (the driver has resolved Nomad's ports).
@@ -49,6 +50,8 @@ pub struct NetworkRequest {
     pub network_type: Option<String>,
     /// An explicit address instead of the next free one.
     pub ip: Option<String>,
+    /// The private bridge (`<fs_root>/bridges/<name>`) of a private-bridge task.
+    pub bridge: Option<String>,
     pub ports: Vec<PortSpec>,
 }
 
@@ -64,16 +67,94 @@ pub struct PortSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkPlan {
     Inherit,
-    PublicBridge {
-        ip: Option<Ipv4Addr>,
-        ports: Vec<PortSpec>,
-    },
+    Bridged(BridgePlan),
 }
 
-impl NetworkPlan {
-    pub fn is_bridged(&self) -> bool {
-        !matches!(self, NetworkPlan::Inherit)
+/// A pot on the public bridge or on a private one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgePlan {
+    /// `None` is the public bridge.
+    pub private: Option<PrivateBridge>,
+    /// An explicit address, validated against the bridge's network.
+    pub ip: Option<Ipv4Addr>,
+    pub ports: Vec<PortSpec>,
+}
+
+impl BridgePlan {
+    /// The bridge's network, prefix length and gateway.
+    fn subnet(&self, cfg: &NetworkConfig) -> (Ipv4Addr, u8, Ipv4Addr) {
+        match &self.private {
+            Some(b) => (b.net, b.len, b.gateway),
+            None => {
+                let (net, len) = cfg.ipv4_network();
+                (net, len, cfg.gateway)
+            }
+        }
     }
+}
+
+/// A private bridge as `pot create-private-bridge` recorded it in `<fs_root>/bridges/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateBridge {
+    pub name: String,
+    pub net: Ipv4Addr,
+    pub len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// Reads a private bridge file: `net=`, `gateway=` and `name=` lines, read like pot does
+/// (spaces, tabs and `"` dropped).
+fn read_private_bridge(fs_root: &Path, name: &str) -> Result<PrivateBridge, EngineError> {
+    let bad = |m: String| EngineError::InvalidInput(m);
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if !valid {
+        return Err(bad(format!(
+            "bridge {name:?} is not a valid private bridge name"
+        )));
+    }
+    let path = fs_root.join("bridges").join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        bad(format!(
+            "private bridge {name:?} does not exist ({}: {e}); `pot create-private-bridge -B {name} -S <hosts>` creates it",
+            path.display()
+        ))
+    })?;
+    let conf = PotConf::parse(&text);
+    let malformed = || {
+        bad(format!(
+            "private bridge {name:?}: {} has no valid net= and gateway=",
+            path.display()
+        ))
+    };
+    let (net, gateway) = match (conf.get("net"), conf.get("gateway")) {
+        (Some(n), Some(g)) => (n, g),
+        _ => return Err(malformed()),
+    };
+    let parsed = net.split_once('/').and_then(|(a, l)| {
+        Some((
+            a.parse::<Ipv4Addr>().ok()?,
+            l.parse::<u8>().ok().filter(|l| *l <= 30)?,
+        ))
+    });
+    let (Some((addr, len)), Ok(gateway)) = (parsed, gateway.parse::<Ipv4Addr>()) else {
+        return Err(malformed());
+    };
+    let net = Ipv4Addr::from(u32::from(addr) & prefix_mask(len));
+    if !subnet_hosts(net, len).any(|h| h == gateway) {
+        return Err(bad(format!(
+            "private bridge {name:?}: gateway {gateway} is not a host of {net}/{len}"
+        )));
+    }
+    Ok(PrivateBridge {
+        name: name.to_string(),
+        net,
+        len,
+        gateway,
+    })
 }
 
 /// What a bridged task got; kept in the task's state dir for teardown and for Nomad.
@@ -90,15 +171,21 @@ pub struct NetworkRecord {
     pub ports: Vec<PortSpec>,
 }
 
-/// Checks `req` against pot's network settings without touching the host.
-pub fn plan(cfg: &NetworkConfig, req: &NetworkRequest) -> Result<NetworkPlan, EngineError> {
+/// Checks `req` against pot's network settings (and private bridge files) without changing
+/// anything on the host.
+pub fn plan(
+    cfg: &NetworkConfig,
+    fs_root: &Path,
+    req: &NetworkRequest,
+) -> Result<NetworkPlan, EngineError> {
     let bad = |m: String| Err(EngineError::InvalidInput(m));
     let ty = match req.network_type.as_deref() {
         Some("host") | Some("inherit") => "inherit",
         Some("public-bridge") => "public-bridge",
-        Some(other @ ("private-bridge" | "alias")) => {
+        Some("private-bridge") => "private-bridge",
+        Some(other @ "alias") => {
             return bad(format!(
-                "network_mode {other:?} is not supported yet (supported: \"host\", \"inherit\", \"public-bridge\")"
+                "network_mode {other:?} is not supported yet (supported: \"host\", \"inherit\", \"public-bridge\", \"private-bridge\")"
             ));
         }
         Some(other) => {
@@ -117,29 +204,54 @@ pub fn plan(cfg: &NetworkConfig, req: &NetworkRequest) -> Result<NetworkPlan, En
         }
         return Ok(NetworkPlan::Inherit);
     }
-    if cfg.stack != super::Stack::Ipv4 {
+    if let (Some(b), false) = (&req.bridge, ty == "private-bridge") {
         return bad(format!(
-            "network stack {} is not supported for public-bridge yet (ipv4 only)",
-            cfg.stack.as_str()
+            "bridge {b:?} is only used with network_mode \"private-bridge\""
         ));
     }
-    let ip = match &req.ip {
-        None => None,
-        Some(s) => {
-            let ip: Ipv4Addr = s.parse().map_err(|_| {
-                EngineError::InvalidInput(format!("ip {s:?} is not an IPv4 address"))
-            })?;
-            if reserved(cfg).contains(&ip) || !hosts(cfg).any(|h| h == ip) {
-                return bad(format!(
-                    "ip {ip} is not a free host address of network {} (gateway {}{})",
-                    cfg.network,
-                    cfg.gateway,
-                    cfg.dns_ip.map(|d| format!(", DNS {d}")).unwrap_or_default()
-                ));
-            }
-            Some(ip)
+    let private = if ty == "private-bridge" {
+        // pot refuses ipv6 and treats dual as ipv4: private bridges are IPv4 only.
+        if cfg.stack == super::Stack::Ipv6 {
+            return bad(
+                "private-bridge is IPv4 only: it cannot be used with network stack ipv6"
+                    .to_string(),
+            );
         }
+        let name = req.bridge.as_deref().ok_or_else(|| {
+            EngineError::InvalidInput(
+                "network_mode \"private-bridge\" needs `bridge`, the private bridge's name"
+                    .to_string(),
+            )
+        })?;
+        Some(read_private_bridge(fs_root, name)?)
+    } else {
+        if cfg.stack != super::Stack::Ipv4 {
+            return bad(format!(
+                "network stack {} is not supported for public-bridge yet (ipv4 only)",
+                cfg.stack.as_str()
+            ));
+        }
+        None
     };
+    let mut bridge = BridgePlan {
+        private,
+        ip: None,
+        ports: Vec::new(),
+    };
+    if let Some(s) = &req.ip {
+        let ip: Ipv4Addr = s
+            .parse()
+            .map_err(|_| EngineError::InvalidInput(format!("ip {s:?} is not an IPv4 address")))?;
+        let (net, len, gateway) = bridge.subnet(cfg);
+        let dns = cfg.dns_ip.filter(|_| bridge.private.is_none());
+        if ip == gateway || Some(ip) == dns || !subnet_hosts(net, len).any(|h| h == ip) {
+            return bad(format!(
+                "ip {ip} is not a free host address of network {net}/{len} (gateway {gateway}{})",
+                dns.map(|d| format!(", DNS {d}")).unwrap_or_default()
+            ));
+        }
+        bridge.ip = Some(ip);
+    }
     let mut seen = BTreeSet::new();
     for p in &req.ports {
         if p.host_port == 0 || p.pot_port == 0 {
@@ -152,15 +264,13 @@ pub fn plan(cfg: &NetworkConfig, req: &NetworkRequest) -> Result<NetworkPlan, En
             ));
         }
     }
-    Ok(NetworkPlan::PublicBridge {
-        ip,
-        ports: req.ports.clone(),
-    })
+    bridge.ports = req.ports.clone();
+    Ok(NetworkPlan::Bridged(bridge))
 }
 
-/// Host addresses of `POT_NETWORK` in ascending order (network and broadcast excluded).
-fn hosts(cfg: &NetworkConfig) -> impl Iterator<Item = Ipv4Addr> {
-    let (net, len) = cfg.ipv4_network();
+/// Host addresses of a subnet in ascending order (network and broadcast excluded but in /31
+/// and /32), as the `hosts()` potnet walks.
+fn subnet_hosts(net: Ipv4Addr, len: u8) -> impl Iterator<Item = Ipv4Addr> {
     let first = u32::from(net);
     let last = first | !prefix_mask(len);
     let range = if len >= 31 {
@@ -178,51 +288,19 @@ fn reserved(cfg: &NetworkConfig) -> BTreeSet<Ipv4Addr> {
     r
 }
 
-/// potnet's known-address DB: the reserved addresses, every bridge pot's `ip=` and every
-/// address of every private-bridge subnet.
+/// potnet's known-address DB for the public bridge: the reserved addresses, every bridge
+/// pot's `ip=` and every address of every private-bridge subnet.
 fn used_addresses(cfg: &NetworkConfig, fs_root: &Path) -> BTreeSet<Ipv4Addr> {
     let mut used = reserved(cfg);
-    if let Ok(dirs) = std::fs::read_dir(fs_root.join("jails")) {
-        for dir in dirs.flatten() {
-            let Ok(text) = std::fs::read_to_string(dir.path().join("conf/pot.conf")) else {
-                continue;
-            };
-            let conf = PotConf::parse(&text);
-            let bridged = matches!(
-                conf.get("network_type").as_deref(),
-                Some("public-bridge" | "private-bridge")
-            ) || conf.get("vnet").as_deref() == Some("true");
-            let ip = conf.get("ip").or_else(|| conf.get("ip4"));
-            if let (true, Some(ip)) = (bridged, ip) {
-                match ip.parse::<Ipv4Addr>() {
-                    Ok(ip) => {
-                        used.insert(ip);
-                    }
-                    // potnet panics here; one bad file must not stop every start.
-                    Err(_) => {
-                        tracing::warn!(pot = %dir.file_name().to_string_lossy(), ip = %ip, "ignoring a malformed ip= in pot.conf")
-                    }
-                }
-            }
-        }
-    }
+    used.extend(bridge_pot_addresses(fs_root));
     if let Ok(files) = std::fs::read_dir(fs_root.join("bridges")) {
         for f in files.flatten() {
-            let Ok(text) = std::fs::read_to_string(f.path()) else {
+            let Some(name) = f.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            let net = text
-                .lines()
-                .find_map(|l| l.strip_prefix("net="))
-                .map(|v| v.trim().trim_matches('"').to_string());
-            let Some((a, l)) = net.as_deref().and_then(|n| n.split_once('/')) else {
-                continue;
-            };
-            if let (Ok(a), Ok(l)) = (a.parse::<Ipv4Addr>(), l.parse::<u8>())
-                && l <= 32
-            {
-                let first = u32::from(a) & prefix_mask(l);
-                let last = first | !prefix_mask(l);
+            if let Ok(b) = read_private_bridge(fs_root, &name) {
+                let first = u32::from(b.net);
+                let last = first | !prefix_mask(b.len);
                 used.extend((first..=last).map(Ipv4Addr::from));
             }
         }
@@ -230,21 +308,69 @@ fn used_addresses(cfg: &NetworkConfig, fs_root: &Path) -> BTreeSet<Ipv4Addr> {
     used
 }
 
-/// `potnet next`, or `potnet validate` of an explicit address.
+/// The `ip=` of every bridged pot: `network_type` public-bridge or private-bridge, or the old
+/// `ip4=` with `vnet=true`; alias pots do not count.
+fn bridge_pot_addresses(fs_root: &Path) -> BTreeSet<Ipv4Addr> {
+    let mut used = BTreeSet::new();
+    let Ok(dirs) = std::fs::read_dir(fs_root.join("jails")) else {
+        return used;
+    };
+    for dir in dirs.flatten() {
+        let Ok(text) = std::fs::read_to_string(dir.path().join("conf/pot.conf")) else {
+            continue;
+        };
+        let conf = PotConf::parse(&text);
+        let bridged = matches!(
+            conf.get("network_type").as_deref(),
+            Some("public-bridge" | "private-bridge")
+        ) || conf.get("vnet").as_deref() == Some("true");
+        let ip = conf.get("ip").or_else(|| conf.get("ip4"));
+        if let (true, Some(ip)) = (bridged, ip) {
+            match ip.parse::<Ipv4Addr>() {
+                Ok(ip) => {
+                    used.insert(ip);
+                }
+                // potnet panics here; one bad file must not stop every start.
+                Err(_) => tracing::warn!(
+                    pot = %dir.file_name().to_string_lossy(),
+                    ip = %ip,
+                    "ignoring a malformed ip= in pot.conf"
+                ),
+            }
+        }
+    }
+    used
+}
+
+/// `potnet next [-b B]`, or `potnet validate` of an explicit address.
 fn choose_ip(
     cfg: &NetworkConfig,
     fs_root: &Path,
+    private: Option<&PrivateBridge>,
     wanted: Option<Ipv4Addr>,
 ) -> Result<Ipv4Addr, EngineError> {
-    let used = used_addresses(cfg, fs_root);
+    let (used, mut hosts, what) = match private {
+        // Inside a private bridge only its gateway and the bridge pots' addresses count.
+        Some(b) => {
+            let mut used = bridge_pot_addresses(fs_root);
+            used.insert(b.gateway);
+            let what = format!("private bridge {:?} ({}/{})", b.name, b.net, b.len);
+            (used, subnet_hosts(b.net, b.len), what)
+        }
+        None => {
+            let (net, len) = cfg.ipv4_network();
+            let what = format!("network {}", cfg.network);
+            (used_addresses(cfg, fs_root), subnet_hosts(net, len), what)
+        }
+    };
     match wanted {
         Some(ip) if used.contains(&ip) => Err(EngineError::InvalidInput(format!(
             "ip {ip} is already used by another pot"
         ))),
         Some(ip) => Ok(ip),
-        None => hosts(cfg).find(|h| !used.contains(h)).ok_or_else(|| {
-            EngineError::InvalidInput(format!("network {} has no free address left", cfg.network))
-        }),
+        None => hosts
+            .find(|h| !used.contains(h))
+            .ok_or_else(|| EngineError::InvalidInput(format!("{what} has no free address left"))),
     }
 }
 
@@ -337,15 +463,55 @@ fn epair_host_name() -> String {
 }
 
 impl Engine {
-    /// pot's `vnet-start` for IPv4: forwarding, the public bridge, the `pot-nat` anchor, pf on.
-    /// Done once per plugin process; returns the public bridge.
-    pub(super) async fn ensure_vnet(&self) -> Result<String, EngineError> {
-        let mut done = self.vnet.lock().await;
-        if let Some(bridge) = done.as_ref() {
+    /// pot's `vnet-start` for IPv4: forwarding, `pot-nat` and pf on (once per plugin process),
+    /// then the task's bridge, found by its gateway address or created (once per bridge).
+    /// Returns the bridge's interface.
+    pub(super) async fn ensure_vnet(&self, plan: &BridgePlan) -> Result<String, EngineError> {
+        let mut state = self.vnet.lock().await;
+        let (net, len, gateway) = plan.subnet(&self.cfg.network);
+        if let Some(bridge) = state.as_ref().and_then(|m| m.get(&gateway)) {
             return Ok(bridge.clone());
         }
-        let net = &self.cfg.network;
-        let host_err = EngineError::host("vnet-start");
+        let host_err = || EngineError::host("vnet-start");
+        if state.is_none() {
+            self.vnet_shared().await?;
+            *state = Some(BTreeMap::new());
+        }
+        let bridges = self
+            .host
+            .ifaces_in_group("bridge")
+            .await
+            .map_err(host_err())?;
+        let found = bridges
+            .iter()
+            .find(|b| b.inet.iter().any(|(a, _)| *a == gateway))
+            .map(|b| b.name.clone());
+        let bridge = match found {
+            Some(b) => b,
+            None => {
+                let descr = if plan.private.is_some() {
+                    PRIVATE_BRIDGE_DESCR
+                } else {
+                    PUBLIC_BRIDGE_DESCR
+                };
+                let b = self.host.bridge_create(descr).await.map_err(host_err())?;
+                self.host
+                    .iface_inet(None, &b, gateway, Ipv4Addr::from(prefix_mask(len)), false)
+                    .await
+                    .map_err(host_err())?;
+                b
+            }
+        };
+        tracing::info!(bridge = %bridge, network = %format!("{net}/{len}"), gateway = %gateway, "bridge ready");
+        state
+            .get_or_insert_with(BTreeMap::new)
+            .insert(gateway, bridge.clone());
+        Ok(bridge)
+    }
+
+    /// The bridge-independent part of `vnet-start`.
+    async fn vnet_shared(&self) -> Result<(), EngineError> {
+        let host_err = || EngineError::host("vnet-start");
         let state = |reason: String| EngineError::State {
             pot: "vnet-start".to_string(),
             reason,
@@ -354,14 +520,14 @@ impl Engine {
             .host
             .sysctl("kern.features.vimage")
             .await
-            .map_err(EngineError::host("vnet-start"))?;
+            .map_err(host_err())?;
         if vimage != "1" {
             return Err(state(
                 "the kernel lacks VIMAGE (kern.features.vimage is not 1): bridge networking needs it"
                     .to_string(),
             ));
         }
-        let anchors = self.host.pf_anchors().await.map_err(host_err)?;
+        let anchors = self.host.pf_anchors().await.map_err(host_err())?;
         for (anchor, rule) in [
             ("pot-nat", "nat-anchor pot-nat"),
             ("pot-rdr", "rdr-anchor \"pot-rdr/*\""),
@@ -375,42 +541,14 @@ impl Engine {
         self.host
             .sysctl_set("net.inet.ip.forwarding", "1")
             .await
-            .map_err(EngineError::host("vnet-start"))?;
-        let bridges = self
-            .host
-            .ifaces_in_group("bridge")
-            .await
-            .map_err(EngineError::host("vnet-start"))?;
-        let found = bridges
-            .iter()
-            .find(|b| b.inet.iter().any(|(a, _)| *a == net.gateway))
-            .map(|b| b.name.clone());
-        let bridge = match found {
-            Some(b) => b,
-            None => {
-                let b = self
-                    .host
-                    .bridge_create(PUBLIC_BRIDGE_DESCR)
-                    .await
-                    .map_err(EngineError::host("vnet-start"))?;
-                self.host
-                    .iface_inet(None, &b, net.gateway, net.netmask, false)
-                    .await
-                    .map_err(EngineError::host("vnet-start"))?;
-                b
-            }
-        };
+            .map_err(host_err())?;
         self.host
-            .pf_load("pot-nat", &nat_rules(net))
+            .pf_load("pot-nat", &nat_rules(&self.cfg.network))
             .await
-            .map_err(EngineError::host("vnet-start"))?;
-        self.host
-            .pf_enable()
-            .await
-            .map_err(EngineError::host("vnet-start"))?;
-        tracing::info!(bridge = %bridge, "vnet ready: forwarding on, public bridge up, pot-nat loaded");
-        *done = Some(bridge.clone());
-        Ok(bridge)
+            .map_err(host_err())?;
+        self.host.pf_enable().await.map_err(host_err())?;
+        tracing::info!("vnet ready: forwarding on, pot-nat loaded, pf enabled");
+        Ok(())
     }
 
     /// Under pot's global lock: picks or validates the address and puts the network keys into
@@ -420,21 +558,32 @@ impl Engine {
         plan: &NetworkPlan,
         conf: &mut PotConf,
     ) -> Result<Option<Ipv4Addr>, EngineError> {
-        let NetworkPlan::PublicBridge { ip, ports } = plan else {
+        let NetworkPlan::Bridged(b) = plan else {
             return Ok(None);
         };
-        let ip = choose_ip(&self.cfg.network, &self.cfg.fs_root, *ip)?;
+        let ip = choose_ip(
+            &self.cfg.network,
+            &self.cfg.fs_root,
+            b.private.as_ref(),
+            b.ip,
+        )?;
         conf.set("pot.stack", "ipv4");
-        conf.set("network_type", "public-bridge");
+        match &b.private {
+            Some(p) => {
+                conf.set("network_type", "private-bridge");
+                conf.set("bridge", p.name.clone());
+            }
+            None => conf.set("network_type", "public-bridge"),
+        }
         conf.set("vnet", "true");
         conf.set("ip", ip.to_string());
-        if !ports.is_empty() {
-            conf.set("pot.export.ports", export_ports(ports));
+        if !b.ports.is_empty() {
+            conf.set("pot.export.ports", export_ports(&b.ports));
         }
         Ok(Some(ip))
     }
 
-    /// Creates the pot's epair on the public bridge; returns the jail end for `vnet.interface`.
+    /// Creates the pot's epair on `bridge`; returns the jail end for `vnet.interface`.
     pub(super) async fn plug_epair(
         &self,
         pot: &PotName,
@@ -471,15 +620,22 @@ impl Engine {
         pot: &PotName,
         jail_if: &str,
         ip: Ipv4Addr,
+        plan: &BridgePlan,
     ) -> Result<(), EngineError> {
         let p = pot.as_str();
-        let net = &self.cfg.network;
+        let (_, len, gateway) = plan.subnet(&self.cfg.network);
         self.host
-            .iface_inet(Some(p), jail_if, ip, net.netmask, false)
+            .iface_inet(
+                Some(p),
+                jail_if,
+                ip,
+                Ipv4Addr::from(prefix_mask(len)),
+                false,
+            )
             .await
             .map_err(EngineError::host(p))?;
         self.host
-            .jail_default_route(p, net.gateway)
+            .jail_default_route(p, gateway)
             .await
             .map_err(EngineError::host(p))?;
         self.host
@@ -618,22 +774,35 @@ mod tests {
         let req = |t: Option<&str>, ip: Option<&str>, ports: Vec<PortSpec>| NetworkRequest {
             network_type: t.map(str::to_string),
             ip: ip.map(str::to_string),
+            bridge: None,
             ports,
         };
         assert_eq!(
-            plan(&c, &req(None, None, vec![])).unwrap(),
+            plan(&c, Path::new("/nonexistent"), &req(None, None, vec![])).unwrap(),
             NetworkPlan::Inherit
         );
         assert_eq!(
-            plan(&c, &req(Some("host"), None, vec![port("a", 1, 2)])).unwrap(),
+            plan(
+                &c,
+                Path::new("/nonexistent"),
+                &req(Some("host"), None, vec![port("a", 1, 2)])
+            )
+            .unwrap(),
             NetworkPlan::Inherit
         );
         assert!(
-            plan(&c, &req(None, None, vec![port("a", 8080, 80)]))
-                .unwrap()
-                .is_bridged()
+            plan(
+                &c,
+                Path::new("/nonexistent"),
+                &req(None, None, vec![port("a", 8080, 80)])
+            )
+            .is_ok_and(|p| matches!(p, NetworkPlan::Bridged(BridgePlan { private: None, .. })))
         );
-        let err = |r| plan(&c, &r).unwrap_err().to_string();
+        let err = |r| {
+            plan(&c, Path::new("/nonexistent"), &r)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err(req(Some("vlan"), None, vec![])).contains("unknown network_mode \"vlan\""));
         assert!(
             err(req(Some("public-bridge"), Some("10.1.2.3.4"), vec![])).contains("not an IPv4")
@@ -663,11 +832,76 @@ mod tests {
     }
 
     #[test]
+    fn private_bridges_are_read_like_pot_and_ipv4_only() {
+        let c = cfg();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("bridges")).unwrap();
+        std::fs::write(
+            root.path().join("bridges/priv"),
+            "net=10.192.0.16/29\ngateway=10.192.0.17\nname=priv\n",
+        )
+        .unwrap();
+        std::fs::write(root.path().join("bridges/broken"), "net=10.192.0.16\n").unwrap();
+        let req = |bridge: Option<&str>, ip: Option<&str>| NetworkRequest {
+            network_type: Some("private-bridge".into()),
+            ip: ip.map(str::to_string),
+            bridge: bridge.map(str::to_string),
+            ports: vec![],
+        };
+        let priv_bridge = PrivateBridge {
+            name: "priv".into(),
+            net: Ipv4Addr::new(10, 192, 0, 16),
+            len: 29,
+            gateway: Ipv4Addr::new(10, 192, 0, 17),
+        };
+        assert_eq!(
+            plan(&c, root.path(), &req(Some("priv"), Some("10.192.0.22"))).unwrap(),
+            NetworkPlan::Bridged(BridgePlan {
+                private: Some(priv_bridge.clone()),
+                ip: Some(Ipv4Addr::new(10, 192, 0, 22)),
+                ports: vec![],
+            })
+        );
+        let err = |r| plan(&c, root.path(), &r).unwrap_err().to_string();
+        assert!(err(req(Some("nope"), None)).contains("private bridge \"nope\" does not exist"));
+        assert!(err(req(None, None)).contains("needs `bridge`"));
+        assert!(err(req(Some("broken"), None)).contains("no valid net= and gateway="));
+        assert!(err(req(Some("../x"), None)).contains("not a valid private bridge name"));
+        for bad_ip in ["10.192.0.17", "10.192.0.23", "10.192.0.3"] {
+            assert!(
+                err(req(Some("priv"), Some(bad_ip)))
+                    .contains("not a free host address of network 10.192.0.16/29"),
+                "{bad_ip}"
+            );
+        }
+        let mut v6 = c.clone();
+        v6.stack = super::super::Stack::Ipv6;
+        let e = plan(&v6, root.path(), &req(Some("priv"), None)).unwrap_err();
+        assert!(e.to_string().contains("IPv4 only"), "{e}");
+        // potnet next -b: the bridge's first free host; the public bridge skips the subnet.
+        assert_eq!(
+            choose_ip(&c, root.path(), Some(&priv_bridge), None).unwrap(),
+            Ipv4Addr::new(10, 192, 0, 18)
+        );
+        let d = root.path().join("jails/p1/conf");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("pot.conf"),
+            "network_type=private-bridge\nbridge=priv\nip=10.192.0.18\n",
+        )
+        .unwrap();
+        assert_eq!(
+            choose_ip(&c, root.path(), Some(&priv_bridge), None).unwrap(),
+            Ipv4Addr::new(10, 192, 0, 19)
+        );
+    }
+
+    #[test]
     fn allocation_skips_what_potnet_skips() {
         let c = cfg();
         let root = tempfile::tempdir().unwrap();
         assert_eq!(
-            choose_ip(&c, root.path(), None).unwrap(),
+            choose_ip(&c, root.path(), None, None).unwrap(),
             Ipv4Addr::new(10, 192, 0, 3)
         );
         let pot = |name: &str, body: &str| {
@@ -690,24 +924,24 @@ mod tests {
         .unwrap();
         // .4 belongs to an alias pot, which potnet ignores.
         assert_eq!(
-            choose_ip(&c, root.path(), None).unwrap(),
+            choose_ip(&c, root.path(), None, None).unwrap(),
             Ipv4Addr::new(10, 192, 0, 4)
         );
         pot("e", "network_type=public-bridge\nip=10.192.0.4\n");
         pot("f", "network_type=public-bridge\nip=10.192.0.6\n");
         pot("g", "network_type=public-bridge\nip=10.192.0.7\n");
         assert_eq!(
-            choose_ip(&c, root.path(), None).unwrap(),
+            choose_ip(&c, root.path(), None, None).unwrap(),
             Ipv4Addr::new(10, 192, 0, 16)
         );
         assert!(
-            choose_ip(&c, root.path(), Some(Ipv4Addr::new(10, 192, 0, 10)))
+            choose_ip(&c, root.path(), None, Some(Ipv4Addr::new(10, 192, 0, 10)))
                 .unwrap_err()
                 .to_string()
                 .contains("already used")
         );
         assert_eq!(
-            choose_ip(&c, root.path(), Some(Ipv4Addr::new(10, 192, 1, 1))).unwrap(),
+            choose_ip(&c, root.path(), None, Some(Ipv4Addr::new(10, 192, 1, 1))).unwrap(),
             Ipv4Addr::new(10, 192, 1, 1)
         );
     }
