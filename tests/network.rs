@@ -706,3 +706,85 @@ async fn private_bridge_with_ports() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alias_addresses_on_the_host_nic() {
+    let env = Env::new(false).await;
+    let t = env.task(
+        "aliased",
+        json!({"network_mode": "alias", "ip": "em0|10.0.2.20 10.0.2.21"}),
+        &[],
+    );
+    let resp = env.start(&t).await;
+    let no = resp
+        .network_override
+        .expect("NetworkOverride for an alias pot");
+    assert_eq!((no.addr.as_str(), no.auto_advertise), ("10.0.2.20", true));
+    let pot = pot_of(&t);
+    let p = pot.as_str();
+    let (_, inet, _) = block(&env.sim.tool_ok("ifconfig", &["em0"]));
+    assert_eq!(
+        inet,
+        [
+            "inet 10.0.2.15 netmask 0xffffff00 broadcast 10.0.2.255",
+            "inet 10.0.2.20 netmask 0xffffffff broadcast 10.0.2.20",
+            "inet 10.0.2.21 netmask 0xffffffff broadcast 10.0.2.21",
+        ]
+    );
+    assert_eq!(
+        env.sim.tool_ok("jls", &["-j", p, "ip4.addr"]).trim(),
+        "10.0.2.20,10.0.2.21"
+    );
+    assert_eq!(
+        env.sim
+            .tool_ok("ifconfig", &["-l"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["lo0", "em0"],
+        "an alias pot has no epair"
+    );
+    let conf = std::fs::read_to_string(
+        env.sim
+            .dir
+            .join("root/opt/pot/jails")
+            .join(p)
+            .join("conf/pot.conf"),
+    )
+    .unwrap();
+    for line in [
+        "network_type=alias",
+        "vnet=false",
+        "ip=em0|10.0.2.20 em0|10.0.2.21",
+    ] {
+        assert!(
+            conf.lines().any(|l| l == line),
+            "pot.conf lacks {line}:\n{conf}"
+        );
+    }
+    // A NIC that does not exist is refused before anything is created.
+    let before = env.sim.calls().len();
+    let bad = env.task(
+        "badnic",
+        json!({"network_mode": "alias", "ip": "nope0|10.0.2.30"}),
+        &[],
+    );
+    let e = env.try_start(&bad).await.unwrap_err();
+    assert!(
+        e.message()
+            .contains("network interface nope0 (of ip) does not exist"),
+        "{e:?}"
+    );
+    assert!(
+        env.sim.calls()[before..]
+            .iter()
+            .all(|c| c.argv[0] != "jail" && c.argv.get(1).is_none_or(|a| a != "clone")),
+        "the refused start created something"
+    );
+    env.destroy(&t).await;
+    let (_, inet, _) = block(&env.sim.tool_ok("ifconfig", &["em0"]));
+    assert_eq!(
+        inet,
+        ["inet 10.0.2.15 netmask 0xffffff00 broadcast 10.0.2.255"]
+    );
+    env.finish().await;
+}

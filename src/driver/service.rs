@@ -865,10 +865,24 @@ async fn forward_exec_output(
 }
 
 /// For a bridged pot, the pot's address and the in-pot ports, for services with
-/// `address_mode = "driver"`. Nomad keeps advertising the host's address otherwise, which the
-/// rdr rules serve, so `auto_advertise` stays off.
+/// `address_mode = "driver"`; Nomad keeps advertising the host's address otherwise, which the
+/// rdr rules serve, so `auto_advertise` stays off. An alias pot is only reachable on its own
+/// addresses: its first one is advertised.
 fn network_override(engine: &Engine, pot: &PotName) -> Option<drivers::NetworkOverride> {
     let record = engine.network_record(pot)?;
+    if let Some(alias) = record.aliases.first() {
+        let ip = record
+            .aliases
+            .iter()
+            .find(|a| a.ip.is_ipv4())
+            .unwrap_or(alias)
+            .ip;
+        return Some(drivers::NetworkOverride {
+            port_map: HashMap::new(),
+            addr: ip.to_string(),
+            auto_advertise: true,
+        });
+    }
     let ip = record.ip?;
     Some(drivers::NetworkOverride {
         port_map: record

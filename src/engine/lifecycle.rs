@@ -142,6 +142,24 @@ impl Engine {
         let plan = network::plan(&self.cfg.network, &self.cfg.fs_root, &spec.network)?;
         let bridge = match &plan {
             NetworkPlan::Bridged(b) => Some(self.ensure_vnet(b).await?),
+            NetworkPlan::Alias(addrs) => {
+                // pot's create checks each NIC with `ifconfig NIC`.
+                let nics: std::collections::BTreeSet<&str> =
+                    addrs.iter().map(|a| a.nic.as_str()).collect();
+                for nic in nics {
+                    if !self
+                        .host
+                        .iface_exists(nic)
+                        .await
+                        .map_err(EngineError::host(pot.as_str()))?
+                    {
+                        return Err(EngineError::InvalidInput(format!(
+                            "network interface {nic} (of ip) does not exist"
+                        )));
+                    }
+                }
+                None
+            }
             NetworkPlan::Inherit => None,
         };
         let events = |msg: String| self.event(&pot, msg);
@@ -185,19 +203,23 @@ impl Engine {
         let (conf, ip) = self
             .clone_pot(&pot, &imported, &paths, &spec.owner, conf, &plan)
             .await?;
-        let net = match (&plan, ip, bridge) {
-            (NetworkPlan::Bridged(b), Some(ip), Some(bridge)) => Some((
+        let attach = match (&plan, ip, bridge) {
+            (NetworkPlan::Bridged(b), Some(ip), Some(bridge)) => Attach::Bridge {
                 bridge,
-                b,
-                NetworkRecord {
+                plan: b,
+                record: NetworkRecord {
                     ip: Some(ip),
                     ports: b.ports.clone(),
                     ..Default::default()
                 },
-            )),
-            _ => None,
+            },
+            (NetworkPlan::Alias(addrs), _, _) => Attach::Alias(addrs),
+            _ => Attach::Inherit,
         };
-        match self.boot(&spec, &paths, &conf, &hostname, net, &argv).await {
+        match self
+            .boot(&spec, &paths, &conf, &hostname, attach, &argv)
+            .await
+        {
             Ok(instance) => Ok(instance),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(&pot).await {
@@ -265,7 +287,7 @@ impl Engine {
         paths: &PotPaths,
         conf: &PotConf,
         hostname: &str,
-        net: Option<(String, &BridgePlan, NetworkRecord)>,
+        attach: Attach<'_>,
         argv: &Argv,
     ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
@@ -286,13 +308,44 @@ impl Engine {
         let osrelease = conf.get("osrelease").unwrap_or_default();
         let mut params = jail_params(pot, hostname, &osrelease, &paths.root);
         let mut record = None;
-        if let Some((bridge, plan, mut rec)) = net {
-            self.save_record(pot, &rec)?;
-            let jail_if = self.plug_epair(pot, &bridge, &mut rec).await?;
-            params.flag("vnet").set("vnet.interface", jail_if.clone());
-            record = Some((jail_if, plan, rec));
-        } else {
-            params.set("ip4", "inherit");
+        match attach {
+            Attach::Bridge {
+                bridge,
+                plan,
+                record: mut rec,
+            } => {
+                self.save_record(pot, &rec)?;
+                let jail_if = self.plug_epair(pot, &bridge, &mut rec).await?;
+                params.flag("vnet").set("vnet.interface", jail_if.clone());
+                record = Some((jail_if, plan, rec));
+            }
+            Attach::Alias(aliases) => {
+                // Recorded first: jail(8) adds the aliases and they outlive the jail.
+                self.save_record(
+                    pot,
+                    &NetworkRecord {
+                        aliases: aliases.to_vec(),
+                        ..Default::default()
+                    },
+                )?;
+                let (v4, v6) = network::alias_jail_params(aliases);
+                if !v4.is_empty() {
+                    params.set("ip4.addr", v4);
+                }
+                if !v6.is_empty() {
+                    params.set("ip6.addr", v6);
+                }
+            }
+            Attach::Inherit => {
+                // pot's inherit: the host's stacks that the pot's stack names.
+                let stack = self.cfg.network.stack;
+                if stack != super::Stack::Ipv6 {
+                    params.set("ip4", "inherit");
+                }
+                if stack != super::Stack::Ipv4 {
+                    params.set("ip6", "inherit");
+                }
+            }
         }
         self.host
             .jail_create(&params)
@@ -653,6 +706,17 @@ fn jail_params(pot: &PotName, hostname: &str, osrelease: &str, root: &Path) -> J
     }
     p.set("path", root.display().to_string()).flag("persist");
     p
+}
+
+/// How the jail joins the network, decided before the clone.
+enum Attach<'a> {
+    Inherit,
+    Bridge {
+        bridge: String,
+        plan: &'a BridgePlan,
+        record: NetworkRecord,
+    },
+    Alias(&'a [network::AliasAddr]),
 }
 
 /// How a recovered task's supervisor is watched: it is not our child, so it is polled.

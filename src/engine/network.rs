@@ -31,7 +31,7 @@ use super::relay::{Proto, Relay};
 use super::{Engine, EngineError, lifecycle};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -68,6 +68,77 @@ pub struct PortSpec {
 pub enum NetworkPlan {
     Inherit,
     Bridged(BridgePlan),
+    /// Static addresses on host NICs, given to the jail with `ip4.addr`/`ip6.addr`.
+    Alias(Vec<AliasAddr>),
+}
+
+/// One `NIC|IP` of an alias pot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasAddr {
+    pub nic: String,
+    pub ip: IpAddr,
+}
+
+impl AliasAddr {
+    fn is_v6(&self) -> bool {
+        self.ip.is_ipv6()
+    }
+}
+
+/// `ip4.addr` and `ip6.addr` values (`nic|ip,…`), empty when the stack has none.
+pub fn alias_jail_params(addrs: &[AliasAddr]) -> (String, String) {
+    let join = |v6: bool| {
+        addrs
+            .iter()
+            .filter(|a| a.is_v6() == v6)
+            .map(|a| format!("{}|{}", a.nic, a.ip))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    (join(false), join(true))
+}
+
+/// pot's alias `ip=` list (`NIC|IP` or `IP`, space-separated), the NIC defaulting to `extif`,
+/// kept as the stack allows; the stack must keep at least one.
+fn alias_plan(cfg: &NetworkConfig, ip: Option<&str>) -> Result<Vec<AliasAddr>, EngineError> {
+    let bad = |m: String| EngineError::InvalidInput(m);
+    let list = ip.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+        bad(
+            "network_mode \"alias\" needs `ip`: addresses as `IP` or `NIC|IP`, space-separated"
+                .to_string(),
+        )
+    })?;
+    let mut addrs = Vec::new();
+    for entry in list.split_whitespace() {
+        let (nic, ip) = match entry.split_once('|') {
+            Some((nic, ip)) => (nic.to_string(), ip),
+            None => (cfg.extif.clone(), entry),
+        };
+        let nic_ok = !nic.is_empty()
+            && nic.len() <= 15
+            && nic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        let ip: IpAddr = ip
+            .parse()
+            .ok()
+            .filter(|_| nic_ok)
+            .ok_or_else(|| bad(format!("ip entry {entry:?} is not `IP` or `NIC|IP`")))?;
+        addrs.push(AliasAddr { nic, ip });
+    }
+    let stack = cfg.stack;
+    addrs.retain(|a| match stack {
+        super::Stack::Ipv4 => !a.is_v6(),
+        super::Stack::Ipv6 => a.is_v6(),
+        super::Stack::Dual => true,
+    });
+    if addrs.is_empty() {
+        return Err(bad(format!(
+            "ip {list:?} has no address for network stack {}",
+            stack.as_str()
+        )));
+    }
+    Ok(addrs)
 }
 
 /// A pot on the public bridge or on a private one.
@@ -169,6 +240,8 @@ pub struct NetworkRecord {
     /// `pot-rdr/<anchor>`, once rules may have been loaded.
     pub anchor: Option<String>,
     pub ports: Vec<PortSpec>,
+    /// Aliases jail(8) adds to host NICs for an alias pot; they outlive the jail.
+    pub aliases: Vec<AliasAddr>,
 }
 
 /// Checks `req` against pot's network settings (and private bridge files) without changing
@@ -183,11 +256,7 @@ pub fn plan(
         Some("host") | Some("inherit") => "inherit",
         Some("public-bridge") => "public-bridge",
         Some("private-bridge") => "private-bridge",
-        Some(other @ "alias") => {
-            return bad(format!(
-                "network_mode {other:?} is not supported yet (supported: \"host\", \"inherit\", \"public-bridge\", \"private-bridge\")"
-            ));
-        }
+        Some("alias") => "alias",
         Some(other) => {
             return bad(format!(
                 "unknown network_mode {other:?} (pot's types: \"inherit\" (or \"host\"), \"public-bridge\", \"private-bridge\", \"alias\")"
@@ -203,6 +272,15 @@ pub fn plan(
             ));
         }
         return Ok(NetworkPlan::Inherit);
+    }
+    if ty == "alias" {
+        if let Some(b) = &req.bridge {
+            return bad(format!(
+                "bridge {b:?} is only used with network_mode \"private-bridge\""
+            ));
+        }
+        // pot publishes no ports for alias pots: the task listens on its own addresses.
+        return Ok(NetworkPlan::Alias(alias_plan(cfg, req.ip.as_deref())?));
     }
     if let (Some(b), false) = (&req.bridge, ty == "private-bridge") {
         return bad(format!(
@@ -558,8 +636,23 @@ impl Engine {
         plan: &NetworkPlan,
         conf: &mut PotConf,
     ) -> Result<Option<Ipv4Addr>, EngineError> {
-        let NetworkPlan::Bridged(b) = plan else {
-            return Ok(None);
+        let b = match plan {
+            NetworkPlan::Bridged(b) => b,
+            NetworkPlan::Alias(addrs) => {
+                conf.set("network_type", "alias");
+                conf.set("vnet", "false");
+                let list: Vec<String> = addrs
+                    .iter()
+                    .map(|a| format!("{}|{}", a.nic, a.ip))
+                    .collect();
+                conf.set("ip", list.join(" "));
+                conf.set("pot.stack", self.cfg.network.stack.as_str());
+                return Ok(None);
+            }
+            NetworkPlan::Inherit => {
+                conf.set("pot.stack", self.cfg.network.stack.as_str());
+                return Ok(None);
+            }
         };
         let ip = choose_ip(
             &self.cfg.network,
@@ -692,6 +785,12 @@ impl Engine {
         }
         for name in doomed {
             match self.host.iface_destroy(&name).await {
+                Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
+                _ => {}
+            }
+        }
+        for a in &record.aliases {
+            match self.host.iface_remove_alias(&a.nic, a.ip).await {
                 Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
                 _ => {}
             }
@@ -829,6 +928,56 @@ mod tests {
             .contains("host port 8080 is published twice")
         );
         assert!(err(req(Some("host"), Some("10.192.0.9"), vec![])).contains("needs a bridge"));
+    }
+
+    #[test]
+    fn alias_addresses_follow_pot() {
+        let mut c = cfg();
+        let req = |ip: Option<&str>| NetworkRequest {
+            network_type: Some("alias".into()),
+            ip: ip.map(str::to_string),
+            bridge: None,
+            ports: vec![port("http", 8080, 80)],
+        };
+        let a = |nic: &str, ip: &str| AliasAddr {
+            nic: nic.into(),
+            ip: ip.parse().unwrap(),
+        };
+        let none = Path::new("/nonexistent");
+        let all = "vtnet1|192.168.5.20 10.0.2.20 2001:db8::20";
+        assert_eq!(
+            plan(&c, none, &req(Some(all))).unwrap(),
+            NetworkPlan::Alias(vec![a("vtnet1", "192.168.5.20"), a("em0", "10.0.2.20")])
+        );
+        assert!(
+            plan(&c, none, &req(None))
+                .unwrap_err()
+                .to_string()
+                .contains("needs `ip`")
+        );
+        assert!(
+            plan(&c, none, &req(Some("em0|nope")))
+                .unwrap_err()
+                .to_string()
+                .contains("not `IP` or `NIC|IP`")
+        );
+        assert!(
+            plan(&c, none, &req(Some("2001:db8::20")))
+                .unwrap_err()
+                .to_string()
+                .contains("no address for network stack ipv4")
+        );
+        c.stack = crate::engine::Stack::Dual;
+        let NetworkPlan::Alias(addrs) = plan(&c, none, &req(Some(all))).unwrap() else {
+            panic!("alias plan expected")
+        };
+        assert_eq!(
+            alias_jail_params(&addrs),
+            (
+                "vtnet1|192.168.5.20,em0|10.0.2.20".to_string(),
+                "em0|2001:db8::20".to_string()
+            )
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::{Host, HostError, Tool, argv};
 use std::ffi::OsString;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// What the engine reads of an interface in `ifconfig -a` output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,6 +95,36 @@ impl Host {
             args.push("alias".into());
         }
         self.run(Tool::Ifconfig, args).await.map(drop)
+    }
+
+    /// Whether interface `name` exists on the host (`ifconfig NAME`).
+    pub async fn iface_exists(&self, name: &str) -> Result<bool, HostError> {
+        match self.run(Tool::Ifconfig, argv![name]).await {
+            Ok(_) => Ok(true),
+            Err(HostError::Failed { stderr, .. }) if stderr.contains("does not exist") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `ifconfig NIC inet|inet6 IP -alias`. An address not there is [`HostError::Absent`].
+    pub async fn iface_remove_alias(&self, nic: &str, ip: IpAddr) -> Result<(), HostError> {
+        let family = if ip.is_ipv6() { "inet6" } else { "inet" };
+        match self
+            .run(Tool::Ifconfig, argv![nic, family, ip.to_string(), "-alias"])
+            .await
+        {
+            Err(HostError::Failed {
+                command, stderr, ..
+            }) if stderr.contains("Can't assign requested address")
+                || stderr.contains("does not exist") =>
+            {
+                Err(HostError::Absent {
+                    command,
+                    what: format!("address {ip} on {nic}"),
+                })
+            }
+            other => other.map(drop),
+        }
     }
 
     /// `ifconfig IF destroy` (an epair end takes the other end along). A missing interface is

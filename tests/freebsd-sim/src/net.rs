@@ -676,6 +676,24 @@ fn reclaim(st: &mut State, ns: &Ns, name: &str, key: &str) -> Res<usize> {
     Ok(relocate(st, idx, ns.clone()))
 }
 
+/// `ifconfig NIC inet IP netmask 255.255.255.255 alias` (or inet6 prefixlen 128), as jail(8)
+/// adds each `NIC|IP` of `ip4.addr`/`ip6.addr`.
+pub fn add_jail_alias(st: &mut State, nic: &str, ip: &str, inet6: bool) -> Res<()> {
+    let idx = find(st, &None, nic).ok_or_else(|| err(format!("interface {nic} does not exist")))?;
+    let op = AddrOp {
+        inet6,
+        mask: Some(if inet6 { "128" } else { "255.255.255.255" }.into()),
+        alias: true,
+        ..Default::default()
+    };
+    set_addr(&mut st.ifaces[idx], &op, ip)?;
+    let entry = (nic.to_string(), ip.to_string());
+    if !st.jail_aliases.contains(&entry) {
+        st.jail_aliases.push(entry);
+    }
+    Ok(())
+}
+
 /// `ifconfig IF vnet JAIL` from the host, as jail(8) runs it for `vnet.interface`.
 pub fn move_into(st: &mut State, name: &str, jail: &str) -> Res<()> {
     let idx =

@@ -147,6 +147,8 @@ pub struct State {
     pub cpusets: BTreeMap<u32, Vec<u32>>,
     pub sysctl: BTreeMap<String, String>,
     pub routes: Vec<Route>,
+    /// `(NIC, IP)` aliases that `jail -c` added for `ip4.addr`/`ip6.addr`.
+    pub jail_aliases: Vec<(String, String)>,
 }
 
 impl State {
