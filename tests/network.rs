@@ -34,6 +34,11 @@ struct Env {
 
 impl Env {
     async fn new(pf_ready: bool) -> Env {
+        Env::with_agent_config(pf_ready, json!({})).await
+    }
+
+    /// Like [`Env::new`], with some agent config keys replaced.
+    async fn with_agent_config(pf_ready: bool, overrides: Json) -> Env {
         let sim = SimHost::create();
         if pf_ready {
             let (code, _, err) = sim.tool("pfctl", &["-f", "-"], POT_PF_MAIN);
@@ -51,7 +56,8 @@ impl Env {
         .spec
         .expect("spec");
         let req = SetConfigRequest {
-            msgpack_config: cty::encode(&schema, &sim.agent_config()).expect("agent config"),
+            msgpack_config: cty::encode(&schema, &sim.agent_config_with(overrides))
+                .expect("agent config"),
             nomad_config: Some(NomadConfig {
                 driver: Some(NomadDriverConfig {
                     client_max_port: 14512,
@@ -426,12 +432,16 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
             "private bridge \"nope\" does not exist",
         ),
         (
+            env.task("t8", json!({"network_mode": "alias"}), &[]),
+            "network_mode \"alias\" needs `ip`",
+        ),
+        (
             env.task(
-                "t8",
-                json!({"network_mode": "alias", "ip": "em0|10.0.2.20"}),
+                "t9",
+                json!({"network_mode": "alias", "ip": "2001:db8::9"}),
                 &[],
             ),
-            "network_mode \"alias\" is not supported yet",
+            "has no address for network stack ipv4",
         ),
     ];
     for (t, want) in &cases {
@@ -786,5 +796,50 @@ async fn alias_addresses_on_the_host_nic() {
         inet,
         ["inet 10.0.2.15 netmask 0xffffff00 broadcast 10.0.2.255"]
     );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_stack_refuses_private_bridge_and_inherits_ip6() {
+    let env = Env::with_agent_config(true, json!({"network_stack": "ipv6"})).await;
+    std::fs::create_dir_all(env.sim.dir.join("root/opt/pot/bridges")).unwrap();
+    std::fs::write(
+        env.sim.dir.join("root/opt/pot/bridges/backend"),
+        "net=10.192.0.16/29\ngateway=10.192.0.17\nname=backend\n",
+    )
+    .unwrap();
+    let before = env.sim.calls().len();
+    for (cfg, want) in [
+        (
+            json!({"network_mode": "private-bridge", "bridge": "backend"}),
+            "private-bridge is IPv4 only",
+        ),
+        (
+            json!({"network_mode": "public-bridge"}),
+            "network stack ipv6 is not supported for public-bridge yet",
+        ),
+    ] {
+        let t = env.task("v6", cfg, &[]);
+        let e = env.try_start(&t).await.expect_err(want);
+        assert!(e.message().contains(want), "{want}: {e:?}");
+    }
+    assert!(
+        env.sim.calls()[before..]
+            .iter()
+            .all(|c| c.argv[0] != "jail" && c.argv[0] != "ifconfig"),
+        "refused starts touched the host"
+    );
+    // inherit with stack ipv6: the jail shares the host's IPv6 stack only, as pot does.
+    let t = env.task("host6", json!({"network_mode": "host"}), &[]);
+    env.start(&t).await;
+    let p = pot_of(&t);
+    let params = env
+        .sim
+        .tool_ok("jls", &["-j", p.as_str(), "-n", "ip4", "ip6"]);
+    assert!(
+        params.contains("ip6=inherit") && !params.contains("ip4=inherit"),
+        "{params}"
+    );
+    env.destroy(&t).await;
     env.finish().await;
 }
