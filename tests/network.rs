@@ -325,6 +325,23 @@ async fn public_bridge_ipv4_with_ports() {
             "pot.conf lacks {line}:\n{conf}"
         );
     }
+    // `potctl ports` says what is published and where it goes.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_potctl"))
+        .arg("ports")
+        .arg("--state-dir")
+        .arg(env.sim.dir.join("root/var/db/nomad-pot-driver"))
+        .arg("--pot-conf-dir")
+        .arg(env.sim.dir.join("root/usr/local/etc/pot"))
+        .output()
+        .expect("run potctl ports");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "potctl ports: {out:?}");
+    assert!(
+        listed.contains(&format!(
+            "{p}  http  tcp,udp  em0:{http} -> 10.192.0.3:80  (pf anchor {anchor}; also 127.0.0.1:{http} via the task's relay)"
+        )),
+        "{listed}"
+    );
     // The published port also answers on the host itself (the supervisor's relay).
     std::net::TcpStream::connect(("127.0.0.1", http as u16)).expect("relay listening");
 

@@ -804,6 +804,20 @@ impl Engine {
         Ok(())
     }
 
+    /// Every task with a network record (bridged or alias), by pot name.
+    pub fn network_records(&self) -> Vec<(PotName, NetworkRecord)> {
+        let Ok(dirs) = std::fs::read_dir(self.cfg.state_dir.join("tasks")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(PotName, NetworkRecord)> = dirs
+            .flatten()
+            .filter_map(|d| PotName::new(&d.file_name().to_string_lossy()).ok())
+            .filter_map(|pot| self.network_record(&pot).map(|r| (pot, r)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// What the task's network looks like, if it is bridged.
     pub fn network_record(&self, pot: &PotName) -> Option<NetworkRecord> {
         lifecycle::read_json(&self.task_state_dir(pot).join(RECORD_FILE))
