@@ -100,10 +100,8 @@ fn ports(state_dir: PathBuf, pot_conf_dir: PathBuf, extif: Option<String>) -> Re
         for a in &r.aliases {
             println!("{pot}  alias  {}|{}  (the task's own address)", a.nic, a.ip);
         }
-        if r.ports.is_empty() && r.aliases.is_empty() {
-            if let Some(ip) = r.ip {
-                println!("{pot}  -  {ip}  (bridged, no published ports)");
-            }
+        if let (true, Some(ip)) = (r.ports.is_empty() && r.aliases.is_empty(), r.ip) {
+            println!("{pot}  -  {ip}  (bridged, no published ports)");
         }
     }
     Ok(ExitCode::SUCCESS)
