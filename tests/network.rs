@@ -860,3 +860,23 @@ async fn ipv6_stack_refuses_private_bridge_and_inherits_ip6() {
     env.destroy(&t).await;
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_vimage_no_bridges() {
+    let env = Env::new(true).await;
+    env.sim.tool_ok("sysctl", &["kern.features.vimage=0"]);
+    let (bridge_ok, descr) = env.fingerprint().await;
+    assert!(!bridge_ok);
+    assert!(descr.contains("the kernel has no VIMAGE"), "{descr}");
+    let t = env.task("novnet", json!({}), &[("http", port_base() + 19, 80)]);
+    let e = env.try_start(&t).await.unwrap_err();
+    assert!(e.message().contains("lacks VIMAGE"), "{e:?}");
+    assert!(
+        env.sim
+            .calls()
+            .iter()
+            .all(|c| c.argv[0] != "ifconfig" && c.argv[0] != "jail"),
+        "a start without VIMAGE touched interfaces or jails"
+    );
+    env.finish().await;
+}
