@@ -141,7 +141,17 @@ impl Engine {
         }
         let plan = network::plan(&self.cfg.network, &self.cfg.fs_root, &spec.network)?;
         let bridge = match &plan {
-            NetworkPlan::Bridged(b) => Some(self.ensure_vnet(b).await?),
+            NetworkPlan::Bridged(b) => {
+                let v4 = match b.v4() {
+                    true => Some(self.ensure_vnet(b).await?),
+                    false => None,
+                };
+                let v6 = match b.v6() {
+                    true => Some(self.ensure_vnet6().await?),
+                    false => None,
+                };
+                Some((v4, v6))
+            }
             NetworkPlan::Alias(addrs) => {
                 // pot's create checks each NIC with `ifconfig NIC`.
                 let nics: std::collections::BTreeSet<&str> =
@@ -204,11 +214,13 @@ impl Engine {
             .clone_pot(&pot, &imported, &paths, &spec.owner, conf, &plan)
             .await?;
         let attach = match (&plan, ip, bridge) {
-            (NetworkPlan::Bridged(b), Some(ip), Some(bridge)) => Attach::Bridge {
-                bridge,
+            (NetworkPlan::Bridged(b), Some(ip), Some((bridge4, bridge6))) => Attach::Bridge {
+                bridge4,
+                bridge6,
                 plan: b,
                 record: NetworkRecord {
-                    ip: Some(ip),
+                    // An ipv6 pot keeps its IPv4 in pot.conf (as pot does) but has no use for it.
+                    ip: b.v4().then_some(ip),
                     ports: b.ports.clone(),
                     ..Default::default()
                 },
@@ -310,14 +322,25 @@ impl Engine {
         let mut record = None;
         match attach {
             Attach::Bridge {
-                bridge,
+                bridge4,
+                bridge6,
                 plan,
                 record: mut rec,
             } => {
                 self.save_record(pot, &rec)?;
-                let jail_if = self.plug_epair(pot, &bridge, &mut rec).await?;
-                params.flag("vnet").set("vnet.interface", jail_if.clone());
-                record = Some((jail_if, plan, rec));
+                params.flag("vnet");
+                let mut jail_ifs = (None, None);
+                if let Some(b) = bridge4 {
+                    let jail_if = self.plug_epair(pot, &b, '4', &mut rec).await?;
+                    params.set("vnet.interface", jail_if.clone());
+                    jail_ifs.0 = Some(jail_if);
+                }
+                if let Some(b) = bridge6 {
+                    let jail_if = self.plug_epair(pot, &b, '6', &mut rec).await?;
+                    params.set("vnet.interface", jail_if.clone());
+                    jail_ifs.1 = Some(jail_if);
+                }
+                record = Some((jail_ifs, plan, rec));
             }
             Attach::Alias(aliases) => {
                 // Recorded first: jail(8) adds the aliases and they outlive the jail.
@@ -352,11 +375,16 @@ impl Engine {
             .await
             .map_err(EngineError::host(p))?;
         let mut relays = Vec::new();
-        if let Some((jail_if, plan, mut rec)) = record {
-            let ip = rec.ip.expect("bridged records carry the address");
-            self.configure_jail_net(pot, &jail_if, ip, plan).await?;
-            self.publish_ports(pot, ip, &mut rec).await?;
-            relays = network::relays(&rec);
+        if let Some(((jail_if4, jail_if6), plan, mut rec)) = record {
+            if let (Some(jail_if), Some(ip)) = (jail_if4, rec.ip) {
+                self.configure_jail_net(pot, &jail_if, ip, plan).await?;
+                self.publish_ports(pot, ip, &mut rec).await?;
+                relays = network::relays(&rec);
+            }
+            if let Some(jail_if) = jail_if6 {
+                self.configure_jail_net6(pot, &jail_if).await?;
+            }
+            self.configure_jail_lo0(pot).await?;
         }
         for i in &argv.unquoted_args {
             self.event(
@@ -712,7 +740,9 @@ fn jail_params(pot: &PotName, hostname: &str, osrelease: &str, root: &Path) -> J
 enum Attach<'a> {
     Inherit,
     Bridge {
-        bridge: String,
+        /// The IPv4 and IPv6 bridges the pot's stack joins.
+        bridge4: Option<String>,
+        bridge6: Option<String>,
         plan: &'a BridgePlan,
         record: NetworkRecord,
     },

@@ -56,6 +56,8 @@ pub struct Engine {
     events: EventSink,
     /// Once `vnet-start` has been done by this process: the bridges ready, by gateway address.
     vnet: tokio::sync::Mutex<Option<std::collections::BTreeMap<std::net::Ipv4Addr, String>>>,
+    /// The IPv6 bridge, once this process has found or made it.
+    vnet6: tokio::sync::Mutex<Option<String>>,
     /// The executable run as `<supervisor> shim` for every task: the running binary, which must
     /// dispatch that argument to [`shim::main`].
     supervisor: PathBuf,
@@ -71,6 +73,7 @@ impl Engine {
             starting: Mutex::new(HashSet::new()),
             events,
             vnet: tokio::sync::Mutex::new(None),
+            vnet6: tokio::sync::Mutex::new(None),
             supervisor: std::env::current_exe()
                 .unwrap_or_else(|_| PathBuf::from("nomad-pot-driver")),
         }

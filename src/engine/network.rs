@@ -15,7 +15,11 @@
 //! * Per task: an epair (`descr <pot>`, group `pot`), its host end renamed `p4<hex epoch><hex
 //!   n>` and added to the bridge, its jail end handed to the jail with `vnet.interface`, then
 //!   address, default route and lo0 set from the host (`ifconfig -j`, `route -j`) before the
-//!   task's command runs, and the rdr rules loaded into `pot-rdr/<anchor>` from stdin.
+//!   task's command runs, and the rdr rules loaded into `pot-rdr/<anchor>` from stdin. Stacks
+//!   ipv6 and dual add (ipv6: only) a `p6…` epair on the bridge holding `extif`, its jail end
+//!   set for SLAAC; private bridges and alias pots follow pot's rules for each stack.
+//! * Alias pots get `NIC|IP` addresses through jail(8)'s `ip4.addr`/`ip6.addr`; jail(8) adds
+//!   them to the NICs and teardown removes them, as `pot stop` does.
 //! * What teardown needs is in the task's state dir (`network.json`), written before each host
 //!   change: the epair, the anchor, and whether an epair was being created (then teardown also
 //!   looks for interfaces with `descr <pot>`, pot's own convention). The address needs no
@@ -37,8 +41,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// pot's limit for `pot-rdr/<anchor>` names.
 const ANCHOR_MAX: usize = 55;
-/// Description of the public bridge when the engine creates it, as `vnet-start` does.
+/// Descriptions of the bridges the engine creates, as `vnet-start` does.
 const PUBLIC_BRIDGE_DESCR: &str = "pot public bridge";
+const IPV6_BRIDGE_DESCR: &str = "pot ipv6 bridge";
 const PRIVATE_BRIDGE_DESCR: &str = "pot private bridge";
 pub(super) const RECORD_FILE: &str = "network.json";
 
@@ -149,9 +154,20 @@ pub struct BridgePlan {
     /// An explicit address, validated against the bridge's network.
     pub ip: Option<Ipv4Addr>,
     pub ports: Vec<PortSpec>,
+    /// pot's stack for the pot: ipv4 joins the IPv4 bridge, ipv6 the bridge holding `extif`
+    /// (addresses by SLAAC), dual both.
+    pub stack: super::Stack,
 }
 
 impl BridgePlan {
+    pub fn v4(&self) -> bool {
+        self.stack != super::Stack::Ipv6
+    }
+
+    pub fn v6(&self) -> bool {
+        self.stack != super::Stack::Ipv4
+    }
+
     /// The bridge's network, prefix length and gateway.
     fn subnet(&self, cfg: &NetworkConfig) -> (Ipv4Addr, u8, Ipv4Addr) {
         match &self.private {
@@ -233,8 +249,8 @@ fn read_private_bridge(fs_root: &Path, name: &str) -> Result<PrivateBridge, Engi
 #[serde(default)]
 pub struct NetworkRecord {
     pub ip: Option<Ipv4Addr>,
-    /// Host end of the epair, once renamed.
-    pub epair: Option<String>,
+    /// Host ends of the epairs (IPv4, then IPv6), once renamed.
+    pub epairs: Vec<String>,
     /// Set while an epair is being created and named.
     pub epair_pending: bool,
     /// `pot-rdr/<anchor>`, once rules may have been loaded.
@@ -303,18 +319,24 @@ pub fn plan(
         })?;
         Some(read_private_bridge(fs_root, name)?)
     } else {
-        if cfg.stack != super::Stack::Ipv4 {
-            return bad(format!(
-                "network stack {} is not supported for public-bridge yet (ipv4 only)",
-                cfg.stack.as_str()
-            ));
+        if cfg.stack == super::Stack::Ipv6 && !req.ports.is_empty() {
+            return bad(
+                "ports are published through IPv4 only (pot's rdr rules): network stack ipv6 cannot publish them"
+                    .to_string(),
+            );
         }
         None
+    };
+    let stack = if private.is_some() {
+        super::Stack::Ipv4
+    } else {
+        cfg.stack
     };
     let mut bridge = BridgePlan {
         private,
         ip: None,
         ports: Vec::new(),
+        stack,
     };
     if let Some(s) = &req.ip {
         let ip: Ipv4Addr = s
@@ -530,14 +552,14 @@ fn export_ports(ports: &[PortSpec]) -> String {
 
 /// pot names the host end `p4<hex epoch><hex pid>`; one plugin process starts many pots, so a
 /// per-process sequence is added to the pid. At most 15 characters (IFNAMSIZ - 1).
-fn epair_host_name() -> String {
+fn epair_host_name(stack_prefix: char) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let n = (std::process::id() + SEQ.fetch_add(1, Ordering::Relaxed)) & 0xf_ffff;
     let epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("p4{epoch:x}{n:x}")
+    format!("p{stack_prefix}{epoch:x}{n:x}")
 }
 
 impl Engine {
@@ -585,6 +607,58 @@ impl Engine {
             .get_or_insert_with(BTreeMap::new)
             .insert(gateway, bridge.clone());
         Ok(bridge)
+    }
+
+    /// The IPv6 part of pot's `vnet-start`: the bridge holding `extif` (pots get addresses by
+    /// SLAAC through it), created with `extif` as member if missing. Once per plugin process.
+    pub(super) async fn ensure_vnet6(&self) -> Result<String, EngineError> {
+        let mut done = self.vnet6.lock().await;
+        if let Some(b) = done.as_ref() {
+            return Ok(b.clone());
+        }
+        let host_err = || EngineError::host("vnet-start");
+        let extif = &self.cfg.network.extif;
+        let bridges = self
+            .host
+            .ifaces_in_group("bridge")
+            .await
+            .map_err(host_err())?;
+        let bridge = match bridges.into_iter().find(|b| b.members.contains(extif)) {
+            Some(b) => b.name,
+            None => {
+                let b = self
+                    .host
+                    .bridge_create(IPV6_BRIDGE_DESCR)
+                    .await
+                    .map_err(host_err())?;
+                self.host
+                    .iface_inet6_up(None, &b)
+                    .await
+                    .map_err(host_err())?;
+                self.host
+                    .bridge_addm(&b, extif, false)
+                    .await
+                    .map_err(host_err())?;
+                b
+            }
+        };
+        tracing::info!(bridge = %bridge, "ipv6 bridge ready");
+        *done = Some(bridge.clone());
+        Ok(bridge)
+    }
+
+    /// SLAAC on the jail's IPv6 epair end, set from the host (pot's tinirc runs `ifconfig
+    /// … inet6 up accept_rtadv -ifdisabled` inside the jail).
+    pub(super) async fn configure_jail_net6(
+        &self,
+        pot: &PotName,
+        jail_if: &str,
+    ) -> Result<(), EngineError> {
+        let p = pot.as_str();
+        self.host
+            .iface_inet6_autoconf(Some(p), jail_if)
+            .await
+            .map_err(EngineError::host(p))
     }
 
     /// The bridge-independent part of `vnet-start`.
@@ -660,7 +734,7 @@ impl Engine {
             b.private.as_ref(),
             b.ip,
         )?;
-        conf.set("pot.stack", "ipv4");
+        conf.set("pot.stack", b.stack.as_str());
         match &b.private {
             Some(p) => {
                 conf.set("network_type", "private-bridge");
@@ -681,6 +755,7 @@ impl Engine {
         &self,
         pot: &PotName,
         bridge: &str,
+        stack_prefix: char,
         record: &mut NetworkRecord,
     ) -> Result<String, EngineError> {
         let p = pot.as_str();
@@ -692,12 +767,12 @@ impl Engine {
             .await
             .map_err(EngineError::host(p))?;
         let b = format!("{}b", a.trim_end_matches('a'));
-        let name = epair_host_name();
+        let name = epair_host_name(stack_prefix);
         self.host
             .iface_rename_up(&a, &name)
             .await
             .map_err(EngineError::host(p))?;
-        record.epair = Some(name.clone());
+        record.epairs.push(name.clone());
         record.epair_pending = false;
         self.save_record(pot, record)?;
         self.host
@@ -707,7 +782,7 @@ impl Engine {
         Ok(b)
     }
 
-    /// Address, default route and loopback inside the jail, set from the host.
+    /// IPv4 address and default route inside the jail, set from the host.
     pub(super) async fn configure_jail_net(
         &self,
         pot: &PotName,
@@ -730,7 +805,12 @@ impl Engine {
         self.host
             .jail_default_route(p, gateway)
             .await
-            .map_err(EngineError::host(p))?;
+            .map_err(EngineError::host(p))
+    }
+
+    /// The jail's loopback address (pot's tinirc: `ifconfig lo0 inet 127.0.0.1 alias`).
+    pub(super) async fn configure_jail_lo0(&self, pot: &PotName) -> Result<(), EngineError> {
+        let p = pot.as_str();
         self.host
             .iface_inet(
                 Some(p),
@@ -769,7 +849,7 @@ impl Engine {
         let Some(record) = self.network_record(pot) else {
             return Ok(());
         };
-        let mut doomed: Vec<String> = record.epair.iter().cloned().collect();
+        let mut doomed: Vec<String> = record.epairs.clone();
         if record.epair_pending {
             // Interrupted between create and rename: find it by pot's `descr <pot>`.
             let ours = self
@@ -942,6 +1022,29 @@ mod tests {
             .contains("host port 8080 is published twice")
         );
         assert!(err(req(Some("host"), Some("10.192.0.9"), vec![])).contains("needs a bridge"));
+        let mut v6 = c.clone();
+        v6.stack = crate::engine::Stack::Ipv6;
+        let e = plan(
+            &v6,
+            Path::new("/nonexistent"),
+            &req(None, None, vec![port("a", 8080, 80)]),
+        );
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("network stack ipv6 cannot publish them")
+        );
+        assert!(matches!(
+            plan(
+                &v6,
+                Path::new("/nonexistent"),
+                &req(Some("public-bridge"), None, vec![])
+            ),
+            Ok(NetworkPlan::Bridged(BridgePlan {
+                stack: crate::engine::Stack::Ipv6,
+                ..
+            }))
+        ));
     }
 
     #[test]
@@ -1023,8 +1126,19 @@ mod tests {
                 private: Some(priv_bridge.clone()),
                 ip: Some(Ipv4Addr::new(10, 192, 0, 22)),
                 ports: vec![],
+                stack: crate::engine::Stack::Ipv4,
             })
         );
+        // A dual-stack host still puts private-bridge pots on IPv4 only, as pot does.
+        let mut dual = c.clone();
+        dual.stack = crate::engine::Stack::Dual;
+        assert!(matches!(
+            plan(&dual, root.path(), &req(Some("priv"), None)),
+            Ok(NetworkPlan::Bridged(BridgePlan {
+                stack: crate::engine::Stack::Ipv4,
+                ..
+            }))
+        ));
         let err = |r| plan(&c, root.path(), &r).unwrap_err().to_string();
         assert!(err(req(Some("nope"), None)).contains("private bridge \"nope\" does not exist"));
         assert!(err(req(None, None)).contains("needs `bridge`"));
@@ -1155,9 +1269,10 @@ mod tests {
 
     #[test]
     fn epair_names_fit_ifnamsiz() {
-        let a = epair_host_name();
-        let b = epair_host_name();
+        let a = epair_host_name('4');
+        let b = epair_host_name('6');
         assert!(a.starts_with("p4") && a.len() <= 15, "{a}");
+        assert!(b.starts_with("p6") && b.len() <= 15, "{b}");
         assert_ne!(a, b);
     }
 }

@@ -97,6 +97,24 @@ impl Host {
         self.run(Tool::Ifconfig, args).await.map(drop)
     }
 
+    /// `ifconfig [-j JAIL] IF inet6 up`.
+    pub async fn iface_inet6_up(&self, jail: Option<&str>, iface: &str) -> Result<(), HostError> {
+        let mut args = jail_prefix(jail);
+        args.extend(argv![iface, "inet6", "up"]);
+        self.run(Tool::Ifconfig, args).await.map(drop)
+    }
+
+    /// `ifconfig [-j JAIL] IF inet6 up accept_rtadv -ifdisabled`: IPv6 autoconfiguration.
+    pub async fn iface_inet6_autoconf(
+        &self,
+        jail: Option<&str>,
+        iface: &str,
+    ) -> Result<(), HostError> {
+        let mut args = jail_prefix(jail);
+        args.extend(argv![iface, "inet6", "up", "accept_rtadv", "-ifdisabled"]);
+        self.run(Tool::Ifconfig, args).await.map(drop)
+    }
+
     /// Whether interface `name` exists on the host (`ifconfig NAME`).
     pub async fn iface_exists(&self, name: &str) -> Result<bool, HostError> {
         match self.run(Tool::Ifconfig, argv![name]).await {

@@ -208,6 +208,25 @@ pub fn show(list: &[&Iface], i: &Iface) -> String {
         let (ip, len) = split_prefix(a);
         s.push_str(&format!("\tinet6 {ip} prefixlen {len}\n"));
     }
+    if i.accept_rtadv || i.ifdisabled {
+        let mut f = 0x1 | 0x20;
+        if i.accept_rtadv {
+            f |= 0x2;
+        }
+        if i.ifdisabled {
+            f |= 0x8;
+        }
+        let flags = bits(
+            f,
+            &[
+                (0x1, "PERFORMNUD"),
+                (0x2, "ACCEPT_RTADV"),
+                (0x8, "IFDISABLED"),
+                (0x20, "AUTO_LINKLOCAL"),
+            ],
+        );
+        s.push_str(&format!("\tnd6 options={flags}\n"));
+    }
     if i.kind == IfKind::Bridge {
         s.push_str("\tid 00:00:00:00:00:00 priority 32768 hellotime 2 fwddelay 15\n\tmaxage 20 holdcnt 6 proto rstp maxaddr 2000 timeout 1200\n\troot id 00:00:00:00:00:00 priority 32768 ifcost 0 port 0\n");
         // if_bridge inserts members at the head of its list: the newest is shown first.
@@ -413,6 +432,10 @@ fn apply(st: &mut State, ns: &Ns, name: &str, cmds: &[String]) -> Res<String> {
                 let here = st.ifaces[idx].name.clone();
                 idx = reclaim(st, ns, &here, val)?;
             }
+            "accept_rtadv" => st.ifaces[idx].accept_rtadv = true,
+            "-accept_rtadv" => st.ifaces[idx].accept_rtadv = false,
+            "ifdisabled" => st.ifaces[idx].ifdisabled = true,
+            "-ifdisabled" => st.ifaces[idx].ifdisabled = false,
             "alias" | "add" => op.alias = true,
             "-alias" | "delete" => op.delete = true,
             "netmask" | "prefixlen" => op.mask = Some(val.into()),

@@ -98,6 +98,9 @@ pub struct Iface {
     /// Bridge members in the order they were added; `private` holds those with PRIVATE set.
     pub members: Vec<String>,
     pub private: Vec<String>,
+    /// nd6 flags set with `accept_rtadv` / `-ifdisabled` (IPv6 autoconfiguration).
+    pub accept_rtadv: bool,
+    pub ifdisabled: bool,
     /// Jail whose vnet holds the interface now; `None` is the host.
     pub vnet: Option<String>,
     /// Jail whose vnet created the interface (it dies with that vnet); `None` is the host.
