@@ -18,6 +18,12 @@ plugin "nomad-pot-driver" {
     gateway           = "10.192.0.1"
     dns_ip            = "10.192.0.2"
     extif             = "em0"
+    extra_extif       = []
+    extif_addr        = ""
+    vpn_extif         = ""
+    vpn_networks      = []
+    isolate_vnet_pots = false
+    network_stack     = "ipv4"
     args_quote_compat = true
     # Host directories jobs may mount or copy from, besides their own alloc dir.
     allowed_host_paths = []

@@ -60,6 +60,18 @@ enum Command {
         #[arg(short = 'S', value_name = "SECKEY")]
         seckey: Option<PathBuf>,
     },
+    /// Show what each task publishes (pf rdr rules, localhost relay) and where it goes.
+    Ports {
+        /// The driver's `state_dir`.
+        #[arg(long, default_value = "/var/db/nomad-pot-driver")]
+        state_dir: PathBuf,
+        /// Where pot's `pot.conf` is read (for the external interface).
+        #[arg(long, default_value = nomad_pot_driver::engine::DEFAULT_POT_CONF_DIR)]
+        pot_conf_dir: PathBuf,
+        /// The external interface, if not pot's `POT_EXTIF` (the agent's `extif`).
+        #[arg(long)]
+        extif: Option<String>,
+    },
     /// Imported images and the image cache.
     Images {
         #[command(subcommand)]
@@ -109,6 +121,11 @@ fn main() -> ExitCode {
                 command: ImagesCommand::Gc { dry_run, keep },
             } => engine(cli.config, cli.sim)
                 .and_then(|engine| rt.block_on(images_gc(&engine, dry_run, keep))),
+            Command::Ports {
+                state_dir,
+                pot_conf_dir,
+                extif,
+            } => ports(state_dir, pot_conf_dir, extif),
         });
     match result {
         Ok(code) => code,
@@ -172,6 +189,47 @@ async fn images_gc(engine: &Engine, dry_run: bool, keep: Option<usize>) -> Resul
     }
     for name in &report.kept {
         println!("kept {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `potctl ports`: one line per published port, one per alias address.
+fn ports(state_dir: PathBuf, pot_conf_dir: PathBuf, extif: Option<String>) -> Result<ExitCode> {
+    use nomad_pot_driver::engine::{Engine, EngineConfig, Overrides};
+    let cfg = EngineConfig::resolve(&Overrides {
+        state_dir: Some(state_dir),
+        pot_conf_dir: Some(pot_conf_dir),
+        extif,
+        ..Default::default()
+    })
+    .context("reading pot's configuration")?;
+    let extif = cfg.network.extif.clone();
+    let target = match cfg.network.extif_addr {
+        Some(a) => a.to_string(),
+        None => extif.clone(),
+    };
+    let engine = Engine::new(cfg, std::sync::Arc::new(|_: &_, _| {}));
+    let records = engine.network_records();
+    if records.is_empty() {
+        println!("no task publishes anything");
+    }
+    for (pot, r) in records {
+        let anchor = r.anchor.as_deref().unwrap_or("-");
+        for p in &r.ports {
+            let ip = r.ip.map(|ip| ip.to_string()).unwrap_or_default();
+            println!(
+                "{pot}  {label}  tcp,udp  {target}:{host} -> {ip}:{to}  (pf anchor {anchor}; also 127.0.0.1:{host} via the task's relay)",
+                label = p.label,
+                host = p.host_port,
+                to = p.pot_port,
+            );
+        }
+        for a in &r.aliases {
+            println!("{pot}  alias  {}|{}  (the task's own address)", a.nic, a.ip);
+        }
+        if let (true, Some(ip)) = (r.ports.is_empty() && r.aliases.is_empty(), r.ip) {
+            println!("{pot}  -  {ip}  (bridged, no published ports)");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

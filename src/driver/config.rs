@@ -2,7 +2,11 @@
 
 use super::cty::{self, CtyError};
 use super::schema;
-use crate::engine::{CopyIn, HostEntry, HostMount, Limits, Overrides, parse_count, parse_size};
+use crate::engine::{
+    CopyIn, HostEntry, HostMount, Limits, NetworkRequest, Overrides, PortSpec, parse_count,
+    parse_size,
+};
+use crate::proto::drivers::PortMapping;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -33,6 +37,12 @@ impl AgentConfig {
                 gateway: o.string("gateway"),
                 dns_ip: o.string("dns_ip"),
                 extif: o.string("extif"),
+                extra_extif: o.merged_map("extra_extif"),
+                extif_addr: o.string("extif_addr"),
+                vpn_extif: o.string("vpn_extif"),
+                vpn_networks: o.strings("vpn_networks"),
+                isolate_vnet_pots: o.bool("isolate_vnet_pots"),
+                network_stack: o.string("network_stack"),
                 args_quote_compat: o.bool("args_quote_compat"),
                 allowed_host_paths: o
                     .strings("allowed_host_paths")
@@ -61,6 +71,10 @@ pub struct TaskConfig {
     pub args: Vec<String>,
     pub port_map: BTreeMap<String, String>,
     pub network_mode: Option<String>,
+    /// An explicit pot address (bridge types).
+    pub ip: Option<String>,
+    /// The private bridge of a private-bridge task.
+    pub bridge: Option<String>,
     /// `mount` then `mount_read_only`, in that order (the Go driver's).
     pub mounts: Vec<HostMount>,
     pub copy: Vec<CopyIn>,
@@ -145,32 +159,87 @@ impl TaskConfig {
             args: o.strings("args"),
             port_map: o.merged_map("port_map"),
             network_mode: o.string("network_mode"),
+            ip: o.string("ip"),
+            bridge: o.string("bridge"),
             mounts,
             copy,
             extra_hosts,
             attributes,
             limits,
         };
-        config.check_supported()?;
         Ok(config)
     }
+}
 
-    /// Options this version does not implement yet are refused rather than silently ignored.
-    fn check_supported(&self) -> Result<(), CtyError> {
-        let unsupported = |reason: String| CtyError {
-            block: "task config",
-            reason,
-        };
-        match self.network_mode.as_deref() {
-            None | Some("host") | Some("inherit") => {}
-            Some(other) => {
-                return Err(unsupported(format!(
-                    "network_mode {other:?} is not supported yet (supported: \"host\", \"inherit\")"
-                )));
+impl TaskConfig {
+    /// The network to ask the engine for. Ports: with a legacy `port_map` (Go-driver jobs),
+    /// exactly its labels, the host port being Nomad's port of that label (or
+    /// `NOMAD_HOST_PORT_<label>`); without one, every port Nomad allocated to the task, to its
+    /// `to` (or the same number when `to` is unset).
+    pub fn network_request(
+        &self,
+        ports: &[PortMapping],
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<NetworkRequest, String> {
+        let mut specs = Vec::new();
+        if self.port_map.is_empty() {
+            for p in ports {
+                let host = port_number(&p.label, "host port", i64::from(p.value))?;
+                let to = if p.to > 0 {
+                    i64::from(p.to)
+                } else {
+                    host.into()
+                };
+                specs.push(PortSpec {
+                    label: p.label.clone(),
+                    host_port: host,
+                    pot_port: port_number(&p.label, "to", to)?,
+                });
+            }
+        } else {
+            for (label, pot_port) in &self.port_map {
+                let pot_port = pot_port
+                    .parse::<i64>()
+                    .map_err(|_| format!("port_map {label:?}: {pot_port:?} is not a port number"))
+                    .and_then(|n| port_number(label, "port_map", n))?;
+                let host = ports
+                    .iter()
+                    .find(|p| p.label == *label)
+                    .map(|p| i64::from(p.value))
+                    .or_else(|| {
+                        env.get(&format!("NOMAD_HOST_PORT_{label}"))
+                            .and_then(|v| v.parse().ok())
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "port_map {label:?}: Nomad allocated no port with that label (add `port \"{label}\" {{}}` to the group's network block)"
+                        )
+                    })?;
+                specs.push(PortSpec {
+                    label: label.clone(),
+                    host_port: port_number(label, "host port", host)?,
+                    pot_port,
+                });
             }
         }
-        Ok(())
+        // With network_mode "host" the task uses the host's ports directly: nothing to publish.
+        if matches!(self.network_mode.as_deref(), Some("host" | "inherit")) {
+            specs.clear();
+        }
+        Ok(NetworkRequest {
+            network_type: self.network_mode.clone(),
+            ip: self.ip.clone(),
+            bridge: self.bridge.clone(),
+            ports: specs,
+        })
     }
+}
+
+fn port_number(label: &str, what: &str, n: i64) -> Result<u16, String> {
+    u16::try_from(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("port {label:?}: {what} {n} is not in 1-65535"))
 }
 
 #[cfg(test)]
@@ -283,26 +352,106 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_options_are_refused_by_name() {
-        let base = || -> Vec<(&str, rmpv::Value)> {
-            vec![
-                ("image", "http://h/".into()),
-                ("pot", "p".into()),
-                ("tag", "1".into()),
-            ]
-        };
-        let mut m = base();
-        m.push(("network_mode", "public-bridge".into()));
-        let e = TaskConfig::decode(&encode(m)).unwrap_err();
-        assert!(e.reason.contains("network_mode \"public-bridge\""), "{e}");
-        let mut m = base();
-        m.push(("network_mode", "host".into()));
+    fn network_options_are_decoded() {
+        let m = vec![
+            ("image", "http://h/".into()),
+            ("pot", "p".into()),
+            ("tag", "1".into()),
+            ("network_mode", "private-bridge".into()),
+            ("ip", "10.192.0.9".into()),
+            ("bridge", "backend".into()),
+        ];
+        let c = TaskConfig::decode(&encode(m)).unwrap();
         assert_eq!(
-            TaskConfig::decode(&encode(m))
-                .unwrap()
-                .network_mode
-                .as_deref(),
-            Some("host")
+            (
+                c.network_mode.as_deref(),
+                c.ip.as_deref(),
+                c.bridge.as_deref()
+            ),
+            (Some("private-bridge"), Some("10.192.0.9"), Some("backend"))
         );
+    }
+
+    #[test]
+    fn ports_from_nomad_and_from_legacy_port_map() {
+        let tc = |port_map: &[(&str, &str)], mode: Option<&str>| TaskConfig {
+            image: "http://h/".into(),
+            pot: "p".into(),
+            tag: "1".into(),
+            command: None,
+            args: vec![],
+            port_map: port_map
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            network_mode: mode.map(str::to_string),
+            ip: None,
+            bridge: None,
+            mounts: vec![],
+            copy: vec![],
+            extra_hosts: vec![],
+            attributes: vec![],
+            limits: Limits::default(),
+        };
+        let pm = |label: &str, value: i32, to: i32| PortMapping {
+            label: label.into(),
+            value,
+            to,
+            host_ip: String::new(),
+        };
+        let env = std::collections::HashMap::from([(
+            "NOMAD_HOST_PORT_legacy".to_string(),
+            "25001".to_string(),
+        )]);
+        let nomad = [pm("http", 25000, 80), pm("raw", 25002, 0)];
+        let r = tc(&[], None).network_request(&nomad, &env).unwrap();
+        assert_eq!(
+            r.ports,
+            [
+                PortSpec {
+                    label: "http".into(),
+                    host_port: 25000,
+                    pot_port: 80
+                },
+                PortSpec {
+                    label: "raw".into(),
+                    host_port: 25002,
+                    pot_port: 25002
+                },
+            ]
+        );
+        let r = tc(&[("http", "8080"), ("legacy", "9090")], None)
+            .network_request(&nomad, &env)
+            .unwrap();
+        assert_eq!(
+            r.ports,
+            [
+                PortSpec {
+                    label: "http".into(),
+                    host_port: 25000,
+                    pot_port: 8080
+                },
+                PortSpec {
+                    label: "legacy".into(),
+                    host_port: 25001,
+                    pot_port: 9090
+                },
+            ]
+        );
+        let e = tc(&[("nope", "80")], None)
+            .network_request(&nomad, &env)
+            .unwrap_err();
+        assert!(
+            e.contains("port_map \"nope\": Nomad allocated no port"),
+            "{e}"
+        );
+        let e = tc(&[("http", "eighty")], None)
+            .network_request(&nomad, &env)
+            .unwrap_err();
+        assert!(e.contains("not a port number"), "{e}");
+        let r = tc(&[("http", "80")], Some("host"))
+            .network_request(&nomad, &env)
+            .unwrap();
+        assert!(r.ports.is_empty());
     }
 }

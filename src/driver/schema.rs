@@ -79,6 +79,12 @@ pub const AGENT: &[AttrDef] = &[
     attr("gateway", Ty::String),
     attr("dns_ip", Ty::String),
     attr("extif", Ty::String),
+    attr("extra_extif", Ty::ListMapString),
+    attr("extif_addr", Ty::String),
+    attr("vpn_extif", Ty::String),
+    attr("vpn_networks", Ty::ListString),
+    attr("isolate_vnet_pots", Ty::Bool),
+    attr("network_stack", Ty::String),
     with_default("args_quote_compat", Ty::Bool, "true"),
     attr("allowed_host_paths", Ty::ListString),
     attr("allowed_attributes", Ty::ListString),
@@ -99,6 +105,8 @@ pub const TASK: &[AttrDef] = &[
     attr("args", Ty::ListString),
     attr("port_map", Ty::ListMapString),
     attr("network_mode", Ty::String),
+    attr("ip", Ty::String),
+    attr("bridge", Ty::String),
     attr("mount", Ty::ListString),
     attr("copy", Ty::ListString),
     attr("mount_read_only", Ty::ListString),
@@ -168,9 +176,10 @@ mod tests {
 
     #[test]
     fn task_schema_keeps_go_driver_keys_and_types() {
+        // The Go driver's keys in its order, plus `ip` and `bridge` (pot's `-i`, `-B`).
         let names: Vec<&str> = TASK.iter().map(|a| a.name).collect();
         assert_eq!(
-            names[..12],
+            names[..14],
             [
                 "image",
                 "pot",
@@ -179,6 +188,8 @@ mod tests {
                 "args",
                 "port_map",
                 "network_mode",
+                "ip",
+                "bridge",
                 "mount",
                 "copy",
                 "mount_read_only",

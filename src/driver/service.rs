@@ -174,9 +174,19 @@ impl PotDriver {
 
     async fn fingerprint_now(&self) -> drivers::FingerprintResponse {
         use drivers::fingerprint_response::HealthState;
-        let (health, description, racct) = match self.configured() {
-            Err(_) => (HealthState::Undetected, "not configured".to_string(), false),
-            Ok(c) if !c.agent.enabled => (HealthState::Undetected, "disabled".to_string(), false),
+        let (health, description, racct, bridge) = match self.configured() {
+            Err(_) => (
+                HealthState::Undetected,
+                "not configured".to_string(),
+                false,
+                false,
+            ),
+            Ok(c) if !c.agent.enabled => (
+                HealthState::Undetected,
+                "disabled".to_string(),
+                false,
+                false,
+            ),
             Ok(c) => {
                 let h = c.engine.health().await;
                 let state = if h.healthy {
@@ -184,7 +194,12 @@ impl PotDriver {
                 } else {
                     HealthState::Unhealthy
                 };
-                (state, h.description, h.racct)
+                (
+                    state,
+                    h.description,
+                    h.racct,
+                    h.bridge_unavailable.is_none(),
+                )
             }
         };
         let mut attributes = HashMap::new();
@@ -196,6 +211,10 @@ impl PotDriver {
                 attr(Value::StringVal(PLUGIN_VERSION.to_string())),
             );
             attributes.insert("driver.pot.racct".to_string(), attr(Value::BoolVal(racct)));
+            attributes.insert(
+                "driver.pot.network.bridge".to_string(),
+                attr(Value::BoolVal(bridge)),
+            );
         }
         drivers::FingerprintResponse {
             attributes,
@@ -485,6 +504,14 @@ impl Driver for PotDriver {
                 readonly: m.readonly,
             })
             .collect();
+        let nomad_ports = cfg
+            .resources
+            .as_ref()
+            .map(|r| r.ports.as_slice())
+            .unwrap_or_default();
+        let network = tc
+            .network_request(nomad_ports, &cfg.env)
+            .map_err(|e| Status::invalid_argument(format!("task config: {e}")))?;
         let limits = nomad_limits(&cfg, tc.limits)?;
         let spec = TaskSpec {
             pot: pot.clone(),
@@ -509,6 +536,7 @@ impl Driver for PotDriver {
             }),
             limits,
             owner: cfg.id.clone(),
+            network,
         };
         self.route(&pot, &cfg);
         tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");
@@ -524,9 +552,11 @@ impl Driver for PotDriver {
                 return Err(status::from_engine(&e));
             }
         };
+        let network_override = network_override(&engine, &pot);
         let entry = self.register(cfg, pot, instance);
         Ok(Response::new(drivers::StartTaskResponse {
             handle: Some(handle_for(&entry)),
+            network_override,
             ..Default::default()
         }))
     }
@@ -698,7 +728,7 @@ impl Driver for PotDriver {
                     ("pid".to_string(), entry.instance.pid.to_string()),
                 ]),
             }),
-            network_override: None,
+            network_override: network_override(&*self.engine()?, &entry.pot),
         }))
     }
 
@@ -916,6 +946,37 @@ async fn forward_exec_output(
             ..Default::default()
         }))
         .await;
+}
+
+/// For a bridged pot, the pot's address and the in-pot ports, for services with
+/// `address_mode = "driver"`; Nomad keeps advertising the host's address otherwise, which the
+/// rdr rules serve, so `auto_advertise` stays off. An alias pot is only reachable on its own
+/// addresses: its first one is advertised.
+fn network_override(engine: &Engine, pot: &PotName) -> Option<drivers::NetworkOverride> {
+    let record = engine.network_record(pot)?;
+    if let Some(alias) = record.aliases.first() {
+        let ip = record
+            .aliases
+            .iter()
+            .find(|a| a.ip.is_ipv4())
+            .unwrap_or(alias)
+            .ip;
+        return Some(drivers::NetworkOverride {
+            port_map: HashMap::new(),
+            addr: ip.to_string(),
+            auto_advertise: true,
+        });
+    }
+    let ip = record.ip?;
+    Some(drivers::NetworkOverride {
+        port_map: record
+            .ports
+            .iter()
+            .map(|p| (p.label.clone(), i32::from(p.pot_port)))
+            .collect(),
+        addr: ip.to_string(),
+        auto_advertise: false,
+    })
 }
 
 /// One TaskStats sample. Without usage (racct off, jail gone) the sample is still sent, with no

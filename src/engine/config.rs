@@ -1,5 +1,6 @@
 //! Engine settings: pot's defaults, overlaid by pot's own config files, overlaid by the agent config.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,11 +73,50 @@ impl Default for ImagePolicy {
 /// pot's network settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkConfig {
+    /// `POT_NETWORK`, CIDR form.
     pub network: String,
     pub netmask: Ipv4Addr,
     pub gateway: Ipv4Addr,
     pub dns_ip: Option<Ipv4Addr>,
     pub extif: String,
+    /// `POT_EXTRA_EXTIF` with each NIC's `POT_NETWORK_<nic>`: extra NAT and rdr rules.
+    pub extra_extif: BTreeMap<String, String>,
+    /// `POT_EXTIF_ADDR`: NAT to and rdr from this address instead of the NIC's.
+    pub extif_addr: Option<Ipv4Addr>,
+    /// `POT_VPN_EXTIF` and `POT_VPN_NETWORKS`: extra NAT rules towards a VPN.
+    pub vpn_extif: Option<String>,
+    pub vpn_networks: Vec<String>,
+    /// `POT_ISOLATE_VNET_POTS`: bridge members are `private` (no traffic between pots).
+    pub isolate_vnet_pots: bool,
+    /// `POT_NETWORK_STACK`: the stack of pots whose task config names none.
+    pub stack: Stack,
+}
+
+/// pot's network stacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack {
+    Ipv4,
+    Ipv6,
+    Dual,
+}
+
+impl Stack {
+    pub fn parse(v: &str) -> Option<Stack> {
+        match v {
+            "ipv4" => Some(Stack::Ipv4),
+            "ipv6" => Some(Stack::Ipv6),
+            "dual" => Some(Stack::Dual),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stack::Ipv4 => "ipv4",
+            Stack::Ipv6 => "ipv6",
+            Stack::Dual => "dual",
+        }
+    }
 }
 
 /// Agent-config values that override pot's; `None` keeps pot's value.
@@ -95,6 +135,14 @@ pub struct Overrides {
     pub gateway: Option<String>,
     pub dns_ip: Option<String>,
     pub extif: Option<String>,
+    /// NIC → network; empty keeps pot's.
+    pub extra_extif: BTreeMap<String, String>,
+    pub extif_addr: Option<String>,
+    pub vpn_extif: Option<String>,
+    /// Empty keeps pot's.
+    pub vpn_networks: Vec<String>,
+    pub isolate_vnet_pots: Option<bool>,
+    pub network_stack: Option<String>,
     pub args_quote_compat: Option<bool>,
     pub allowed_host_paths: Vec<PathBuf>,
     pub allowed_attributes: Vec<String>,
@@ -140,6 +188,36 @@ impl EngineConfig {
         let netmask = pick(&o.netmask, &pot.netmask);
         let gateway = pick(&o.gateway, &pot.gateway);
         let dns_ip = pick(&o.dns_ip, &pot.dns_ip);
+        let extif_addr = pick(&o.extif_addr, &pot.extif_addr);
+        let vpn_extif = pick(&o.vpn_extif, &pot.vpn_extif);
+        let stack = pick(&o.network_stack, &pot.network_stack);
+        let extra_extif = if o.extra_extif.is_empty() {
+            pot.extra_extif()?
+        } else {
+            o.extra_extif.clone()
+        };
+        for (nic, net) in &extra_extif {
+            validate_nic("extra_extif", nic)?;
+            parse_cidr("extra_extif", net)?;
+        }
+        let vpn_networks = if o.vpn_networks.is_empty() {
+            pot.vpn_networks
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        } else {
+            o.vpn_networks.clone()
+        };
+        for net in &vpn_networks {
+            parse_cidr("vpn_networks", net)?;
+        }
+        let isolate = match o.isolate_vnet_pots {
+            Some(b) => b,
+            None => matches!(
+                pot.isolate.as_str(),
+                "YES" | "yes" | "true" | "TRUE" | "on" | "ON" | "1"
+            ),
+        };
         let cfg = EngineConfig {
             tool_path: o
                 .tool_path
@@ -168,6 +246,26 @@ impl EngineConfig {
                     Some(parse_ip("dns_ip", &dns_ip)?)
                 },
                 extif: pick(&o.extif, &pot.extif),
+                extra_extif,
+                extif_addr: if extif_addr.is_empty() {
+                    None
+                } else {
+                    Some(parse_ip("extif_addr", &extif_addr)?)
+                },
+                vpn_extif: Some(vpn_extif).filter(|v| !v.is_empty()),
+                vpn_networks,
+                isolate_vnet_pots: isolate,
+                stack: match (o.network_stack.is_some(), Stack::parse(&stack)) {
+                    (_, Some(s)) => s,
+                    (true, None) => {
+                        return Err(bad(
+                            "network_stack",
+                            format!("{stack:?} is not one of ipv4, ipv6, dual"),
+                        ));
+                    }
+                    // pot itself falls back to ipv4 for an invalid POT_NETWORK_STACK.
+                    (false, None) => Stack::Ipv4,
+                },
             },
             args_quote_compat: o.args_quote_compat.unwrap_or(true),
             allowed_host_paths: o.allowed_host_paths.clone(),
@@ -224,6 +322,30 @@ impl EngineConfig {
         }
         if self.network.extif.is_empty() {
             return Err(bad("extif", "must not be empty"));
+        }
+        validate_nic("extif", &self.network.extif)?;
+        if let Some(v) = &self.network.vpn_extif {
+            validate_nic("vpn_extif", v)?;
+        }
+        let (net, len) = self.network.ipv4_network();
+        if prefix_mask(len) != u32::from(self.network.netmask) {
+            return Err(bad(
+                "netmask",
+                format!(
+                    "{} does not match network {}",
+                    self.network.netmask, self.network.network
+                ),
+            ));
+        }
+        let inside = |ip: Ipv4Addr| u32::from(ip) & prefix_mask(len) == u32::from(net);
+        if !inside(self.network.gateway) {
+            return Err(bad(
+                "gateway",
+                format!(
+                    "{} is outside network {}",
+                    self.network.gateway, self.network.network
+                ),
+            ));
         }
         Ok(())
     }
@@ -324,6 +446,39 @@ fn parse_size(key: &str, v: &str) -> Result<u64, ConfigError> {
         })
 }
 
+impl NetworkConfig {
+    /// `POT_NETWORK` as (network address, prefix length); validated at resolve time.
+    pub fn ipv4_network(&self) -> (Ipv4Addr, u8) {
+        let (a, l) = self.network.split_once('/').expect("validated CIDR");
+        let len: u8 = l.parse().expect("validated prefix");
+        let a: Ipv4Addr = a.parse().expect("validated address");
+        (Ipv4Addr::from(u32::from(a) & prefix_mask(len)), len)
+    }
+}
+
+/// The netmask of a prefix length, as a number.
+pub fn prefix_mask(len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    }
+}
+
+/// An interface name as FreeBSD allows it: up to 15 characters, letters, digits, `_`, `.`, `-`.
+fn validate_nic(key: &str, nic: &str) -> Result<(), ConfigError> {
+    let ok = !nic.is_empty()
+        && nic.len() <= 15
+        && nic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(key, format!("{nic:?} is not an interface name")))
+    }
+}
+
 fn validate_dataset_name(key: &str, name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && !name.starts_with('/')
@@ -371,6 +526,14 @@ struct PotSettings {
     dns_ip: String,
     extif: String,
     signature_pubkey: String,
+    extra_extif: String,
+    extif_addr: String,
+    vpn_extif: String,
+    vpn_networks: String,
+    isolate: String,
+    network_stack: String,
+    /// Every `POT_NETWORK_<nic>` seen.
+    nic_networks: BTreeMap<String, String>,
 }
 
 impl PotSettings {
@@ -386,7 +549,27 @@ impl PotSettings {
             dns_ip: "10.192.0.2".into(),
             extif: "em0".into(),
             signature_pubkey: String::new(),
+            extra_extif: String::new(),
+            extif_addr: String::new(),
+            vpn_extif: String::new(),
+            vpn_networks: String::new(),
+            isolate: "false".into(),
+            network_stack: "ipv4".into(),
+            nic_networks: BTreeMap::new(),
         }
+    }
+
+    /// `POT_EXTRA_EXTIF` NICs with their `POT_NETWORK_<nic>`; pot skips NICs without one.
+    fn extra_extif(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        Ok(self
+            .extra_extif
+            .split_whitespace()
+            .filter_map(|nic| {
+                self.nic_networks
+                    .get(nic)
+                    .map(|net| (nic.to_string(), net.clone()))
+            })
+            .collect())
     }
 
     /// pot sources these files as sh; like potnet we read plain `KEY=value` lines and ignore the
@@ -408,6 +591,17 @@ impl PotSettings {
                 "POT_DNS_IP" => &mut self.dns_ip,
                 "POT_EXTIF" => &mut self.extif,
                 "POT_DEFAULT_SIGNATURE_PUBKEY" => &mut self.signature_pubkey,
+                "POT_EXTRA_EXTIF" => &mut self.extra_extif,
+                "POT_EXTIF_ADDR" => &mut self.extif_addr,
+                "POT_VPN_EXTIF" => &mut self.vpn_extif,
+                "POT_VPN_NETWORKS" => &mut self.vpn_networks,
+                "POT_ISOLATE_VNET_POTS" => &mut self.isolate,
+                "POT_NETWORK_STACK" => &mut self.network_stack,
+                k if k.starts_with("POT_NETWORK_") => {
+                    self.nic_networks
+                        .insert(k["POT_NETWORK_".len()..].to_string(), value);
+                    continue;
+                }
                 "POT_FS_ROOT" => {
                     self.fs_root = value.into();
                     continue;

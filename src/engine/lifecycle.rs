@@ -9,6 +9,7 @@ use super::image::{self, ImageRef};
 use super::jailfs;
 use super::layout::{self, MountSpec, PotName, PotPaths};
 use super::limits::Limits;
+use super::network::{self, BridgePlan, NetworkPlan, NetworkRecord, NetworkRequest};
 use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
 use super::{Engine, EngineError, shim};
@@ -62,6 +63,7 @@ pub struct TaskSpec {
     pub limits: Limits,
     /// Who the pot belongs to (Nomad's task id), recorded on its dataset.
     pub owner: String,
+    pub network: NetworkRequest,
 }
 
 /// A task's job options after every check: what boot applies, host paths already resolved.
@@ -166,6 +168,39 @@ impl Engine {
         }
         let mut checked = self.check_options(&spec)?;
         checked.rctl_rules = self.plan_rctl(&pot, &spec.limits).await?;
+        let plan = network::plan(&self.cfg.network, &self.cfg.fs_root, &spec.network)?;
+        let bridge = match &plan {
+            NetworkPlan::Bridged(b) => {
+                let v4 = match b.v4() {
+                    true => Some(self.ensure_vnet(b).await?),
+                    false => None,
+                };
+                let v6 = match b.v6() {
+                    true => Some(self.ensure_vnet6().await?),
+                    false => None,
+                };
+                Some((v4, v6))
+            }
+            NetworkPlan::Alias(addrs) => {
+                // pot's create checks each NIC with `ifconfig NIC`.
+                let nics: std::collections::BTreeSet<&str> =
+                    addrs.iter().map(|a| a.nic.as_str()).collect();
+                for nic in nics {
+                    if !self
+                        .host
+                        .iface_exists(nic)
+                        .await
+                        .map_err(EngineError::host(pot.as_str()))?
+                    {
+                        return Err(EngineError::InvalidInput(format!(
+                            "network interface {nic} (of ip) does not exist"
+                        )));
+                    }
+                }
+                None
+            }
+            NetworkPlan::Inherit => None,
+        };
         let events = |msg: String| self.event(&pot, msg);
         // Held until the clone exists, so an image GC cannot remove the image in between.
         let (imported, image_lock) =
@@ -186,14 +221,53 @@ impl Engine {
             self.cfg.args_quote_compat,
         )?;
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
-        self.clone_pot(&pot, &imported, &paths, &spec.owner).await?;
+        let hostname = layout::usable_hostname(
+            &pot,
+            &nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            HOSTNAME_MAX_LENGTH,
+        );
+        let (conf, attributes) = self.pot_conf(&spec, &image_conf, &hostname, &argv)?;
+        let (conf, ip) = self
+            .clone_pot(&pot, &imported, &paths, &spec.owner, conf, &plan)
+            .await?;
         drop(image_lock);
         if let Some(max) = self.cfg.image.cache_max
             && let Err(e) = self.gc_images(max, false).await
         {
             tracing::warn!(error = %e, "image cache GC failed");
         }
-        match self.boot(&spec, &checked, &paths, &image_conf, &argv).await {
+        let attach = match (&plan, ip, bridge) {
+            (NetworkPlan::Bridged(b), Some(ip), Some((bridge4, bridge6))) => Attach::Bridge {
+                bridge4,
+                bridge6,
+                plan: b,
+                record: NetworkRecord {
+                    // An ipv6 pot keeps its IPv4 in pot.conf (as pot does) but has no use for it.
+                    ip: b.v4().then_some(ip),
+                    ports: b.ports.clone(),
+                    ..Default::default()
+                },
+            },
+            (NetworkPlan::Alias(addrs), _, _) => Attach::Alias(addrs),
+            _ => Attach::Inherit,
+        };
+        let booted = self
+            .boot(
+                &spec,
+                &checked,
+                &paths,
+                Booting {
+                    conf: &conf,
+                    hostname: &hostname,
+                    attributes: &attributes,
+                    attach,
+                },
+                &argv,
+            )
+            .await;
+        match booted {
             Ok(instance) => Ok(instance),
             Err(e) => {
                 if let Err(cleanup) = self.teardown(&pot).await {
@@ -304,15 +378,49 @@ impl Engine {
         Ok(limits.rules(p, ncpu))
     }
 
-    /// `pot clone` of a single pot: a dataset for the pot and a ZFS clone of the image's root.
-    /// Runs under pot's global lock so a `pot` CLI on the same host sees a consistent tree.
+    /// What `pot clone` + `pot prepare` would leave in the pot's pot.conf, before the network
+    /// keys; and the jail attributes, the image's under the job's.
+    fn pot_conf(
+        &self,
+        spec: &TaskSpec,
+        image_conf: &PotConf,
+        hostname: &str,
+        argv: &Argv,
+    ) -> Result<(PotConf, JailAttributes), EngineError> {
+        let mut conf = layout::clone_conf(
+            image_conf,
+            hostname,
+            &layout::command_line(&argv.argv),
+            spec.limits.memory_bytes.map(|b| (b >> 20) as i64),
+        );
+        if !spec.limits.cpus.is_empty() {
+            conf.set("pot.rss.cpus", spec.limits.cpus.len().to_string());
+        }
+        let attributes = JailAttributes::from_job(
+            JailAttributes::from_image(image_conf),
+            &spec.attributes,
+            &self.cfg.allowed_attributes,
+        )?;
+        attributes.write_conf(&mut conf);
+        if spec.dns.is_some() {
+            conf.set("pot.dns", "custom");
+        }
+        conf.set_all("pot.hosts", &hosts_lines(spec));
+        Ok((conf, attributes))
+    }
+
+    /// `pot clone` of a single pot: a dataset for the pot, a ZFS clone of the image's root and
+    /// its pot.conf, with the address picked (see [`network`]). Runs under pot's global lock so
+    /// a `pot` CLI on the same host sees a consistent tree and never takes the same address.
     async fn clone_pot(
         &self,
         pot: &PotName,
         imported: &image::Imported,
         paths: &PotPaths,
         owner: &str,
-    ) -> Result<(), EngineError> {
+        mut conf: PotConf,
+        plan: &NetworkPlan,
+    ) -> Result<(PotConf, Option<std::net::Ipv4Addr>), EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         let host_err = EngineError::host(pot.as_str());
         // Pot names come from Nomad's task ids, so an existing one is debris of our own
@@ -321,6 +429,7 @@ impl Engine {
             self.teardown(pot).await?;
         }
         let _lock = self.global_lock(pot.as_str()).await?;
+        let ip = self.assign_network(plan, &mut conf)?;
         self.host
             .zfs_create(&dataset, &[(OWNER_PROPERTY, owner)])
             .await
@@ -334,7 +443,21 @@ impl Engine {
             let _ = self.host.zfs_destroy_recursive(&dataset).await;
             return Err(EngineError::host(pot.as_str())(e));
         }
-        Ok(())
+        let p = pot.as_str();
+        let written = std::fs::create_dir_all(&paths.conf_dir)
+            .map_err(EngineError::io(p, "create", &paths.conf_dir))
+            .and_then(|_| {
+                write_file(
+                    p,
+                    &paths.conf_dir.join("pot.conf"),
+                    conf.render().as_bytes(),
+                )
+            });
+        if let Err(e) = written {
+            let _ = self.host.zfs_destroy_recursive(&dataset).await;
+            return Err(e);
+        }
+        Ok((conf, ip))
     }
 
     async fn boot(
@@ -342,58 +465,23 @@ impl Engine {
         spec: &TaskSpec,
         checked: &CheckedOptions,
         paths: &PotPaths,
-        image_conf: &PotConf,
+        booting: Booting<'_>,
         argv: &Argv,
     ) -> Result<Arc<Instance>, EngineError> {
+        let Booting {
+            conf,
+            hostname,
+            attributes,
+            attach,
+        } = booting;
         let pot = &spec.pot;
         let p = pot.as_str();
-        let hostname = layout::usable_hostname(
-            pot,
-            &nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            HOSTNAME_MAX_LENGTH,
-        );
-        std::fs::create_dir_all(&paths.conf_dir).map_err(EngineError::io(
-            p,
-            "create",
-            &paths.conf_dir,
-        ))?;
-        let mut conf = layout::clone_conf(
-            image_conf,
-            &hostname,
-            &layout::command_line(&argv.argv),
-            spec.limits.memory_bytes.map(|b| (b >> 20) as i64),
-        );
-        if !spec.limits.cpus.is_empty() {
-            conf.set("pot.rss.cpus", spec.limits.cpus.len().to_string());
-        }
         if let Some(quota) = spec.limits.quota {
             self.host
                 .zfs_set_quota(&format!("{}/{}", self.cfg.jails_dataset(), p), quota)
                 .await
                 .map_err(EngineError::host(p))?;
         }
-        let attributes = JailAttributes::from_job(
-            JailAttributes::from_image(image_conf),
-            &spec.attributes,
-            &self.cfg.allowed_attributes,
-        )?;
-        attributes.write_conf(&mut conf);
-        if spec.dns.is_some() {
-            conf.set("pot.dns", "custom");
-        }
-        let hosts: Vec<String> = spec
-            .extra_hosts
-            .iter()
-            .map(|h| format!("{} {}", h.ip, h.name))
-            .collect();
-        conf.set_all("pot.hosts", &hosts);
-        write_file(
-            p,
-            &paths.conf_dir.join("pot.conf"),
-            conf.render().as_bytes(),
-        )?;
         // pot copy-in runs before the mounts, so copies land in the pot's own file system.
         for (source, target) in &checked.copies {
             jailfs::copy_in(&paths.root, source, Path::new(target)).map_err(EngineError::io(
@@ -436,7 +524,7 @@ impl Engine {
             }
         }
         self.write_resolv_conf(p, spec.dns.as_ref(), paths)?;
-        let etc_hosts = layout::etc_hosts(&hostname, &hosts);
+        let etc_hosts = layout::etc_hosts(hostname, &hosts_lines(spec));
         jailfs::write_file(
             &paths.root,
             Path::new("/etc/hosts"),
@@ -445,15 +533,61 @@ impl Engine {
         )
         .map_err(EngineError::io(p, "write", Path::new("/etc/hosts")))?;
         let osrelease = conf.get("osrelease").unwrap_or_default();
+        let mut params = jail_params(pot, hostname, &osrelease, &paths.root, attributes);
+        let mut record = None;
+        match attach {
+            Attach::Bridge {
+                bridge4,
+                bridge6,
+                plan,
+                record: mut rec,
+            } => {
+                self.save_record(pot, &rec)?;
+                params.flag("vnet");
+                let mut jail_ifs = (None, None);
+                if let Some(b) = bridge4 {
+                    let jail_if = self.plug_epair(pot, &b, '4', &mut rec).await?;
+                    params.set("vnet.interface", jail_if.clone());
+                    jail_ifs.0 = Some(jail_if);
+                }
+                if let Some(b) = bridge6 {
+                    let jail_if = self.plug_epair(pot, &b, '6', &mut rec).await?;
+                    params.set("vnet.interface", jail_if.clone());
+                    jail_ifs.1 = Some(jail_if);
+                }
+                record = Some((jail_ifs, plan, rec));
+            }
+            Attach::Alias(aliases) => {
+                // Recorded first: jail(8) adds the aliases and they outlive the jail.
+                self.save_record(
+                    pot,
+                    &NetworkRecord {
+                        aliases: aliases.to_vec(),
+                        ..Default::default()
+                    },
+                )?;
+                let (v4, v6) = network::alias_jail_params(aliases);
+                if !v4.is_empty() {
+                    params.set("ip4.addr", v4);
+                }
+                if !v6.is_empty() {
+                    params.set("ip6.addr", v6);
+                }
+            }
+            Attach::Inherit => {
+                // pot's inherit: the host's stacks that the pot's stack names.
+                let stack = self.cfg.network.stack;
+                if stack != super::Stack::Ipv6 {
+                    params.set("ip4", "inherit");
+                }
+                if stack != super::Stack::Ipv4 {
+                    params.set("ip6", "inherit");
+                }
+            }
+        }
         let jid = self
             .host
-            .jail_create(&jail_params(
-                pot,
-                &hostname,
-                &osrelease,
-                &paths.root,
-                &attributes,
-            ))
+            .jail_create(&params)
             .await
             .map_err(EngineError::host(p))?;
         self.event(pot, format!("Jail created (jid {jid})"));
@@ -470,13 +604,25 @@ impl Engine {
                 .await
                 .map_err(EngineError::host(p))?;
         }
+        let mut relays = Vec::new();
+        if let Some(((jail_if4, jail_if6), plan, mut rec)) = record {
+            if let (Some(jail_if), Some(ip)) = (jail_if4, rec.ip) {
+                self.configure_jail_net(pot, &jail_if, ip, plan).await?;
+                self.publish_ports(pot, ip, &mut rec).await?;
+                relays = network::relays(&rec);
+            }
+            if let Some(jail_if) = jail_if6 {
+                self.configure_jail_net6(pot, &jail_if).await?;
+            }
+            self.configure_jail_lo0(pot).await?;
+        }
         for i in &argv.unquoted_args {
             self.event(
                 pot,
                 format!("args[{i}]: removed one pair of outer quotes (args_quote_compat)"),
             );
         }
-        self.spawn_task(spec, &argv.argv).await
+        self.spawn_task(spec, &argv.argv, relays).await
     }
 
     /// pot's `_js_resolv`: `custom` writes `conf/resolv.conf` and copies it into the jail;
@@ -511,6 +657,7 @@ impl Engine {
         &self,
         spec: &TaskSpec,
         argv: &[String],
+        relays: Vec<super::relay::Relay>,
     ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
         let p = pot.as_str();
@@ -533,6 +680,7 @@ impl Engine {
             stdout: spec.stdout.clone(),
             stderr: spec.stderr.clone(),
             state_dir: state_dir.clone(),
+            relays,
         };
         let mut cmd = tokio::process::Command::new(&self.supervisor);
         cmd.arg("shim")
@@ -810,6 +958,7 @@ impl Engine {
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
         self.remove_jail(pot).await?;
         self.remove_rctl_rules(pot).await?;
+        self.unplug(pot).await?;
         let mut mounts: Vec<PathBuf> = self
             .host
             .mounts()
@@ -902,10 +1051,37 @@ fn jail_params(
     if !osrelease.is_empty() {
         p.set("osrelease", osrelease);
     }
-    p.set("path", root.display().to_string())
-        .flag("persist")
-        .set("ip4", "inherit");
+    p.set("path", root.display().to_string()).flag("persist");
     p
+}
+
+/// What `boot` needs that `start` decided before the clone.
+struct Booting<'a> {
+    conf: &'a PotConf,
+    hostname: &'a str,
+    attributes: &'a JailAttributes,
+    attach: Attach<'a>,
+}
+
+/// How the jail joins the network, decided before the clone.
+enum Attach<'a> {
+    Inherit,
+    Bridge {
+        /// The IPv4 and IPv6 bridges the pot's stack joins.
+        bridge4: Option<String>,
+        bridge6: Option<String>,
+        plan: &'a BridgePlan,
+        record: NetworkRecord,
+    },
+    Alias(&'a [network::AliasAddr]),
+}
+
+/// `pot.hosts` lines (`<ip> <name>`) from the job's `extra_hosts`.
+fn hosts_lines(spec: &TaskSpec) -> Vec<String> {
+    spec.extra_hosts
+        .iter()
+        .map(|h| format!("{} {}", h.ip, h.name))
+        .collect()
 }
 
 /// pot's stop attributes (`pot set-attr -A exec_stop|stop_timeout`), from a pot.conf.
@@ -1084,8 +1260,7 @@ mod tests {
             .set("host.hostname", "web_1.h")
             .set("osrelease", "14.2-RELEASE")
             .set("path", "/p/m")
-            .flag("persist")
-            .set("ip4", "inherit");
+            .flag("persist");
         assert_eq!(
             jail_params(&pot, "web_1.h", "14.2-RELEASE", Path::new("/p/m"), &attrs),
             expected

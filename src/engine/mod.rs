@@ -11,13 +11,15 @@ mod jailfs;
 mod layout;
 mod lifecycle;
 mod limits;
+mod network;
 mod options;
 mod potconf;
+mod relay;
 pub mod shim;
 
 pub use config::{
     ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,
-    ImagePolicy, NetworkConfig, Overrides,
+    ImagePolicy, NetworkConfig, Overrides, Stack,
 };
 pub use error::EngineError;
 pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession};
@@ -26,10 +28,11 @@ pub use image::{ExportOptions, Exported, GcReport as ImageGcReport, ImageRef};
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};
 pub use limits::{Limits, parse_count, parse_cpu_list, parse_size};
+pub use network::{NetworkRecord, NetworkRequest, PortSpec};
 pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 
-use crate::host::Host;
+use crate::host::{self, Host};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -44,6 +47,8 @@ pub struct Health {
     pub description: String,
     /// `kern.racct.enable`: resource usage (TaskStats) and limits need it.
     pub racct: bool,
+    /// Why bridge networking cannot work here (no VIMAGE, no pf, no pot anchors), if so.
+    pub bridge_unavailable: Option<String>,
 }
 
 /// The pot engine for one host.
@@ -55,6 +60,10 @@ pub struct Engine {
     /// Pots between the start of `start` and their first tracked instance.
     starting: Mutex<HashSet<PotName>>,
     events: EventSink,
+    /// Once `vnet-start` has been done by this process: the bridges ready, by gateway address.
+    vnet: tokio::sync::Mutex<Option<std::collections::BTreeMap<std::net::Ipv4Addr, String>>>,
+    /// The IPv6 bridge, once this process has found or made it.
+    vnet6: tokio::sync::Mutex<Option<String>>,
     /// The executable run as `<supervisor> shim` for every task: the running binary, which must
     /// dispatch that argument to [`shim::main`].
     supervisor: PathBuf,
@@ -69,6 +78,8 @@ impl Engine {
             instances: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
             events,
+            vnet: tokio::sync::Mutex::new(None),
+            vnet6: tokio::sync::Mutex::new(None),
             supervisor: std::env::current_exe()
                 .unwrap_or_else(|_| PathBuf::from("nomad-pot-driver")),
         }
@@ -84,6 +95,7 @@ impl Engine {
             healthy: false,
             description,
             racct: false,
+            bridge_unavailable: None,
         };
         let missing = self.host.missing_tools();
         if !missing.is_empty() {
@@ -118,10 +130,38 @@ impl Engine {
             .sysctl("kern.racct.enable")
             .await
             .is_ok_and(|v| v == "1");
+        let bridge_unavailable = self.bridge_unavailable().await;
         Health {
             healthy: true,
-            description: "healthy".to_string(),
+            description: match &bridge_unavailable {
+                None => "healthy".to_string(),
+                Some(why) => format!("healthy; bridge networking unavailable: {why}"),
+            },
             racct,
+            bridge_unavailable,
+        }
+    }
+
+    /// What bridge networking lacks on this host: VIMAGE, pfctl or pot's pf anchors.
+    async fn bridge_unavailable(&self) -> Option<String> {
+        match self.host.sysctl("kern.features.vimage").await {
+            Ok(v) if v == "1" => {}
+            _ => return Some("the kernel has no VIMAGE".to_string()),
+        }
+        let missing: Vec<&str> = [host::Tool::Ifconfig, host::Tool::Pfctl, host::Tool::Route]
+            .into_iter()
+            .filter(|t| self.host.resolve(*t).is_err())
+            .map(|t| t.name())
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!("{} not in tool_path", missing.join(", ")));
+        }
+        match self.host.pf_anchors().await {
+            Err(e) => Some(format!("pf is not usable: {e}")),
+            Ok(a) if !(a.iter().any(|x| x == "pot-nat") && a.iter().any(|x| x == "pot-rdr")) => {
+                Some("pf's main ruleset lacks pot's anchors (nat-anchor pot-nat, rdr-anchor \"pot-rdr/*\")".to_string())
+            }
+            Ok(_) => None,
         }
     }
 

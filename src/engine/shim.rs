@@ -26,6 +26,9 @@ pub struct ShimSpec {
     pub stderr: PathBuf,
     /// The task's state dir: `pids.json` and `exit.json` are written here.
     pub state_dir: PathBuf,
+    /// Published ports to relay from the host itself, for the task's lifetime.
+    #[serde(default)]
+    pub relays: Vec<super::relay::Relay>,
 }
 
 /// Written once the task runs: who to signal and who to watch.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
 
 /// Opens the log FIFOs, spawns the task with them as its stdout and stderr, records the pids.
 fn start(spec: &ShimSpec) -> Result<std::process::Child, String> {
+    super::relay::start(&spec.relays)?;
     let deadline = Instant::now() + FIFO_OPEN_TIMEOUT;
     let stdout = open_log(&spec.stdout, deadline)?;
     let stderr = open_log(&spec.stderr, deadline)?;

@@ -4,12 +4,16 @@
 //! Callers above this module see typed operations and typed errors, never argv.
 
 mod cpuset;
+mod ifconfig;
 mod jail;
 mod mount;
+mod pf;
 mod rctl;
+mod route;
 mod sysctl;
 mod zfs;
 
+pub use ifconfig::IfaceInfo;
 pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
 pub use rctl::{RctlResource, RctlRule, ResourceUsage};
@@ -45,6 +49,9 @@ pub enum Tool {
     Sysctl,
     Rctl,
     Cpuset,
+    Ifconfig,
+    Pfctl,
+    Route,
 }
 
 impl Tool {
@@ -59,6 +66,9 @@ impl Tool {
             Tool::Sysctl => "sysctl",
             Tool::Rctl => "rctl",
             Tool::Cpuset => "cpuset",
+            Tool::Ifconfig => "ifconfig",
+            Tool::Pfctl => "pfctl",
+            Tool::Route => "route",
         }
     }
 }
@@ -187,6 +197,33 @@ impl Host {
                 command: command.clone(),
                 source,
             })?;
+        finish(command, output)
+    }
+
+    /// Like [`Host::run`], with `input` on the tool's stdin (pfctl reads rules from `-f -`).
+    pub(crate) async fn run_with_stdin(
+        &self,
+        tool: Tool,
+        args: Vec<OsString>,
+        input: &[u8],
+    ) -> Result<ToolOutput, HostError> {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = self.command(tool, &args)?;
+        cmd.stdin(Stdio::piped());
+        let command = display_command(tool, &args);
+        let spawn_err = |source| HostError::Spawn {
+            command: command.clone(),
+            source,
+        };
+        let mut child = tokio::process::Command::from(cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A tool that exits early closes its stdin: its exit status tells what went wrong.
+        let _ = stdin.write_all(input).await;
+        drop(stdin);
+        let output = child.wait_with_output().await.map_err(spawn_err)?;
         finish(command, output)
     }
 }

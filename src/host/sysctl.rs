@@ -9,3 +9,12 @@ impl Host {
         Ok(out.stdout.trim().to_string())
     }
 }
+
+impl Host {
+    /// `sysctl name=value`.
+    pub async fn sysctl_set(&self, name: &str, value: &str) -> Result<(), HostError> {
+        self.run(Tool::Sysctl, argv![format!("{name}={value}")])
+            .await
+            .map(drop)
+    }
+}

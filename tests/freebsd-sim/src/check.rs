@@ -31,6 +31,19 @@ pub fn leftovers(host: &Host) -> Res<Vec<String>> {
             .map_or("the host".into(), |j| format!("jail {j}"));
         out.push(format!("epair interface {} exists in {place}", i.name));
     }
+    for (nic, ip) in &st.jail_aliases {
+        let still = st.ifaces.iter().any(|i| {
+            i.vnet.is_none()
+                && i.name == *nic
+                && i.inet
+                    .iter()
+                    .chain(&i.inet6)
+                    .any(|a| a.split('/').next() == Some(ip))
+        });
+        if still {
+            out.push(format!("jail alias {ip} is still on {nic}"));
+        }
+    }
     for (a, set) in &st.anchors {
         if a.starts_with("pot-rdr/") && !(set.nat.is_empty() && set.rules.is_empty()) {
             out.push(format!("pf anchor {a} has rules"));

@@ -153,10 +153,45 @@ fn create(host: &Host, params: &[String], print_jid: bool) -> Res<String> {
             params: params.clone(),
             ns: vec![],
         };
-        if crate::net::is_vnet(&jail) {
+        let vnet = crate::net::is_vnet(&jail);
+        if vnet {
             st.ifaces.push(crate::net::jail_loopback(&name));
         }
         st.jails.push(jail);
+        // jail(8) adds each `NIC|IP` of ip4.addr/ip6.addr as an alias on NIC; removing the jail
+        // without a jail.conf entry leaves them (pot stop removes them).
+        for (key, inet6) in [("ip4.addr", false), ("ip6.addr", true)] {
+            for (_, v) in params.iter().filter(|(k, _)| k == key) {
+                for entry in v.as_deref().unwrap_or_default().split(',') {
+                    if let Some((nic, ip)) = entry.split_once('|') {
+                        let ip = ip.split('/').next().unwrap_or(ip);
+                        crate::net::add_jail_alias(st, nic, ip, inet6).map_err(|f| {
+                            Fail::new(1, format!("{}\njail: {name}: {key} {entry} failed", f.msg))
+                        })?;
+                    }
+                }
+            }
+        }
+        // jail(8) runs `ifconfig IF vnet JAIL` for each vnet.interface; a failure removes the
+        // jail again (the whole update is dropped).
+        for (_, v) in params.iter().filter(|(k, _)| k == "vnet.interface") {
+            let iface = v.clone().unwrap_or_default();
+            if !vnet {
+                return Err(Fail::new(
+                    1,
+                    format!("jail: {name}: vnet.interface requires vnet"),
+                ));
+            }
+            crate::net::move_into(st, &iface, &name).map_err(|f| {
+                Fail::new(
+                    1,
+                    format!(
+                        "{}\njail: {name}: ifconfig {iface} vnet {name} failed",
+                        f.msg
+                    ),
+                )
+            })?;
+        }
         Ok(jid)
     })?;
     Ok(if print_jid {

@@ -9,6 +9,7 @@ mod mount;
 mod net;
 mod pf;
 mod rctl;
+mod route;
 mod sign;
 mod state;
 mod stream;
@@ -59,6 +60,7 @@ pub const TOOLS: &[&str] = &[
     "pfctl",
     "rctl",
     "cpuset",
+    "route",
 ];
 
 /// BSD getopt: options until the first operand or `--`; `spec` lists letters, `:` marks an argument.
@@ -138,6 +140,7 @@ fn run_tool(tool: &str, host: &state::Host, args: &[String]) -> Res<Outcome> {
         "pfctl" => pf::main(host, args)?,
         "rctl" => rctl::main(host, args)?,
         "cpuset" => cpuset::main(host, args)?,
+        "route" => route::main(host, args)?,
         _ => unreachable!("main dispatches only names listed in TOOLS"),
     };
     print_out(&out);

@@ -208,6 +208,25 @@ pub fn show(list: &[&Iface], i: &Iface) -> String {
         let (ip, len) = split_prefix(a);
         s.push_str(&format!("\tinet6 {ip} prefixlen {len}\n"));
     }
+    if i.accept_rtadv || i.ifdisabled {
+        let mut f = 0x1 | 0x20;
+        if i.accept_rtadv {
+            f |= 0x2;
+        }
+        if i.ifdisabled {
+            f |= 0x8;
+        }
+        let flags = bits(
+            f,
+            &[
+                (0x1, "PERFORMNUD"),
+                (0x2, "ACCEPT_RTADV"),
+                (0x8, "IFDISABLED"),
+                (0x20, "AUTO_LINKLOCAL"),
+            ],
+        );
+        s.push_str(&format!("\tnd6 options={flags}\n"));
+    }
     if i.kind == IfKind::Bridge {
         s.push_str("\tid 00:00:00:00:00:00 priority 32768 hellotime 2 fwddelay 15\n\tmaxage 20 holdcnt 6 proto rstp maxaddr 2000 timeout 1200\n\troot id 00:00:00:00:00:00 priority 32768 ifcost 0 port 0\n");
         // if_bridge inserts members at the head of its list: the newest is shown first.
@@ -413,6 +432,10 @@ fn apply(st: &mut State, ns: &Ns, name: &str, cmds: &[String]) -> Res<String> {
                 let here = st.ifaces[idx].name.clone();
                 idx = reclaim(st, ns, &here, val)?;
             }
+            "accept_rtadv" => st.ifaces[idx].accept_rtadv = true,
+            "-accept_rtadv" => st.ifaces[idx].accept_rtadv = false,
+            "ifdisabled" => st.ifaces[idx].ifdisabled = true,
+            "-ifdisabled" => st.ifaces[idx].ifdisabled = false,
             "alias" | "add" => op.alias = true,
             "-alias" | "delete" => op.delete = true,
             "netmask" | "prefixlen" => op.mask = Some(val.into()),
@@ -676,8 +699,35 @@ fn reclaim(st: &mut State, ns: &Ns, name: &str, key: &str) -> Res<usize> {
     Ok(relocate(st, idx, ns.clone()))
 }
 
-/// A vnet jail goes away: interfaces it cloned die with it, those moved in return to the host.
+/// `ifconfig NIC inet IP netmask 255.255.255.255 alias` (or inet6 prefixlen 128), as jail(8)
+/// adds each `NIC|IP` of `ip4.addr`/`ip6.addr`.
+pub fn add_jail_alias(st: &mut State, nic: &str, ip: &str, inet6: bool) -> Res<()> {
+    let idx = find(st, &None, nic).ok_or_else(|| err(format!("interface {nic} does not exist")))?;
+    let op = AddrOp {
+        inet6,
+        mask: Some(if inet6 { "128" } else { "255.255.255.255" }.into()),
+        alias: true,
+        ..Default::default()
+    };
+    set_addr(&mut st.ifaces[idx], &op, ip)?;
+    let entry = (nic.to_string(), ip.to_string());
+    if !st.jail_aliases.contains(&entry) {
+        st.jail_aliases.push(entry);
+    }
+    Ok(())
+}
+
+/// `ifconfig IF vnet JAIL` from the host, as jail(8) runs it for `vnet.interface`.
+pub fn move_into(st: &mut State, name: &str, jail: &str) -> Res<()> {
+    let idx =
+        find(st, &None, name).ok_or_else(|| err(format!("interface {name} does not exist")))?;
+    move_to_jail(st, &None, idx, jail)
+}
+
+/// A vnet jail goes away: interfaces it cloned die with it, those moved in return to the host,
+/// and its routing table goes with its stack.
 pub fn release_jail(st: &mut State, jail: &str) {
+    st.routes.retain(|r| r.vnet.as_deref() != Some(jail));
     while let Some(idx) = st
         .ifaces
         .iter()

@@ -98,10 +98,26 @@ pub struct Iface {
     /// Bridge members in the order they were added; `private` holds those with PRIVATE set.
     pub members: Vec<String>,
     pub private: Vec<String>,
+    /// nd6 flags set with `accept_rtadv` / `-ifdisabled` (IPv6 autoconfiguration).
+    pub accept_rtadv: bool,
+    pub ifdisabled: bool,
     /// Jail whose vnet holds the interface now; `None` is the host.
     pub vnet: Option<String>,
     /// Jail whose vnet created the interface (it dies with that vnet); `None` is the host.
     pub home: Option<String>,
+}
+
+/// A static route of the host or of a vnet jail.
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct Route {
+    /// Jail whose vnet holds the route; `None` is the host.
+    pub vnet: Option<String>,
+    /// `default` or `a.b.c.d/len`.
+    pub dest: String,
+    pub gateway: String,
+    /// The interface whose connected network holds the gateway.
+    pub iface: String,
 }
 
 /// A pf ruleset: translation (nat/rdr/binat) rules and filter rules, as loaded.
@@ -133,6 +149,9 @@ pub struct State {
     /// CPU lists set with `cpuset -l LIST -j JID`, by JID.
     pub cpusets: BTreeMap<u32, Vec<u32>>,
     pub sysctl: BTreeMap<String, String>,
+    pub routes: Vec<Route>,
+    /// `(NIC, IP)` aliases that `jail -c` added for `ip4.addr`/`ip6.addr`.
+    pub jail_aliases: Vec<(String, String)>,
 }
 
 impl State {

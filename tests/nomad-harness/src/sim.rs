@@ -131,6 +131,37 @@ impl SimHost {
         dir
     }
 
+    /// Runs the simulated base tool `tool` with `args` (and `stdin`) → (exit code, stdout, stderr).
+    pub fn tool(&self, tool: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(self.dir.join("bin").join(tool))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run sim {tool}: {e}"));
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`SimHost::tool`], panicking unless it succeeds; returns stdout.
+    pub fn tool_ok(&self, tool: &str, args: &[&str]) -> String {
+        let (code, out, err) = self.tool(tool, args, "");
+        assert_eq!(code, 0, "{tool} {args:?} failed: {err}");
+        out
+    }
+
     /// `freebsd-sim check DIR` → (clean, stdout+stderr).
     pub fn check(&self) -> (bool, String) {
         let out = Command::new(sim_bin())
