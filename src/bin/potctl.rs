@@ -161,9 +161,7 @@ fn engine(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<Engine> {
         }
         (None, None) => bail!("this command needs --config FILE or --sim DIR"),
     };
-    let msgpack = cty::encode(&nomad_pot_driver::driver::agent_spec(), &json)
-        .map_err(|e| anyhow::anyhow!("agent config: {e}"))?;
-    let agent = AgentConfig::decode(&msgpack)?;
+    let agent = AgentConfig::from_json(&json)?;
     let cfg = EngineConfig::resolve(&agent.engine)?;
     Ok(Engine::new(cfg, Arc::new(|_, _| {})))
 }

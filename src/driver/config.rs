@@ -61,6 +61,37 @@ impl AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// The agent config as a JSON object (as `freebsd-sim init` prints it), for tools that work
+    /// on a node without Nomad; decoded exactly as Nomad's msgpack is.
+    pub fn from_json(json: &serde_json::Value) -> Result<AgentConfig, CtyError> {
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &json_to_msgpack(json))
+            .expect("writing msgpack to memory cannot fail");
+        AgentConfig::decode(&bytes)
+    }
+}
+
+fn json_to_msgpack(v: &serde_json::Value) -> rmpv::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Null => rmpv::Value::Nil,
+        J::Bool(b) => (*b).into(),
+        J::Number(n) => n
+            .as_i64()
+            .map(rmpv::Value::from)
+            .or_else(|| n.as_u64().map(rmpv::Value::from))
+            .unwrap_or_else(|| n.as_f64().unwrap_or_default().into()),
+        J::String(s) => s.as_str().into(),
+        J::Array(a) => rmpv::Value::Array(a.iter().map(json_to_msgpack).collect()),
+        J::Object(o) => rmpv::Value::Map(
+            o.iter()
+                .map(|(k, v)| (k.as_str().into(), json_to_msgpack(v)))
+                .collect(),
+        ),
+    }
+}
+
 /// A job's `config {}` block, with the Go driver's keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskConfig {
@@ -316,6 +347,22 @@ mod tests {
             let e = TaskConfig::decode(&encode(m)).unwrap_err();
             assert!(e.reason.starts_with(&format!("{key}[0]: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn agent_config_from_json_decodes_like_msgpack() {
+        let c = AgentConfig::from_json(&serde_json::json!({
+            "enabled": true, "zfs_root": "tank/pot", "signature_pubkeys": ["/k.pub"],
+        }))
+        .unwrap();
+        assert_eq!(c.engine.zfs_root.as_deref(), Some("tank/pot"));
+        assert_eq!(
+            c.engine.signature_pubkeys,
+            Some(vec![PathBuf::from("/k.pub")])
+        );
+        let e = AgentConfig::from_json(&serde_json::json!({"zfs_root": 3})).unwrap_err();
+        assert!(e.reason.contains("\"zfs_root\" must be string"), "{e}");
+        assert!(AgentConfig::from_json(&serde_json::json!({"nope": 1})).is_err());
     }
 
     #[test]

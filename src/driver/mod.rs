@@ -9,11 +9,6 @@ mod service;
 mod status;
 
 pub use config::{AgentConfig, TaskConfig};
-
-/// The agent config's HCL spec, as sent to Nomad (for tools that encode an agent config).
-pub fn agent_spec() -> crate::proto::hclspec::Spec {
-    schema::to_spec(schema::AGENT)
-}
 pub use service::PotDriver;
 
 /// Reported as `PluginInfo.plugin_version`: above the Go driver's v0.10.0 so that Nomad prefers

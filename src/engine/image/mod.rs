@@ -234,18 +234,31 @@ pub async fn ensure_imported<'a>(
 ) -> Result<(Imported, ImageLock<'a>), EngineError> {
     let lock = locks.lock(&image.local_name()).await;
     let dataset = format!("{}/{}", cfg.jails_dataset(), image.local_name());
+    let root = format!("{dataset}/m");
     let host_err = |e| image.err(format!("{e}"), false);
-    if !host.zfs_exists(&dataset).await.map_err(host_err)? {
-        import(host, &cfg.image, &cfg.cache_dir, image, &dataset, progress).await?;
-        progress(format!("Imported image {}", image.display_name()));
-    }
-    let snapshot = host
-        .zfs_snapshots(&format!("{dataset}/m"))
-        .await
+    // One zfs call when the image is there: the waiters of a shared import each make it in turn.
+    let snapshots = match host.zfs_snapshots(&root).await {
+        Err(e) if e.is_absent() => {
+            import(host, &cfg.image, &cfg.cache_dir, image, &dataset, progress).await?;
+            progress(format!("Imported image {}", image.display_name()));
+            host.zfs_snapshots(&root).await
+        }
+        found => found,
+    };
+    let snapshot = snapshots
         .map_err(host_err)?
         .pop()
         .ok_or_else(|| image.err(format!("{dataset}/m has no snapshot to clone"), false))?;
     Ok((Imported { dataset, snapshot }, lock))
+}
+
+impl super::Engine {
+    /// Imports `image` unless it is already there: the first step of a task start, on its own.
+    pub async fn prepare_image(&self, image: &ImageRef) -> Result<(), EngineError> {
+        ensure_imported(&self.host, &self.images, &self.cfg, image, &|_| {})
+            .await
+            .map(drop)
+    }
 }
 
 /// Retries transient failures with exponential backoff; each try starts from scratch.
