@@ -457,3 +457,42 @@ async fn supervisor_and_plugin_killed_and_task_gone_then_destroy_cleans_up() {
     assert_no_debris(&env, "after DestroyTask of an unrecoverable task");
     env.finish().await;
 }
+
+/// DestroyTask(force) right after StartTask, for many tasks at once: whatever stage the task's
+/// process is in (jexec still entering the jail), it dies with its jail and nothing is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_right_after_start_under_load() {
+    const TASKS: usize = 12;
+    let env = Env::new().await;
+    let tasks: Vec<TestTask> = (0..TASKS)
+        .map(|i| env.task(&format!("brief{i}"), &long_task(&env)))
+        .collect();
+    // The image is imported once, by the first start.
+    env.start(&tasks[0]).await;
+    env.destroy(&tasks[0].id()).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for t in &tasks[1..] {
+        let mut driver = env.plugin.driver();
+        let config = t.config.clone();
+        calls.spawn(async move {
+            let id = config.id.clone();
+            driver
+                .start_task(StartTaskRequest { task: Some(config) })
+                .await
+                .map_err(|e| format!("{id}: StartTask: {e:?}"))?;
+            driver
+                .destroy_task(DestroyTaskRequest {
+                    task_id: id.clone(),
+                    force: true,
+                })
+                .await
+                .map(drop)
+                .map_err(|e| format!("{id}: DestroyTask: {e:?}"))
+        });
+    }
+    let results = within(120.0, "starts and destroys", calls.join_all()).await;
+    let failed: Vec<_> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{}", env.stderr_tail());
+    assert_no_debris(&env, "after destroying tasks right after their start");
+    env.finish().await;
+}
