@@ -271,13 +271,18 @@ fn hang_fault(env: &Env, tool: &str, word: &str, nth: u32, how: HungCall) {
     env.sim.fault(&args);
 }
 
+/// Whether `pid` exists and is not a zombie (orphans may never be reaped here).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
 /// Waits until the hung tool call is over (abandoned or completed).
 async fn wait_gone(pid: u32) {
     within(30.0, "the hung tool call to end", async {
-        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit_once(')')
-                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
-        }) {
+        while running(pid) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -455,5 +460,138 @@ async fn supervisor_and_plugin_killed_and_task_gone_then_destroy_cleans_up() {
         .await
         .expect("DestroyTask after a failed recovery");
     assert_no_debris(&env, "after DestroyTask of an unrecoverable task");
+    env.finish().await;
+}
+
+/// DestroyTask(force) right after StartTask, for many tasks at once: whatever stage the task's
+/// process is in (jexec still entering the jail), it dies with its jail and nothing is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn destroy_right_after_start_under_load() {
+    const TASKS: usize = 12;
+    let env = Env::new().await;
+    let tasks: Vec<TestTask> = (0..TASKS)
+        .map(|i| env.task(&format!("brief{i}"), &long_task(&env)))
+        .collect();
+    // The image is imported once, by the first start.
+    env.start(&tasks[0]).await;
+    env.destroy(&tasks[0].id()).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for t in &tasks[1..] {
+        let mut driver = env.plugin.driver();
+        let config = t.config.clone();
+        calls.spawn(async move {
+            let id = config.id.clone();
+            driver
+                .start_task(StartTaskRequest { task: Some(config) })
+                .await
+                .map_err(|e| format!("{id}: StartTask: {e:?}"))?;
+            driver
+                .destroy_task(DestroyTaskRequest {
+                    task_id: id.clone(),
+                    force: true,
+                })
+                .await
+                .map(drop)
+                .map_err(|e| format!("{id}: DestroyTask: {e:?}"))
+        });
+    }
+    let results = within(120.0, "starts and destroys", calls.join_all()).await;
+    let failed: Vec<_> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{}", env.stderr_tail());
+    assert_no_debris(&env, "after destroying tasks right after their start");
+    env.finish().await;
+}
+
+/// Children of `parent` whose command line has `word` as an argument.
+fn children_with_arg(parent: u32, word: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let (_, rest) = s.rsplit_once(')')?;
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid == Some(parent) && args.split(|b| *b == 0).any(|a| a == word.as_bytes())
+        })
+        .collect()
+}
+
+async fn jails_created(env: &Env, n: usize) {
+    within(30.0, "jail -c", async {
+        loop {
+            let created = env
+                .sim
+                .calls()
+                .iter()
+                .filter(|c| c.exit == 0 && c.line().starts_with("jail -i -c"))
+                .count();
+            if created >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// The plugin killed while the task's supervisor is still starting (here: waiting for a log
+/// reader). Nomad's retried StartTask replaces the half-started pot; the old supervisor must
+/// not go on to start a second copy of the task in the new jail.
+#[tokio::test(flavor = "multi_thread")]
+async fn plugin_killed_while_the_supervisor_starts_then_start_retried() {
+    let mut env = Env::new().await;
+    let t = env.task("slowlog", &long_task(&env));
+    let fifo = t.alloc_dir.join("alloc/logs/.slowlog.stdout.late");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let mut config = t.config.clone();
+    config.stdout_path = fifo.display().to_string();
+    let start = |env: &Env| {
+        let mut driver = env.plugin.driver();
+        let req = StartTaskRequest {
+            task: Some(config.clone()),
+        };
+        tokio::spawn(async move { driver.start_task(req).await })
+    };
+    let first = start(&env);
+    jails_created(&env, 1).await;
+    let plugin = env.plugin.pid;
+    let old_shim = within(10.0, "the first supervisor", async {
+        loop {
+            if let Some(pid) = children_with_arg(plugin, "shim").first() {
+                break *pid;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    env.plugin.kill();
+    let _ = first.await;
+    env.crash_and_relaunch().await;
+    let retried = start(&env);
+    jails_created(&env, 2).await;
+    // Only now does the log reader come: both supervisors, if both live, could go on.
+    let reader = std::thread::spawn(move || std::fs::read(&fifo).unwrap_or_default());
+    within(60.0, "the retried StartTask", retried)
+        .await
+        .expect("join")
+        .expect("StartTask retried");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !running(old_shim),
+        "the supervisor of the interrupted start is still alive"
+    );
+    try_stop(&env, &t.id(), 5).await.expect("StopTask");
+    env.wait(&t.id(), 20.0).await;
+    try_destroy(&env, &t.id()).await.expect("DestroyTask");
+    let out = String::from_utf8_lossy(&reader.join().expect("reader")).into_owned();
+    assert_eq!(out.matches("ready").count(), 1, "task output: {out:?}");
+    assert_no_debris(&env, "after the retried start");
     env.finish().await;
 }

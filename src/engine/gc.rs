@@ -35,15 +35,23 @@ impl Drop for StartingGuard<'_> {
 }
 
 impl Engine {
-    pub(super) fn mark_starting(&self, pot: &PotName) -> StartingGuard<'_> {
-        self.starting
+    /// Fails when a start of the same pot is already under way in this process.
+    pub(super) fn mark_starting(&self, pot: &PotName) -> Result<StartingGuard<'_>, EngineError> {
+        let fresh = self
+            .starting
             .lock()
             .expect("starting set poisoned")
             .insert(pot.clone());
-        StartingGuard {
+        if !fresh {
+            return Err(EngineError::State {
+                pot: pot.to_string(),
+                reason: "a start of this task is already under way".to_string(),
+            });
+        }
+        Ok(StartingGuard {
             engine: self,
             pot: pot.clone(),
-        }
+        })
     }
 
     /// One reconcile pass; with `dry_run` nothing is changed.
@@ -123,4 +131,28 @@ impl Engine {
 enum Verdict {
     Keep(String),
     Collect(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, Overrides};
+
+    #[test]
+    fn a_second_start_of_the_same_pot_is_refused_while_the_first_runs() {
+        let cfg = EngineConfig::resolve(&Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let engine = Engine::new(cfg, std::sync::Arc::new(|_: &_, _| {}));
+        let pot = PotName::new("web_1").unwrap();
+        let first = engine.mark_starting(&pot).expect("first start");
+        assert!(matches!(
+            engine.mark_starting(&pot),
+            Err(EngineError::State { .. })
+        ));
+        drop(first);
+        assert!(engine.mark_starting(&pot).is_ok(), "free again once done");
+    }
 }

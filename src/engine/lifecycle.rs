@@ -136,7 +136,7 @@ impl Instance {
 impl Engine {
     /// Prepares and starts `spec`. On failure everything created so far is removed again.
     pub async fn start(&self, spec: TaskSpec) -> Result<Arc<Instance>, EngineError> {
-        let _starting = self.mark_starting(&spec.pot);
+        let _starting = self.mark_starting(&spec.pot)?;
         let pot = spec.pot.clone();
         // Nomad retries StartTask with the same task id after a plugin crash: adopt the task
         // if it was started, clean up if a start was interrupted half-way.
@@ -148,6 +148,8 @@ impl Engine {
                 Ok(instance) => return Ok(instance),
                 Err(e) => tracing::info!(pot = %pot, reason = %e, "cleaning up an earlier start"),
             }
+        } else {
+            self.kill_unstarted_supervisor(&pot);
         }
         // Everything that can be checked without the host is checked first: bad input changes nothing.
         if spec.command.is_some() || !spec.args.is_empty() {
@@ -701,6 +703,13 @@ impl Engine {
             "start the task supervisor",
             &self.supervisor,
         ))?;
+        if let Some(pid) = child.id() {
+            write_file(
+                p,
+                &state_dir.join(shim::SHIM_PID_FILE),
+                pid.to_string().as_bytes(),
+            )?;
+        }
         let reply = self.supervisor_reply(pot, &mut child, &shim_spec).await?;
         let started = reply
             .strip_prefix("started ")
@@ -729,6 +738,26 @@ impl Engine {
             let _ = tx.send(Some(info));
         });
         Ok(self.track(pot, pids, rx))
+    }
+
+    /// Kills the supervisor of a start interrupted before its task ran (the plugin died while
+    /// it was still opening the log FIFOs): left alone, it would go on to start the task in
+    /// the pot that replaces this one.
+    fn kill_unstarted_supervisor(&self, pot: &PotName) {
+        let path = self.task_state_dir(pot).join(shim::SHIM_PID_FILE);
+        let Some(pid) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|pid| *pid > 1)
+        else {
+            return;
+        };
+        if alive(pid as u32) {
+            tracing::info!(pot = %pot, pid, "killing the supervisor of an interrupted start");
+            // It leads its own session and process group (setsid), with the jexec it may
+            // have spawned.
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        }
     }
 
     /// Sends the spec to the supervisor and reads its one-line answer.

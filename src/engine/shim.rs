@@ -40,6 +40,8 @@ pub struct Pids {
 }
 
 pub const PIDS_FILE: &str = "pids.json";
+/// The supervisor's pid, written by the engine as soon as it is spawned, before the task runs.
+pub const SHIM_PID_FILE: &str = "shim.pid";
 pub const EXIT_FILE: &str = "exit.json";
 
 /// Entry point of `nomad-pot-driver shim`.

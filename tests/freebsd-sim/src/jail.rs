@@ -152,6 +152,7 @@ fn create(host: &Host, params: &[String], print_jid: bool) -> Res<String> {
             path: path.clone(),
             params: params.clone(),
             ns: vec![],
+            dying: false,
         };
         let vnet = crate::net::is_vnet(&jail);
         if vnet {
@@ -221,6 +222,14 @@ fn remove(host: &Host, key: &str, at_once: bool) -> Res<()> {
         .param("stop.timeout")
         .and_then(|t| t.parse::<u64>().ok())
         .unwrap_or(10);
+    // From here on no jexec can join: otherwise one that joins after the last kill would
+    // outlive the jail (on FreeBSD, attaching to a dying jail fails).
+    host.update(|st| {
+        if let Some(j) = st.jails.iter_mut().find(|j| j.jid == jail.jid) {
+            j.dying = true;
+        }
+        Ok(())
+    })?;
     // Namespaces recorded by jexecs that started after we read the state count too.
     let current_ns = || {
         host.load()
@@ -601,7 +610,7 @@ fn child(host: &Host, plan: &Plan, restore_signals: impl FnOnce()) -> Fail {
             let j = st
                 .jails
                 .iter_mut()
-                .find(|j| j.jid == plan.jid)
+                .find(|j| j.jid == plan.jid && !j.dying)
                 .ok_or_else(|| Fail::new(1, format!("jexec: jail {} was removed", plan.jid)))?;
             j.ns.push(NsMark {
                 ino,
@@ -709,7 +718,7 @@ mod tests {
                 ("ip4.addr".into(), Some("em0|10.0.0.5/24,10.0.0.6".into())),
                 ("persist".into(), None),
             ],
-            ns: vec![],
+            ..Default::default()
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Jail {
     pub params: Vec<(String, Option<String>)>,
     /// Mount namespaces of the jexec'd processes: membership test for jail processes.
     pub ns: Vec<NsMark>,
+    /// Being removed: no process may join it any more (a dying jail cannot be attached to).
+    pub dying: bool,
 }
 
 impl Jail {

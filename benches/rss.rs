@@ -1,0 +1,164 @@
+//! Memory: the per-task supervisor's peak RSS and the plugin's RSS idle and with 100 running
+//! tasks, on a simulated FreeBSD host (Linux /proc figures), against the targets.
+//!
+//! `cargo build --release --workspace && cargo bench --bench rss` (root; the simulator and the
+//! plugin are taken from target/release).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::TestTask;
+use common::env::*;
+use nomad_pot_driver::engine::PotName;
+use nomad_pot_driver::proto::drivers::FingerprintRequest;
+
+const TASKS: usize = 100;
+const MIB: f64 = 1024.0 * 1024.0;
+const SHIM_TARGET_MIB: f64 = 2.0;
+const PLUGIN_IDLE_TARGET_MIB: f64 = 10.0;
+
+/// A `/proc/<pid>/status` field in bytes (`VmRSS`, `VmHWM`).
+fn proc_kib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib * 1024.0)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A `/proc/<pid>/smaps_rollup` field in bytes (`Pss`, `Private_Dirty`, …).
+fn rollup_kib(pid: u32, field: &str) -> f64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/smaps_rollup: {e}"));
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kib| kib * 1024.0)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/smaps_rollup"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The floor for any dynamically linked program here: /bin/sleep's peak RSS.
+fn sleep_floor() -> f64 {
+    let mut sleep = std::process::Command::new("/bin/sleep")
+        .arg("5")
+        .spawn()
+        .expect("spawn /bin/sleep");
+    std::thread::sleep(Duration::from_millis(300));
+    let hwm = proc_kib(sleep.id(), "VmHWM");
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    hwm
+}
+
+fn shim_pid(env: &Env, t: &TestTask) -> u32 {
+    let pot = PotName::for_task(
+        &t.task_name,
+        t.id().rsplit('/').next().expect("invocation"),
+        &t.alloc_id,
+    )
+    .expect("pot name");
+    let path = env
+        .sim
+        .dir
+        .join("root/var/db/nomad-pot-driver/tasks")
+        .join(pot.as_str())
+        .join("pids.json");
+    let pids: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).expect("pids.json")).expect("pids.json");
+    pids["shim"].as_u64().expect("shim pid") as u32
+}
+
+fn row(figure: &str, bytes: f64, target_mib: Option<f64>) {
+    let mib = bytes / MIB;
+    match target_mib {
+        Some(t) => println!(
+            "| {figure} | {mib:.2} MiB | ≤ {t} MiB | {:.2} | {} |",
+            mib / t,
+            if mib <= t { "met" } else { "MISSED" }
+        ),
+        None => println!("| {figure} | {mib:.2} MiB | – | – | – |"),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let env = Env::new().await;
+    let mut fp = env.plugin.driver();
+    let _ = fp
+        .fingerprint(FingerprintRequest {})
+        .await
+        .expect("Fingerprint")
+        .into_inner()
+        .message()
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let plugin = env.plugin.pid;
+    let idle = proc_kib(plugin, "VmRSS");
+
+    let mut tasks = Vec::new();
+    for i in 0..TASKS {
+        let t = env.task(&format!("rss{i}"), &gated_task_config(&env, 0));
+        env.start(&t).await;
+        tasks.push(t);
+    }
+    for t in &tasks {
+        env.wait_ready(t).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded = proc_kib(plugin, "VmRSS");
+    let peak = proc_kib(plugin, "VmHWM");
+    let shim_pids: Vec<u32> = tasks.iter().map(|t| shim_pid(&env, t)).collect();
+    let mut shims: Vec<f64> = shim_pids.iter().map(|p| proc_kib(*p, "VmHWM")).collect();
+    shims.sort_by(f64::total_cmp);
+    let pss = median(shim_pids.iter().map(|p| rollup_kib(*p, "Pss")).collect());
+    let private = median(
+        shim_pids
+            .iter()
+            .map(|p| rollup_kib(*p, "Private_Dirty"))
+            .collect(),
+    );
+    let floor = sleep_floor();
+
+    for t in &tasks {
+        open_gate(t);
+    }
+    for t in &tasks {
+        env.wait(&t.id(), 30.0).await;
+        env.destroy(&t.id()).await;
+    }
+
+    println!("| figure | value | target | ratio | |");
+    println!("|---|---|---|---|---|");
+    row(
+        "shim peak RSS (VmHWM), median of 100",
+        shims[TASKS / 2],
+        Some(SHIM_TARGET_MIB),
+    );
+    row(
+        "shim peak RSS (VmHWM), max of 100",
+        shims[TASKS - 1],
+        Some(SHIM_TARGET_MIB),
+    );
+    row("floor: /bin/sleep peak RSS (VmHWM)", floor, None);
+    row("shim PSS (shared pages split), median of 100", pss, None);
+    row("shim private dirty memory, median of 100", private, None);
+    row(
+        "plugin RSS, idle (configured, fingerprinted)",
+        idle,
+        Some(PLUGIN_IDLE_TARGET_MIB),
+    );
+    row("plugin RSS, 100 running tasks", loaded, None);
+    row("plugin peak RSS (VmHWM) over the run", peak, None);
+    env.finish().await;
+}
