@@ -1192,12 +1192,12 @@ async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
     let names = |v: &[(nomad_pot_driver::engine::PotName, String)]| {
         v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()
     };
-    let dry = engine.gc(true).await.expect("gc dry run");
+    let dry = engine.gc(true, Duration::ZERO).await.expect("gc dry run");
     assert_eq!(names(&dry.collected), [pot_of(&exited)], "{dry:?}");
     assert_eq!(names(&dry.kept), [pot_of(&running)], "{dry:?}");
     assert!(!env.sim.check().0, "a dry run changes nothing");
 
-    let report = engine.gc(false).await.expect("gc");
+    let report = engine.gc(false, Duration::ZERO).await.expect("gc");
     assert_eq!(names(&report.collected), [pot_of(&exited)]);
     // The running task goes away without its supervisor: now it is debris too.
     let pids: serde_json::Value = serde_json::from_slice(
@@ -1216,7 +1216,7 @@ async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = engine.gc(false).await.expect("gc");
+    let report = engine.gc(false, Duration::ZERO).await.expect("gc");
     assert_eq!(names(&report.collected), [pot_of(&running)]);
     let (clean, leftovers) = env.sim.check();
     assert!(clean, "after reconcile: {leftovers}");
@@ -2375,5 +2375,37 @@ async fn limits_of_a_recovered_task_go_with_it() {
     env.wait(&t.id(), 10.0).await;
     env.destroy(&t.id()).await;
     assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
+    env.finish().await;
+}
+
+/// `potctl gc`: a dry run by default, `--apply` removes exactly the abandoned pot.
+#[tokio::test(flavor = "multi_thread")]
+async fn potctl_gc_shows_then_removes_an_abandoned_pot() {
+    let mut env = Env::new().await;
+    let t = env.task("leaked", &gated_task_config(&env, 0));
+    env.start(&t).await;
+    open_gate(&t);
+    env.wait(&t.id(), 20.0).await;
+    // The plugin dies after the task ended and Nomad never comes back for it.
+    env.plugin.kill();
+    let potctl = |args: &[&str]| {
+        let out = std::process::Command::new(nomad_harness::bin_dir().join("potctl"))
+            .arg("--sim")
+            .arg(&env.sim.dir)
+            .args(args)
+            .output()
+            .expect("run potctl");
+        assert!(out.status.success(), "potctl {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dry = potctl(&["gc"]);
+    assert!(dry.contains("would remove leaked_"), "{dry}");
+    assert!(!env.sim.check().0, "the dry run changed nothing");
+    let applied = potctl(&["gc", "--apply"]);
+    assert!(applied.contains("removed leaked_"), "{applied}");
+    let (clean, leftovers) = env.sim.check();
+    assert!(clean, "after potctl gc --apply: {leftovers}");
+    assert!(potctl(&["gc"]).contains("nothing of this driver's"));
+    env.crash_and_relaunch().await;
     env.finish().await;
 }

@@ -608,7 +608,10 @@ async fn reconcile_tears_down_the_network_of_abandoned_pots() {
         EngineConfig::resolve(&agent.engine).unwrap(),
         std::sync::Arc::new(|_: &_, _| {}),
     );
-    let report = engine.gc(false).await.expect("gc");
+    let report = engine
+        .gc(false, std::time::Duration::ZERO)
+        .await
+        .expect("gc");
     let collected: BTreeSet<String> = report
         .collected
         .iter()

@@ -72,6 +72,15 @@ enum Command {
         #[arg(long)]
         extif: Option<String>,
     },
+    /// Find the pots this driver created that no task owns any more (their supervisor and task
+    /// are gone) and, with --apply, remove each with everything it holds: jail, epairs, pf
+    /// anchor, rctl rules, mounts, datasets, status and state files. Pots the driver did not
+    /// create are never touched; running tasks are listed, never removed.
+    Gc {
+        /// Remove what is found (default: a dry run that only shows it).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Imported images and the image cache.
     Images {
         #[command(subcommand)]
@@ -126,6 +135,9 @@ fn main() -> ExitCode {
                 pot_conf_dir,
                 extif,
             } => ports(state_dir, pot_conf_dir, extif),
+            Command::Gc { apply } => {
+                engine(cli.config, cli.sim).and_then(|engine| rt.block_on(gc(&engine, apply)))
+            }
         });
     match result {
         Ok(code) => code,
@@ -159,7 +171,8 @@ fn engine(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<Engine> {
             }
             serde_json::from_slice(&out.stdout).context("parsing freebsd-sim init's config")?
         }
-        (None, None) => bail!("this command needs --config FILE or --sim DIR"),
+        // As the plugin with `plugin "nomad-pot-driver" {}`: pot's own configuration.
+        (None, None) => serde_json::json!({}),
     };
     let agent = AgentConfig::from_json(&json)?;
     let cfg = EngineConfig::resolve(&agent.engine)?;
@@ -228,6 +241,25 @@ fn ports(state_dir: PathBuf, pot_conf_dir: PathBuf, extif: Option<String>) -> Re
         if let (true, Some(ip)) = (r.ports.is_empty() && r.aliases.is_empty(), r.ip) {
             println!("{pot}  -  {ip}  (bridged, no published ports)");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn gc(engine: &Engine, apply: bool) -> Result<ExitCode> {
+    let report = engine
+        .gc(!apply, nomad_pot_driver::engine::OUTSIDE_START_GRACE)
+        .await?;
+    let verb = if apply { "removed" } else { "would remove" };
+    for (pot, why) in &report.collected {
+        println!("{verb} {pot}: {why}");
+    }
+    for (pot, why) in &report.kept {
+        println!("kept {pot}: {why}");
+    }
+    if report.collected.is_empty() && report.kept.is_empty() {
+        println!("nothing of this driver's on this node");
+    } else if !apply && !report.collected.is_empty() {
+        println!("dry run: add --apply to remove");
     }
     Ok(ExitCode::SUCCESS)
 }

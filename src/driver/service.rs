@@ -158,7 +158,7 @@ impl PotDriver {
             tokio::time::sleep(RECONCILE_GRACE).await;
             loop {
                 if let Ok(engine) = driver.engine() {
-                    match engine.gc(false).await {
+                    match engine.gc(false, Duration::ZERO).await {
                         Ok(report) => {
                             for (pot, why) in &report.collected {
                                 tracing::info!(pot = %pot, reason = %why, "reconcile: removed");

@@ -8,6 +8,11 @@
 use super::lifecycle::OWNER_PROPERTY;
 use super::{Engine, EngineError, PotName, shim};
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// For a reconcile run from another process than the plugin (`potctl gc`): a pot without a
+/// supervisor that changed this recently may be mid-start in the plugin.
+pub const OUTSIDE_START_GRACE: Duration = Duration::from_secs(600);
 
 /// What a reconcile pass found, pot by pot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,8 +59,10 @@ impl Engine {
         })
     }
 
-    /// One reconcile pass; with `dry_run` nothing is changed.
-    pub async fn gc(&self, dry_run: bool) -> Result<GcReport, EngineError> {
+    /// One reconcile pass; with `dry_run` nothing is changed. Pots without a supervisor that
+    /// changed within `start_grace` are kept: zero in the plugin, which knows its own starts,
+    /// [`OUTSIDE_START_GRACE`] from another process.
+    pub async fn gc(&self, dry_run: bool, start_grace: Duration) -> Result<GcReport, EngineError> {
         let jails = self.cfg.jails_dataset();
         let mut owned: BTreeMap<PotName, String> = BTreeMap::new();
         let datasets = self
@@ -86,7 +93,7 @@ impl Engine {
         }
         let mut report = GcReport::default();
         for (pot, origin) in owned {
-            let verdict = self.verdict(&pot);
+            let verdict = self.verdict(&pot, start_grace);
             match verdict {
                 Verdict::Keep(why) => report.kept.push((pot, why)),
                 Verdict::Collect(why) => {
@@ -101,7 +108,7 @@ impl Engine {
         Ok(report)
     }
 
-    fn verdict(&self, pot: &PotName) -> Verdict {
+    fn verdict(&self, pot: &PotName, start_grace: Duration) -> Verdict {
         if self.instance(pot).is_some() {
             return Verdict::Keep("tracked by this plugin".to_string());
         }
@@ -123,8 +130,28 @@ impl Engine {
                 Verdict::Collect("task exited and no one claimed it".to_string())
             }
             Some(_) => Verdict::Collect("task gone without an exit status".to_string()),
-            None => Verdict::Collect("start never completed".to_string()),
+            None => match self.changed_since(pot) {
+                // Another process (the plugin, for `potctl gc`) may be starting it right now.
+                Some(age) if age < start_grace => Verdict::Keep(format!(
+                    "no task yet, changed {}s ago: a start may be in progress",
+                    age.as_secs()
+                )),
+                _ => Verdict::Collect("start never completed".to_string()),
+            },
         }
+    }
+
+    /// How long ago the pot's files or task state last changed.
+    fn changed_since(&self, pot: &PotName) -> Option<Duration> {
+        let dirs = [
+            self.cfg.jails_dir().join(pot.as_str()).join("conf"),
+            self.cfg.jails_dir().join(pot.as_str()),
+            self.task_state_dir(pot),
+        ];
+        dirs.iter()
+            .filter_map(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok())
+            .filter_map(|t| t.elapsed().ok())
+            .min()
     }
 }
 

@@ -23,7 +23,7 @@ pub use config::{
 };
 pub use error::EngineError;
 pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession};
-pub use gc::GcReport;
+pub use gc::{GcReport, OUTSIDE_START_GRACE};
 pub use image::{ExportOptions, Exported, GcReport as ImageGcReport, ImageRef};
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};
