@@ -419,31 +419,14 @@ fn image_policy(o: &Overrides, pot: &PotSettings) -> Result<ImagePolicy, ConfigE
     })
 }
 
-/// `1048576`, `512K`, `100M`, `20G`, `1T` (binary multiples; an optional trailing `B`/`iB`).
+/// [`super::limits::bytes`] of an agent-config value, or an error naming its key.
 fn parse_size(key: &str, v: &str) -> Result<u64, ConfigError> {
-    let t = v.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (digits, shift) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 30),
-        Some((i, 'T' | 't')) => (&t[..i], 40),
-        _ => (t, 0),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1u64 << shift))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            bad(
-                key,
-                format!("{v:?} is not a size (a positive number of bytes, or with K, M, G or T)"),
-            )
-        })
+    super::limits::bytes(v.trim()).ok_or_else(|| {
+        bad(
+            key,
+            format!("{v:?} is not a size (a positive number of bytes, or with K, M, G or T)"),
+        )
+    })
 }
 
 impl NetworkConfig {

@@ -189,17 +189,21 @@ fn pipe_session(
         for r in readers {
             let _ = r.await;
         }
-        let info = match child.wait().await {
-            Ok(status) => exit_info(status),
-            Err(e) => ExitInfo::unknown(format!("waiting for the command failed: {e}")),
-        };
-        let _ = exit_tx.send(info);
+        let _ = exit_tx.send(reap(child).await);
     });
     Ok(ExecSession {
         input,
         output,
         exit,
     })
+}
+
+/// The command's exit, once its output has ended and it is reaped.
+async fn reap(mut child: tokio::process::Child) -> ExitInfo {
+    match child.wait().await {
+        Ok(status) => exit_info(status),
+        Err(e) => ExitInfo::unknown(format!("waiting for the command failed: {e}")),
+    }
 }
 
 fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
@@ -248,9 +252,9 @@ fn pty_session(
             Ok(())
         });
     }
-    let mut child =
-        cmd.spawn()
-            .map_err(EngineError::io(p, "spawn jexec for", Path::new(program)))?;
+    let child = cmd
+        .spawn()
+        .map_err(EngineError::io(p, "spawn jexec for", Path::new(program)))?;
     // The slave ends now live only in the child: its exit gives the reader EIO, i.e. EOF.
     drop(cmd);
     let master = Arc::new(std::fs::File::from(pty.master));
@@ -287,11 +291,7 @@ fn pty_session(
     });
     tokio::spawn(async move {
         let _ = read_done.await;
-        let info = match child.wait().await {
-            Ok(status) => exit_info(status),
-            Err(e) => ExitInfo::unknown(format!("waiting for the command failed: {e}")),
-        };
-        let _ = exit_tx.send(info);
+        let _ = exit_tx.send(reap(child).await);
     });
     Ok(ExecSession {
         input,

@@ -70,31 +70,38 @@ fn pcpu(share: f64, ncpu: u32) -> u64 {
     ((share * f64::from(ncpu) * 100.0).ceil() as u64).max(1)
 }
 
-/// A size as rctl and pot's `set-rss` write it: digits with an optional `k`, `m`, `g` or `t`
-/// (powers of 1024, either case).
-pub fn parse_size(key: &str, value: &str) -> Result<u64, EngineError> {
-    let bad = || {
-        EngineError::InvalidInput(format!(
-            "{key}: {value:?} is not a size (a number with an optional k, m, g or t suffix)"
-        ))
-    };
-    let (digits, shift) = match value.char_indices().last() {
+/// A positive size in bytes: digits with an optional binary suffix `k`, `m`, `g` or `t` (any
+/// case), optionally followed by `B` or `iB` (`512M`, `100MiB`, `1TB`).
+pub fn bytes(value: &str) -> Option<u64> {
+    let v = value
+        .strip_suffix("iB")
+        .or_else(|| value.strip_suffix('B'))
+        .unwrap_or(value);
+    let (digits, shift) = match v.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
             let shift = match c.to_ascii_lowercase() {
                 'k' => 10,
                 'm' => 20,
                 'g' => 30,
                 't' => 40,
-                _ => return Err(bad()),
+                _ => return None,
             };
-            (&value[..i], shift)
+            (&v[..i], shift)
         }
-        _ => (value, 0),
+        _ => (v, 0),
     };
-    let n = parse_digits(digits).ok_or_else(bad)?;
-    n.checked_mul(1u64 << shift)
+    parse_digits(digits)?
+        .checked_mul(1u64 << shift)
         .filter(|b| *b > 0)
-        .ok_or_else(bad)
+}
+
+/// [`bytes`] of a task-config value, or an error naming its key.
+pub fn parse_size(key: &str, value: &str) -> Result<u64, EngineError> {
+    bytes(value).ok_or_else(|| {
+        EngineError::InvalidInput(format!(
+            "{key}: {value:?} is not a size (a number with an optional k, m, g or t suffix)"
+        ))
+    })
 }
 
 /// A positive count.
