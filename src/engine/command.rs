@@ -108,12 +108,12 @@ mod tests {
         assert_eq!(r.unquoted_args, [1]);
         assert_eq!(
             argv(
-                Some("sh"),
+                Some("/bin/sh"),
                 &["-c", "trap 'exit 7' USR1; sleep 5"],
                 None,
                 true
             ),
-            ["sh", "-c", "trap 'exit 7' USR1; sleep 5"]
+            ["/bin/sh", "-c", "trap 'exit 7' USR1; sleep 5"]
         );
         assert_eq!(
             argv(Some("nginx"), &["'daemon off;'"], None, false),
