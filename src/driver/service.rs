@@ -5,7 +5,7 @@ use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
     Dns, Engine, EngineConfig, EventSink, ExecInput, ExecOutputEvent, ExitInfo, HostMount,
-    ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, parse_cpu_list,
+    ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, TtySize, parse_cpu_list,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
@@ -302,12 +302,17 @@ fn handle_for(entry: &TaskEntry) -> drivers::TaskHandle {
     }
 }
 
-fn resize(size: &drivers::exec_task_streaming_request::TerminalSize) -> ExecInput {
+fn tty_size(size: &drivers::exec_task_streaming_request::TerminalSize) -> TtySize {
     let clamp = |v: i32| v.clamp(0, i32::from(u16::MAX)) as u16;
-    ExecInput::Resize {
+    TtySize {
         rows: clamp(size.height),
         cols: clamp(size.width),
     }
+}
+
+fn resize(size: &drivers::exec_task_streaming_request::TerminalSize) -> ExecInput {
+    let TtySize { rows, cols } = tty_size(size);
+    ExecInput::Resize { rows, cols }
 }
 
 fn stream_of<T: Send + 'static>(rx: mpsc::Receiver<Result<T, Status>>) -> Response<BoxStream<T>> {
@@ -803,14 +808,13 @@ impl Driver for PotDriver {
                 task_user(&entry),
                 &setup.command,
                 &task_env(&entry),
-                setup.tty,
+                setup
+                    .tty
+                    .then(|| first.tty_size.as_ref().map(tty_size).unwrap_or_default()),
             )
             .await
             .map_err(|e| status::from_engine(&e))?;
         let input = session.input;
-        if let Some(size) = first.tty_size {
-            let _ = input.send(resize(&size)).await;
-        }
         tokio::spawn(async move {
             // Client EOF only means no more input; output keeps streaming.
             while let Ok(Some(msg)) = inbound.message().await {

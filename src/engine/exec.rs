@@ -22,6 +22,13 @@ pub struct ExecOutput {
     pub exit: ExitInfo,
 }
 
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
 /// Input to an interactive session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecInput {
@@ -120,21 +127,21 @@ impl Engine {
         })
     }
 
-    /// Starts an interactive command in the task's jail, on pipes or, with `tty`, on a pty whose
-    /// slave is the command's controlling terminal.
+    /// Starts an interactive command in the task's jail, on pipes or, with `tty`, on a pty of
+    /// that initial size whose slave is the command's controlling terminal. The size is set
+    /// before the command starts, so even its first `stty size` sees it.
     pub async fn exec_session(
         &self,
         pot: &PotName,
         user: Option<&str>,
         argv: &[String],
         env: &BTreeMap<String, String>,
-        tty: bool,
+        tty: Option<TtySize>,
     ) -> Result<ExecSession, EngineError> {
         let cmd = self.exec_command(pot, user, argv, env)?;
-        if tty {
-            pty_session(pot, cmd, &argv[0])
-        } else {
-            pipe_session(pot, cmd, &argv[0])
+        match tty {
+            Some(size) => pty_session(pot, cmd, &argv[0], size),
+            None => pipe_session(pot, cmd, &argv[0]),
         }
     }
 }
@@ -228,12 +235,13 @@ fn pty_session(
     pot: &PotName,
     mut cmd: tokio::process::Command,
     program: &str,
+    size: TtySize,
 ) -> Result<ExecSession, EngineError> {
     let p = pot.as_str();
     let pty_err = |op: &'static str| {
         move |e: nix::Error| EngineError::io(p, op, Path::new("/dev/ptmx"))(std::io::Error::from(e))
     };
-    let pty = nix::pty::openpty(None, None).map_err(pty_err("open a pty"))?;
+    let pty = nix::pty::openpty(&winsize(size), None).map_err(pty_err("open a pty"))?;
     let dup = |fd: &OwnedFd| {
         fd.try_clone()
             .map_err(EngineError::io(p, "dup", Path::new("pty")))
@@ -269,7 +277,7 @@ fn pty_session(
                 ExecInput::Data(data) => (&*w).write_all(&data),
                 // ^D: end of input for the line discipline.
                 ExecInput::Close => (&*w).write_all(&[4]),
-                ExecInput::Resize { rows, cols } => resize(&w, rows, cols),
+                ExecInput::Resize { rows, cols } => resize(&w, TtySize { rows, cols }),
             })
             .await;
         }
@@ -300,13 +308,17 @@ fn pty_session(
     })
 }
 
-fn resize(master: &std::fs::File, rows: u16, cols: u16) -> std::io::Result<()> {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
+fn winsize(size: TtySize) -> nix::pty::Winsize {
+    nix::pty::Winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
-    };
+    }
+}
+
+fn resize(master: &std::fs::File, size: TtySize) -> std::io::Result<()> {
+    let ws = winsize(size);
     // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
     match unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ as _, &ws) } {
         -1 => Err(std::io::Error::last_os_error()),

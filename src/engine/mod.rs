@@ -22,7 +22,7 @@ pub use config::{
     ImagePolicy, NetworkConfig, Overrides, Stack,
 };
 pub use error::EngineError;
-pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession};
+pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession, TtySize};
 pub use gc::{GcReport, OUTSIDE_START_GRACE};
 pub use image::{ExportOptions, Exported, GcReport as ImageGcReport, ImageRef};
 pub use layout::{MountSpec, PotName};
