@@ -1171,7 +1171,7 @@ async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
     open_gate(&exited);
     env.wait(&exited.id(), 20.0).await;
     env.wait_ready(&running).await;
-    let engine = engine_for(&env).await;
+    let engine = engine_for(&env.sim);
     // The plugin dies and Nomad never comes back for these tasks.
     env.plugin.kill();
     let foreign = "zroot/pot/jails/made_by_pot_cli";

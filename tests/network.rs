@@ -8,15 +8,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::cty;
+use common::env::{engine_for, set_config, task_schema};
 use common::{Plugin, SimHost, TestTask, within};
 use nomad_pot_driver::engine::PotName;
-use nomad_pot_driver::proto::base::{
-    ConfigSchemaRequest, NomadConfig, NomadDriverConfig, SetConfigRequest,
-};
 use nomad_pot_driver::proto::drivers::{
     DestroyTaskRequest, FingerprintRequest, PortMapping, StartTaskRequest, StartTaskResponse,
-    TaskConfigSchemaRequest,
 };
 use nomad_pot_driver::proto::hclspec::Spec;
 use nomad_pot_driver::proto::structs::attribute;
@@ -45,43 +41,10 @@ impl Env {
             assert_eq!(code, 0, "load pf main ruleset: {err}");
         }
         let plugin = Plugin::launch().await;
-        let schema = within(
-            5.0,
-            "ConfigSchema",
-            plugin.base().config_schema(ConfigSchemaRequest {}),
-        )
-        .await
-        .expect("ConfigSchema")
-        .into_inner()
-        .spec
-        .expect("spec");
-        let req = SetConfigRequest {
-            msgpack_config: cty::encode(&schema, &sim.agent_config_with(overrides))
-                .expect("agent config"),
-            nomad_config: Some(NomadConfig {
-                driver: Some(NomadDriverConfig {
-                    client_max_port: 14512,
-                    client_min_port: 14000,
-                    ..Default::default()
-                }),
-            }),
-            plugin_api_version: "v0.1.0".into(),
-        };
-        within(10.0, "SetConfig", plugin.base().set_config(req))
+        set_config(&plugin, &sim.agent_config_with(overrides), true)
             .await
             .expect("SetConfig");
-        let task_spec = within(
-            5.0,
-            "TaskConfigSchema",
-            plugin
-                .driver()
-                .task_config_schema(TaskConfigSchemaRequest {}),
-        )
-        .await
-        .expect("TaskConfigSchema")
-        .into_inner()
-        .spec
-        .expect("spec");
+        let task_spec = task_schema(&plugin).await;
         let image = format!("file://{}", sim.image("demo", "1.0").display());
         Env {
             sim,
@@ -100,7 +63,7 @@ impl Env {
         for (k, v) in extra.as_object().unwrap() {
             cfg[k] = v.clone();
         }
-        let bytes = cty::encode(&self.task_spec, &cfg).expect("task config");
+        let bytes = common::cty::encode(&self.task_spec, &cfg).expect("task config");
         let mut t = TestTask::new(&self.sim.allocs_dir(), name, bytes);
         let res = t.config.resources.as_mut().unwrap();
         for (label, value, to) in ports {
@@ -555,8 +518,6 @@ async fn fifty_bridged_tasks_start_concurrently() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_tears_down_the_network_of_abandoned_pots() {
-    use nomad_pot_driver::driver::AgentConfig;
-    use nomad_pot_driver::engine::{Engine, EngineConfig};
     let mut env = Env::new(true).await;
     let base = port_base() + 15;
     let t = env.task("crashy", json!({}), &[("http", base, 80)]);
@@ -588,26 +549,7 @@ async fn reconcile_tears_down_the_network_of_abandoned_pots() {
     assert!(made.starts_with("epair"), "{made}");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let schema = within(5.0, "ConfigSchema", async {
-        let p = Plugin::launch().await;
-        let s = p
-            .base()
-            .config_schema(ConfigSchemaRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .spec
-            .unwrap();
-        p.shutdown().await;
-        s
-    })
-    .await;
-    let agent =
-        AgentConfig::decode(&cty::encode(&schema, &env.sim.agent_config()).unwrap()).unwrap();
-    let engine = Engine::new(
-        EngineConfig::resolve(&agent.engine).unwrap(),
-        std::sync::Arc::new(|_: &_, _| {}),
-    );
+    let engine = engine_for(&env.sim);
     let report = engine
         .gc(false, std::time::Duration::ZERO)
         .await

@@ -258,12 +258,10 @@ pub fn open_gate(t: &TestTask) {
 }
 
 /// An engine on the same simulated host, configured from the agent config as the plugin is.
-pub async fn engine_for(env: &Env) -> nomad_pot_driver::engine::Engine {
+pub fn engine_for(sim: &SimHost) -> nomad_pot_driver::engine::Engine {
     use nomad_pot_driver::driver::AgentConfig;
     use nomad_pot_driver::engine::{Engine, EngineConfig};
-    let bytes = cty::encode(&config_schema(&env.plugin).await, &env.sim.agent_config())
-        .expect("encode the agent config");
-    let agent = AgentConfig::decode(&bytes).expect("decode the agent config");
+    let agent = AgentConfig::from_json(&sim.agent_config()).expect("decode the agent config");
     let cfg = EngineConfig::resolve(&agent.engine).expect("engine config");
     Engine::new(cfg, std::sync::Arc::new(|_: &_, _| {}))
 }
