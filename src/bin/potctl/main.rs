@@ -1,6 +1,7 @@
 //! potctl: the operator's debug CLI for one node.
 
 mod operate;
+mod plugin_check;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -102,6 +103,9 @@ enum Command {
     /// Run a job's task once in the foreground through the plugin's engine path: its logs
     /// streamed, its exit code returned; Ctrl-C stops it; its pot is always destroyed.
     Run(operate::TaskArgs),
+    /// Launch a plugin binary the way Nomad does and show the handshake, PluginInfo,
+    /// Capabilities and the first fingerprint, or why Nomad would not load it.
+    PluginCheck(plugin_check::PluginCheckArgs),
     /// Imported images and the image cache.
     Images {
         #[command(subcommand)]
@@ -175,6 +179,8 @@ fn main() -> ExitCode {
                 .and_then(|e| rt.block_on(operate::exec(&e, &args, json))),
             Command::Run(args) => operate(cli.config, cli.sim)
                 .and_then(|e| rt.block_on(operate::run(&e, &reporter, &args, json))),
+            Command::PluginCheck(args) => agent_json(cli.config, cli.sim)
+                .and_then(|agent| rt.block_on(plugin_check::plugin_check(&args, agent, json))),
             Command::Gc { apply } => {
                 engine(cli.config, cli.sim).and_then(|engine| rt.block_on(gc(&engine, apply)))
             }
@@ -209,7 +215,13 @@ fn engine_with(
 }
 
 fn engine_config(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<EngineConfig> {
-    let json: serde_json::Value = match (config, sim) {
+    let agent = AgentConfig::from_json(&agent_json(config, sim)?)?;
+    Ok(EngineConfig::resolve(&agent.engine)?)
+}
+
+/// The agent's plugin config as JSON, from `--config` or `--sim`; empty without either.
+fn agent_json(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<serde_json::Value> {
+    Ok(match (config, sim) {
         (Some(file), _) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -232,9 +244,7 @@ fn engine_config(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<Engine
         }
         // As the plugin with `plugin "nomad-pot-driver" {}`: pot's own configuration.
         (None, None) => serde_json::json!({}),
-    };
-    let agent = AgentConfig::from_json(&json)?;
-    Ok(EngineConfig::resolve(&agent.engine)?)
+    })
 }
 
 async fn export(engine: &Engine, options: &ExportOptions) -> Result<ExitCode> {
