@@ -1,7 +1,9 @@
 //! potctl: the operator's debug CLI for one node.
 
+mod doctor;
 mod operate;
 mod plugin_check;
+mod setup;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -103,6 +105,12 @@ enum Command {
     /// Run a job's task once in the foreground through the plugin's engine path: its logs
     /// streamed, its exit code returned; Ctrl-C stops it; its pot is always destroyed.
     Run(operate::TaskArgs),
+    /// Prepare a fresh host as `pot init` and `pot vnet-start` do: ZFS datasets, directories,
+    /// pot's anchor lines in pf.conf, forwarding, pf, NAT and the bridge. Idempotent.
+    Init(setup::InitArgs),
+    /// Check the node's readiness (root, ZFS, racct, VIMAGE, pf, pot's config, the plugin and
+    /// Nomad's agent config), with a fix for each failure; exits 1 when something fails.
+    Doctor(doctor::DoctorArgs),
     /// Launch a plugin binary the way Nomad does and show the handshake, PluginInfo,
     /// Capabilities and the first fingerprint, or why Nomad would not load it.
     PluginCheck(plugin_check::PluginCheckArgs),
@@ -179,6 +187,16 @@ fn main() -> ExitCode {
                 .and_then(|e| rt.block_on(operate::exec(&e, &args, json))),
             Command::Run(args) => operate(cli.config, cli.sim)
                 .and_then(|e| rt.block_on(operate::run(&e, &reporter, &args, json))),
+            Command::Init(args) => {
+                engine(cli.config, cli.sim).and_then(|e| rt.block_on(setup::init(&e, &args, json)))
+            }
+            Command::Doctor(args) => {
+                let agent = match (&cli.config, &cli.sim) {
+                    (None, None) => Ok(None),
+                    _ => agent_json(cli.config, cli.sim).map(Some),
+                };
+                agent.and_then(|agent| rt.block_on(doctor::doctor(&args, agent, json)))
+            }
             Command::PluginCheck(args) => agent_json(cli.config, cli.sim)
                 .and_then(|agent| rt.block_on(plugin_check::plugin_check(&args, agent, json))),
             Command::Gc { apply } => {
