@@ -135,13 +135,7 @@ impl Reporter {
         if self.tty
             && let Some((name, percent, total)) = download_progress(message)
         {
-            let filled = (percent.min(100) / 5) as usize;
-            let _ = write!(
-                err,
-                "\r==> downloading {name} [{}{}] {percent:>3}% of {total}",
-                "#".repeat(filled),
-                " ".repeat(20 - filled)
-            );
+            let _ = write!(err, "\r{}", bar_line(name, percent, total));
             let _ = err.flush();
             *bar = true;
             return;
@@ -158,6 +152,16 @@ impl Reporter {
             eprintln!();
         }
     }
+}
+
+/// One frame of the download bar, redrawn in place.
+fn bar_line(name: &str, percent: u64, total: &str) -> String {
+    let filled = (percent.min(100) / 5) as usize;
+    format!(
+        "==> downloading {name} [{}{}] {percent:>3}% of {total}",
+        "#".repeat(filled),
+        " ".repeat(20 - filled)
+    )
 }
 
 /// `(image, percent, total)` of the engine's "Downloading image NAME: P% of SIZE" event.
@@ -584,6 +588,14 @@ mod tests {
             None
         );
         assert_eq!(download_progress("Imported image web_1.0"), None);
+        assert_eq!(
+            bar_line("web_1.0", 45, "12 MB"),
+            "==> downloading web_1.0 [#########           ]  45% of 12 MB"
+        );
+        assert_eq!(
+            bar_line("web_1.0", 100, "12 MB"),
+            "==> downloading web_1.0 [####################] 100% of 12 MB"
+        );
     }
 
     #[test]
