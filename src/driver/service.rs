@@ -848,7 +848,7 @@ pub fn task_spec(cfg: &drivers::TaskConfig) -> Result<TaskSpec, Status> {
     let network = tc
         .network_request(nomad_ports, &cfg.env)
         .map_err(|e| Status::invalid_argument(format!("task config: {e}")))?;
-    let limits = nomad_limits(&cfg, tc.limits)?;
+    let limits = nomad_limits(cfg, tc.limits)?;
     Ok(TaskSpec {
         pot,
         image,
