@@ -791,9 +791,9 @@ async fn untrusted_certificate_is_refused_at_once_and_leaves_nothing() {
     let msg = e.to_string();
     assert!(
         msg.contains(&format!(
-            "GET {}demo_1.0.xz.skein: the server's certificate is not trusted (invalid peer certificate: UnknownIssuer); trusted are the system trust store (",
+            "GET {}demo_1.0.xz.skein: the server's certificate is not trusted (invalid peer certificate: UnknownIssuer); trusted: the system trust store (",
             server.url()
-        )) && msg.ends_with("; no image_ca_file (a private CA goes in image_ca_file)"),
+        )) && msg.ends_with("; set image_ca_file for a private CA"),
         "{msg}"
     );
     assert!(

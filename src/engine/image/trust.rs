@@ -73,23 +73,27 @@ impl Trust {
         let mut roots = RootCertStore::empty();
         let (system_count, _unusable) = roots.add_parsable_certificates(system.certificates());
         let mut description = format!(
-            "the system trust store ({system_count} CA certificates from {})",
+            "the system trust store ({system_count} certificates from {})",
             system.describe()
         );
-        if let Some(path) = ca_file {
-            let certs = read_ca_file(path)?;
-            let count = certs.len();
-            for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    format!(
-                        "image_ca_file {}: not a usable CA certificate: {e}",
-                        path.display()
-                    )
-                })?;
+        match ca_file {
+            Some(path) => {
+                let certs = read_ca_file(path)?;
+                let count = certs.len();
+                for cert in certs {
+                    roots.add(cert).map_err(|e| {
+                        format!(
+                            "image_ca_file {}: not a usable CA certificate: {e}",
+                            path.display()
+                        )
+                    })?;
+                }
+                description.push_str(&format!(
+                    " and image_ca_file {} ({count} certificates)",
+                    path.display()
+                ));
             }
-            description.push_str(&format!(" and image_ca_file {} ({count})", path.display()));
-        } else {
-            description.push_str("; no image_ca_file");
+            None => description.push_str("; set image_ca_file for a private CA"),
         }
         Ok(Trust {
             config: client_config(roots),
@@ -133,9 +137,7 @@ pub(super) fn tls_failure(e: &(dyn std::error::Error + 'static), trusted: &str) 
             return Some(match tls {
                 Error::InvalidCertificate(
                     CertificateError::UnknownIssuer | CertificateError::BadSignature,
-                ) => format!(
-                    "the server's certificate is not trusted ({tls}); trusted are {trusted} (a private CA goes in image_ca_file)"
-                ),
+                ) => format!("the server's certificate is not trusted ({tls}); trusted: {trusted}"),
                 Error::InvalidCertificate(
                     CertificateError::NotValidForName
                     | CertificateError::NotValidForNameContext { .. },
@@ -216,7 +218,7 @@ mod tests {
         assert!(
             trust
                 .description
-                .starts_with("the system trust store (2 CA certificates from "),
+                .starts_with("the system trust store (2 certificates from "),
             "{}",
             trust.description
         );
