@@ -825,6 +825,23 @@ async fn certificate_for_another_host_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn expired_certificate_is_refused() {
+    let f = Fixture::trusting_test_ca();
+    let server = f.serve_https(TestCert::Expired, vec![Reply::body(&f.xz.clone())]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "GET {}demo_1.0.xz.skein: the server's certificate was rejected (invalid peer certificate: certificate expired",
+            server.url()
+        )),
+        "{msg}"
+    );
+    assert!(!e.is_transient(), "{msg}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_server_without_tls_fails_the_handshake_permanently() {
     let f = Fixture::trusting_test_ca();
     let port = raw_server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");

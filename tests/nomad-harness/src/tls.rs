@@ -14,6 +14,8 @@ pub enum TestCert {
     Localhost,
     /// Valid for images.example.org only: a hostname mismatch on 127.0.0.1.
     OtherHost,
+    /// Like `Localhost`, but expired in 2001.
+    Expired,
 }
 
 fn pki() -> PathBuf {
@@ -30,6 +32,7 @@ pub fn server_config(cert: TestCert) -> Arc<rustls::ServerConfig> {
     let file = match cert {
         TestCert::Localhost => "localhost.pem",
         TestCert::OtherHost => "other-host.pem",
+        TestCert::Expired => "expired.pem",
     };
     let chain = CertificateDer::pem_file_iter(pki().join(file))
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
