@@ -78,8 +78,11 @@ impl Trust {
         );
         match ca_file {
             Some(path) => {
-                let certs = read_ca_file(path)?;
-                let count = certs.len();
+                let certs = read_ca_file(path).map_err(|e| format!("image_ca_file {e}"))?;
+                let count = match certs.len() {
+                    1 => "1 certificate".to_string(),
+                    n => format!("{n} certificates"),
+                };
                 for cert in certs {
                     roots.add(cert).map_err(|e| {
                         format!(
@@ -88,10 +91,7 @@ impl Trust {
                         )
                     })?;
                 }
-                description.push_str(&format!(
-                    " and image_ca_file {} ({count} certificates)",
-                    path.display()
-                ));
+                description.push_str(&format!(" and image_ca_file {} ({count})", path.display()));
             }
             None => description.push_str("; set image_ca_file for a private CA"),
         }
@@ -221,6 +221,22 @@ mod tests {
                 .starts_with("the system trust store (2 certificates from "),
             "{}",
             trust.description
+        );
+        let ca = tls.join("ca.pem");
+        let trust = Trust::load(&store, Some(&ca)).unwrap();
+        assert!(
+            trust.description.ends_with(&format!(
+                " and image_ca_file {} (1 certificate)",
+                ca.display()
+            )),
+            "{}",
+            trust.description
+        );
+        let gone = tmp.path().join("gone.pem");
+        let e = Trust::load(&store, Some(&gone)).err().unwrap();
+        assert!(
+            e.starts_with("image_ca_file ") && e.contains("gone.pem"),
+            "{e}"
         );
     }
 
