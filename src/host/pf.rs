@@ -15,6 +15,20 @@ impl Host {
             .collect())
     }
 
+    /// The translation rules of `anchor` (`pfctl -a ANCHOR -s nat`), one per line.
+    pub async fn pf_nat_rules(&self, anchor: &str) -> Result<Vec<String>, HostError> {
+        let out = self
+            .run(Tool::Pfctl, argv!["-a", anchor, "-s", "nat"])
+            .await?;
+        Ok(out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Loads `rules` into `anchor`, replacing its rules (`pfctl -a ANCHOR -f -`, rules on stdin).
     pub async fn pf_load(&self, anchor: &str, rules: &str) -> Result<(), HostError> {
         self.run_with_stdin(

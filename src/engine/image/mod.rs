@@ -15,6 +15,7 @@ mod tests;
 
 pub use export::{ExportOptions, Exported};
 pub use gc::GcReport;
+pub(super) use gc::IMAGE_PROP;
 
 use super::{EngineError, ImagePolicy};
 use crate::host::Host;
