@@ -362,13 +362,13 @@ impl EngineConfig {
 }
 
 /// Where a setting's effective value came from.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// pot's default, or the driver's where pot has none.
     Default,
     /// A `POT_*` variable in one of pot's config files.
-    PotConf(PathBuf),
+    PotConf,
     /// The plugin's agent config.
     AgentConfig,
 }
@@ -379,6 +379,8 @@ pub struct Setting {
     pub key: &'static str,
     pub value: String,
     pub source: Source,
+    /// The pot config file, for [`Source::PotConf`].
+    pub file: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -389,20 +391,17 @@ impl EngineConfig {
         for file in ["pot.default.conf", "pot.conf"] {
             pot.overlay_file(&cfg.pot_conf_dir.join(file))?;
         }
-        let source = |agent: bool, pot_var: Option<&str>| {
-            if agent {
-                return Source::AgentConfig;
-            }
-            match pot_var.and_then(|v| pot.set_by.get(v)) {
-                Some(file) => Source::PotConf(file.clone()),
-                None => Source::Default,
-            }
-        };
+        let source =
+            |agent: bool, pot_var: Option<&str>| match pot_var.and_then(|v| pot.set_by.get(v)) {
+                _ if agent => (Source::AgentConfig, None),
+                Some(file) => (Source::PotConf, Some(file.clone())),
+                None => (Source::Default, None),
+            };
         let path = |p: &Path| p.display().to_string();
         let list = |v: &[PathBuf]| v.iter().map(|p| path(p)).collect::<Vec<_>>().join(" ");
         let n = &cfg.network;
         let opt = |v: Option<Ipv4Addr>| v.map(|a| a.to_string()).unwrap_or_default();
-        let rows: Vec<(&'static str, String, Source)> = vec![
+        let rows: Vec<(&'static str, String, (Source, Option<PathBuf>))> = vec![
             (
                 "tool_path",
                 cfg.tool_path.clone(),
@@ -546,7 +545,12 @@ impl EngineConfig {
         ];
         Ok(rows
             .into_iter()
-            .map(|(key, value, source)| Setting { key, value, source })
+            .map(|(key, value, (source, file))| Setting {
+                key,
+                value,
+                source,
+                file,
+            })
             .collect())
     }
 }
@@ -822,6 +826,42 @@ fn parse_shell_assignments(text: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn explain_names_each_source() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("pot.conf"),
+            "POT_EXTIF=vtnet0\nPOT_GATEWAY=10.192.0.1\n",
+        )
+        .unwrap();
+        let settings = EngineConfig::explain(&Overrides {
+            pot_conf_dir: Some(dir.path().to_path_buf()),
+            zfs_root: Some("tank/pot".into()),
+            gateway: Some("10.192.0.9".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let get = |key: &str| settings.iter().find(|s| s.key == key).unwrap().clone();
+        let extif = get("extif");
+        assert_eq!(
+            (extif.value.as_str(), extif.source),
+            ("vtnet0", Source::PotConf)
+        );
+        assert_eq!(extif.file, Some(dir.path().join("pot.conf")));
+        // The agent config wins over pot.conf.
+        let gateway = get("gateway");
+        assert_eq!(
+            (gateway.value.as_str(), gateway.source),
+            ("10.192.0.9", Source::AgentConfig)
+        );
+        assert_eq!(get("zfs_root").source, Source::AgentConfig);
+        let fs_root = get("fs_root");
+        assert_eq!(
+            (fs_root.value.as_str(), fs_root.source),
+            ("/opt/pot", Source::Default)
+        );
+    }
 
     #[test]
     fn defaults_match_pot() {
