@@ -189,6 +189,9 @@ async fn potctl_inspects_a_node() {
         .tool_ok("zfs", &["create", "zroot/pot/jails/handmade/m"]);
     std::fs::create_dir_all(jails.join("handmade/conf")).unwrap();
     std::fs::write(jails.join("handmade/conf/pot.conf"), HANDMADE_CONF).unwrap();
+    // Task state without a pot: what an interrupted start leaves (`ls` shows it as debris).
+    let ghost = sim.join("root/var/db/nomad-pot-driver/tasks/ghost_1");
+    std::fs::create_dir_all(&ghost).unwrap();
     // pot's own config sets one value, so `config` has every kind of source.
     std::fs::write(
         sim.join("root/usr/local/etc/pot/pot.conf"),
@@ -296,7 +299,9 @@ async fn potctl_inspects_a_node() {
 
     env.destroy(&web.id()).await;
     env.destroy(&job.id()).await;
+    std::fs::remove_dir(&ghost).unwrap();
     assert_eq!(potctl_ok(&sim, &["ps"]), "no pots\n");
+    assert_eq!(potctl_ok(&sim, &["ports"]), "no task publishes anything\n");
     env.sim
         .tool_ok("zfs", &["destroy", "-r", "zroot/pot/jails/handmade"]);
     env.finish().await;
