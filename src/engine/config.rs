@@ -383,6 +383,9 @@ pub struct Setting {
     pub file: Option<PathBuf>,
 }
 
+/// A setting's key, value, and source with its file.
+type SettingRow = (&'static str, String, (Source, Option<PathBuf>));
+
 impl EngineConfig {
     /// Each setting [`EngineConfig::resolve`] decides, with where its value came from.
     pub fn explain(o: &Overrides) -> Result<Vec<Setting>, ConfigError> {
@@ -401,7 +404,7 @@ impl EngineConfig {
         let list = |v: &[PathBuf]| v.iter().map(|p| path(p)).collect::<Vec<_>>().join(" ");
         let n = &cfg.network;
         let opt = |v: Option<Ipv4Addr>| v.map(|a| a.to_string()).unwrap_or_default();
-        let rows: Vec<(&'static str, String, (Source, Option<PathBuf>))> = vec![
+        let rows: Vec<SettingRow> = vec![
             (
                 "tool_path",
                 cfg.tool_path.clone(),

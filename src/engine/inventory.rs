@@ -368,7 +368,7 @@ impl Engine {
             Some(anchor) => match self.host.pf_nat_rules(anchor).await {
                 Ok(rules) => rules,
                 // An anchor pf has dropped (or never loaded) holds no rules.
-                Err(e) if matches!(e, crate::host::HostError::Failed { .. }) => Vec::new(),
+                Err(crate::host::HostError::Failed { .. }) => Vec::new(),
                 Err(e) => return Err(EngineError::host(pot.as_str())(e)),
             },
             None => Vec::new(),
