@@ -197,7 +197,7 @@ impl Engine {
             .host
             .jails()
             .await
-            .map_err(EngineError::host("jails"))?
+            .map_err(EngineError::node("list jails"))?
             .into_iter()
             .map(|(jid, name)| (name, jid))
             .collect();
@@ -388,16 +388,16 @@ impl Engine {
     pub async fn usage_report(&self, only: Option<&PotName>) -> Result<Vec<PotUsage>, EngineError> {
         let racct = self.host.sysctl("kern.racct.enable").await;
         if !racct.as_ref().is_ok_and(|v| v == "1") {
-            return Err(EngineError::State {
-                pot: only.map(|p| p.to_string()).unwrap_or_else(|| "*".to_string()),
-                reason: "no usage without racct: kern.racct.enable is 0 (set kern.racct.enable=1 in /boot/loader.conf and reboot)".to_string(),
+            return Err(EngineError::Node {
+                what: "resource usage".to_string(),
+                reason: "kern.racct.enable is 0: set kern.racct.enable=1 in /boot/loader.conf and reboot".to_string(),
             });
         }
         let clockrate: f64 = self
             .host
             .sysctl("hw.clockrate")
             .await
-            .map_err(EngineError::host("hw.clockrate"))?
+            .map_err(EngineError::node("read hw.clockrate"))?
             .trim()
             .parse()
             .unwrap_or(0.0);
@@ -405,7 +405,7 @@ impl Engine {
             .host
             .jails()
             .await
-            .map_err(EngineError::host("jails"))?
+            .map_err(EngineError::node("list jails"))?
             .into_iter()
             .map(|(_, name)| name)
             .collect();
@@ -497,17 +497,17 @@ impl Engine {
     /// The direct children of the jails dataset, by pot name.
     async fn pot_datasets(&self) -> Result<BTreeMap<String, PotDataset>, EngineError> {
         let jails = self.cfg.jails_dataset();
-        let host_err = EngineError::host(&jails);
+        let what = format!("list the pots in {jails}");
         let owners = self
             .host
             .zfs_list_tree(&jails, OWNER_PROPERTY)
             .await
-            .map_err(host_err)?;
+            .map_err(EngineError::node(&what))?;
         let stamps: BTreeMap<String, String> = self
             .host
             .zfs_list_tree(&jails, IMAGE_PROP)
             .await
-            .map_err(EngineError::host(&jails))?
+            .map_err(EngineError::node(&what))?
             .into_iter()
             .filter_map(|d| Some((d.name, d.user_prop?)))
             .collect();
@@ -515,7 +515,7 @@ impl Engine {
             .host
             .zfs_used_tree(&jails)
             .await
-            .map_err(EngineError::host(&jails))?
+            .map_err(EngineError::node(&what))?
             .into_iter()
             .collect();
         let origins: BTreeMap<&str, &str> = owners

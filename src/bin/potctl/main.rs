@@ -189,7 +189,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("potctl: {e:#}");
+            eprintln!("potctl: {}", output::error_message(&e));
             ExitCode::from(2)
         }
     }

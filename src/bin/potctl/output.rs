@@ -98,6 +98,18 @@ pub fn time(ms: u64) -> String {
     )
 }
 
+/// The error with its causes, each cause left out when the message before it already ends
+/// with it (the library's errors quote their source).
+pub fn error_message(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1).map(|c| c.to_string()) {
+        if !text.ends_with(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +123,17 @@ mod tests {
             t.render(),
             "NAME   STATE    NOTE\nweb_1  running  x\na      -        long note\n"
         );
+    }
+
+    #[test]
+    fn errors_quoting_their_source_are_not_repeated() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("pot web_1: {0}")]
+        struct Quoting(#[source] std::io::Error);
+        let e = anyhow::Error::new(Quoting(std::io::Error::other("zfs failed")));
+        assert_eq!(error_message(&e), "pot web_1: zfs failed");
+        let e = anyhow::Error::new(std::io::Error::other("denied")).context("reading /x");
+        assert_eq!(error_message(&e), "reading /x: denied");
     }
 
     #[test]
