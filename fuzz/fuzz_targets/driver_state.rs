@@ -9,9 +9,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&v, bytes)) = data.split_first() else {
         return;
     };
-    let version = if v < 0xf0 { HANDLE_VERSION } else { i32::from(v & 0x0f) };
+    let version = if v < 0xf0 {
+        HANDLE_VERSION
+    } else {
+        i32::from(v & 0x0f)
+    };
     if let Ok(state) = DriverState::decode(version, bytes) {
-        let again = DriverState::decode(HANDLE_VERSION, &state.encode()).expect("re-encoded state decodes");
+        let again =
+            DriverState::decode(HANDLE_VERSION, &state.encode()).expect("re-encoded state decodes");
         assert_eq!(again, state);
     }
 });
