@@ -90,7 +90,10 @@ mod tests {
     fn a_carriage_return_survives_a_rewrite() {
         for text in ["a=b\r", "a=b\r\n", "a=\r\r\nc=d"] {
             let c = PotConf::parse(text);
-            assert_eq!(c.get_raw("a").unwrap(), text[2..].split('\n').next().unwrap());
+            assert_eq!(
+                c.get_raw("a").unwrap(),
+                text[2..].split('\n').next().unwrap()
+            );
             assert_eq!(PotConf::parse(&c.render()), c, "{text:?}");
         }
     }
