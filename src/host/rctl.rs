@@ -134,7 +134,8 @@ impl Host {
     }
 }
 
-fn parse_usage(text: &str) -> ResourceUsage {
+/// `rctl -u` output: `resource=amount` lines; unknown resources and bad numbers are ignored.
+pub fn parse_usage(text: &str) -> ResourceUsage {
     let mut u = ResourceUsage::default();
     for (key, value) in text.lines().filter_map(|l| l.trim().split_once('=')) {
         match key {

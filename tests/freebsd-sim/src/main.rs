@@ -166,6 +166,7 @@ fn own_main(args: &[String]) -> Res<String> {
 }
 
 fn main() {
+    let start_us = state::now_us();
     let argv: Vec<String> = std::env::args().collect();
     let argv0 = argv.first().cloned().unwrap_or_default();
     let tool = Path::new(&argv0)
@@ -194,13 +195,16 @@ fn main() {
             if !stderr.is_empty() {
                 eprintln!("{stderr}");
             }
-            host.log_line(serde_json::json!({"argv": logged, "exit": exit, "fault": "fail"}));
+            host.log_line(serde_json::json!({
+                "argv": logged, "exit": exit, "fault": "fail",
+                "start_us": start_us, "end_us": state::now_us()
+            }));
             std::process::exit(exit)
         }
         Ok(Some(fault::Action::Hang { secs })) => {
             // Logged when the hang begins, so a test can act while the caller waits.
             host.log_line(serde_json::json!({
-                "argv": logged, "fault": "hang", "pid": std::process::id()
+                "argv": logged, "fault": "hang", "pid": std::process::id(), "start_us": start_us
             }));
             if !fault::hang(secs) {
                 std::process::exit(137)
@@ -221,7 +225,7 @@ fn main() {
         Outcome::Exit(c) => c,
         Outcome::Signal(n) => 128 + n,
     };
-    host.log_call(&logged, code);
+    host.log_call(&logged, code, start_us);
     match outcome {
         Outcome::Exit(c) => std::process::exit(c),
         Outcome::Signal(n) => jail::die_by_signal(n),

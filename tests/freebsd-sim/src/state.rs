@@ -236,9 +236,13 @@ impl Host {
         f()
     }
 
-    /// One O_APPEND write per call keeps concurrent tools' lines whole.
-    pub fn log_call(&self, argv: &[String], exit: i32) {
-        self.log_line(serde_json::json!({"argv": argv, "exit": exit}));
+    /// One O_APPEND write per call keeps concurrent tools' lines whole. `start_us` is when the
+    /// tool began, the end is now (both µs since the epoch), so benchmarks can tell the
+    /// simulator's share of a latency from the caller's.
+    pub fn log_call(&self, argv: &[String], exit: i32, start_us: u64) {
+        self.log_line(serde_json::json!({
+            "argv": argv, "exit": exit, "start_us": start_us, "end_us": now_us()
+        }));
     }
 
     /// Appends one JSON object as a line of `calls.jsonl`.
@@ -259,6 +263,14 @@ impl Host {
 
 pub fn io_fail(op: &str, path: &Path, e: std::io::Error) -> Fail {
     Fail::new(1, format!("freebsd-sim: {op} {}: {e}", path.display()))
+}
+
+/// Wall clock, µs since the epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 pub fn now() -> u64 {

@@ -27,6 +27,9 @@ pub struct Call {
     pub fault: Option<String>,
     /// The hung tool's pid, on a hang line.
     pub pid: Option<u32>,
+    /// When the tool process began and ended, µs since the epoch (no end on a hang line).
+    pub start_us: Option<u64>,
+    pub end_us: Option<u64>,
 }
 
 impl Call {
@@ -201,6 +204,8 @@ impl SimHost {
                     exit: v["exit"].as_i64().unwrap_or(-1),
                     fault: v["fault"].as_str().map(str::to_string),
                     pid: v["pid"].as_u64().map(|p| p as u32),
+                    start_us: v["start_us"].as_u64(),
+                    end_us: v["end_us"].as_u64(),
                 }
             })
             .collect()
