@@ -56,6 +56,7 @@ impl AgentConfig {
                 require_signature: o.bool("require_signature"),
                 image_max_size: o.string("image_max_size"),
                 image_cache_max: o.string("image_cache_max"),
+                devd_socket: o.string("devd_socket"),
             },
         })
     }

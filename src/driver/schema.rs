@@ -94,6 +94,8 @@ pub const AGENT: &[AttrDef] = &[
     attr("image_max_size", Ty::String),
     // A count; HCL turns `image_cache_max = 10` into the string Nomad sends.
     attr("image_cache_max", Ty::String),
+    // No default: absent means devd's own socket, empty turns memory-limit reports off.
+    attr("devd_socket", Ty::String),
 ];
 
 /// A job's `config { … }`: the Go driver's schema, key for key.

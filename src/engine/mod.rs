@@ -12,6 +12,7 @@ mod layout;
 mod lifecycle;
 mod limits;
 mod network;
+mod oom;
 mod options;
 mod potconf;
 mod relay;
