@@ -35,5 +35,8 @@ plugin "nomad-pot-driver" {
     # with any key set, unsigned images are refused unless require_signature = false.
     # signature_pubkeys = ["/usr/local/etc/pot/release.pub"]
     # require_signature = true
+    # devd(8)'s client socket: how a jail reaching its memory limit is noticed (oom_killed);
+    # "" turns that off.
+    devd_socket       = "/var/run/devd.seqpacket.pipe"
   }
 }

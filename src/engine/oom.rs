@@ -142,4 +142,68 @@ mod tests {
         assert_eq!(first.pid, 7);
         assert!(!tasks.path().join("other").exists());
     }
+
+    /// A devd stand-in: a listening SOCK_SEQPACKET socket at `path`.
+    fn devd_listener(path: &Path) -> std::os::fd::OwnedFd {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let _ = std::fs::remove_file(path);
+        // SAFETY: test-only socket calls on a descriptor we own; sockaddr_un is plain data.
+        unsafe {
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+                *d = *s as libc::c_char;
+            }
+            let fd = OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0));
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            assert_eq!(libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len), 0);
+            assert_eq!(libc::listen(fd.as_raw_fd(), 4), 0);
+            fd
+        }
+    }
+
+    /// Accepts one client and sends it `note` as one record.
+    fn serve_one(listener: &std::os::fd::OwnedFd, note: &str) -> std::os::fd::OwnedFd {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: test-only accept and send on descriptors we own.
+        unsafe {
+            let fd = libc::accept(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            assert!(fd >= 0);
+            let sent = libc::send(fd, note.as_ptr().cast(), note.len(), 0);
+            assert_eq!(sent, note.len() as isize);
+            OwnedFd::from_raw_fd(fd)
+        }
+    }
+
+    #[test]
+    fn the_listener_records_and_reconnects_when_devd_comes_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tasks = tmp.path().join("tasks");
+        let dir = tasks.join("web_1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let watch = MemoryWatch {
+            devd_socket: tmp.path().join("devd.pipe"),
+            lock_file: tmp.path().join("devd.lock"),
+            tasks_dir: tasks.clone(),
+        };
+        let note = "!system=RCTL subsystem=rule type=matched \
+                    rule=jail:web_1:memoryuse:devctl=4096 pid=1 ruid=0 jail=web_1\n";
+        let devd = devd_listener(&watch.devd_socket);
+        let w = watch.clone();
+        std::thread::spawn(move || listen(&w));
+        let conn = serve_one(&devd, note);
+        assert_eq!(limit_hit(&dir, Duration::from_secs(5)), Some(4096));
+
+        // devd restarts: the listener connects to the new one.
+        drop((conn, devd));
+        std::fs::remove_file(dir.join(MEMORY_LIMIT_FILE)).unwrap();
+        let devd = devd_listener(&watch.devd_socket);
+        let _conn = serve_one(&devd, note);
+        assert_eq!(limit_hit(&dir, Duration::from_secs(5)), Some(4096));
+    }
 }
