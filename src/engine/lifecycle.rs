@@ -1223,7 +1223,7 @@ fn exit_event(info: &ExitInfo) -> String {
 fn human_bytes(bytes: u64) -> String {
     let (amount, unit) = [(30, "GiB"), (20, "MiB"), (10, "KiB")]
         .into_iter()
-        .find(|(shift, _)| bytes >= 1 << shift && bytes % (1 << shift) == 0)
+        .find(|(shift, _)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
         .map_or((bytes, "bytes"), |(shift, unit)| (bytes >> shift, unit));
     format!("{amount} {unit}")
 }
@@ -1280,6 +1280,29 @@ fn remove_all(pot: &str, path: &Path) -> Result<(), EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_events_name_the_memory_limit_reached() {
+        let mut info = ExitInfo {
+            exit_code: 137,
+            signal: 9,
+            finished_at_ms: 0,
+            error: None,
+            memory_limit_hit: Some(64 << 20),
+        };
+        assert_eq!(
+            exit_event(&info),
+            "Task killed by signal 9 (OOM: the jail reached its memory limit of 64 MiB)"
+        );
+        info.memory_limit_hit = Some(1536 << 20);
+        assert!(exit_event(&info).ends_with("limit of 1536 MiB)"));
+        info.memory_limit_hit = Some(3 << 30);
+        assert!(exit_event(&info).ends_with("limit of 3 GiB)"));
+        info.memory_limit_hit = Some(1000);
+        assert!(exit_event(&info).ends_with("limit of 1000 bytes)"));
+        info.memory_limit_hit = None;
+        assert_eq!(exit_event(&info), "Task killed by signal 9");
+    }
 
     #[test]
     fn stop_attrs_read_like_pot() {
