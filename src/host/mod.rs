@@ -4,6 +4,7 @@
 //! Callers above this module see typed operations and typed errors, never argv.
 
 mod cpuset;
+pub mod devd;
 mod ifconfig;
 mod jail;
 mod mount;
@@ -16,7 +17,7 @@ mod zfs;
 pub use ifconfig::IfaceInfo;
 pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
-pub use rctl::{RctlResource, RctlRule, ResourceUsage};
+pub use rctl::{RctlAction, RctlResource, RctlRule, ResourceUsage};
 pub use zfs::DatasetEntry;
 
 /// The parsers of the tools' output, public so that the fuzz targets (`fuzz/`) reach the very

@@ -37,6 +37,7 @@ pub fn main(host: &Host, args: &[String]) -> Res<String> {
         }
         Some(('r', filter)) => host.update(|st| {
             st.rctl.retain(|r| !r.starts_with(filter.as_str()));
+            st.rctl_exceeded.retain(|r| !r.starts_with(filter.as_str()));
             Ok(String::new())
         }),
         Some(('u', filter)) => usage_of(host, filter, human),

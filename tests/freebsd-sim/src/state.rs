@@ -148,6 +148,9 @@ pub struct State {
     /// pf rulesets by anchor path; `""` is the main ruleset.
     pub anchors: BTreeMap<String, Anchor>,
     pub rctl: Vec<String>,
+    /// `devctl` rules whose amount the jail's usage exceeds (`freebsd-sim usage`): they notify
+    /// again only after the usage was back at or below it.
+    pub rctl_exceeded: Vec<String>,
     /// CPU lists set with `cpuset -l LIST -j JID`, by JID.
     pub cpusets: BTreeMap<u32, Vec<u32>>,
     pub sysctl: BTreeMap<String, String>,
@@ -292,6 +295,7 @@ pub fn init(dir: &Path) -> Res<String> {
         "tmp",
         "var/db/nomad-pot-driver",
         "usr/local/etc/pot",
+        "var/run",
     ] {
         let p = root.join(sub);
         fs::create_dir_all(&p).map_err(|e| io_fail("mkdir", &p, e))?;
@@ -358,7 +362,8 @@ pub fn init(dir: &Path) -> Res<String> {
         "state_dir": p("root/var/db/nomad-pot-driver"), "pot_conf_dir": p("root/usr/local/etc/pot"),
         "lock_file": p("root/tmp/pot-lock-file"),
         "network": "10.192.0.0/10", "netmask": "255.192.0.0", "gateway": "10.192.0.1",
-        "dns_ip": "10.192.0.2", "extif": "em0"
+        "dns_ip": "10.192.0.2", "extif": "em0",
+        "devd_socket": crate::devd::socket_path(&d).display().to_string()
     });
     Ok(format!("{cfg}\n"))
 }
