@@ -600,12 +600,10 @@ impl Engine {
             .map_err(EngineError::host(p))?;
         self.event(pot, format!("Jail created (jid {jid})"));
         // pot's `_js_rss`: limits go on the jail before its command starts.
-        for rule in &checked.rctl_rules {
-            self.host
-                .rctl_add(rule)
-                .await
-                .map_err(EngineError::host(p))?;
-        }
+        self.host
+            .rctl_add(&checked.rctl_rules)
+            .await
+            .map_err(EngineError::host(p))?;
         if !spec.limits.cpus.is_empty() {
             self.host
                 .cpuset_jail(jid, &spec.limits.cpus)

@@ -136,11 +136,14 @@ pub struct ResourceUsage {
 }
 
 impl Host {
-    /// `rctl -a <rule>`.
-    pub async fn rctl_add(&self, rule: &RctlRule) -> Result<(), HostError> {
-        self.run(Tool::Rctl, argv!["-a", rule.text()])
-            .await
-            .map(drop)
+    /// `rctl -a RULE…`: one call for all of a jail's rules, which rctl adds one by one.
+    pub async fn rctl_add(&self, rules: &[RctlRule]) -> Result<(), HostError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let mut args = argv!["-a"];
+        args.extend(rules.iter().map(|r| std::ffi::OsString::from(r.text())));
+        self.run(Tool::Rctl, args).await.map(drop)
     }
 
     /// `rctl -r jail:<name>`: every rule on the jail. None there (or racct off, so none can

@@ -1,11 +1,11 @@
 //! potctl: the operator's debug CLI for one node.
 
 mod doctor;
+mod inspect;
 mod operate;
+mod output;
 mod plugin_check;
 mod setup;
-mod inspect;
-mod output;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};

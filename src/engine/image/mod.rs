@@ -16,8 +16,8 @@ mod trust;
 
 pub use export::{ExportOptions, Exported};
 pub use gc::GcReport;
-pub(crate) use trust::read_ca_file;
 pub(super) use gc::IMAGE_PROP;
+pub(crate) use trust::read_ca_file;
 
 use super::{EngineError, ImagePolicy};
 use crate::host::Host;
