@@ -521,6 +521,46 @@ async fn fifty_bridged_tasks_start_concurrently() {
     env.finish().await;
 }
 
+/// pot's global lock guards address picks only: while a `pot` CLI holds it, a bridged start
+/// waits for it and a start that picks no address does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn pots_global_lock_holds_back_address_picks_only() {
+    let env = Env::new(true).await;
+    let lock_path = env.sim.config["lock_file"].as_str().unwrap().to_string();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&lock_path)
+        .unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("take pot's global lock");
+
+    let inherit = env.task("plain", json!({}), &[]);
+    let resp = tokio::time::timeout(Duration::from_secs(30), env.start(&inherit))
+        .await
+        .expect("an inherit start waited for pot's global lock");
+    assert!(resp.network_override.is_none());
+
+    let bridged = env.task("web", json!({}), &[("http", port_base() + 2000, 80)]);
+    {
+        let mut start = std::pin::pin!(env.start(&bridged));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1500), &mut start)
+                .await
+                .is_err(),
+            "a bridged start picked an address while pot's global lock was held"
+        );
+        drop(held);
+        let resp = within(30.0, "bridged StartTask", start).await;
+        assert_eq!(resp.network_override.unwrap().addr, "10.192.0.3");
+    }
+
+    env.destroy(&inherit).await;
+    env.destroy(&bridged).await;
+    env.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_tears_down_the_network_of_abandoned_pots() {
     let mut env = Env::new(true).await;

@@ -417,9 +417,12 @@ impl Engine {
         Ok((conf, attributes))
     }
 
-    /// `pot clone` of a single pot: a dataset for the pot, a ZFS clone of the image's root and
-    /// its pot.conf, with the address picked (see [`network`]). Runs under pot's global lock so
-    /// a `pot` CLI on the same host sees a consistent tree and never takes the same address.
+    /// `pot clone` of a single pot: a dataset for the pot, its pot.conf with the address picked
+    /// (see [`network`]) and a ZFS clone of the image's root. pot holds its global lock for all
+    /// of it; only a picked address needs it (a `pot` CLI on the same host must never take the
+    /// same one), so it is taken for bridged pots only and released once the pot.conf that
+    /// records the address is written, before the clone: concurrent starts no longer queue
+    /// behind each other's `zfs clone`.
     async fn clone_pot(
         &self,
         pot: &PotName,
@@ -430,42 +433,50 @@ impl Engine {
         plan: &NetworkPlan,
     ) -> Result<(PotConf, Option<std::net::Ipv4Addr>), EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
-        let host_err = EngineError::host(pot.as_str());
+        let p = pot.as_str();
+        let host_err = EngineError::host(p);
         // Pot names come from Nomad's task ids, so an existing one is debris of our own
         // interrupted start.
         if self.host.zfs_exists(&dataset).await.map_err(host_err)? {
             self.teardown(pot).await?;
         }
-        let _lock = self.global_lock(pot.as_str()).await?;
+        let lock = match plan {
+            NetworkPlan::Bridged(_) => Some(self.global_lock(p).await?),
+            NetworkPlan::Alias(_) | NetworkPlan::Inherit => None,
+        };
+        // Before any change, so a refused address leaves nothing behind.
         let ip = self.assign_network(plan, &mut conf)?;
         self.host
             .zfs_create(&dataset, &[(OWNER_PROPERTY, owner)])
             .await
-            .map_err(EngineError::host(pot.as_str()))?;
-        let snapshot = format!("{}/m@{}", imported.dataset, imported.snapshot);
-        if let Err(e) = self
-            .host
-            .zfs_clone(&snapshot, &format!("{dataset}/m"), &paths.root)
-            .await
-        {
-            let _ = self.host.zfs_destroy_recursive(&dataset).await;
-            return Err(EngineError::host(pot.as_str())(e));
+            .map_err(EngineError::host(p))?;
+        let cloned = async {
+            std::fs::create_dir_all(&paths.conf_dir).map_err(EngineError::io(
+                p,
+                "create",
+                &paths.conf_dir,
+            ))?;
+            write_file(
+                p,
+                &paths.conf_dir.join("pot.conf"),
+                conf.render().as_bytes(),
+            )?;
+            drop(lock);
+            let snapshot = format!("{}/m@{}", imported.dataset, imported.snapshot);
+            self.host
+                .zfs_clone(&snapshot, &format!("{dataset}/m"), &paths.root)
+                .await
+                .map_err(EngineError::host(p))?;
+            Ok(())
         }
-        let p = pot.as_str();
-        let written = std::fs::create_dir_all(&paths.conf_dir)
-            .map_err(EngineError::io(p, "create", &paths.conf_dir))
-            .and_then(|_| {
-                write_file(
-                    p,
-                    &paths.conf_dir.join("pot.conf"),
-                    conf.render().as_bytes(),
-                )
-            });
-        if let Err(e) = written {
-            let _ = self.host.zfs_destroy_recursive(&dataset).await;
-            return Err(e);
+        .await;
+        match cloned {
+            Ok(()) => Ok((conf, ip)),
+            Err(e) => {
+                let _ = self.host.zfs_destroy_recursive(&dataset).await;
+                Err(e)
+            }
         }
-        Ok((conf, ip))
     }
 
     async fn boot(
