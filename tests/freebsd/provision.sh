@@ -11,10 +11,9 @@
 # Every phase can run again: what exists is kept.
 set -eu
 
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export CARGO_HOME=/root/.cargo RUSTUP_HOME=/root/.rustup
+export PATH=$CARGO_HOME/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 REPO=${REPO:-/vagrant}
-CARGO=$CARGO_HOME/bin/cargo
 POT_CONF=/usr/local/etc/pot/pot.conf
 IMAGES=/usr/local/www/images
 RIG_KEY=/usr/local/etc/pot/rig
@@ -33,10 +32,13 @@ set_pot_conf() {
 phase_host() {
     step "packages"
     export ASSUME_ALWAYS_YES=yes
-    # pot brings potnet; freebsd-release-manifests lets `pot create -b` check the release.
-    pkg install -y pot freebsd-release-manifests nomad nginx signify jq curl bash rustup-init
+    # What a node needs (pot brings potnet), then what the rig adds: the release manifests
+    # `pot create -b` checks, nginx to serve images, signify for a key pair, the e2e script's
+    # tools and a Rust toolchain.
+    pkg install -y pot nomad
+    pkg install -y freebsd-release-manifests nginx signify jq curl bash rustup-init
     # pkg's quarterly rust can be older than the crate's rust-version (1.88, edition 2024).
-    if [ ! -x "$CARGO" ]; then
+    if [ ! -x "$CARGO_HOME/bin/cargo" ]; then
         rustup-init -y --profile minimal --default-toolchain stable
     fi
 
@@ -50,8 +52,9 @@ phase_host() {
     fi
 
     step "racct at boot (rctl limits and stats; takes effect after the reboot)"
-    grep -q '^kern.racct.enable=1' /boot/loader.conf ||
+    if ! grep -q '^kern.racct.enable=1' /boot/loader.conf; then
         echo 'kern.racct.enable=1' >> /boot/loader.conf
+    fi
 
     step "pot.conf: the external interface is the one holding the default route"
     extif=$(route -n get default | awk '/interface:/ { print $2 }')
@@ -77,19 +80,20 @@ phase_host() {
     fi
 
     step "rc.conf: Nomad as root in dev mode with the driver's config, nginx for the images"
-    sysrc nomad_enable=YES nomad_user=root nomad_group=wheel \
-        nomad_env="PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/sbin:/bin" \
-        nomad_args="-dev -bind=0.0.0.0 -config=/usr/local/etc/nomad/pot-driver.hcl"
+    sysrc nomad_enable=YES nomad_user=root nomad_group=wheel
+    sysrc nomad_env="PATH=/usr/local/bin:/usr/local/sbin:/usr/bin:/usr/sbin:/sbin:/bin"
+    sysrc nomad_args="-dev -bind=0.0.0.0 -config=/usr/local/etc/nomad/pot-driver.hcl"
     sysrc nginx_enable=YES
 }
 
 phase_driver() {
     step "build the driver (cargo build --release)"
     cd "$REPO"
-    "$CARGO" build --release --locked --bin nomad-pot-driver --bin potctl
+    cargo build --release --locked --bin nomad-pot-driver --bin potctl
 
     step "install into plugin_dir, potctl into /usr/local/bin, the agent config"
-    install -d /usr/local/libexec/nomad/plugins /usr/local/etc/nomad
+    install -d /usr/local/libexec/nomad/plugins
+    install -d /usr/local/etc/nomad
     install -m 0755 target/release/nomad-pot-driver /usr/local/libexec/nomad/plugins/
     install -m 0755 target/release/potctl /usr/local/bin/
     install -m 0644 driver-config/dev.hcl /usr/local/etc/nomad/pot-driver.hcl
