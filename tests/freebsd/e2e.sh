@@ -62,7 +62,7 @@ host_ip() {
 stdout_has() { nomad alloc logs "$1" "$2" | grep -q -- "$3"; }
 stderr_has() { nomad alloc logs -stderr "$1" "$2" | grep -q -- "$3"; }
 checks_pass() {
-    api "client/allocation/$1/checks" | jq -e 'length > 0 and all(.[]; .Status == "success")'
+    nomad alloc checks -json "$1" | jq -e 'length > 0 and all(.[]; .Status == "success")'
 }
 http_has() { curl -sf --max-time 5 "http://$1/" | grep -q -- "$2"; }
 jail_of() { jls name | grep "^$1_" | head -n 1; }
