@@ -85,7 +85,7 @@ purge() { nomad job stop -purge -detach "$1" >/dev/null 2>&1; }
 echo "== the node"
 check "plugin installed in plugin_dir" test -x "$PLUGIN"
 check "pot initialised" zfs list -H -o name "$(pot config -q -g zfs_root)/jails"
-check "racct enabled" test "$(sysctl -n kern.racct.enable)" = 1
+check "racct enabled (vagrant reload after the first vagrant up)" test "$(sysctl -n kern.racct.enable)" = 1
 check "VIMAGE kernel" test "$(sysctl -n kern.features.vimage)" = 1
 check "pf has pot's anchors" sh -c 'pfctl -s Anchors | grep -q pot-nat && pfctl -s Anchors | grep -q pot-rdr'
 check "the image is served" curl -sf -o /dev/null http://127.0.0.1:8080/images/demo_1.0.xz.skein

@@ -2,7 +2,8 @@
 # Provisions the FreeBSD rig (see the Vagrantfile), one phase per argument, as root:
 #
 #   provision.sh host     packages, ZFS pool, racct at boot, pf with pot's anchors, pot init,
-#                         the private bridge "rignet", rc.conf for nomad and nginx (reboot after)
+#                         the private bridge "rignet", rc.conf for nomad and nginx (racct needs
+#                         a reboot: `vagrant reload` after `vagrant up`)
 #   provision.sh driver   build this tree with cargo, install the plugin, potctl and the agent
 #                         config (driver-config/dev.hcl), start pf and Nomad (dev mode)
 #   provision.sh image    build the pot "demo" (FreeBSD base + nginx), export it with potctl
@@ -49,6 +50,11 @@ phase_host() {
         mkdir -p /var/zfs
         [ -f /var/zfs/zroot.img ] || truncate -s 16G /var/zfs/zroot.img
         zpool create zroot /var/zfs/zroot.img
+    fi
+    # A pool on a file may not be imported at boot, before the root file system is writable:
+    # import it from rc.local, which runs before Nomad.
+    if [ -f /var/zfs/zroot.img ] && ! grep -qs 'zpool import -d /var/zfs zroot' /etc/rc.local; then
+        echo 'zpool list zroot >/dev/null 2>&1 || zpool import -d /var/zfs zroot' >> /etc/rc.local
     fi
 
     step "racct at boot (rctl limits and stats; takes effect after the reboot)"
