@@ -9,7 +9,7 @@ mod service;
 mod status;
 
 pub use config::{AgentConfig, TaskConfig};
-pub use service::PotDriver;
+pub use service::{PotDriver, task_spec};
 
 /// Reported as `PluginInfo.plugin_version`: above the Go driver's v0.10.0 so that Nomad prefers
 /// this plugin when both are installed.
@@ -18,3 +18,8 @@ pub const PLUGIN_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
 pub const DRIVER_NAME: &str = "pot";
 /// Nomad's only driver plugin API version.
 pub const API_VERSION: &str = "v0.1.0";
+
+/// The hclspec of the task's `config {}` block, as TaskConfigSchema returns it.
+pub fn task_schema() -> crate::proto::hclspec::Spec {
+    schema::to_spec(schema::TASK)
+}

@@ -472,77 +472,8 @@ impl Driver for PotDriver {
                 ..Default::default()
             }));
         }
-        let (alloc, task_name, invocation) = split_task_id(&cfg.id)?;
-        let tc = TaskConfig::decode(&cfg.msgpack_driver_config)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let image =
-            ImageRef::parse(&tc.image, &tc.pot, &tc.tag).map_err(|e| status::from_engine(&e))?;
-        let pot =
-            PotName::for_task(task_name, invocation, alloc).map_err(|e| status::from_engine(&e))?;
-        let alloc_dir = Path::new(&cfg.alloc_dir);
-        let task_dir = alloc_dir.join(&cfg.name);
-        let mounts = vec![
-            MountSpec {
-                source: task_dir.join("local"),
-                target: "/local".into(),
-                readonly: false,
-            },
-            MountSpec {
-                source: task_dir.join("secrets"),
-                target: "/secrets".into(),
-                readonly: false,
-            },
-            MountSpec {
-                source: alloc_dir.join("alloc"),
-                target: "/alloc".into(),
-                readonly: false,
-            },
-        ];
-        // Host volumes (`volume_mount`): the client resolved them from its host_volume config.
-        let volumes: Vec<HostMount> = cfg
-            .mounts
-            .iter()
-            .map(|m| HostMount {
-                origin: format!("volume_mount {:?}", m.task_path),
-                source: m.host_path.clone().into(),
-                target: m.task_path.clone(),
-                readonly: m.readonly,
-            })
-            .collect();
-        let nomad_ports = cfg
-            .resources
-            .as_ref()
-            .map(|r| r.ports.as_slice())
-            .unwrap_or_default();
-        let network = tc
-            .network_request(nomad_ports, &cfg.env)
-            .map_err(|e| Status::invalid_argument(format!("task config: {e}")))?;
-        let limits = nomad_limits(&cfg, tc.limits)?;
-        let spec = TaskSpec {
-            pot: pot.clone(),
-            image,
-            command: tc.command,
-            args: tc.args,
-            env: cfg.env.clone().into_iter().collect(),
-            stdout: cfg.stdout_path.clone().into(),
-            stderr: cfg.stderr_path.clone().into(),
-            task_dir,
-            alloc_dir: alloc_dir.to_path_buf(),
-            mounts,
-            host_mounts: tc.mounts.into_iter().chain(volumes).collect(),
-            copies: tc.copy,
-            extra_hosts: tc.extra_hosts,
-            attributes: tc.attributes,
-            user: Some(cfg.user.clone()).filter(|u| !u.is_empty()),
-            dns: cfg.dns.as_ref().map(|d| Dns {
-                servers: d.servers.clone(),
-                searches: d.searches.clone(),
-                options: d.options.clone(),
-            }),
-            limits,
-            owner: cfg.id.clone(),
-            network,
-        };
+        let spec = task_spec(&cfg)?;
+        let pot = spec.pot.clone();
         self.route(&pot, &cfg);
         tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");
         let instance = match engine.start(spec).await {
@@ -866,6 +797,83 @@ impl Driver for PotDriver {
             result: Some(exit_result(&out.exit)),
         }))
     }
+}
+
+/// What the engine runs for Nomad's `cfg`: the decoded task config, the task's dirs, its log
+/// FIFOs, mounts, network, limits and environment. `potctl run` builds its task through this
+/// too, so that it runs exactly what the plugin would.
+pub fn task_spec(cfg: &drivers::TaskConfig) -> Result<TaskSpec, Status> {
+    let (alloc, task_name, invocation) = split_task_id(&cfg.id)?;
+    let tc = TaskConfig::decode(&cfg.msgpack_driver_config)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let image =
+        ImageRef::parse(&tc.image, &tc.pot, &tc.tag).map_err(|e| status::from_engine(&e))?;
+    let pot =
+        PotName::for_task(task_name, invocation, alloc).map_err(|e| status::from_engine(&e))?;
+    let alloc_dir = Path::new(&cfg.alloc_dir);
+    let task_dir = alloc_dir.join(&cfg.name);
+    let mounts = vec![
+        MountSpec {
+            source: task_dir.join("local"),
+            target: "/local".into(),
+            readonly: false,
+        },
+        MountSpec {
+            source: task_dir.join("secrets"),
+            target: "/secrets".into(),
+            readonly: false,
+        },
+        MountSpec {
+            source: alloc_dir.join("alloc"),
+            target: "/alloc".into(),
+            readonly: false,
+        },
+    ];
+    // Host volumes (`volume_mount`): the client resolved them from its host_volume config.
+    let volumes: Vec<HostMount> = cfg
+        .mounts
+        .iter()
+        .map(|m| HostMount {
+            origin: format!("volume_mount {:?}", m.task_path),
+            source: m.host_path.clone().into(),
+            target: m.task_path.clone(),
+            readonly: m.readonly,
+        })
+        .collect();
+    let nomad_ports = cfg
+        .resources
+        .as_ref()
+        .map(|r| r.ports.as_slice())
+        .unwrap_or_default();
+    let network = tc
+        .network_request(nomad_ports, &cfg.env)
+        .map_err(|e| Status::invalid_argument(format!("task config: {e}")))?;
+    let limits = nomad_limits(cfg, tc.limits)?;
+    Ok(TaskSpec {
+        pot,
+        image,
+        command: tc.command,
+        args: tc.args,
+        env: cfg.env.clone().into_iter().collect(),
+        stdout: cfg.stdout_path.clone().into(),
+        stderr: cfg.stderr_path.clone().into(),
+        task_dir,
+        alloc_dir: alloc_dir.to_path_buf(),
+        mounts,
+        host_mounts: tc.mounts.into_iter().chain(volumes).collect(),
+        copies: tc.copy,
+        extra_hosts: tc.extra_hosts,
+        attributes: tc.attributes,
+        user: Some(cfg.user.clone()).filter(|u| !u.is_empty()),
+        dns: cfg.dns.as_ref().map(|d| Dns {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
+        limits,
+        owner: cfg.id.clone(),
+        network,
+    })
 }
 
 /// The environment of commands exec'd in a task: the task's own, as `docker exec` does.

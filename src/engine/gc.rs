@@ -40,6 +40,21 @@ impl Drop for StartingGuard<'_> {
 }
 
 impl Engine {
+    /// The task id this driver recorded on `pot` when it created it; `None` for a pot it did
+    /// not create or that does not exist. Operations from outside the plugin (potctl) act only
+    /// on pots that have one.
+    pub async fn owner(&self, pot: &PotName) -> Result<Option<String>, EngineError> {
+        let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
+        match self.host.zfs_list_tree(&dataset, OWNER_PROPERTY).await {
+            Ok(entries) => Ok(entries
+                .into_iter()
+                .find(|e| e.name == dataset)
+                .and_then(|e| e.user_prop)),
+            Err(e) if e.is_absent() => Ok(None),
+            Err(e) => Err(EngineError::host(pot.as_str())(e)),
+        }
+    }
+
     /// Fails when a start of the same pot is already under way in this process.
     pub(super) fn mark_starting(&self, pot: &PotName) -> Result<StartingGuard<'_>, EngineError> {
         let fresh = self

@@ -15,6 +15,7 @@ mod network;
 mod options;
 mod potconf;
 mod relay;
+mod setup;
 pub mod shim;
 
 pub use config::{
@@ -31,6 +32,7 @@ pub use limits::{Limits, parse_count, parse_cpu_list, parse_size};
 pub use network::{NetworkRecord, NetworkRequest, PortSpec};
 pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
+pub use setup::{Check, InitReport, PF_ANCHOR_LINES, with_pot_anchors};
 
 use crate::host::{self, Host};
 use std::collections::{HashMap, HashSet};

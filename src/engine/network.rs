@@ -42,8 +42,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// pot's limit for `pot-rdr/<anchor>` names.
 const ANCHOR_MAX: usize = 55;
 /// Descriptions of the bridges the engine creates, as `vnet-start` does.
-const PUBLIC_BRIDGE_DESCR: &str = "pot public bridge";
-const IPV6_BRIDGE_DESCR: &str = "pot ipv6 bridge";
+pub(super) const PUBLIC_BRIDGE_DESCR: &str = "pot public bridge";
+pub(super) const IPV6_BRIDGE_DESCR: &str = "pot ipv6 bridge";
 const PRIVATE_BRIDGE_DESCR: &str = "pot private bridge";
 pub(super) const RECORD_FILE: &str = "network.json";
 

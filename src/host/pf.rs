@@ -41,4 +41,39 @@ impl Host {
             other => other.map(drop),
         }
     }
+
+    /// Loads the main ruleset from `file` (`pfctl -f FILE`), as pot's vnet-start does when the
+    /// anchors are missing.
+    pub async fn pf_load_main(&self, file: &std::path::Path) -> Result<(), HostError> {
+        self.run(Tool::Pfctl, argv!["-f", file]).await.map(drop)
+    }
+
+    /// The translation rules of `anchor` (`pfctl -a ANCHOR -s nat`); none for a missing anchor.
+    pub async fn pf_nat_rules(&self, anchor: &str) -> Result<Vec<String>, HostError> {
+        match self
+            .run(Tool::Pfctl, argv!["-a", anchor, "-s", "nat"])
+            .await
+        {
+            Ok(out) => Ok(out
+                .stdout
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()),
+            Err(HostError::Failed { stderr, .. }) if stderr.contains("Invalid argument") => {
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether pf filters packets (`pfctl -s info` says `Status: Enabled`).
+    pub async fn pf_enabled(&self) -> Result<bool, HostError> {
+        let out = self.run(Tool::Pfctl, argv!["-s", "info"]).await?;
+        Ok(out
+            .stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("Status: Enabled")))
+    }
 }

@@ -40,6 +40,14 @@ impl Host {
         self.zfs(args).await.map(drop)
     }
 
+    /// One property's value (`zfs get -H -o value PROP NAME`).
+    pub async fn zfs_get(&self, name: &str, prop: &str) -> Result<String, HostError> {
+        let out = self
+            .zfs(argv!["get", "-H", "-o", "value", prop, name])
+            .await?;
+        Ok(out.trim().to_string())
+    }
+
     /// Every filesystem under `parent` (and `parent` itself) with its origin and user property
     /// `prop`.
     pub async fn zfs_list_tree(

@@ -94,6 +94,19 @@ check "Nomad reports the pot driver healthy" eventually 60 sh -c \
 check "fingerprint: racct and bridge networking" sh -c \
     'nomad node status -self -json | jq -e ".Drivers.pot.Attributes[\"driver.pot.racct\"] == \"true\" and .Drivers.pot.Attributes[\"driver.pot.network.bridge\"] == \"true\""'
 
+echo "== potctl on the node (README: Set up and check a node)"
+check "potctl doctor: every check passes" \
+    potctl doctor --nomad-config /usr/local/etc/nomad/pot-driver.hcl --plugin "$PLUGIN"
+check "potctl plugin-check: Nomad would load the plugin" potctl plugin-check "$PLUGIN"
+check "potctl init --dry-run" potctl init --dry-run
+check "potctl init on a node pot init set up" potctl init
+
+echo "== potctl run: the demo task without Nomad"
+potctl_run_exit() { potctl run "$JOBS/demo.nomad.hcl" >"$OUT.run" 2>&1; [ $? -eq 3 ]; }
+check "potctl run: the task's exit code 3" potctl_run_exit
+check "potctl run: the task's stdout" grep -q "hello from hello in a jail" "$OUT.run"
+rm -f "$OUT.run"
+
 echo "== demo.nomad.hcl: a batch job's logs and exit code"
 run_job demo demo.nomad.hcl
 a=$(first_alloc demo)

@@ -1,5 +1,10 @@
 //! potctl: the operator's debug CLI for one node.
 
+mod doctor;
+mod operate;
+mod plugin_check;
+mod setup;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use nomad_harness::{FileServer, Plugin, SimHost, TestTask, cty};
@@ -28,6 +33,9 @@ struct Cli {
     /// Work on the simulated host at DIR (its config is what `freebsd-sim init DIR` prints).
     #[arg(long, global = true, value_name = "DIR")]
     sim: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,6 +89,31 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Import the image of a job's task, the first step of its start.
+    Prepare(operate::TaskArgs),
+    /// Start a job's task in the background, as the plugin would (logs go to files).
+    Start(operate::TaskArgs),
+    /// Stop a pot's task (exec_stop, signal, kill after --timeout); the pot stays.
+    Stop(operate::StopArgs),
+    /// Kill a pot's task if it runs and remove everything of the pot.
+    Destroy {
+        /// The pot to destroy (only pots this driver created).
+        pot: String,
+    },
+    /// Run a command in a pot's jail: `potctl exec POT -- CMD ARG…`.
+    Exec(operate::ExecArgs),
+    /// Run a job's task once in the foreground through the plugin's engine path: its logs
+    /// streamed, its exit code returned; Ctrl-C stops it; its pot is always destroyed.
+    Run(operate::TaskArgs),
+    /// Prepare a fresh host as `pot init` and `pot vnet-start` do: ZFS datasets, directories,
+    /// pot's anchor lines in pf.conf, forwarding, pf, NAT and the bridge. Idempotent.
+    Init(setup::InitArgs),
+    /// Check the node's readiness (root, ZFS, racct, VIMAGE, pf, pot's config, the plugin and
+    /// Nomad's agent config), with a fix for each failure; exits 1 when something fails.
+    Doctor(doctor::DoctorArgs),
+    /// Launch a plugin binary the way Nomad does and show the handshake, PluginInfo,
+    /// Capabilities and the first fingerprint, or why Nomad would not load it.
+    PluginCheck(plugin_check::PluginCheckArgs),
     /// Imported images and the image cache.
     Images {
         #[command(subcommand)]
@@ -104,7 +137,14 @@ enum ImagesCommand {
 }
 
 fn main() -> ExitCode {
+    // The engine runs every task under `<its own binary> shim`, as the plugin does.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
+        return nomad_pot_driver::engine::shim::main();
+    }
     let cli = Cli::parse();
+    let json = cli.json;
+    let reporter = Arc::new(operate::Reporter::new(json));
+    let operate = |config, sim| engine_with(config, sim, &reporter);
     let result = tokio::runtime::Runtime::new()
         .context("starting the async runtime")
         .and_then(|rt| match cli.command {
@@ -135,6 +175,30 @@ fn main() -> ExitCode {
                 pot_conf_dir,
                 extif,
             } => ports(state_dir, pot_conf_dir, extif),
+            Command::Prepare(args) => operate(cli.config, cli.sim)
+                .and_then(|e| rt.block_on(operate::prepare(&e, &args, json))),
+            Command::Start(args) => operate(cli.config, cli.sim)
+                .and_then(|e| rt.block_on(operate::start(&e, &args, json))),
+            Command::Stop(args) => operate(cli.config, cli.sim)
+                .and_then(|e| rt.block_on(operate::stop(&e, &args, json))),
+            Command::Destroy { pot } => operate(cli.config, cli.sim)
+                .and_then(|e| rt.block_on(operate::destroy(&e, &pot, json))),
+            Command::Exec(args) => operate(cli.config, cli.sim)
+                .and_then(|e| rt.block_on(operate::exec(&e, &args, json))),
+            Command::Run(args) => operate(cli.config, cli.sim)
+                .and_then(|e| rt.block_on(operate::run(&e, &reporter, &args, json))),
+            Command::Init(args) => {
+                engine(cli.config, cli.sim).and_then(|e| rt.block_on(setup::init(&e, &args, json)))
+            }
+            Command::Doctor(args) => {
+                let agent = match (&cli.config, &cli.sim) {
+                    (None, None) => Ok(None),
+                    _ => agent_json(cli.config, cli.sim).map(Some),
+                };
+                agent.and_then(|agent| rt.block_on(doctor::doctor(&args, agent, json)))
+            }
+            Command::PluginCheck(args) => agent_json(cli.config, cli.sim)
+                .and_then(|agent| rt.block_on(plugin_check::plugin_check(&args, agent, json))),
             Command::Gc { apply } => {
                 engine(cli.config, cli.sim).and_then(|engine| rt.block_on(gc(&engine, apply)))
             }
@@ -150,7 +214,32 @@ fn main() -> ExitCode {
 
 /// The engine for the node described by `--config` or `--sim`, configured as the plugin would be.
 fn engine(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<Engine> {
-    let json: serde_json::Value = match (config, sim) {
+    let cfg = engine_config(config, sim)?;
+    Ok(Engine::new(cfg, Arc::new(|_, _| {})))
+}
+
+/// [`engine`], with its events shown by `reporter`.
+fn engine_with(
+    config: Option<PathBuf>,
+    sim: Option<PathBuf>,
+    reporter: &Arc<operate::Reporter>,
+) -> Result<Engine> {
+    let cfg = engine_config(config, sim)?;
+    let reporter = reporter.clone();
+    Ok(Engine::new(
+        cfg,
+        Arc::new(move |pot, msg| reporter.event(pot, &msg)),
+    ))
+}
+
+fn engine_config(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<EngineConfig> {
+    let agent = AgentConfig::from_json(&agent_json(config, sim)?)?;
+    Ok(EngineConfig::resolve(&agent.engine)?)
+}
+
+/// The agent's plugin config as JSON, from `--config` or `--sim`; empty without either.
+fn agent_json(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<serde_json::Value> {
+    Ok(match (config, sim) {
         (Some(file), _) => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -173,10 +262,7 @@ fn engine(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<Engine> {
         }
         // As the plugin with `plugin "nomad-pot-driver" {}`: pot's own configuration.
         (None, None) => serde_json::json!({}),
-    };
-    let agent = AgentConfig::from_json(&json)?;
-    let cfg = EngineConfig::resolve(&agent.engine)?;
-    Ok(Engine::new(cfg, Arc::new(|_, _| {})))
+    })
 }
 
 async fn export(engine: &Engine, options: &ExportOptions) -> Result<ExitCode> {

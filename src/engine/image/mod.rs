@@ -254,8 +254,11 @@ pub async fn ensure_imported<'a>(
 
 impl super::Engine {
     /// Imports `image` unless it is already there: the first step of a task start, on its own.
+    /// Its progress goes to the event sink, under the image's local name.
     pub async fn prepare_image(&self, image: &ImageRef) -> Result<(), EngineError> {
-        ensure_imported(&self.host, &self.images, &self.cfg, image, &|_| {})
+        let name = super::PotName::new(&image.local_name())?;
+        let progress = |msg: String| self.event(&name, msg);
+        ensure_imported(&self.host, &self.images, &self.cfg, image, &progress)
             .await
             .map(drop)
     }

@@ -1,0 +1,628 @@
+//! Operating pots without Nomad: prepare, start, stop, destroy, exec and run a job's task.
+//!
+//! A task is built the way a Nomad client hands it to the plugin (a `TaskConfig` with the
+//! msgpack of the job's `config {}`, an alloc dir, log paths) and turned into the engine's
+//! `TaskSpec` by the driver's own `task_spec`, so potctl runs exactly what the plugin would.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use nix::sys::signal::Signal;
+use nomad_pot_driver::driver::{self, TaskConfig as DecodedConfig};
+use nomad_pot_driver::engine::{Engine, EngineError, ExitInfo, ImageRef, PotName};
+use nomad_pot_driver::proto::drivers::{PortMapping, Resources, TaskConfig};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Nomad's default `kill_timeout`: how long a stopped task gets before it is killed.
+const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the log readers may take to drain once the task has exited.
+const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where potctl keeps the alloc dirs of the tasks it starts, under the driver's `state_dir`.
+const POTCTL_DIR: &str = "potctl";
+
+/// Which task of which job file, and what a Nomad client would add to it.
+#[derive(Args, Clone)]
+pub struct TaskArgs {
+    /// The job file (HCL) whose task's `config {}` is run.
+    pub job: PathBuf,
+    /// The task to run, when the job has several (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub task: Option<String>,
+    /// Replace the config's `image` (where the image is fetched from).
+    #[arg(long, value_name = "URL")]
+    pub image: Option<String>,
+    /// A port Nomad would have allocated: LABEL=HOST_PORT[:TO] (repeatable).
+    #[arg(long = "port", value_name = "LABEL=HOST[:TO]")]
+    pub ports: Vec<PortArg>,
+    /// An environment variable for the task, as the job's `env {}` would set it (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<EnvArg>,
+}
+
+#[derive(Clone)]
+pub struct PortArg(PortMapping);
+
+impl FromStr for PortArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (label, rest) = s
+            .split_once('=')
+            .filter(|(l, _)| !l.is_empty())
+            .ok_or_else(|| format!("{s:?} is not LABEL=HOST_PORT[:TO]"))?;
+        let (host, to) = rest.split_once(':').unwrap_or((rest, "0"));
+        let number = |v: &str| {
+            v.parse::<u16>()
+                .map(i32::from)
+                .map_err(|_| format!("{s:?}: {v:?} is not a port number"))
+        };
+        Ok(PortArg(PortMapping {
+            label: label.to_string(),
+            value: number(host)?,
+            to: number(to)?,
+            host_ip: String::new(),
+        }))
+    }
+}
+
+#[derive(Clone)]
+pub struct EnvArg(String, String);
+
+impl FromStr for EnvArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok(EnvArg(k.to_string(), v.to_string())),
+            _ => Err(format!("{s:?} is not KEY=VALUE")),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// The pot to stop.
+    pub pot: String,
+    /// The signal sent to the task after the pot's exec_stop.
+    #[arg(long, default_value = "SIGTERM")]
+    pub signal: String,
+    /// How long the task may take to exit before it is killed (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KILL_TIMEOUT.as_secs())]
+    pub timeout: u64,
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// The pot whose jail runs the command.
+    pub pot: String,
+    /// The user to run it as (default: root).
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    pub command: Vec<String>,
+}
+
+/// Prints the engine's events on stderr: a progress bar for an image download on a terminal,
+/// plain lines otherwise, JSON lines with `--json`.
+pub struct Reporter {
+    json: bool,
+    tty: bool,
+    /// A progress bar is drawn on the current line.
+    bar: Mutex<bool>,
+}
+
+impl Reporter {
+    pub fn new(json: bool) -> Reporter {
+        Reporter {
+            json,
+            tty: !json && std::io::stderr().is_terminal(),
+            bar: Mutex::new(false),
+        }
+    }
+
+    pub fn event(&self, pot: &PotName, message: &str) {
+        let mut bar = self.bar.lock().expect("reporter poisoned");
+        let mut err = std::io::stderr().lock();
+        if self.json {
+            let _ = writeln!(err, "{}", json!({"pot": pot.as_str(), "event": message}));
+            return;
+        }
+        if self.tty
+            && let Some((name, percent, total)) = download_progress(message)
+        {
+            let _ = write!(err, "\r{}", bar_line(name, percent, total));
+            let _ = err.flush();
+            *bar = true;
+            return;
+        }
+        if std::mem::take(&mut *bar) {
+            let _ = writeln!(err);
+        }
+        let _ = writeln!(err, "==> {message}");
+    }
+
+    /// Ends a progress bar left on the current line.
+    fn finish(&self) {
+        if std::mem::take(&mut *self.bar.lock().expect("reporter poisoned")) {
+            eprintln!();
+        }
+    }
+}
+
+/// One frame of the download bar, redrawn in place.
+fn bar_line(name: &str, percent: u64, total: &str) -> String {
+    let filled = (percent.min(100) / 5) as usize;
+    format!(
+        "==> downloading {name} [{}{}] {percent:>3}% of {total}",
+        "#".repeat(filled),
+        " ".repeat(20 - filled)
+    )
+}
+
+/// `(image, percent, total)` of the engine's "Downloading image NAME: P% of SIZE" event.
+fn download_progress(message: &str) -> Option<(&str, u64, &str)> {
+    let rest = message.strip_prefix("Downloading image ")?;
+    let (name, rest) = rest.split_once(": ")?;
+    let (percent, total) = rest.split_once("% of ")?;
+    Some((name, percent.parse().ok()?, total))
+}
+
+/// A job's task as the plugin would receive it, with the dirs it runs in.
+struct Prepared {
+    config: TaskConfig,
+    pot: PotName,
+    /// potctl's dir for the task: the alloc dir and the logs.
+    dir: PathBuf,
+}
+
+/// Reads the job's task and lays out its alloc dir as a Nomad client does; `fifo` makes the
+/// log paths FIFOs (a foreground run streams them) rather than files.
+fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Prepared> {
+    let hcl = std::fs::read_to_string(&args.job)
+        .with_context(|| format!("reading {}", args.job.display()))?;
+    let tasks = nomad_pot_driver::jobspec::task_configs(&hcl)
+        .with_context(|| format!("reading the tasks of {}", args.job.display()))?;
+    let (task, mut config) = match &args.task {
+        Some(wanted) => tasks
+            .into_iter()
+            .find(|(name, _)| name == wanted)
+            .ok_or_else(|| anyhow!("{} has no task {wanted:?}", args.job.display()))?,
+        None => tasks
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{} has no task", args.job.display()))?,
+    };
+    if let Some(image) = &args.image {
+        config["image"] = image.clone().into();
+    }
+    let msgpack = nomad_harness::cty::encode(&driver::task_schema(), &config)
+        .map_err(|e| anyhow!("task {task:?} of {}: {e}", args.job.display()))?;
+    let alloc_id = nomad_harness::task::random_uuid();
+    let invocation = nomad_harness::task::random_hex(8);
+    let pot = PotName::for_task(&task, &invocation, &alloc_id)?;
+    let dir = engine
+        .config()
+        .state_dir
+        .join(POTCTL_DIR)
+        .join(pot.as_str());
+    let alloc_dir = dir.join("alloc");
+    for d in [
+        alloc_dir.join(&task).join("local"),
+        alloc_dir.join(&task).join("secrets"),
+        alloc_dir.join("alloc").join("data"),
+        alloc_dir.join("alloc").join("logs"),
+    ] {
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let logs = alloc_dir.join("alloc").join("logs");
+    let (stdout, stderr) = (
+        logs.join(format!("{task}.stdout")),
+        logs.join(format!("{task}.stderr")),
+    );
+    for path in [&stdout, &stderr] {
+        if fifo {
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .with_context(|| format!("creating the FIFO {}", path.display()))?;
+        } else {
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        }
+    }
+    let mut env: HashMap<String, String> = [
+        ("NOMAD_ALLOC_ID", alloc_id.as_str()),
+        ("NOMAD_TASK_NAME", task.as_str()),
+        ("NOMAD_ALLOC_DIR", "/alloc"),
+        ("NOMAD_TASK_DIR", "/local"),
+        ("NOMAD_SECRETS_DIR", "/secrets"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for p in &args.ports {
+        env.insert(
+            format!("NOMAD_HOST_PORT_{}", p.0.label),
+            p.0.value.to_string(),
+        );
+    }
+    env.extend(args.env.iter().map(|e| (e.0.clone(), e.1.clone())));
+    let config = TaskConfig {
+        id: format!("{alloc_id}/{task}/{invocation}"),
+        name: task,
+        msgpack_driver_config: msgpack,
+        env,
+        resources: Some(Resources {
+            ports: args.ports.iter().map(|p| p.0.clone()).collect(),
+            ..Default::default()
+        }),
+        alloc_dir: alloc_dir.display().to_string(),
+        stdout_path: stdout.display().to_string(),
+        stderr_path: stderr.display().to_string(),
+        alloc_id,
+        ..Default::default()
+    };
+    Ok(Prepared { config, pot, dir })
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", s.message())
+}
+
+/// `potctl prepare`: imports the task's image, the first step of every start.
+pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitCode> {
+    let hcl = std::fs::read_to_string(&args.job)
+        .with_context(|| format!("reading {}", args.job.display()))?;
+    let mut config = nomad_pot_driver::jobspec::task_config(&hcl, args.task.as_deref())
+        .with_context(|| format!("reading {}", args.job.display()))?;
+    if let Some(image) = &args.image {
+        config["image"] = image.clone().into();
+    }
+    let msgpack = nomad_harness::cty::encode(&driver::task_schema(), &config)
+        .map_err(|e| anyhow!("{}: {e}", args.job.display()))?;
+    let decoded = DecodedConfig::decode(&msgpack)?;
+    let image = ImageRef::parse(&decoded.image, &decoded.pot, &decoded.tag)?;
+    engine.prepare_image(&image).await?;
+    if json {
+        println!(
+            "{}",
+            json!({"image": image.local_name(), "source": decoded.image, "ready": true})
+        );
+    } else {
+        println!(
+            "image {} from {} is imported",
+            image.local_name(),
+            decoded.image
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `potctl start`: starts the task in the background; its logs go to files.
+pub async fn start(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitCode> {
+    let task = prepare_task(engine, args, false)?;
+    let spec = driver::task_spec(&task.config).map_err(status_error)?;
+    let instance = match engine.start(spec).await {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&task.dir);
+            return Err(e.into());
+        }
+    };
+    let (stdout, stderr) = (&task.config.stdout_path, &task.config.stderr_path);
+    if json {
+        println!(
+            "{}",
+            json!({"pot": task.pot.as_str(), "pid": instance.pid, "stdout": stdout, "stderr": stderr})
+        );
+    } else {
+        println!("started pot {} (pid {})", task.pot, instance.pid);
+        println!("stdout: {stdout}");
+        println!("stderr: {stderr}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The pot `name`, if this driver created it: potctl never acts on other pots.
+async fn owned(engine: &Engine, name: &str) -> Result<PotName> {
+    let pot = PotName::new(name)?;
+    if engine.owner(&pot).await?.is_none() {
+        bail!("pot {pot} was not created by this driver (or does not exist): not touching it");
+    }
+    Ok(pot)
+}
+
+/// Attaches to the pot's task if it still has one, so stop and destroy can signal it.
+async fn attach(engine: &Engine, pot: &PotName) -> Result<()> {
+    match engine.recover(pot).await {
+        Ok(_) | Err(EngineError::NotFound { .. } | EngineError::State { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `potctl stop`: exec_stop, the signal, and after the timeout a kill; the pot stays.
+pub async fn stop(engine: &Engine, args: &StopArgs, json: bool) -> Result<ExitCode> {
+    let signal = parse_signal(&args.signal)?;
+    let pot = owned(engine, &args.pot).await?;
+    attach(engine, &pot).await?;
+    engine
+        .stop(&pot, signal, Duration::from_secs(args.timeout))
+        .await?;
+    let exit = engine.instance(&pot).and_then(|i| i.exit());
+    if json {
+        println!(
+            "{}",
+            json!({"pot": pot.as_str(), "stopped": true, "exit": exit_json(exit.as_ref())})
+        );
+    } else {
+        println!("stopped pot {pot}{}", describe_exit(exit.as_ref()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `potctl destroy`: kills the task if it runs and removes everything of the pot.
+pub async fn destroy(engine: &Engine, name: &str, json: bool) -> Result<ExitCode> {
+    let pot = owned(engine, name).await?;
+    attach(engine, &pot).await?;
+    engine.destroy(&pot).await?;
+    remove_potctl_dir(engine, &pot)?;
+    if json {
+        println!("{}", json!({"pot": pot.as_str(), "destroyed": true}));
+    } else {
+        println!("destroyed pot {pot}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove_potctl_dir(engine: &Engine, pot: &PotName) -> Result<()> {
+    let dir = engine
+        .config()
+        .state_dir
+        .join(POTCTL_DIR)
+        .join(pot.as_str());
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `potctl exec`: runs a command in the pot's jail and exits with its code.
+pub async fn exec(engine: &Engine, args: &ExecArgs, json: bool) -> Result<ExitCode> {
+    let pot = PotName::new(&args.pot)?;
+    let out = engine
+        .exec(
+            &pot,
+            args.user.as_deref(),
+            &args.command,
+            &Default::default(),
+            None,
+        )
+        .await?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "pot": pot.as_str(),
+                "stdout": String::from_utf8_lossy(&out.stdout),
+                "stderr": String::from_utf8_lossy(&out.stderr),
+                "exit": exit_json(Some(&out.exit)),
+            })
+        );
+    } else {
+        std::io::stdout().write_all(&out.stdout)?;
+        std::io::stderr().write_all(&out.stderr)?;
+    }
+    Ok(exit_code(&out.exit))
+}
+
+/// `potctl run`: the task in the foreground, its logs streamed, its exit code returned; on
+/// SIGINT or SIGTERM it is stopped, and in every case its pot is destroyed.
+pub async fn run(
+    engine: &Engine,
+    reporter: &Reporter,
+    args: &TaskArgs,
+    json: bool,
+) -> Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let task = prepare_task(engine, args, true)?;
+    let pot = task.pot.clone();
+    let result: Result<RunEnd> = async {
+        let spec = driver::task_spec(&task.config).map_err(status_error)?;
+        let stdout = stream(&task.config.stdout_path, std::io::stdout());
+        let stderr = stream(&task.config.stderr_path, std::io::stderr());
+        let instance = tokio::select! {
+            started = engine.start(spec) => {
+                match started {
+                    Ok(i) => i,
+                    Err(e) => {
+                        release(&task.config.stdout_path, &task.config.stderr_path);
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ = interrupt.recv() => return Ok(Interrupted(Signal::SIGINT)),
+            _ = terminate.recv() => return Ok(Interrupted(Signal::SIGTERM)),
+        };
+        let signal = tokio::select! {
+            exit = instance.wait() => {
+                drain(stdout, stderr).await;
+                return Ok(Exited(exit));
+            }
+            _ = interrupt.recv() => Signal::SIGINT,
+            _ = terminate.recv() => Signal::SIGTERM,
+        };
+        reporter.event(&pot, &format!("{signal}: stopping the task"));
+        engine
+            .stop(&pot, Signal::SIGTERM, DEFAULT_KILL_TIMEOUT)
+            .await?;
+        drain(stdout, stderr).await;
+        Ok(Interrupted(signal))
+    }
+    .await;
+    reporter.finish();
+    // Whatever happened, nothing of the run stays behind.
+    attach(engine, &pot).await?;
+    let destroyed = engine.destroy(&pot).await;
+    remove_potctl_dir(engine, &pot)?;
+    destroyed?;
+    let (code, summary) = match result? {
+        Exited(exit) => (exit_code(&exit), exit_json(Some(&exit))),
+        Interrupted(signal) => (
+            ExitCode::from(128 + signal as u8),
+            json!({"interrupted": signal.as_str()}),
+        ),
+    };
+    if json {
+        eprintln!("{}", json!({"pot": pot.as_str(), "result": summary}));
+    } else {
+        eprintln!("==> pot {pot} {}", describe_summary(&summary));
+    }
+    Ok(code)
+}
+
+enum RunEnd {
+    Exited(ExitInfo),
+    Interrupted(Signal),
+}
+use RunEnd::{Exited, Interrupted};
+
+/// Copies a log FIFO to `out` until its writers are gone. Opening blocks until the task's
+/// supervisor opens the writing end.
+fn stream<W: Write + Send + 'static>(fifo: &str, mut out: W) -> std::thread::JoinHandle<()> {
+    let path = PathBuf::from(fifo);
+    std::thread::spawn(move || {
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = file.read(&mut buf) {
+            if n == 0 || out.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            let _ = out.flush();
+        }
+    })
+}
+
+/// Unblocks readers still waiting for a writer (the task never started).
+fn release(stdout: &str, stderr: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    for path in [stdout, stderr] {
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(Path::new(path));
+    }
+}
+
+async fn drain(stdout: std::thread::JoinHandle<()>, stderr: std::thread::JoinHandle<()>) {
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = stdout.join();
+        let _ = stderr.join();
+    });
+    let _ = tokio::time::timeout(LOG_DRAIN_TIMEOUT, joined).await;
+}
+
+fn parse_signal(name: &str) -> Result<Signal> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Signal::from_str(&full).map_err(|_| anyhow!("unknown signal {name:?}"))
+}
+
+/// The exit code potctl passes on: the task's, or 128 + the signal that killed it.
+fn exit_code(exit: &ExitInfo) -> ExitCode {
+    if exit.signal > 0 {
+        ExitCode::from(128u8.saturating_add(exit.signal as u8))
+    } else {
+        ExitCode::from(u8::try_from(exit.exit_code).unwrap_or(1))
+    }
+}
+
+fn exit_json(exit: Option<&ExitInfo>) -> serde_json::Value {
+    match exit {
+        Some(e) => json!({"exit_code": e.exit_code, "signal": e.signal, "error": e.error}),
+        None => serde_json::Value::Null,
+    }
+}
+
+fn describe_exit(exit: Option<&ExitInfo>) -> String {
+    match exit {
+        Some(e) if e.signal > 0 => format!(": the task was killed by signal {}", e.signal),
+        Some(e) => format!(": the task exited with {}", e.exit_code),
+        None => String::new(),
+    }
+}
+
+fn describe_summary(summary: &serde_json::Value) -> String {
+    if let Some(signal) = summary["interrupted"].as_str() {
+        return format!("interrupted by {signal}: stopped and destroyed");
+    }
+    match summary["signal"].as_i64() {
+        Some(s) if s > 0 => format!("killed by signal {s}; destroyed"),
+        _ => format!("exited with code {}; destroyed", summary["exit_code"]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_engines_download_progress() {
+        assert_eq!(
+            download_progress("Downloading image web_1.0: 45% of 12 MB"),
+            Some(("web_1.0", 45, "12 MB"))
+        );
+        assert_eq!(
+            download_progress("Downloading image web_1.0: 3 MB so far"),
+            None
+        );
+        assert_eq!(download_progress("Imported image web_1.0"), None);
+        assert_eq!(
+            bar_line("web_1.0", 45, "12 MB"),
+            "==> downloading web_1.0 [#########           ]  45% of 12 MB"
+        );
+        assert_eq!(
+            bar_line("web_1.0", 100, "12 MB"),
+            "==> downloading web_1.0 [####################] 100% of 12 MB"
+        );
+    }
+
+    #[test]
+    fn ports_and_env_are_parsed_or_rejected() {
+        let p: PortArg = "http=8080:80".parse().unwrap();
+        assert_eq!((p.0.label.as_str(), p.0.value, p.0.to), ("http", 8080, 80));
+        let p: PortArg = "http=8080".parse().unwrap();
+        assert_eq!(p.0.to, 0);
+        assert!("http".parse::<PortArg>().is_err());
+        assert!("http=99999".parse::<PortArg>().is_err());
+        assert!("=1".parse::<EnvArg>().is_err());
+        let e: EnvArg = "A=b=c".parse().unwrap();
+        assert_eq!((e.0.as_str(), e.1.as_str()), ("A", "b=c"));
+    }
+
+    #[test]
+    fn signals_and_exit_codes() {
+        assert_eq!(parse_signal("term").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("SIGINT").unwrap(), Signal::SIGINT);
+        assert!(parse_signal("nope").is_err());
+        let exit = |code, signal| ExitInfo {
+            exit_code: code,
+            signal,
+            finished_at_ms: 0,
+            error: None,
+        };
+        assert_eq!(exit_code(&exit(3, 0)), ExitCode::from(3));
+        assert_eq!(exit_code(&exit(0, 9)), ExitCode::from(137));
+    }
+}
