@@ -382,7 +382,8 @@ fn every_shell_block_of_the_readme_is_checked_or_run() {
             for cmd in &cmds {
                 assert!(
                     rig_runs(cmd, &rig, &e2e),
-                    "{what}: `{cmd}` is neither run here nor by the FreeBSD rig ({rig_files:?})"
+                    "{what}: `{cmd}` is neither run here nor by the FreeBSD rig ({rig_files:?}): \
+                     have tests/freebsd/e2e.sh run it, or run it in this test"
                 );
             }
         }
