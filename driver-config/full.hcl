@@ -35,5 +35,8 @@ plugin "nomad-pot-driver" {
     # with any key set, unsigned images are refused unless require_signature = false.
     # signature_pubkeys = ["/usr/local/etc/pot/release.pub"]
     # require_signature = true
+    # CA certificates (PEM) trusted for https:// images besides the system trust store
+    # (/etc/ssl/cert.pem, /etc/ssl/certs, or SSL_CERT_FILE / SSL_CERT_DIR).
+    # image_ca_file = "/usr/local/etc/pot/images-ca.pem"
   }
 }

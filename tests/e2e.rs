@@ -1157,6 +1157,108 @@ async fn required_signature_refuses_unsigned_images_and_accepts_signed_ones() {
     env.finish().await;
 }
 
+/// Runs one quick task from `image` to its exit, and destroys it.
+async fn run_quick_task(env: &Env, name: &str, image: &str) {
+    let t = env.task(name, &quick_task(image));
+    env.start(&t).await;
+    assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 0);
+    env.destroy(&t.id()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_image_from_a_private_ca_runs_with_image_ca_file() {
+    let env = Env::with_agent_config(json!({
+        "image_ca_file": common::tls::test_ca().display().to_string(),
+    }))
+    .await;
+    let server = FileServer::serve_https(
+        &env.sim.image("demo", "1.0"),
+        common::tls::TestCert::Localhost,
+    );
+    assert!(server.url().starts_with("https://127.0.0.1:"));
+    run_quick_task(&env, "tls", &server.url()).await;
+    assert!(
+        server.requests().iter().any(|r| r == "/demo_1.0.xz"),
+        "{:?}",
+        server.requests()
+    );
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_trust_store_follows_ssl_cert_file() {
+    let ca = common::tls::test_ca();
+    let env = Env::with_plugin_env(json!({}), &[("SSL_CERT_FILE", ca.as_os_str())]).await;
+    let server = FileServer::serve_https(
+        &env.sim.image("demo", "1.0"),
+        common::tls::TestCert::Localhost,
+    );
+    run_quick_task(&env, "tls", &server.url()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untrusted_https_image_fails_the_start_for_good_and_leaves_nothing() {
+    let env = Env::new().await;
+    let server = FileServer::serve_https(
+        &env.sim.image("demo", "1.0"),
+        common::tls::TestCert::Localhost,
+    );
+    let t = env.task("untrusted", &quick_task(&server.url()));
+    let req = StartTaskRequest {
+        task: Some(t.config.clone()),
+    };
+    let s = within(30.0, "StartTask", env.plugin.driver().start_task(req))
+        .await
+        .expect_err("an image behind an untrusted certificate was started");
+    let expected = format!(
+        "GET {}demo_1.0.xz.skein: the server's certificate is not trusted",
+        server.url()
+    );
+    assert!(s.message().contains(&expected), "{s:?}");
+    assert!(s.message().contains("set image_ca_file"), "{s:?}");
+    assert_eq!(s.code(), tonic::Code::Unknown, "not recoverable: {s:?}");
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    let datasets = jails_datasets(&env.sim);
+    assert!(
+        !datasets.iter().any(|d| d.contains("demo_1_0")),
+        "{datasets:?}"
+    );
+    let cache = std::path::PathBuf::from(env.sim.config["cache_dir"].as_str().unwrap());
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(cached.is_empty(), "cache files left: {cached:?}");
+    env.sim.assert_clean("after the refused https image");
+    // With the CA configured (a new engine), the same image imports: nothing half-imported was
+    // left in its way.
+    let ca = common::tls::test_ca().display().to_string();
+    set_config(
+        &env.plugin,
+        &env.sim.agent_config_with(json!({ "image_ca_file": ca })),
+        true,
+    )
+    .await
+    .expect("SetConfig with image_ca_file");
+    run_quick_task(&env, "trusted", &server.url()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_image_ca_file_fails_setconfig_naming_the_key() {
+    let sim = SimHost::create();
+    let plugin = Plugin::launch().await;
+    let config = sim.agent_config_with(json!({ "image_ca_file": "/nonexistent/ca.pem" }));
+    let s = set_config(&plugin, &config, true)
+        .await
+        .expect_err("SetConfig accepted a missing image_ca_file");
+    assert!(
+        s.message().contains("image_ca_file") && s.message().contains("/nonexistent/ca.pem"),
+        "{s:?}"
+    );
+    plugin.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // i. reconcile: abandoned pots of this driver are collected, others are left alone
 // ---------------------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ impl Schemas {
     }
 
     /// As the agent at start-up: decode against ConfigSchema, then SetConfig must accept it.
-    /// `signature_pubkeys` entries are replaced by a key made here (SetConfig reads them).
+    /// The files SetConfig reads are the FreeBSD host's: `signature_pubkeys` entries become a
+    /// key made here, `image_ca_file` the test PKI's CA.
     async fn check_agent(&self, what: &str, hcl: &str) {
         let mut config = jobspec::plugin_config(hcl, "nomad-pot-driver")
             .unwrap_or_else(|e| panic!("{what}: {e}"))
@@ -87,6 +88,9 @@ impl Schemas {
             let local = self.keys.path().join("sim.pub").display().to_string();
             keys.iter_mut()
                 .for_each(|k| *k = Value::String(local.clone()));
+        }
+        if let Some(ca) = config.get_mut("image_ca_file") {
+            *ca = Value::String(repo().join("tests/tls/ca.pem").display().to_string());
         }
         let bytes = cty::encode(&self.agent, &config).unwrap_or_else(|e| panic!("{what}: {e}"));
         within(

@@ -56,6 +56,7 @@ impl AgentConfig {
                 require_signature: o.bool("require_signature"),
                 image_max_size: o.string("image_max_size"),
                 image_cache_max: o.string("image_cache_max"),
+                image_ca_file: path("image_ca_file"),
             },
         })
     }
@@ -376,6 +377,7 @@ mod tests {
             ("require_signature", false.into()),
             ("image_max_size", "20G".into()),
             ("image_cache_max", "10".into()),
+            ("image_ca_file", "/usr/local/etc/pot/images-ca.pem".into()),
         ]);
         let e = AgentConfig::decode(&bytes).unwrap().engine;
         assert_eq!(
@@ -388,6 +390,10 @@ mod tests {
         assert_eq!(e.require_signature, Some(false));
         assert_eq!(e.image_max_size.as_deref(), Some("20G"));
         assert_eq!(e.image_cache_max.as_deref(), Some("10"));
+        assert_eq!(
+            e.image_ca_file,
+            Some(PathBuf::from("/usr/local/etc/pot/images-ca.pem"))
+        );
         let e = AgentConfig::decode(&encode(vec![("enabled", true.into())]))
             .unwrap()
             .engine;

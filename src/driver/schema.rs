@@ -94,6 +94,7 @@ pub const AGENT: &[AttrDef] = &[
     attr("image_max_size", Ty::String),
     // A count; HCL turns `image_cache_max = 10` into the string Nomad sends.
     attr("image_cache_max", Ty::String),
+    attr("image_ca_file", Ty::String),
 ];
 
 /// A job's `config { … }`: the Go driver's schema, key for key.

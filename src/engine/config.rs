@@ -50,6 +50,8 @@ pub struct ImagePolicy {
     pub attempts: u32,
     /// Wait before the second try; doubled for each further one.
     pub backoff: Duration,
+    /// A PEM file of CA certificates trusted for `https://` images besides the system store.
+    pub ca_file: Option<PathBuf>,
     /// Keep at most this many imported images, removing unused ones oldest first after each
     /// import; `None`: never remove any automatically (as pot).
     pub cache_max: Option<usize>,
@@ -65,6 +67,7 @@ impl Default for ImagePolicy {
             idle_timeout: Duration::from_secs(60),
             attempts: 4,
             backoff: Duration::from_secs(2),
+            ca_file: None,
             cache_max: None,
         }
     }
@@ -150,6 +153,7 @@ pub struct Overrides {
     pub require_signature: Option<bool>,
     pub image_max_size: Option<String>,
     pub image_cache_max: Option<String>,
+    pub image_ca_file: Option<PathBuf>,
 }
 
 /// A setting that failed validation.
@@ -410,10 +414,15 @@ fn image_policy(o: &Overrides, pot: &PotSettings) -> Result<ImagePolicy, ConfigE
             })
         })
         .transpose()?;
+    // Checked here so that a typo fails SetConfig, not the first https:// start.
+    if let Some(path) = &o.image_ca_file {
+        super::image::read_ca_file(path).map_err(|e| bad("image_ca_file", e))?;
+    }
     Ok(ImagePolicy {
         pubkeys,
         require_signature,
         max_size,
+        ca_file: o.image_ca_file.clone(),
         cache_max,
         ..ImagePolicy::default()
     })
@@ -716,6 +725,29 @@ mod tests {
         assert_eq!(
             EngineConfig::resolve(&o).unwrap_err().key,
             "signature_pubkeys"
+        );
+        let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+        for (ca_file, why) in [
+            (Path::new("/nonexistent/ca.pem"), "No such file"),
+            (&tls.join("server.key"), "no PEM certificate"),
+        ] {
+            let o = Overrides {
+                pot_conf_dir: Some("/nonexistent".into()),
+                image_ca_file: Some(ca_file.into()),
+                ..Default::default()
+            };
+            let e = EngineConfig::resolve(&o).unwrap_err();
+            assert_eq!(e.key, "image_ca_file");
+            assert!(e.reason.contains(why), "{e:?}");
+        }
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            image_ca_file: Some(tls.join("ca.pem")),
+            ..Default::default()
+        };
+        assert_eq!(
+            EngineConfig::resolve(&o).unwrap().image.ca_file,
+            Some(tls.join("ca.pem"))
         );
     }
 

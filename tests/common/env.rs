@@ -109,8 +109,13 @@ impl Env {
 
     /// Like [`Env::new`], with some agent options added to the sim's.
     pub async fn with_agent_config(overrides: Json) -> Env {
+        Env::with_plugin_env(overrides, &[]).await
+    }
+
+    /// Like [`Env::with_agent_config`], with variables added to the plugin's environment.
+    pub async fn with_plugin_env(overrides: Json, vars: &[(&str, &std::ffi::OsStr)]) -> Env {
         let sim = SimHost::create();
-        let plugin = Plugin::launch().await;
+        let plugin = Plugin::launch_with_env(vars).await;
         let info = within(
             5.0,
             "PluginInfo",

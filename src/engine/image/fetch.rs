@@ -1,12 +1,15 @@
-//! `http://` transport for image files: timeouts, same-scheme redirects, and a streaming GET that
-//! resumes with `Range` after a cut when the server can prove it still has the same object.
+//! `http://` and `https://` transport for image files: timeouts, same-scheme redirects, TLS
+//! against the system trust store (and `image_ca_file`), and a streaming GET that resumes with
+//! `Range` after a cut when the server can prove it still has the same object.
 
 use super::ImageRef;
+use super::trust::{self, SystemStore, Trust};
 use crate::engine::{EngineError, ImagePolicy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode, header};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -21,18 +24,47 @@ pub(super) type Chunk = Result<Bytes, String>;
 pub(super) struct Http<'a> {
     image: &'a ImageRef,
     policy: &'a ImagePolicy,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    transport: Transport,
+}
+
+/// An image's files are fetched over one scheme only (redirects never change it), so an
+/// `http://` image never touches TLS and an `https://` one cannot be served in the clear.
+enum Transport {
+    Plain(Client<HttpConnector, Empty<Bytes>>),
+    Tls {
+        client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+        /// What the certificate may chain to, for the error when it does not.
+        trusted: String,
+    },
 }
 
 impl<'a> Http<'a> {
-    pub fn new(image: &'a ImageRef, policy: &'a ImagePolicy) -> Http<'a> {
+    pub fn new(image: &'a ImageRef, policy: &'a ImagePolicy) -> Result<Http<'a>, EngineError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(policy.connect_timeout));
-        Http {
+        let builder = Client::builder(TokioExecutor::new());
+        let transport = if image.is_https() {
+            let system = SystemStore::from_env(|name| std::env::var_os(name));
+            let trust =
+                Trust::load(&system, policy.ca_file.as_deref()).map_err(|e| image.err(e, false))?;
+            connector.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(trust.config)
+                .https_only()
+                .enable_http1()
+                .wrap_connector(connector);
+            Transport::Tls {
+                client: builder.build(https),
+                trusted: trust.description,
+            }
+        } else {
+            Transport::Plain(builder.build(connector))
+        };
+        Ok(Http {
             image,
             policy,
-            client: Client::builder(TokioExecutor::new()).build(connector),
-        }
+            transport,
+        })
     }
 
     /// A whole small file (`.skein`, `.sig`, `.meta`); `None` when the server says it is absent.
@@ -134,7 +166,7 @@ impl<'a> Http<'a> {
         }
     }
 
-    /// GET `url`, following `http://` redirects only.
+    /// GET `url`, following redirects within its scheme only.
     async fn get(
         &self,
         url: &str,
@@ -153,16 +185,13 @@ impl<'a> Http<'a> {
                 .body(Empty::new())
                 .map_err(|e| self.image.err(format!("GET {url}: {e}"), false))?;
             let idle = self.policy.idle_timeout;
-            let response = tokio::time::timeout(idle, self.client.request(request))
+            let response = tokio::time::timeout(idle, self.request(request))
                 .await
                 .map_err(|_| {
                     self.image
                         .err(format!("GET {url}: no response within {idle:?}"), true)
                 })?
-                .map_err(|e| {
-                    self.image
-                        .err(format!("GET {url}: {}", error_chain(&e)), true)
-                })?;
+                .map_err(|e| self.request_error(&url, &e))?;
             if !is_redirect(response.status()) {
                 return Ok((url, response));
             }
@@ -187,6 +216,31 @@ impl<'a> Http<'a> {
             format!("GET {url}: more than {MAX_REDIRECTS} redirects"),
             false,
         ))
+    }
+
+    async fn request(
+        &self,
+        request: Request<Empty<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        match &self.transport {
+            Transport::Plain(client) => client.request(request).await,
+            Transport::Tls { client, .. } => client.request(request).await,
+        }
+    }
+
+    /// A certificate the trust store rejects, or a failed handshake, is permanent: retrying
+    /// meets the same certificate. Everything else (refused, reset, cut) is worth a retry.
+    fn request_error(&self, url: &str, e: &hyper_util::client::legacy::Error) -> EngineError {
+        let tls = match &self.transport {
+            Transport::Tls { trusted, .. } => trust::tls_failure(e, trusted),
+            Transport::Plain(_) => None,
+        };
+        match tls {
+            Some(reason) => self.image.err(format!("GET {url}: {reason}"), false),
+            None => self
+                .image
+                .err(format!("GET {url}: {}", error_chain(e)), true),
+        }
     }
 
     async fn next_data(
@@ -241,25 +295,34 @@ fn is_redirect(s: StatusCode) -> bool {
     matches!(s.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
-/// Same-scheme redirects are followed; anything else could read host files (`file://`) or
-/// needs TLS this build does not have.
+/// Only redirects within the image's own scheme are followed: one to `file://` could read the
+/// host's files, `https://` → `http://` would drop the TLS the image URL asks for, and any
+/// other change of scheme is refused alike (the task's `image` names the scheme to use).
 fn redirect_target(base: &hyper::Uri, location: &str) -> Result<String, String> {
+    let scheme = base.scheme_str().unwrap_or("http");
     let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
-    if location.starts_with("http://") {
-        Ok(location.to_string())
-    } else if let Some(rest) = location.strip_prefix("//") {
-        Ok(format!("http://{rest}"))
-    } else if has_scheme(location) {
-        Err("only http:// redirects are followed".to_string())
+    if let Some(rest) = location.strip_prefix("//") {
+        Ok(format!("{scheme}://{rest}"))
+    } else if let Some((target, rest)) = location.split_once(':').filter(|_| has_scheme(location)) {
+        let target = target.to_ascii_lowercase();
+        if target == scheme {
+            Ok(format!("{scheme}:{rest}"))
+        } else if scheme == "https" && target == "http" {
+            Err("a downgrade from https:// to http://".to_string())
+        } else {
+            Err(format!(
+                "only {scheme}:// redirects are followed from an {scheme}:// image"
+            ))
+        }
     } else if location.starts_with('/') {
-        Ok(format!("http://{authority}{location}"))
+        Ok(format!("{scheme}://{authority}{location}"))
     } else {
         let dir = base
             .path()
             .rsplit_once('/')
             .map(|(d, _)| d)
             .unwrap_or_default();
-        Ok(format!("http://{authority}{dir}/{location}"))
+        Ok(format!("{scheme}://{authority}{dir}/{location}"))
     }
 }
 
@@ -328,6 +391,10 @@ mod tests {
             "http://b.example/y.xz"
         );
         assert_eq!(
+            redirect_target(&base, "HTTP://b.example/y.xz").unwrap(),
+            "http://b.example/y.xz"
+        );
+        assert_eq!(
             redirect_target(&base, "//c.example/z").unwrap(),
             "http://c.example/z"
         );
@@ -345,7 +412,42 @@ mod tests {
             "ftp://h/x",
             "file:/etc/passwd",
         ] {
-            assert!(redirect_target(&base, refused).is_err(), "{refused}");
+            assert_eq!(
+                redirect_target(&base, refused).unwrap_err(),
+                "only http:// redirects are followed from an http:// image",
+                "{refused}"
+            );
         }
+    }
+
+    #[test]
+    fn redirects_stay_on_https() {
+        let base: hyper::Uri = "https://a.example/pots/x.xz".parse().unwrap();
+        assert_eq!(
+            redirect_target(&base, "https://cdn.example/x.xz").unwrap(),
+            "https://cdn.example/x.xz"
+        );
+        assert_eq!(
+            redirect_target(&base, "//cdn.example/x.xz").unwrap(),
+            "https://cdn.example/x.xz"
+        );
+        assert_eq!(
+            redirect_target(&base, "/m/x.xz").unwrap(),
+            "https://a.example/m/x.xz"
+        );
+        assert_eq!(
+            redirect_target(&base, "x2.xz").unwrap(),
+            "https://a.example/pots/x2.xz"
+        );
+        for downgrade in ["http://a.example/x.xz", "Http://a.example/x.xz"] {
+            assert_eq!(
+                redirect_target(&base, downgrade).unwrap_err(),
+                "a downgrade from https:// to http://"
+            );
+        }
+        assert_eq!(
+            redirect_target(&base, "file:///etc/passwd").unwrap_err(),
+            "only https:// redirects are followed from an https:// image"
+        );
     }
 }

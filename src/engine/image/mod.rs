@@ -1,5 +1,5 @@
 //! Pot images: `<pot>_<tag>.xz` (a compressed `zfs send -R`), `.xz.meta`, `.xz.skein` and, when
-//! signed, `.xz.skein.sig`, fetched from `http://` or `file://`.
+//! signed, `.xz.skein.sig`, fetched from `http://`, `https://` or `file://`.
 //!
 //! One streaming pass per import: the small files first (the signature covers the `.skein`, the
 //! `.skein` covers `xz ‖ meta`), then the `.xz` flows through the Skein-1024 hasher (and into the
@@ -12,9 +12,11 @@ mod fetch;
 mod gc;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 pub use export::{ExportOptions, Exported};
 pub use gc::GcReport;
+pub(crate) use trust::read_ca_file;
 
 use super::{EngineError, ImagePolicy};
 use crate::host::Host;
@@ -52,7 +54,10 @@ impl ImageRef {
     pub fn parse(image: &str, pot: &str, tag: &str) -> Result<ImageRef, EngineError> {
         check_name("pot", pot)?;
         check_name("tag", tag)?;
-        let source = if let Some(rest) = image.strip_prefix("http://") {
+        let source = if let Some(rest) = image
+            .strip_prefix("http://")
+            .or_else(|| image.strip_prefix("https://"))
+        {
             if rest.is_empty() || rest.starts_with('/') {
                 return Err(EngineError::InvalidInput(format!(
                     "image {image:?}: missing host"
@@ -72,7 +77,7 @@ impl ImageRef {
             }
         } else {
             return Err(EngineError::InvalidInput(format!(
-                "image {image:?}: unsupported URL scheme (supported: http://, file://)"
+                "image {image:?}: unsupported URL scheme (supported: http://, https://, file://)"
             )));
         };
         Ok(ImageRef {
@@ -95,6 +100,10 @@ impl ImageRef {
     /// The imported template pot's name: `<pot>_<tag>` with every `.` turned into `_`, as pot does.
     pub fn local_name(&self) -> String {
         format!("{}_{}", self.pot, self.tag).replace('.', "_")
+    }
+
+    fn is_https(&self) -> bool {
+        matches!(&self.source, Source::Http { base } if base.starts_with("https://"))
     }
 
     fn location(&self, file: &str) -> String {
@@ -296,7 +305,7 @@ async fn import_once(
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(), EngineError> {
     let http = match image.source {
-        Source::Http { .. } => Some(Http::new(image, policy)),
+        Source::Http { .. } => Some(Http::new(image, policy)?),
         Source::File { .. } => None,
     };
     let xz = image.file_name();

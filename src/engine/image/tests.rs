@@ -37,7 +37,8 @@ fn rejects_unsafe_names_and_schemes() {
         ));
     }
     assert!(ImageRef::parse("ftp://h/", "a", "1").is_err());
-    assert!(ImageRef::parse("https://h/", "a", "1").is_err());
+    assert!(ImageRef::parse("https://", "a", "1").is_err());
+    assert!(ImageRef::parse("https://h/", "a", "1").is_ok());
     assert!(ImageRef::parse("file://relative", "a", "1").is_err());
     assert!(ImageRef::parse("file:///srv/img", "a", "1").is_ok());
 }
@@ -76,6 +77,7 @@ fn progress_at_most_once_a_second() {
 // ---- on the simulated host ------------------------------------------------------------------
 
 use nomad_harness::sim::{SimHost, sim_bin};
+use nomad_harness::tls::{TestCert, test_ca};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -190,11 +192,20 @@ impl Fixture {
 
     /// A server with `.skein` and `.meta` in place; `.xz` gets `xz`.
     fn serve(&self, xz: Vec<Reply>) -> Server {
-        Server::start(vec![
+        Server::start(self.routes(xz))
+    }
+
+    /// [`Fixture::serve`] over TLS with `cert`.
+    fn serve_https(&self, cert: TestCert, xz: Vec<Reply>) -> Server {
+        Server::start_tls(self.routes(xz), cert)
+    }
+
+    fn routes(&self, xz: Vec<Reply>) -> Vec<(&'static str, Vec<Reply>)> {
+        vec![
             ("/demo_1.0.xz.skein", vec![Reply::body(&self.skein)]),
             ("/demo_1.0.xz.meta", vec![Reply::body(&self.meta)]),
             ("/demo_1.0.xz", xz),
-        ])
+        ]
     }
 }
 
@@ -240,15 +251,25 @@ impl Reply {
 /// One logged request: path and `Range` header.
 type Logged = (String, Option<String>);
 
-/// A scriptable HTTP/1.1 server: each path answers with its replies in order, the last repeating.
+/// A scriptable HTTP/1.1 server, in the clear or over TLS: each path answers with its replies in
+/// order, the last repeating.
 struct Server {
     port: u16,
+    tls: bool,
     log: Arc<Mutex<Vec<Logged>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Server {
     fn start(routes: Vec<(&str, Vec<Reply>)>) -> Server {
+        Server::listen(routes, None)
+    }
+
+    fn start_tls(routes: Vec<(&str, Vec<Reply>)>, cert: TestCert) -> Server {
+        Server::listen(routes, Some(nomad_harness::tls::server_config(cert)))
+    }
+
+    fn listen(routes: Vec<(&str, Vec<Reply>)>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let routes: HashMap<String, VecDeque<Reply>> = routes
@@ -258,22 +279,42 @@ impl Server {
         let routes = Arc::new(Mutex::new(routes));
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (log2, stop2) = (log.clone(), stop.clone());
+        let (log2, stop2, is_tls) = (log.clone(), stop.clone(), tls.is_some());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (routes, log) = (routes.clone(), log2.clone());
-                std::thread::spawn(move || serve_one(conn, &routes, &log));
+                let (routes, log, tls) = (routes.clone(), log2.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => {
+                        let mut conn = conn;
+                        serve_one(&mut conn, &routes, &log);
+                        let _ = conn.shutdown(std::net::Shutdown::Both);
+                    }
+                    Some(config) => {
+                        let session = rustls::ServerConnection::new(config).unwrap();
+                        let mut stream = rustls::StreamOwned::new(session, conn);
+                        serve_one(&mut stream, &routes, &log);
+                        stream.conn.send_close_notify();
+                        let _ = stream.flush();
+                        let _ = stream.sock.shutdown(std::net::Shutdown::Both);
+                    }
+                });
             }
         });
-        Server { port, log, stop }
+        Server {
+            port,
+            tls: is_tls,
+            log,
+            stop,
+        }
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     fn requests(&self, path: &str) -> Vec<Option<String>> {
@@ -295,26 +336,28 @@ impl Drop for Server {
 }
 
 fn serve_one(
-    mut s: TcpStream,
+    s: &mut (impl Read + Write),
     routes: &Mutex<HashMap<String, VecDeque<Reply>>>,
     log: &Mutex<Vec<Logged>>,
 ) {
-    let mut r = BufReader::new(s.try_clone().unwrap());
     let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
+    let mut headers = HashMap::new();
+    {
+        let mut r = BufReader::new(&mut *s);
+        if r.read_line(&mut line).is_err() {
+            return;
+        }
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
     }
     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
     log.lock()
         .unwrap()
         .push((path.clone(), headers.get("range").cloned()));
@@ -375,13 +418,13 @@ fn serve_one(
         }
         Some(Reply::Stall(len)) => {
             let _ = s.write_all(head("200 OK", len, "").as_bytes());
+            let _ = s.flush();
             std::thread::sleep(Duration::from_secs(10));
             return;
         }
     };
     let _ = s.write_all(&out);
     let _ = s.flush();
-    let _ = s.shutdown(std::net::Shutdown::Both);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -702,6 +745,187 @@ async fn concurrent_imports_of_one_image_share_one_download() {
     }
     assert_eq!(server.requests("/demo_1.0.xz").len(), 1);
     f.assert_imported().await;
+}
+
+// ---- https:// -------------------------------------------------------------------------------
+
+impl Fixture {
+    /// Trusts the test CA through `image_ca_file`.
+    fn trusting_test_ca() -> Fixture {
+        let mut f = Fixture::new();
+        f.cfg.image.ca_file = Some(test_ca());
+        f
+    }
+}
+
+/// A TCP server on 127.0.0.1 that answers every connection with `answer` (nothing: a reset)
+/// without reading it, for handshakes that go wrong.
+fn raw_server(answer: &'static [u8]) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.write_all(answer);
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn imports_over_https_with_a_private_ca() {
+    let f = Fixture::trusting_test_ca();
+    let server = f.serve_https(TestCert::Localhost, vec![Reply::body(&f.xz.clone())]);
+    assert!(server.url().starts_with("https://"));
+    f.import(&server.url()).await.unwrap();
+    f.assert_imported().await;
+    assert_eq!(server.requests("/demo_1.0.xz").len(), 1);
+    f.sim.assert_clean("after an https import");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untrusted_certificate_is_refused_at_once_and_leaves_nothing() {
+    let f = Fixture::new();
+    let server = f.serve_https(TestCert::Localhost, vec![Reply::body(&f.xz.clone())]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "GET {}demo_1.0.xz.skein: the server's certificate is not trusted (invalid peer certificate: UnknownIssuer); trusted: the system trust store (",
+            server.url()
+        )) && msg.ends_with("; set image_ca_file for a private CA"),
+        "{msg}"
+    );
+    assert!(
+        !e.is_transient(),
+        "retrying meets the same certificate: {msg}"
+    );
+    assert!(
+        server.requests("/demo_1.0.xz.skein").is_empty(),
+        "no request crosses a refused handshake"
+    );
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_for_another_host_is_refused() {
+    let f = Fixture::trusting_test_ca();
+    let server = f.serve_https(TestCert::OtherHost, vec![Reply::body(&f.xz.clone())]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "GET {}demo_1.0.xz.skein: the server's certificate is for another host (",
+            server.url()
+        )) && msg.contains("images.example.org"),
+        "{msg}"
+    );
+    assert!(!e.is_transient(), "{msg}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_certificate_is_refused() {
+    let f = Fixture::trusting_test_ca();
+    let server = f.serve_https(TestCert::Expired, vec![Reply::body(&f.xz.clone())]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "GET {}demo_1.0.xz.skein: the server's certificate was rejected (invalid peer certificate: certificate expired",
+            server.url()
+        )),
+        "{msg}"
+    );
+    assert!(!e.is_transient(), "{msg}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_tls_fails_the_handshake_permanently() {
+    let f = Fixture::trusting_test_ca();
+    let port = raw_server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    let e = f.import_err(&format!("https://127.0.0.1:{port}/")).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains("demo_1.0.xz.skein: TLS handshake failed ("),
+        "{msg}"
+    );
+    assert!(!e.is_transient(), "{msg}");
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reset_during_the_handshake_is_transient() {
+    let mut f = Fixture::trusting_test_ca();
+    f.cfg.image.attempts = 1;
+    let port = raw_server(b"");
+    let e = f.import_err(&format!("https://127.0.0.1:{port}/")).await;
+    let msg = e.to_string();
+    assert!(msg.contains("demo_1.0.xz.skein: "), "{msg}");
+    assert!(!msg.contains("TLS handshake failed"), "{msg}");
+    assert!(
+        e.is_transient(),
+        "a cut connection is worth retrying: {msg}"
+    );
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_to_http_redirect_is_refused_as_a_downgrade() {
+    let f = Fixture::trusting_test_ca();
+    let plain = f.serve(vec![Reply::body(&f.xz.clone())]);
+    let target = format!("{}demo_1.0.xz", plain.url());
+    let server = f.serve_https(TestCert::Localhost, vec![Reply::Redirect(target.clone())]);
+    let e = f.import_err(&server.url()).await;
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "redirect to {target:?} refused: a downgrade from https:// to http://"
+        )),
+        "{msg}"
+    );
+    assert!(!e.is_transient(), "{msg}");
+    assert!(plain.requests("/demo_1.0.xz").is_empty());
+    f.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_redirects_within_https_are_followed() {
+    let f = Fixture::trusting_test_ca();
+    let mirror = f.serve_https(TestCert::Localhost, vec![Reply::body(&f.xz.clone())]);
+    let server = f.serve_https(
+        TestCert::Localhost,
+        vec![Reply::Redirect(format!("{}demo_1.0.xz", mirror.url()))],
+    );
+    f.import(&server.url()).await.unwrap();
+    f.assert_imported().await;
+    assert_eq!(mirror.requests("/demo_1.0.xz").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cut_https_download_resumes_with_range() {
+    let f = Fixture::trusting_test_ca();
+    let server = f.serve_https(
+        TestCert::Localhost,
+        vec![
+            Reply::Cut {
+                data: f.xz.clone(),
+                after: f.xz.len() / 3,
+                etag: Some("\"v1\""),
+            },
+            Reply::Body {
+                data: f.xz.clone(),
+                etag: Some("\"v1\""),
+            },
+        ],
+    );
+    f.import(&server.url()).await.unwrap();
+    f.assert_imported().await;
+    assert_eq!(
+        server.requests("/demo_1.0.xz"),
+        [None, Some(format!("bytes={}-", f.xz.len() / 3))]
+    );
 }
 
 // ---- signatures -----------------------------------------------------------------------------

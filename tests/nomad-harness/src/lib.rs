@@ -5,7 +5,8 @@
 //! * [`cty`]: the hclspec-driven cty-msgpack encoder (Nomad's `config {}` pipeline).
 //! * [`logmon`]: FIFO readers like Nomad's logmon.
 //! * [`task`]: `TaskConfig` builder with Nomad's alloc dir layout.
-//! * [`sim`]: the simulated FreeBSD host and an HTTP file server.
+//! * [`sim`]: the simulated FreeBSD host and an HTTP(S) file server.
+//! * [`tls`]: the test PKI for `https://` servers.
 //!
 //! Failures panic with a message naming what failed: this is test support.
 
@@ -14,6 +15,7 @@ pub mod logmon;
 pub mod plugin;
 pub mod sim;
 pub mod task;
+pub mod tls;
 
 use std::path::PathBuf;
 

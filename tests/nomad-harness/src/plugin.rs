@@ -159,9 +159,20 @@ impl Plugin {
         Self::launch_bin(&plugin_bin()).await
     }
 
+    /// [`Plugin::launch`] with more variables in its environment, as a Nomad agent started with
+    /// them passes them on (e.g. `SSL_CERT_FILE`).
+    pub async fn launch_with_env(vars: &[(&str, &std::ffi::OsStr)]) -> Plugin {
+        Self::spawn(&plugin_bin(), vars).await
+    }
+
     /// Spawns `bin` with Nomad's environment, validates the handshake and connects.
     pub async fn launch_bin(bin: &Path) -> Plugin {
+        Self::spawn(bin, &[]).await
+    }
+
+    async fn spawn(bin: &Path, vars: &[(&str, &std::ffi::OsStr)]) -> Plugin {
         let mut cmd = Command::new(bin);
+        cmd.envs(vars.iter().copied());
         cmd.env(MAGIC_COOKIE_KEY, MAGIC_COOKIE)
             .env("PLUGIN_PROTOCOL_VERSIONS", "2")
             .env("PLUGIN_MIN_PORT", "10000")

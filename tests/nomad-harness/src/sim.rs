@@ -1,9 +1,9 @@
-//! The simulated FreeBSD host (`freebsd-sim`, see tests/freebsd-sim/README.md) and a tiny HTTP
-//! file server for images.
+//! The simulated FreeBSD host (`freebsd-sim`, see tests/freebsd-sim/README.md) and a tiny
+//! HTTP(S) file server for images.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
@@ -272,9 +272,11 @@ impl Drop for SimHost {
     }
 }
 
-/// A GET-only HTTP/1.1 file server on 127.0.0.1:0 serving one directory.
+/// A GET-only HTTP/1.1 file server on 127.0.0.1:0 serving one directory, in the clear or over
+/// TLS with a certificate of the test PKI.
 pub struct FileServer {
     pub port: u16,
+    tls: bool,
     requests: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
@@ -288,29 +290,27 @@ fn safe_join(root: &Path, url_path: &str) -> Option<PathBuf> {
     Some(root.join(rel))
 }
 
-fn handle(mut s: TcpStream, root: &Path, requests: &Mutex<Vec<String>>) {
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let mut r = BufReader::new(match s.try_clone() {
-        Ok(c) => c,
-        Err(_) => return,
-    });
+fn handle(s: &mut (impl Read + Write), root: &Path, requests: &Mutex<Vec<String>>) {
     let mut request_line = String::new();
-    if r.read_line(&mut request_line).is_err() {
-        return;
-    }
-    loop {
-        let mut h = String::new();
-        match r.read_line(&mut h) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if h == "\r\n" || h == "\n" => break,
-            Ok(_) => {}
+    {
+        let mut r = BufReader::new(&mut *s);
+        if r.read_line(&mut request_line).is_err() {
+            return;
+        }
+        loop {
+            let mut h = String::new();
+            match r.read_line(&mut h) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if h == "\r\n" || h == "\n" => break,
+                Ok(_) => {}
+            }
         }
     }
     let mut parts = request_line.split_whitespace();
     let method = parts.next().unwrap_or("");
     let target = parts.next().unwrap_or("").to_string();
     requests.lock().unwrap().push(target.clone());
-    let respond = |s: &mut TcpStream, status: &str, body: &[u8]| {
+    let mut respond = |status: &str, body: &[u8]| {
         let head = format!(
             "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
             body.len()
@@ -320,25 +320,57 @@ fn handle(mut s: TcpStream, root: &Path, requests: &Mutex<Vec<String>>) {
         let _ = s.flush();
     };
     if method != "GET" {
-        respond(&mut s, "405 Method Not Allowed", b"");
+        respond("405 Method Not Allowed", b"");
         return;
     }
     match safe_join(root, &target)
         .filter(|p| p.is_file())
         .and_then(|p| std::fs::read(p).ok())
     {
-        Some(body) => respond(&mut s, "200 OK", &body),
-        None => respond(&mut s, "404 Not Found", b"not found\n"),
+        Some(body) => respond("200 OK", &body),
+        None => respond("404 Not Found", b"not found\n"),
+    }
+}
+
+fn serve_conn(
+    conn: TcpStream,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+    root: &Path,
+    requests: &Mutex<Vec<String>>,
+) {
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut conn = conn;
+    match tls {
+        None => handle(&mut conn, root, requests),
+        Some(config) => {
+            let Ok(session) = rustls::ServerConnection::new(config.clone()) else {
+                return;
+            };
+            let mut stream = rustls::StreamOwned::new(session, conn);
+            handle(&mut stream, root, requests);
+            stream.conn.send_close_notify();
+            let _ = stream.flush();
+        }
     }
 }
 
 impl FileServer {
     pub fn serve(dir: &Path) -> FileServer {
+        FileServer::start(dir, None)
+    }
+
+    /// Over TLS, presenting `cert`; the client must trust [`crate::tls::test_ca`].
+    pub fn serve_https(dir: &Path, cert: crate::tls::TestCert) -> FileServer {
+        FileServer::start(dir, Some(crate::tls::server_config(cert)))
+    }
+
+    fn start(dir: &Path, tls: Option<Arc<rustls::ServerConfig>>) -> FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let root = dir.to_path_buf();
+        let is_tls = tls.is_some();
         {
             let requests = requests.clone();
             let stop = stop.clone();
@@ -350,20 +382,23 @@ impl FileServer {
                     let Ok(conn) = conn else { continue };
                     let root = root.clone();
                     let requests = requests.clone();
-                    std::thread::spawn(move || handle(conn, &root, &requests));
+                    let tls = tls.clone();
+                    std::thread::spawn(move || serve_conn(conn, tls.as_ref(), &root, &requests));
                 }
             });
         }
         FileServer {
             port,
+            tls: is_tls,
             requests,
             stop,
         }
     }
 
-    /// `http://127.0.0.1:<port>/`
+    /// `http://127.0.0.1:<port>/`, or `https://…` for a TLS server.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// Request targets seen so far (e.g. `/demo_1.0.xz`).
