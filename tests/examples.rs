@@ -291,7 +291,8 @@ fn shell_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-/// The commands of a shell block: without blank lines and trailing `# comments`.
+/// The commands of a shell block: without blank lines, trailing `# comments` and `export`s
+/// (they set a variable for the commands that follow and run nothing).
 fn commands(block: &str) -> Vec<String> {
     block
         .lines()
@@ -299,7 +300,7 @@ fn commands(block: &str) -> Vec<String> {
             Some(i) => l[..i].trim().to_string(),
             None => l.trim().to_string(),
         })
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("export "))
         .collect()
 }
 

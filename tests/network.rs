@@ -288,20 +288,25 @@ async fn public_bridge_ipv4_with_ports() {
             "pot.conf lacks {line}:\n{conf}"
         );
     }
-    // `potctl ports` says what is published and where it goes.
+    // `potctl ports` says what is published, where it goes and which pf rules do it.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_potctl"))
+        .arg("--sim")
+        .arg(&env.sim.dir)
         .arg("ports")
-        .arg("--state-dir")
-        .arg(env.sim.dir.join("root/var/db/nomad-pot-driver"))
-        .arg("--pot-conf-dir")
-        .arg(env.sim.dir.join("root/usr/local/etc/pot"))
         .output()
         .expect("run potctl ports");
     let listed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "potctl ports: {out:?}");
+    let http_row = format!("{p} http tcp,udp em0:{http} 10.192.0.3:80 {anchor}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == http_row),
+        "{listed}"
+    );
     assert!(
         listed.contains(&format!(
-            "{p}  http  tcp,udp  em0:{http} -> 10.192.0.3:80  (pf anchor {anchor}; also 127.0.0.1:{http} via the task's relay)"
+            "pf rules in {anchor}:\n  rdr pass on em0 proto tcp from any to (em0) port {http} -> 10.192.0.3 port 80\n"
         )),
         "{listed}"
     );

@@ -187,6 +187,32 @@ impl JailAttributes {
     }
 }
 
+/// A pot's attributes as `pot info` shows them: pot's own ones (missing: `NO`) and the jail
+/// attributes (missing: pot's default), read from its pot.conf.
+pub fn of_pot(conf: &PotConf) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let read = |name: &str| conf.get(&format!("pot.attr.{name}"));
+    let pot = POT_ONLY
+        .iter()
+        .map(|n| (n.to_string(), read(n).unwrap_or_else(|| "NO".to_string())))
+        .collect();
+    let jail = ATTRS
+        .iter()
+        .map(|a| {
+            let value = match a.kind {
+                Kind::Text => conf
+                    .get_raw(&format!("pot.attr.{}", a.name))
+                    .map(|v| v.trim().to_string()),
+                _ => read(a.name),
+            };
+            (
+                a.name.to_string(),
+                value.unwrap_or_else(|| a.default.to_string()),
+            )
+        })
+        .collect();
+    (pot, jail)
+}
+
 /// `pot set-attribute`'s value rules: booleans as YES/NO, digits only for numbers.
 fn normalise(kind: Kind, value: &str) -> Result<String, String> {
     match kind {

@@ -38,6 +38,9 @@ pub enum EngineError {
     /// No such pot or task.
     #[error("pot {pot} not found")]
     NotFound { pot: String },
+    /// A node-wide operation (about no single pot) failed or cannot be done on this node.
+    #[error("{what}: {reason}")]
+    Node { what: String, reason: String },
 }
 
 impl EngineError {
@@ -54,6 +57,14 @@ impl EngineError {
         move |source| EngineError::Host {
             pot: pot.to_string(),
             source,
+        }
+    }
+
+    /// For a host operation about the whole node, `what` naming it ("list jails").
+    pub(crate) fn node(what: &str) -> impl FnOnce(HostError) -> EngineError + '_ {
+        move |source| EngineError::Node {
+            what: what.to_string(),
+            reason: source.to_string(),
         }
     }
 

@@ -7,6 +7,7 @@ mod error;
 mod exec;
 mod gc;
 mod image;
+mod inventory;
 mod jailfs;
 mod layout;
 mod lifecycle;
@@ -20,16 +21,20 @@ pub mod shim;
 
 pub use config::{
     ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,
-    ImagePolicy, NetworkConfig, Overrides, Stack,
+    ImagePolicy, NetworkConfig, Overrides, Setting, Source, Stack,
 };
 pub use error::EngineError;
 pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession, TtySize};
 pub use gc::{GcReport, OUTSIDE_START_GRACE};
 pub use image::{ExportOptions, Exported, GcReport as ImageGcReport, ImageRef};
+pub use inventory::{
+    CacheFile, ConfEntry, ImageInfo, Images, LimitsInfo, MountInfo, Owner, PotDetails, PotInfo,
+    PotState, PotSummary, PotUsage, Published,
+};
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};
 pub use limits::{Limits, parse_count, parse_cpu_list, parse_size};
-pub use network::{NetworkRecord, NetworkRequest, PortSpec};
+pub use network::{AliasAddr, NetworkRecord, NetworkRequest, PortSpec};
 pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 pub use setup::{Check, InitReport, PF_ANCHOR_LINES, with_pot_anchors};

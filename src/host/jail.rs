@@ -84,6 +84,19 @@ impl Host {
         }
     }
 
+    /// Every jail on the host, as `(jid, name)` (`jls jid name`).
+    pub async fn jails(&self) -> Result<Vec<(u32, String)>, HostError> {
+        let out = self.run(Tool::Jls, argv!["jid", "name"]).await?;
+        Ok(out
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                let (jid, name) = l.trim().split_once(' ')?;
+                Some((jid.parse().ok()?, name.trim().to_string()))
+            })
+            .collect())
+    }
+
     /// Whether jail `name` exists (`jls -j name jid`).
     pub async fn jail_exists(&self, name: &str) -> Result<bool, HostError> {
         match self.run(Tool::Jls, argv!["-j", name, "jid"]).await {

@@ -68,6 +68,7 @@ impl RctlRule {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ResourceUsage {
     pub memoryuse: u64,
+    pub vmemoryuse: u64,
     pub swapuse: u64,
     pub pcpu: f64,
     pub cputime: u64,
@@ -101,6 +102,29 @@ impl Host {
         }
     }
 
+    /// The rules on jail `name`, as rctl prints them (`jail:NAME:RES:ACTION=AMOUNT`), from the
+    /// list of every rule; none when racct is off.
+    pub async fn rctl_rules(&self, name: &str) -> Result<Vec<String>, HostError> {
+        let out = match self.run(Tool::Rctl, argv![]).await {
+            Ok(out) => out,
+            // Without racct there are no rules to list.
+            Err(HostError::Failed { stderr, .. })
+                if stderr.contains("disabled") || stderr.contains("not present") =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let prefix = format!("jail:{name}:");
+        Ok(out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(&prefix))
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Current usage of jail `name`.
     pub async fn rctl_usage(&self, name: &str) -> Result<ResourceUsage, HostError> {
         let out = self
@@ -115,6 +139,7 @@ fn parse_usage(text: &str) -> ResourceUsage {
     for (key, value) in text.lines().filter_map(|l| l.trim().split_once('=')) {
         match key {
             "memoryuse" => u.memoryuse = value.parse().unwrap_or(0),
+            "vmemoryuse" => u.vmemoryuse = value.parse().unwrap_or(0),
             "swapuse" => u.swapuse = value.parse().unwrap_or(0),
             "pcpu" => u.pcpu = value.parse().unwrap_or(0.0),
             "cputime" => u.cputime = value.parse().unwrap_or(0),
@@ -151,8 +176,11 @@ mod tests {
 
     #[test]
     fn parses_rctl_usage() {
-        let u = parse_usage("cputime=3\nmemoryuse=1048576\nswapuse=0\npcpu=12\nmaxproc=2\n");
+        let u = parse_usage(
+            "cputime=3\nmemoryuse=1048576\nvmemoryuse=4194304\nswapuse=0\npcpu=12\nmaxproc=2\n",
+        );
         assert_eq!(u.memoryuse, 1048576);
+        assert_eq!(u.vmemoryuse, 4194304);
         assert_eq!(u.cputime, 3);
         assert_eq!(u.pcpu, 12.0);
     }

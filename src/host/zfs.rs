@@ -83,6 +83,30 @@ impl Host {
             .collect())
     }
 
+    /// Space used by every filesystem under `parent` (and `parent` itself), in bytes.
+    pub async fn zfs_used_tree(&self, parent: &str) -> Result<Vec<(String, u64)>, HostError> {
+        let out = self
+            .zfs(argv![
+                "list",
+                "-H",
+                "-p",
+                "-r",
+                "-t",
+                "filesystem",
+                "-o",
+                "name,used",
+                parent
+            ])
+            .await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (name, used) = l.split_once('\t')?;
+                Some((name.to_string(), used.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
     /// `zfs set prop=value name`.
     pub async fn zfs_set(&self, name: &str, prop: &str, value: &str) -> Result<(), HostError> {
         self.zfs(argv!["set", format!("{prop}={value}"), name])

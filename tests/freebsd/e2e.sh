@@ -190,6 +190,14 @@ check "limits: openfiles" rule "openfiles:deny=1024"
 check "limits: vmemoryuse" rule "vmemoryuse:deny=1073741824"
 check "limits: writebps" rule "writebps:throttle=52428800"
 check "limits: ZFS quota" test "$(zfs get -H -p -o value quota "$(pot config -q -g zfs_root)/jails/$pot")" = 2147483648
+check "potctl ls: the pot with its allocation" sh -c "potctl ls | grep '$pot' | grep -q '$a'"
+check "potctl ls --json: found by alloc id" sh -c \
+    "potctl ls --json | jq -r '.[] | select(.owner.alloc_id == \"$a\") | .name' | grep -qx '$pot'"
+check "potctl ps: the running pot" sh -c "potctl ps | grep -q '$pot'"
+check "potctl show: its rctl limits" sh -c "potctl show '$pot' | grep -q maxproc"
+check "potctl stats: its memory and cpu" sh -c "potctl stats | grep -q '$pot'"
+check "potctl images: demo_1_0 in use" sh -c "potctl images | grep -q demo_1_0"
+check "potctl config: where zfs_root comes from" sh -c "potctl config | grep -q zfs_root"
 check "limits: stops within kill_timeout (5 s)" stop_within limits "$a" 15
 check "limits: rctl rules removed" sh -c "! rctl | grep -q '^jail:$pot:'"
 purge limits

@@ -1,12 +1,14 @@
 //! potctl: the operator's debug CLI for one node.
 
 mod doctor;
+mod inspect;
 mod operate;
+mod output;
 mod plugin_check;
 mod setup;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use nomad_harness::{FileServer, Plugin, SimHost, TestTask, cty};
 use nomad_pot_driver::driver::AgentConfig;
 use nomad_pot_driver::engine::{Engine, EngineConfig, ExportOptions};
@@ -28,10 +30,16 @@ use std::time::Duration;
 struct Cli {
     /// The driver's agent config as JSON (the plugin's `config {}` block; `freebsd-sim init`
     /// prints one).
-    #[arg(long, global = true, value_name = "FILE", conflicts_with = "sim")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "sim",
+        env = "POTCTL_CONFIG"
+    )]
     config: Option<PathBuf>,
     /// Work on the simulated host at DIR (its config is what `freebsd-sim init DIR` prints).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", env = "POTCTL_SIM")]
     sim: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
@@ -68,18 +76,6 @@ enum Command {
         #[arg(short = 'S', value_name = "SECKEY")]
         seckey: Option<PathBuf>,
     },
-    /// Show what each task publishes (pf rdr rules, localhost relay) and where it goes.
-    Ports {
-        /// The driver's `state_dir`.
-        #[arg(long, default_value = "/var/db/nomad-pot-driver")]
-        state_dir: PathBuf,
-        /// Where pot's `pot.conf` is read (for the external interface).
-        #[arg(long, default_value = nomad_pot_driver::engine::DEFAULT_POT_CONF_DIR)]
-        pot_conf_dir: PathBuf,
-        /// The external interface, if not pot's `POT_EXTIF` (the agent's `extif`).
-        #[arg(long)]
-        extif: Option<String>,
-    },
     /// Find the pots this driver created that no task owns any more (their supervisor and task
     /// are gone) and, with --apply, remove each with everything it holds: jail, epairs, pf
     /// anchor, rctl rules, mounts, datasets, status and state files. Pots the driver did not
@@ -114,11 +110,34 @@ enum Command {
     /// Launch a plugin binary the way Nomad does and show the handshake, PluginInfo,
     /// Capabilities and the first fingerprint, or why Nomad would not load it.
     PluginCheck(plugin_check::PluginCheckArgs),
-    /// Imported images and the image cache.
+    /// Imported images (size, import time, the pots cloned from each) and the files in the
+    /// image cache; `images gc` removes unused ones.
+    #[command(after_help = "Examples:
+  potctl images             what is imported and cached, and who uses it
+  potctl images --json
+  potctl images gc --dry-run")]
     Images {
         #[command(subcommand)]
-        command: ImagesCommand,
+        command: Option<ImagesCommand>,
     },
+    #[command(flatten)]
+    Inspect(inspect::Command),
+    /// Print a shell completion script generated from this CLI (`sh` gets the bash script,
+    /// for shells that read bash's `complete`).
+    #[command(after_help = "Examples:
+  potctl completions bash > /usr/local/etc/bash_completion.d/potctl
+  potctl completions zsh > \"${fpath[1]}/_potctl\"")]
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Sh,
+    Bash,
+    Zsh,
 }
 
 #[derive(Subcommand)]
@@ -141,7 +160,12 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
         return nomad_pot_driver::engine::shim::main();
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let origin = agent_origin(&matches, &cli);
     let json = cli.json;
     let reporter = Arc::new(operate::Reporter::new(json));
     let operate = |config, sim| engine_with(config, sim, &reporter);
@@ -167,14 +191,9 @@ fn main() -> ExitCode {
                     .and_then(|engine| rt.block_on(export(&engine, &options)))
             }
             Command::Images {
-                command: ImagesCommand::Gc { dry_run, keep },
+                command: Some(ImagesCommand::Gc { dry_run, keep }),
             } => engine(cli.config, cli.sim)
                 .and_then(|engine| rt.block_on(images_gc(&engine, dry_run, keep))),
-            Command::Ports {
-                state_dir,
-                pot_conf_dir,
-                extif,
-            } => ports(state_dir, pot_conf_dir, extif),
             Command::Prepare(args) => operate(cli.config, cli.sim)
                 .and_then(|e| rt.block_on(operate::prepare(&e, &args, json))),
             Command::Start(args) => operate(cli.config, cli.sim)
@@ -199,6 +218,30 @@ fn main() -> ExitCode {
             }
             Command::PluginCheck(args) => agent_json(cli.config, cli.sim)
                 .and_then(|agent| rt.block_on(plugin_check::plugin_check(&args, agent, json))),
+            Command::Images { command: None } => engine(cli.config, cli.sim).and_then(|engine| {
+                let images = rt.block_on(engine.images())?;
+                print!("{}", inspect::images(&images, cli.json));
+                Ok(ExitCode::SUCCESS)
+            }),
+            Command::Inspect(command) => agent_config(cli.config, cli.sim).and_then(|overrides| {
+                let engine = engine_from(&overrides)?;
+                let agent = inspect::Agent { overrides, origin };
+                rt.block_on(inspect::run(command, &engine, &agent, cli.json))?;
+                Ok(ExitCode::SUCCESS)
+            }),
+            Command::Completions { shell } => {
+                let shell = match shell {
+                    CompletionShell::Sh | CompletionShell::Bash => clap_complete::Shell::Bash,
+                    CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                };
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "potctl",
+                    &mut std::io::stdout(),
+                );
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Gc { apply } => {
                 engine(cli.config, cli.sim).and_then(|engine| rt.block_on(gc(&engine, apply)))
             }
@@ -206,7 +249,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("potctl: {e:#}");
+            eprintln!("potctl: {}", output::error_message(&e));
             ExitCode::from(2)
         }
     }
@@ -214,7 +257,11 @@ fn main() -> ExitCode {
 
 /// The engine for the node described by `--config` or `--sim`, configured as the plugin would be.
 fn engine(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<Engine> {
-    let cfg = engine_config(config, sim)?;
+    engine_from(&agent_config(config, sim)?)
+}
+
+fn engine_from(overrides: &nomad_pot_driver::engine::Overrides) -> Result<Engine> {
+    let cfg = EngineConfig::resolve(overrides)?;
     Ok(Engine::new(cfg, Arc::new(|_, _| {})))
 }
 
@@ -224,7 +271,7 @@ fn engine_with(
     sim: Option<PathBuf>,
     reporter: &Arc<operate::Reporter>,
 ) -> Result<Engine> {
-    let cfg = engine_config(config, sim)?;
+    let cfg = EngineConfig::resolve(&agent_config(config, sim)?)?;
     let reporter = reporter.clone();
     Ok(Engine::new(
         cfg,
@@ -232,9 +279,34 @@ fn engine_with(
     ))
 }
 
-fn engine_config(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<EngineConfig> {
-    let agent = AgentConfig::from_json(&agent_json(config, sim)?)?;
-    Ok(EngineConfig::resolve(&agent.engine)?)
+/// How the agent config was chosen, for `potctl config`.
+fn agent_origin(matches: &clap::ArgMatches, cli: &Cli) -> String {
+    use clap::parser::ValueSource;
+    let how = |arg: &str, flag: &str, var: &str| match matches.value_source(arg) {
+        Some(ValueSource::EnvVariable) => format!("${var}"),
+        _ => flag.to_string(),
+    };
+    match (&cli.config, &cli.sim) {
+        (Some(file), _) => format!(
+            "{} ({})",
+            file.display(),
+            how("config", "--config", "POTCTL_CONFIG")
+        ),
+        (None, Some(dir)) => format!(
+            "simulated host {} ({})",
+            dir.display(),
+            how("sim", "--sim", "POTCTL_SIM")
+        ),
+        (None, None) => "none (the plugin's defaults: pot's configuration)".to_string(),
+    }
+}
+
+/// The driver's agent config (`--config`, `--sim`, or none), as the plugin decodes it.
+fn agent_config(
+    config: Option<PathBuf>,
+    sim: Option<PathBuf>,
+) -> Result<nomad_pot_driver::engine::Overrides> {
+    Ok(AgentConfig::from_json(&agent_json(config, sim)?)?.engine)
 }
 
 /// The agent's plugin config as JSON, from `--config` or `--sim`; empty without either.
@@ -286,47 +358,6 @@ async fn images_gc(engine: &Engine, dry_run: bool, keep: Option<usize>) -> Resul
     }
     for name in &report.kept {
         println!("kept {name}");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `potctl ports`: one line per published port, one per alias address.
-fn ports(state_dir: PathBuf, pot_conf_dir: PathBuf, extif: Option<String>) -> Result<ExitCode> {
-    use nomad_pot_driver::engine::{Engine, EngineConfig, Overrides};
-    let cfg = EngineConfig::resolve(&Overrides {
-        state_dir: Some(state_dir),
-        pot_conf_dir: Some(pot_conf_dir),
-        extif,
-        ..Default::default()
-    })
-    .context("reading pot's configuration")?;
-    let extif = cfg.network.extif.clone();
-    let target = match cfg.network.extif_addr {
-        Some(a) => a.to_string(),
-        None => extif.clone(),
-    };
-    let engine = Engine::new(cfg, std::sync::Arc::new(|_: &_, _| {}));
-    let records = engine.network_records();
-    if records.is_empty() {
-        println!("no task publishes anything");
-    }
-    for (pot, r) in records {
-        let anchor = r.anchor.as_deref().unwrap_or("-");
-        for p in &r.ports {
-            let ip = r.ip.map(|ip| ip.to_string()).unwrap_or_default();
-            println!(
-                "{pot}  {label}  tcp,udp  {target}:{host} -> {ip}:{to}  (pf anchor {anchor}; also 127.0.0.1:{host} via the task's relay)",
-                label = p.label,
-                host = p.host_port,
-                to = p.pot_port,
-            );
-        }
-        for a in &r.aliases {
-            println!("{pot}  alias  {}|{}  (the task's own address)", a.nic, a.ip);
-        }
-        if let (true, Some(ip)) = (r.ports.is_empty() && r.aliases.is_empty(), r.ip) {
-            println!("{pot}  -  {ip}  (bridged, no published ports)");
-        }
     }
     Ok(ExitCode::SUCCESS)
 }

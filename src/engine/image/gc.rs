@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 /// Set on every image this driver imports: `<file>.xz@<unix ms>`. Images without it (imported
 /// by the `pot` CLI, or pots created by hand) are never removed.
-pub(super) const IMAGE_PROP: &str = "nomad-pot-driver:image";
+pub(in crate::engine) const IMAGE_PROP: &str = "nomad-pot-driver:image";
 
 pub(super) fn stamp(xz_file: &str) -> String {
     let ms = std::time::SystemTime::now()

@@ -16,6 +16,7 @@ mod trust;
 
 pub use export::{ExportOptions, Exported};
 pub use gc::GcReport;
+pub(super) use gc::IMAGE_PROP;
 pub(crate) use trust::read_ca_file;
 
 use super::{EngineError, ImagePolicy};
