@@ -38,5 +38,8 @@ plugin "nomad-pot-driver" {
     # CA certificates (PEM) trusted for https:// images besides the system trust store
     # (/etc/ssl/cert.pem, /etc/ssl/certs, or SSL_CERT_FILE / SSL_CERT_DIR).
     # image_ca_file = "/usr/local/etc/pot/images-ca.pem"
+    # devd(8)'s client socket: how a jail reaching its memory limit is noticed (oom_killed);
+    # "" turns that off.
+    devd_socket       = "/var/run/devd.seqpacket.pipe"
   }
 }

@@ -2062,6 +2062,8 @@ async fn limits_are_applied_before_the_task_and_removed_after() {
     let mut expected = vec![
         // memory_max wins over memory; 0.0625 of 8 CPUs is half of one.
         want("memoryuse", "deny", 128 << 20),
+        // The kernel reports the jail reaching it (oom_killed).
+        want("memoryuse", "devctl", 128 << 20),
         want("pcpu", "deny", 50),
         want("maxproc", "deny", 100),
         want("openfiles", "deny", 1024),
@@ -2173,6 +2175,85 @@ async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
     open_gate(&t);
     env.wait(&t.id(), 10.0).await;
     env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+/// A jail that reached its memory limit is reported as OOM-killed: the kernel's `devctl`
+/// notification reaches a task supervisor through devd, also while the plugin is down, and the
+/// exit says so. A task that stayed below its limit is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_reached_its_memory_limit_is_reported_oom_killed() {
+    let mut env = Env::new().await;
+    let _devd = env.sim.start_devd();
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "echo $$ > /local/pid; echo ready; while :; do sleep 0.1; done"],
+    });
+    let (hog, calm) = (env.task("hog", &cfg), env.task("calm", &cfg));
+    let mut handles = Vec::new();
+    for t in [&hog, &calm] {
+        handles.push(env.start(t).await.handle.expect("StartTask without handle"));
+        env.wait_ready(t).await;
+    }
+    let limit: u64 = 64 << 20;
+    let (hog_pot, calm_pot) = (env.pot_of(&hog), env.pot_of(&calm));
+    let rules = env.host_tool("rctl", &[]);
+    for pot in [&hog_pot, &calm_pot] {
+        assert!(
+            rules.contains(&format!("jail:{pot}:memoryuse:devctl={limit}\n")),
+            "{rules}"
+        );
+    }
+
+    // The jail crosses its limit while no plugin runs.
+    env.plugin.kill();
+    let note = env.sim.usage(&hog_pot, "memoryuse", limit + 4096);
+    assert!(
+        note.contains(&format!("rule=jail:{hog_pot}:memoryuse:devctl={limit} ")),
+        "{note}"
+    );
+    assert_eq!(env.sim.usage(&calm_pot, "memoryuse", limit / 2), "");
+    env.crash_and_relaunch().await;
+    let events = collect_events(&env, hog.id());
+    let calm_events = collect_events(&env, calm.id());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for h in &handles {
+        env.recover(h).await.expect("RecoverTask");
+    }
+    // Both die of SIGKILL, as the kernel's OOM killer would kill them.
+    for t in [&hog, &calm] {
+        let pid: i32 = std::fs::read_to_string(t.alloc_dir.join(&t.task_name).join("local/pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on a pid the task wrote.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    }
+    let r = env
+        .wait(&hog.id(), 20.0)
+        .await
+        .result
+        .expect("WaitTask result");
+    assert_eq!((r.signal, r.oom_killed), (9, true), "{r:?}");
+    let r = env
+        .wait(&calm.id(), 20.0)
+        .await
+        .result
+        .expect("WaitTask result");
+    assert_eq!((r.signal, r.oom_killed), (9, false), "{r:?}");
+    let said = "Task killed by signal 9 (OOM: the jail reached its memory limit of 64 MiB)";
+    let seen = wait_for_event(&events, said, 5.0).await;
+    assert!(seen.iter().any(|m| m == said), "{seen:?}");
+    let seen = wait_for_event(&calm_events, "Task killed by signal 9", 5.0).await;
+    assert!(
+        seen.iter().any(|m| m == "Task killed by signal 9"),
+        "{seen:?}"
+    );
+    for t in [&hog, &calm] {
+        env.destroy(&t.id()).await;
+    }
+    assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
     env.finish().await;
 }
 

@@ -1,5 +1,6 @@
 //! Scale and soak, against the real plugin on a simulated host: many tasks through a plugin
-//! crash, and a seeded random mix of lifecycles and injected faults.
+//! crash, and a seeded random mix of lifecycles and injected faults (tool failures, slow and
+//! hung tools, plugin SIGKILL, supervisor SIGKILL).
 //!
 //! The soak runs `SOAK_LIFECYCLES` (default [`SOAK_DEFAULT_LIFECYCLES`]) task lifecycles from seed
 //! `SOAK_SEED` (default [`SOAK_DEFAULT_SEED`]), stopping early after `SOAK_SECS` seconds (default
@@ -15,8 +16,8 @@ use common::env::*;
 use common::{TestTask, within};
 use nomad_pot_driver::engine::PotName;
 use nomad_pot_driver::proto::drivers::{
-    DestroyTaskRequest, StartTaskRequest, StopTaskRequest, TaskHandle, WaitTaskRequest,
-    WaitTaskResponse,
+    DestroyTaskRequest, InspectTaskRequest, StartTaskRequest, StopTaskRequest, TaskHandle,
+    WaitTaskRequest, WaitTaskResponse,
 };
 use serde_json::json;
 
@@ -288,12 +289,30 @@ impl Soak {
             };
             self.record(&what, result);
         }
-        let started = async {
-            let handle = self.start(&t).await?;
-            self.ready(&t).await?;
-            Ok(handle)
+        let slow = (self.rng.below(4) == 0).then(|| {
+            let &(tool, word, nth) = self.rng.pick(START_STEPS);
+            let secs = format!("{:.1}", 0.2 + self.rng.below(9) as f64 / 10.0);
+            (tool, word.replace("{pot}", pot.as_str()), nth, secs)
+        });
+        if let Some((tool, word, nth, secs)) = &slow {
+            self.count("start step slow");
+            self.fault(tool, word, *nth, &["--hang", secs]);
         }
-        .await;
+        let (started, others) = tokio::join!(
+            async {
+                let handle = self.start(&t).await?;
+                self.ready(&t).await?;
+                Ok(handle)
+            },
+            self.inspect_live()
+        );
+        if let Some((tool, word, nth, secs)) = slow {
+            self.env.sim.clear_faults();
+            self.record(
+                &format!("task {id}: other tasks answer while {tool} {word} #{nth} hangs {secs} s"),
+                others,
+            );
+        }
         match started {
             Ok(handle) => {
                 self.live.insert(
@@ -312,6 +331,24 @@ impl Soak {
         }
     }
 
+    /// InspectTask of every live task, each answering within 5 s: no task is stuck behind
+    /// another task's tool call.
+    async fn inspect_live(&self) -> Step<()> {
+        for live in self.live.values() {
+            let req = InspectTaskRequest {
+                task_id: live.task.id(),
+            };
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                self.env.plugin.driver().inspect_task(req),
+            )
+            .await
+            .map_err(|_| format!("InspectTask of {} stuck for 5 s", live.task.id()))?
+            .map_err(|e| format!("InspectTask of {}: {}", live.task.id(), e.message()))?;
+        }
+        Ok(())
+    }
+
     /// Ends a task (its gate, or StopTask), checks its exit, destroys it, maybe through a
     /// failing destroy step and Nomad's retry, and checks that nothing of it is left.
     async fn op_finish(&mut self, id: u64) {
@@ -321,10 +358,17 @@ impl Soak {
         let t = &live.task;
         let by_stop = self.rng.below(2) == 0;
         let destroy_fault = (self.rng.below(3) == 0).then(|| *self.rng.pick(DESTROY_STEPS));
+        // A destroy step that is slow rather than failing: DestroyTask still succeeds at once.
+        let destroy_slow = self.rng.below(2) == 0;
         let what = format!(
-            "task {id}: {} (expect {:?}, destroy fault {destroy_fault:?})",
+            "task {id}: {} (expect {:?}, destroy fault {destroy_fault:?}{})",
             if by_stop { "StopTask" } else { "exit" },
-            live.expect
+            live.expect,
+            match (destroy_fault, destroy_slow) {
+                (None, _) => "",
+                (Some(_), true) => " slow",
+                (Some(_), false) => " failing",
+            }
         );
         let result = async {
             if by_stop {
@@ -339,16 +383,27 @@ impl Soak {
                 Expect::Unknown if r.err.contains("exit status unknown") => {}
                 e => return Err(format!("expected {e:?}, WaitTask said {got:?} {:?}", r.err)),
             }
-            if let Some((tool, word, nth)) = destroy_fault {
-                *self.events.entry("destroy step failed").or_default() += 1;
-                self.fault(tool, word, nth, &["--fail", "1"]);
-                let first = self.destroy(t).await;
-                self.env.sim.clear_faults();
-                if first.is_ok() {
-                    return Err(format!("DestroyTask with {tool} {word} failing succeeded"));
+            match destroy_fault {
+                Some((tool, word, nth)) if destroy_slow => {
+                    *self.events.entry("destroy step slow").or_default() += 1;
+                    self.fault(tool, word, nth, &["--hang", "0.5"]);
+                    let slow = self.destroy(t).await;
+                    self.env.sim.clear_faults();
+                    slow.map_err(|e| format!("DestroyTask with {tool} {word} slow: {e}"))?;
                 }
+                Some((tool, word, nth)) => {
+                    *self.events.entry("destroy step failed").or_default() += 1;
+                    self.fault(tool, word, nth, &["--fail", "1"]);
+                    let first = self.destroy(t).await;
+                    self.env.sim.clear_faults();
+                    if first.is_ok() {
+                        return Err(format!("DestroyTask with {tool} {word} failing succeeded"));
+                    }
+                    // Nomad retries a failed DestroyTask.
+                    self.destroy(t).await?;
+                }
+                None => self.destroy(t).await?,
             }
-            self.destroy(t).await?;
             match self.debris_of(&pot_of(t)) {
                 d if d.is_empty() => Ok(()),
                 d => Err(format!("left {d:?}")),

@@ -57,6 +57,7 @@ impl AgentConfig {
                 image_max_size: o.string("image_max_size"),
                 image_cache_max: o.string("image_cache_max"),
                 image_ca_file: path("image_ca_file"),
+                devd_socket: o.string("devd_socket"),
             },
         })
     }

@@ -9,6 +9,7 @@ mod service;
 mod status;
 
 pub use config::{AgentConfig, TaskConfig};
+pub use handle::{DriverState, HANDLE_VERSION};
 pub use service::{PotDriver, task_spec};
 
 /// Reported as `PluginInfo.plugin_version`: above the Go driver's v0.10.0 so that Nomad prefers

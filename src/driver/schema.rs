@@ -95,6 +95,8 @@ pub const AGENT: &[AttrDef] = &[
     // A count; HCL turns `image_cache_max = 10` into the string Nomad sends.
     attr("image_cache_max", Ty::String),
     attr("image_ca_file", Ty::String),
+    // No default: absent means devd's own socket, empty turns memory-limit reports off.
+    attr("devd_socket", Ty::String),
 ];
 
 /// A job's `config { … }`: the Go driver's schema, key for key.

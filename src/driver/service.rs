@@ -255,7 +255,7 @@ fn exit_result(e: &ExitInfo) -> drivers::ExitResult {
     drivers::ExitResult {
         exit_code: e.exit_code,
         signal: e.signal,
-        oom_killed: false,
+        oom_killed: e.memory_limit_hit.is_some(),
     }
 }
 

@@ -32,6 +32,9 @@ pub struct EngineConfig {
     /// Jail attributes jobs may change, besides the safe ones.
     pub allowed_attributes: Vec<String>,
     pub image: ImagePolicy,
+    /// devd(8)'s client socket, through which task supervisors learn that a jail reached its
+    /// memory limit; `None`: not reported.
+    pub devd_socket: Option<PathBuf>,
 }
 
 /// How images are fetched and checked.
@@ -154,6 +157,8 @@ pub struct Overrides {
     pub image_max_size: Option<String>,
     pub image_cache_max: Option<String>,
     pub image_ca_file: Option<PathBuf>,
+    /// Empty disables memory-limit reporting.
+    pub devd_socket: Option<String>,
 }
 
 /// A setting that failed validation.
@@ -275,6 +280,11 @@ impl EngineConfig {
             allowed_host_paths: o.allowed_host_paths.clone(),
             allowed_attributes: o.allowed_attributes.clone(),
             image: image_policy(o, &pot)?,
+            devd_socket: match o.devd_socket.as_deref() {
+                None => Some(PathBuf::from(crate::host::devd::DEFAULT_SOCKET)),
+                Some("") => None,
+                Some(path) => Some(PathBuf::from(path)),
+            },
         };
         cfg.validate()?;
         Ok(cfg)
@@ -292,7 +302,10 @@ impl EngineConfig {
             ("state_dir", &self.state_dir),
             ("lock_file", &self.lock_file),
             ("pot_conf_dir", &self.pot_conf_dir),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.devd_socket.as_ref().map(|p| ("devd_socket", p)))
+        {
             if !path.is_absolute() {
                 return Err(bad(
                     key,
@@ -886,6 +899,17 @@ mod tests {
         assert_eq!(cfg.fs_root, PathBuf::from("/opt/pot"));
         assert_eq!(cfg.network.gateway, Ipv4Addr::new(10, 192, 0, 1));
         assert!(cfg.args_quote_compat);
+        assert_eq!(
+            cfg.devd_socket,
+            Some(PathBuf::from("/var/run/devd.seqpacket.pipe"))
+        );
+        let off = EngineConfig::resolve(&Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            devd_socket: Some(String::new()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(off.devd_socket, None);
     }
 
     #[test]
@@ -932,6 +956,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(EngineConfig::resolve(&o).unwrap_err().key, "fs_root");
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            devd_socket: Some("run/devd.pipe".into()),
+            ..Default::default()
+        };
+        assert_eq!(EngineConfig::resolve(&o).unwrap_err().key, "devd_socket");
         let o = Overrides {
             pot_conf_dir: Some("/nonexistent".into()),
             image_max_size: Some("12X".into()),

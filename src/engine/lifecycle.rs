@@ -12,8 +12,8 @@ use super::limits::Limits;
 use super::network::{self, BridgePlan, NetworkPlan, NetworkRecord, NetworkRequest};
 use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
-use super::{Engine, EngineError, shim};
-use crate::host::{JailParams, JexecSpec, RctlRule};
+use super::{Engine, EngineError, oom, shim};
+use crate::host::{JailParams, JexecSpec, RctlAction, RctlRule};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -85,6 +85,9 @@ pub struct ExitInfo {
     pub finished_at_ms: u64,
     /// Set when the status could not be observed.
     pub error: Option<String>,
+    /// The memory limit (bytes) the task's jail reached while it ran, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_hit: Option<u64>,
 }
 
 impl ExitInfo {
@@ -95,6 +98,7 @@ impl ExitInfo {
             signal: 0,
             finished_at_ms: now_ms(),
             error: Some(reason),
+            memory_limit_hit: None,
         }
     }
 }
@@ -125,6 +129,7 @@ impl Instance {
             signal: 0,
             finished_at_ms: now_ms(),
             error: Some("task waiter vanished".to_string()),
+            memory_limit_hit: None,
         })
     }
 
@@ -342,7 +347,8 @@ impl Engine {
         limits: &Limits,
     ) -> Result<Vec<RctlRule>, EngineError> {
         let p = pot.as_str();
-        if limits.rules(p, 1).is_empty() {
+        let report_memory = self.cfg.devd_socket.is_some();
+        if limits.rules(p, 1, report_memory).is_empty() {
             return Ok(Vec::new());
         }
         let racct = self
@@ -377,7 +383,7 @@ impl Engine {
                 })?
             }
         };
-        Ok(limits.rules(p, ncpu))
+        Ok(limits.rules(p, ncpu, report_memory))
     }
 
     /// What `pot clone` + `pot prepare` would leave in the pot's pot.conf, before the network
@@ -594,12 +600,10 @@ impl Engine {
             .map_err(EngineError::host(p))?;
         self.event(pot, format!("Jail created (jid {jid})"));
         // pot's `_js_rss`: limits go on the jail before its command starts.
-        for rule in &checked.rctl_rules {
-            self.host
-                .rctl_add(rule)
-                .await
-                .map_err(EngineError::host(p))?;
-        }
+        self.host
+            .rctl_add(&checked.rctl_rules)
+            .await
+            .map_err(EngineError::host(p))?;
         if !spec.limits.cpus.is_empty() {
             self.host
                 .cpuset_jail(jid, &spec.limits.cpus)
@@ -624,7 +628,23 @@ impl Engine {
                 format!("args[{i}]: removed one pair of outer quotes (args_quote_compat)"),
             );
         }
-        self.spawn_task(spec, &argv.argv, relays).await
+        let memory_watch = checked
+            .rctl_rules
+            .iter()
+            .any(|r| r.action == RctlAction::Devctl)
+            .then(|| self.memory_watch())
+            .flatten();
+        self.spawn_task(spec, &argv.argv, relays, memory_watch)
+            .await
+    }
+
+    /// How supervisors learn that a jail reached its memory limit, when devd is configured.
+    fn memory_watch(&self) -> Option<oom::MemoryWatch> {
+        Some(oom::MemoryWatch {
+            devd_socket: self.cfg.devd_socket.clone()?,
+            lock_file: self.cfg.state_dir.join("devd.lock"),
+            tasks_dir: self.cfg.state_dir.join("tasks"),
+        })
     }
 
     /// pot's `_js_resolv`: `custom` writes `conf/resolv.conf` and copies it into the jail;
@@ -660,6 +680,7 @@ impl Engine {
         spec: &TaskSpec,
         argv: &[String],
         relays: Vec<super::relay::Relay>,
+        memory_watch: Option<oom::MemoryWatch>,
     ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
         let p = pot.as_str();
@@ -683,6 +704,7 @@ impl Engine {
             stderr: spec.stderr.clone(),
             state_dir: state_dir.clone(),
             relays,
+            memory_watch,
         };
         let mut cmd = tokio::process::Command::new(&self.supervisor);
         cmd.arg("shim")
@@ -1181,11 +1203,27 @@ async fn exit_after_supervisor(state_dir: &Path, task_pid: u32) -> ExitInfo {
 
 /// The task event for a recorded exit.
 fn exit_event(info: &ExitInfo) -> String {
-    match (&info.error, info.signal) {
+    let ended = match (&info.error, info.signal) {
         (Some(reason), _) => format!("Task ended: {reason}"),
         (None, 0) => format!("Task exited with code {}", info.exit_code),
         (None, sig) => format!("Task killed by signal {sig}"),
+    };
+    match info.memory_limit_hit {
+        Some(bytes) => format!(
+            "{ended} (OOM: the jail reached its memory limit of {})",
+            human_bytes(bytes)
+        ),
+        None => ended,
     }
+}
+
+/// Bytes in the largest binary unit that divides them, as Nomad's `memory` is given in MiB.
+fn human_bytes(bytes: u64) -> String {
+    let (amount, unit) = [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+        .into_iter()
+        .find(|(shift, _)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
+        .map_or((bytes, "bytes"), |(shift, unit)| (bytes >> shift, unit));
+    format!("{amount} {unit}")
 }
 
 pub(super) fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
@@ -1197,6 +1235,7 @@ pub(super) fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
         signal: status.signal().unwrap_or(0),
         finished_at_ms: now_ms(),
         error: None,
+        memory_limit_hit: None,
     }
 }
 
@@ -1239,6 +1278,29 @@ fn remove_all(pot: &str, path: &Path) -> Result<(), EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exit_events_name_the_memory_limit_reached() {
+        let mut info = ExitInfo {
+            exit_code: 137,
+            signal: 9,
+            finished_at_ms: 0,
+            error: None,
+            memory_limit_hit: Some(64 << 20),
+        };
+        assert_eq!(
+            exit_event(&info),
+            "Task killed by signal 9 (OOM: the jail reached its memory limit of 64 MiB)"
+        );
+        info.memory_limit_hit = Some(1536 << 20);
+        assert!(exit_event(&info).ends_with("limit of 1536 MiB)"));
+        info.memory_limit_hit = Some(3 << 30);
+        assert!(exit_event(&info).ends_with("limit of 3 GiB)"));
+        info.memory_limit_hit = Some(1000);
+        assert!(exit_event(&info).ends_with("limit of 1000 bytes)"));
+        info.memory_limit_hit = None;
+        assert_eq!(exit_event(&info), "Task killed by signal 9");
+    }
 
     #[test]
     fn stop_attrs_read_like_pot() {

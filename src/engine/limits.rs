@@ -3,7 +3,7 @@
 //! again in teardown (`rctl -r jail:<pot>`).
 
 use super::EngineError;
-use crate::host::{RctlResource, RctlRule};
+use crate::host::{RctlAction, RctlResource, RctlRule};
 
 /// Limits of one task; `None` means unlimited.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,15 +39,27 @@ impl Limits {
         .any(Option::is_some)
     }
 
-    /// The rctl rules for jail `jail` on a host with `ncpu` CPUs.
-    pub fn rules(&self, jail: &str, ncpu: u32) -> Vec<RctlRule> {
-        let rule = |resource, amount: Option<u64>| {
+    /// The rctl rules for jail `jail` on a host with `ncpu` CPUs. With `report_memory`, the
+    /// memory limit also gets a `devctl` rule of the same amount, so that the kernel reports
+    /// the jail reaching it (memoryuse is enforced by paging out, never by killing).
+    pub fn rules(&self, jail: &str, ncpu: u32, report_memory: bool) -> Vec<RctlRule> {
+        let rule = |resource: RctlResource, amount: Option<u64>| {
             amount.map(|amount| RctlRule {
                 jail: jail.to_string(),
                 resource,
+                action: resource.limit_action(),
                 amount,
             })
         };
+        let report = self
+            .memory_bytes
+            .filter(|_| report_memory)
+            .map(|amount| RctlRule {
+                jail: jail.to_string(),
+                resource: RctlResource::MemoryUse,
+                action: RctlAction::Devctl,
+                amount,
+            });
         [
             rule(RctlResource::MemoryUse, self.memory_bytes),
             rule(RctlResource::Pcpu, self.cpu_share.map(|s| pcpu(s, ncpu))),
@@ -57,6 +69,7 @@ impl Limits {
             rule(RctlResource::SwapUse, self.swapuse),
             rule(RctlResource::ReadBps, self.readbps),
             rule(RctlResource::WriteBps, self.writebps),
+            report,
         ]
         .into_iter()
         .flatten()
@@ -172,21 +185,27 @@ mod tests {
             writebps: Some(1 << 20),
             ..Default::default()
         };
-        let rules: Vec<String> = limits.rules("p", 4).iter().map(|r| r.text()).collect();
+        let rules: Vec<String> = limits
+            .rules("p", 4, true)
+            .iter()
+            .map(|r| r.text())
+            .collect();
         assert_eq!(
             rules,
             [
                 "jail:p:memoryuse:deny=268435456",
                 "jail:p:pcpu:deny=50",
-                "jail:p:writebps:throttle=1048576"
+                "jail:p:writebps:throttle=1048576",
+                "jail:p:memoryuse:devctl=268435456",
             ]
         );
+        assert_eq!(limits.rules("p", 4, false).len(), 3);
         assert!(limits.has_explicit_rctl());
         let nomad_only = Limits {
             writebps: None,
             ..limits
         };
         assert!(!nomad_only.has_explicit_rctl());
-        assert!(Limits::default().rules("p", 4).is_empty());
+        assert!(Limits::default().rules("p", 4, true).is_empty());
     }
 }

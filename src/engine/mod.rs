@@ -13,6 +13,7 @@ mod layout;
 mod lifecycle;
 mod limits;
 mod network;
+mod oom;
 mod options;
 mod potconf;
 mod relay;

@@ -7,10 +7,12 @@ pub struct PotConf {
 }
 
 impl PotConf {
+    /// Lines end at `\n` only: like pot's `grep` and `sed`, a `\r` belongs to the value, so
+    /// that a rewrite reads back the same (`str::lines` would drop a `\r` before `\n` only).
     pub fn parse(text: &str) -> Self {
         PotConf {
             lines: text
-                .lines()
+                .split('\n')
                 .filter_map(|l| l.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -81,5 +83,18 @@ mod tests {
             c.render()
                 .ends_with("pot.hosts=10.0.0.1 db\npot.hosts=::1 six\n")
         );
+    }
+
+    /// Found by the pot_conf fuzz target: a value ending in `\r` lost it on a rewrite.
+    #[test]
+    fn a_carriage_return_survives_a_rewrite() {
+        for text in ["a=b\r", "a=b\r\n", "a=\r\r\nc=d"] {
+            let c = PotConf::parse(text);
+            assert_eq!(
+                c.get_raw("a").unwrap(),
+                text[2..].split('\n').next().unwrap()
+            );
+            assert_eq!(PotConf::parse(&c.render()), c, "{text:?}");
+        }
     }
 }

@@ -29,6 +29,9 @@ pub struct ShimSpec {
     /// Published ports to relay from the host itself, for the task's lifetime.
     #[serde(default)]
     pub relays: Vec<super::relay::Relay>,
+    /// Set when the jail has a memory limit the kernel reports (see [`super::oom`]).
+    #[serde(default)]
+    pub memory_watch: Option<super::oom::MemoryWatch>,
 }
 
 /// Written once the task runs: who to signal and who to watch.
@@ -40,6 +43,9 @@ pub struct Pids {
 }
 
 pub const PIDS_FILE: &str = "pids.json";
+/// How long a task killed by a signal waits for a memory-limit report still on its way.
+const LIMIT_REPORT_GRACE: Duration = Duration::from_millis(200);
+
 /// The supervisor's pid, written by the engine as soon as it is spawned, before the task runs.
 pub const SHIM_PID_FILE: &str = "shim.pid";
 pub const EXIT_FILE: &str = "exit.json";
@@ -60,10 +66,19 @@ pub fn main() -> ExitCode {
     match result {
         Ok((spec, mut child)) => {
             report(&format!("started {}", child.id()));
-            let info = match child.wait() {
+            let mut info = match child.wait() {
                 Ok(status) => exit_info(status),
                 Err(e) => ExitInfo::unknown(format!("waiting for the task failed: {e}")),
             };
+            if spec.memory_watch.is_some() {
+                // Only a kill can be the consequence of a report still in flight.
+                let grace = if info.signal != 0 {
+                    LIMIT_REPORT_GRACE
+                } else {
+                    Duration::ZERO
+                };
+                info.memory_limit_hit = super::oom::limit_hit(&spec.state_dir, grace);
+            }
             let bytes = serde_json::to_vec(&info).expect("exit info serializes");
             match write_atomic(&spec.state_dir.join(EXIT_FILE), &bytes) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -80,6 +95,9 @@ pub fn main() -> ExitCode {
 /// Opens the log FIFOs, spawns the task with them as its stdout and stderr, records the pids.
 fn start(spec: &ShimSpec) -> Result<std::process::Child, String> {
     super::relay::start(&spec.relays)?;
+    if let Some(watch) = spec.memory_watch.clone() {
+        std::thread::spawn(move || super::oom::listen(&watch));
+    }
     let deadline = Instant::now() + FIFO_OPEN_TIMEOUT;
     let stdout = open_log(&spec.stdout, deadline)?;
     let stderr = open_log(&spec.stderr, deadline)?;

@@ -167,7 +167,8 @@ fn jail_prefix(jail: Option<&str>) -> Vec<OsString> {
     }
 }
 
-fn created_name(command: &str, stdout: &str) -> Result<String, HostError> {
+/// The interface name `ifconfig … create` prints.
+pub fn created_name(command: &str, stdout: &str) -> Result<String, HostError> {
     let name = stdout.trim();
     if name.is_empty() || name.contains(char::is_whitespace) {
         return Err(HostError::Parse {
@@ -180,7 +181,7 @@ fn created_name(command: &str, stdout: &str) -> Result<String, HostError> {
 
 /// Parses ifconfig's status format: a `name: flags=…` line per interface, then tab-indented
 /// detail lines.
-fn parse_listing(text: &str) -> Result<Vec<IfaceInfo>, String> {
+pub fn parse_listing(text: &str) -> Result<Vec<IfaceInfo>, String> {
     let mut list: Vec<IfaceInfo> = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         if !line.starts_with(['\t', ' ']) {

@@ -62,9 +62,9 @@ impl Host {
         let mut args = argv!["-i", "-c"];
         args.extend(params.to_args());
         let out = self.run(Tool::Jail, args).await?;
-        out.stdout.trim().parse().map_err(|_| HostError::Parse {
+        parse_jid(&out.stdout).map_err(|detail| HostError::Parse {
             command: "jail -i -c".to_string(),
-            detail: format!("expected a JID, got {:?}", out.stdout.trim()),
+            detail,
         })
     }
 
@@ -120,6 +120,13 @@ impl Host {
             env: spec.env.clone(),
         })
     }
+}
+
+/// The JID that `jail -i -c` prints.
+pub fn parse_jid(text: &str) -> Result<u32, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("expected a JID, got {:?}", text.trim()))
 }
 
 /// A resolved tool run: program, argv verbatim and the exact environment. Serializable, so that

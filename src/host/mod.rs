@@ -4,6 +4,7 @@
 //! Callers above this module see typed operations and typed errors, never argv.
 
 mod cpuset;
+pub mod devd;
 mod ifconfig;
 mod jail;
 mod mount;
@@ -16,8 +17,21 @@ mod zfs;
 pub use ifconfig::IfaceInfo;
 pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
-pub use rctl::{RctlResource, RctlRule, ResourceUsage};
+pub use rctl::{RctlAction, RctlResource, RctlRule, ResourceUsage};
 pub use zfs::DatasetEntry;
+
+/// The parsers of the tools' output, public so that the fuzz targets (`fuzz/`) reach the very
+/// code the typed operations run.
+pub mod parse {
+    pub use super::ifconfig::{
+        created_name as ifconfig_created_name, parse_listing as ifconfig_listing,
+    };
+    pub use super::jail::parse_jid as jail_jid;
+    pub use super::mount::parse_fstab as mount_fstab;
+    pub use super::pf::parse_anchors as pfctl_anchors;
+    pub use super::rctl::parse_usage as rctl_usage;
+    pub use super::zfs::{parse_list_tree as zfs_list_tree, parse_snapshots as zfs_snapshots};
+}
 
 use std::ffi::OsString;
 use std::fmt;

@@ -53,7 +53,7 @@ impl Host {
 }
 
 /// fstab(5) fields: source, target, type, options, dump, pass — whitespace separated.
-fn parse_fstab(text: &str) -> Vec<MountEntry> {
+pub fn parse_fstab(text: &str) -> Vec<MountEntry> {
     text.lines()
         .filter_map(|line| {
             let mut f = line.split_whitespace().skip(1);

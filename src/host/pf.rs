@@ -6,13 +6,7 @@ impl Host {
     /// Top-level anchors (`pfctl -s Anchors`), without the indentation.
     pub async fn pf_anchors(&self) -> Result<Vec<String>, HostError> {
         let out = self.run(Tool::Pfctl, argv!["-s", "Anchors"]).await?;
-        Ok(out
-            .stdout
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect())
+        Ok(parse_anchors(&out.stdout))
     }
 
     /// Loads `rules` into `anchor`, replacing its rules (`pfctl -a ANCHOR -f -`, rules on stdin).
@@ -76,4 +70,13 @@ impl Host {
             .lines()
             .any(|l| l.trim_start().starts_with("Status: Enabled")))
     }
+}
+
+/// `pfctl -s Anchors` output: one anchor per line, indented.
+pub fn parse_anchors(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }

@@ -34,20 +34,63 @@ impl RctlResource {
         }
     }
 
-    /// rctl cannot deny I/O rates, only throttle them; everything else is denied.
-    fn action(self) -> &'static str {
+    fn from_name(name: &str) -> Option<RctlResource> {
+        [
+            RctlResource::MemoryUse,
+            RctlResource::Pcpu,
+            RctlResource::MaxProc,
+            RctlResource::OpenFiles,
+            RctlResource::VMemoryUse,
+            RctlResource::SwapUse,
+            RctlResource::ReadBps,
+            RctlResource::WriteBps,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
+
+    /// How a limit on this resource is enforced: rctl cannot deny I/O rates, only throttle
+    /// them; everything else is denied.
+    pub fn limit_action(self) -> RctlAction {
         match self {
-            RctlResource::ReadBps | RctlResource::WriteBps => "throttle",
-            _ => "deny",
+            RctlResource::ReadBps | RctlResource::WriteBps => RctlAction::Throttle,
+            _ => RctlAction::Deny,
         }
     }
 }
 
-/// One limit on one jail.
+/// What the kernel does when a rule's amount is exceeded (rctl(8) ACTIONS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RctlAction {
+    Deny,
+    Throttle,
+    /// A devctl(4) notification, `system=RCTL subsystem=rule type=matched`, which devd(8)
+    /// passes on to its clients; once per process each time the amount is exceeded.
+    Devctl,
+}
+
+impl RctlAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            RctlAction::Deny => "deny",
+            RctlAction::Throttle => "throttle",
+            RctlAction::Devctl => "devctl",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<RctlAction> {
+        [RctlAction::Deny, RctlAction::Throttle, RctlAction::Devctl]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+}
+
+/// One rule on one jail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RctlRule {
     pub jail: String,
     pub resource: RctlResource,
+    pub action: RctlAction,
     pub amount: u64,
 }
 
@@ -58,9 +101,27 @@ impl RctlRule {
             "jail:{}:{}:{}={}",
             self.jail,
             self.resource.name(),
-            self.resource.action(),
+            self.action.name(),
             self.amount
         )
+    }
+
+    /// A jail rule as the kernel prints it (the form [`RctlRule::text`] writes, with no
+    /// `/per`); `None` for anything else.
+    pub fn parse(text: &str) -> Option<RctlRule> {
+        let mut parts = text.rsplitn(3, ':');
+        let (action, amount) = parts.next()?.split_once('=')?;
+        let resource = RctlResource::from_name(parts.next()?)?;
+        let jail = parts.next()?.strip_prefix("jail:")?;
+        if jail.is_empty() || !amount.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(RctlRule {
+            jail: jail.to_string(),
+            resource,
+            action: RctlAction::from_name(action)?,
+            amount: amount.parse().ok()?,
+        })
     }
 }
 
@@ -75,11 +136,14 @@ pub struct ResourceUsage {
 }
 
 impl Host {
-    /// `rctl -a <rule>`.
-    pub async fn rctl_add(&self, rule: &RctlRule) -> Result<(), HostError> {
-        self.run(Tool::Rctl, argv!["-a", rule.text()])
-            .await
-            .map(drop)
+    /// `rctl -a RULE…`: one call for all of a jail's rules, which rctl adds one by one.
+    pub async fn rctl_add(&self, rules: &[RctlRule]) -> Result<(), HostError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let mut args = argv!["-a"];
+        args.extend(rules.iter().map(|r| std::ffi::OsString::from(r.text())));
+        self.run(Tool::Rctl, args).await.map(drop)
     }
 
     /// `rctl -r jail:<name>`: every rule on the jail. None there (or racct off, so none can
@@ -134,7 +198,8 @@ impl Host {
     }
 }
 
-fn parse_usage(text: &str) -> ResourceUsage {
+/// `rctl -u` output: `resource=amount` lines; unknown resources and bad numbers are ignored.
+pub fn parse_usage(text: &str) -> ResourceUsage {
     let mut u = ResourceUsage::default();
     for (key, value) in text.lines().filter_map(|l| l.trim().split_once('=')) {
         match key {
@@ -155,9 +220,10 @@ mod tests {
 
     #[test]
     fn rules_deny_amounts_and_throttle_rates() {
-        let rule = |resource, amount| RctlRule {
+        let rule = |resource: RctlResource, amount| RctlRule {
             jail: "web_1".into(),
             resource,
+            action: resource.limit_action(),
             amount,
         };
         assert_eq!(
@@ -172,6 +238,22 @@ mod tests {
             rule(RctlResource::WriteBps, 1048576).text(),
             "jail:web_1:writebps:throttle=1048576"
         );
+        let devctl = RctlRule {
+            action: RctlAction::Devctl,
+            ..rule(RctlResource::MemoryUse, 1 << 20)
+        };
+        assert_eq!(devctl.text(), "jail:web_1:memoryuse:devctl=1048576");
+        assert_eq!(RctlRule::parse(&devctl.text()), Some(devctl));
+        for bad in [
+            "jail::memoryuse:devctl=1",
+            "user:0:memoryuse:devctl=1",
+            "jail:x:memoryuse:devctl=1/process",
+            "jail:x:nthr:devctl=1",
+            "jail:x:memoryuse:sigkill=1",
+            "jail:x:memoryuse:devctl",
+        ] {
+            assert_eq!(RctlRule::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -22,12 +22,7 @@ impl Host {
                 "list", "-H", "-d", "1", "-t", "snapshot", "-o", "name", dataset
             ])
             .await?;
-        let mut snaps: Vec<String> = out
-            .lines()
-            .filter_map(|l| l.trim().split_once('@').map(|(_, s)| s.to_string()))
-            .collect();
-        snaps.sort();
-        Ok(snaps)
+        Ok(parse_snapshots(&out))
     }
 
     /// `zfs create [-o prop=value]… name` (mountpoint inherited).
@@ -69,18 +64,7 @@ impl Host {
                 parent
             ])
             .await?;
-        let value = |v: &str| (v != "-" && !v.is_empty()).then(|| v.to_string());
-        Ok(out
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split('\t');
-                Some(DatasetEntry {
-                    name: f.next()?.to_string(),
-                    origin: value(f.next()?),
-                    user_prop: value(f.next()?),
-                })
-            })
-            .collect())
+        Ok(parse_list_tree(&out))
     }
 
     /// Space used by every filesystem under `parent` (and `parent` itself), in bytes.
@@ -245,6 +229,32 @@ pub struct DatasetEntry {
     /// The snapshot this dataset was cloned from.
     pub origin: Option<String>,
     pub user_prop: Option<String>,
+}
+
+/// Snapshot names (after the `@`) in `zfs list -H -t snapshot -o name` output, sorted.
+pub fn parse_snapshots(text: &str) -> Vec<String> {
+    let mut snaps: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.trim().split_once('@').map(|(_, s)| s.to_string()))
+        .collect();
+    snaps.sort();
+    snaps
+}
+
+/// `zfs list -H -p -o name,origin,PROP` output: tab-separated, `-` for an unset value; lines
+/// with fewer fields are skipped.
+pub fn parse_list_tree(text: &str) -> Vec<DatasetEntry> {
+    let value = |v: &str| (v != "-" && !v.is_empty()).then(|| v.to_string());
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some(DatasetEntry {
+                name: f.next()?.to_string(),
+                origin: value(f.next()?),
+                user_prop: value(f.next()?),
+            })
+        })
+        .collect()
 }
 
 /// zfs names the dataset in quotes: `cannot open 'zroot/x': dataset does not exist`.

@@ -621,6 +621,7 @@ mod tests {
             signal,
             finished_at_ms: 0,
             error: None,
+            memory_limit_hit: None,
         };
         assert_eq!(exit_code(&exit(3, 0)), ExitCode::from(3));
         assert_eq!(exit_code(&exit(0, 9)), ExitCode::from(137));

@@ -86,7 +86,7 @@ impl Engine {
         let mut report = GcReport::default();
         for (name, img) in order {
             let lock = (excess > 0 && !img.used)
-                .then(|| self.images.try_lock(name))
+                .then(|| self.images.try_exclusive(name))
                 .flatten();
             let Some(_lock) = lock else {
                 report.kept.push(name.clone());

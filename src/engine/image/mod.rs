@@ -153,37 +153,49 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Serialises imports of the same image; different images proceed in parallel. An entry exists
-/// only while someone holds or waits for that image's lock.
+/// Guards each image from its check to the clone made from it: starts of a present image share
+/// the lock, an import or a GC removal holds it alone. Different images proceed in parallel. An
+/// entry exists only while someone holds or waits for that image's lock.
 #[derive(Default)]
 pub struct ImageLocks {
-    locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<std::collections::HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 impl ImageLocks {
-    async fn lock(&self, name: &str) -> ImageLock<'_> {
-        let entry = LockEntry {
+    fn entry(&self, name: &str) -> LockEntry<'_> {
+        LockEntry {
             lock: self.table().entry(name.to_string()).or_default().clone(),
             locks: self,
             name: name.to_string(),
-        };
-        let guard = entry.lock.clone().lock_owned().await;
+        }
+    }
+
+    /// Held by a start that clones the image: other starts may hold it too.
+    async fn shared(&self, name: &str) -> ImageLock<'_> {
+        let entry = self.entry(name);
+        let guard = entry.lock.clone().read_owned().await;
         ImageLock {
-            _guard: guard,
+            _guard: Guard::Shared { _read: guard },
             _entry: entry,
         }
     }
 
-    /// The lock, unless someone holds it (an import or a clone of this image is under way).
-    fn try_lock(&self, name: &str) -> Option<ImageLock<'_>> {
-        let entry = LockEntry {
-            lock: self.table().entry(name.to_string()).or_default().clone(),
-            locks: self,
-            name: name.to_string(),
-        };
-        let guard = entry.lock.clone().try_lock_owned().ok()?;
+    /// Held alone, by an import.
+    async fn exclusive(&self, name: &str) -> ImageLock<'_> {
+        let entry = self.entry(name);
+        let guard = entry.lock.clone().write_owned().await;
+        ImageLock {
+            _guard: Guard::Exclusive { _write: guard },
+            _entry: entry,
+        }
+    }
+
+    /// The lock alone, unless someone holds it (an import or a clone of this image is under way).
+    fn try_exclusive(&self, name: &str) -> Option<ImageLock<'_>> {
+        let entry = self.entry(name);
+        let guard = entry.lock.clone().try_write_owned().ok()?;
         Some(ImageLock {
-            _guard: guard,
+            _guard: Guard::Exclusive { _write: guard },
             _entry: entry,
         })
     }
@@ -196,7 +208,7 @@ impl ImageLocks {
 
     fn table(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<tokio::sync::RwLock<()>>>>
     {
         self.locks.lock().expect("image lock table poisoned")
     }
@@ -204,14 +216,38 @@ impl ImageLocks {
 
 /// Field order matters: the guard is released before the entry decides whether to go.
 pub struct ImageLock<'a> {
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _guard: Guard,
     _entry: LockEntry<'a>,
+}
+
+/// Held for its release on drop.
+enum Guard {
+    Shared {
+        _read: tokio::sync::OwnedRwLockReadGuard<()>,
+    },
+    Exclusive {
+        _write: tokio::sync::OwnedRwLockWriteGuard<()>,
+    },
+}
+
+impl ImageLock<'_> {
+    /// Lets other starts in once an import is done, without a gap in which GC could remove it.
+    fn downgrade(self) -> Self {
+        let ImageLock { _guard, _entry } = self;
+        let _guard = match _guard {
+            Guard::Exclusive { _write } => Guard::Shared {
+                _read: _write.downgrade(),
+            },
+            shared => shared,
+        };
+        ImageLock { _guard, _entry }
+    }
 }
 
 struct LockEntry<'a> {
     locks: &'a ImageLocks,
     name: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
+    lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Drop for LockEntry<'_> {
@@ -242,18 +278,27 @@ pub async fn ensure_imported<'a>(
     image: &ImageRef,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(Imported, ImageLock<'a>), EngineError> {
-    let lock = locks.lock(&image.local_name()).await;
+    let lock = locks.shared(&image.local_name()).await;
     let dataset = format!("{}/{}", cfg.jails_dataset(), image.local_name());
     let root = format!("{dataset}/m");
     let host_err = |e| image.err(format!("{e}"), false);
-    // One zfs call when the image is there: the waiters of a shared import each make it in turn.
-    let snapshots = match host.zfs_snapshots(&root).await {
+    // One zfs call when the image is there; concurrent starts of it do not wait for each other.
+    let (snapshots, lock) = match host.zfs_snapshots(&root).await {
         Err(e) if e.is_absent() => {
-            import(host, &cfg.image, &cfg.cache_dir, image, &dataset, progress).await?;
-            progress(format!("Imported image {}", image.display_name()));
-            host.zfs_snapshots(&root).await
+            drop(lock);
+            let lock = locks.exclusive(&image.local_name()).await;
+            // The waiters of a shared import find it done.
+            let snapshots = match host.zfs_snapshots(&root).await {
+                Err(e) if e.is_absent() => {
+                    import(host, &cfg.image, &cfg.cache_dir, image, &dataset, progress).await?;
+                    progress(format!("Imported image {}", image.display_name()));
+                    host.zfs_snapshots(&root).await
+                }
+                found => found,
+            };
+            (snapshots, lock.downgrade())
         }
-        found => found,
+        found => (found, lock),
     };
     let snapshot = snapshots
         .map_err(host_err)?

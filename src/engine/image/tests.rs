@@ -15,6 +15,35 @@ fn names_follow_pot() {
     assert_eq!(i.location("x.xz"), "http://r.example/images/x.xz");
 }
 
+#[tokio::test]
+async fn starts_of_a_present_image_share_its_lock() {
+    use std::time::Duration;
+    let locks = ImageLocks::default();
+    let a = locks.shared("demo_1_0").await;
+    let b = tokio::time::timeout(Duration::from_secs(1), locks.shared("demo_1_0"))
+        .await
+        .expect("a second start is not held up by the first");
+    assert!(
+        locks.try_exclusive("demo_1_0").is_none(),
+        "GC skips an image being cloned"
+    );
+    drop((a, b));
+    let import = locks.try_exclusive("demo_1_0").expect("nobody holds it");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), locks.shared("demo_1_0"))
+            .await
+            .is_err(),
+        "starts wait for an import"
+    );
+    let first = import.downgrade();
+    let other = tokio::time::timeout(Duration::from_secs(1), locks.shared("demo_1_0"))
+        .await
+        .expect("once imported, starts share the image");
+    assert!(locks.try_exclusive("demo_1_0").is_none());
+    drop((first, other));
+    assert_eq!(locks.active(), 0);
+}
+
 #[test]
 fn rejects_unsafe_names_and_schemes() {
     for (pot, tag) in [
@@ -1107,7 +1136,7 @@ async fn gc_removes_unused_images_oldest_first_and_keeps_used_ones() {
     assert!(f.cache_files().contains(&"demo_3.0.xz".to_string()));
 
     // An image whose lock is held (an import or clone under way) is skipped.
-    let _busy = engine.images.lock("demo_3_0").await;
+    let _busy = engine.images.shared("demo_3_0").await;
     let report = engine.gc_images(0, false).await.unwrap();
     assert!(report.removed.is_empty(), "{report:?}");
     assert_eq!(report.kept, ["demo_1_0", "demo_3_0"]);

@@ -2,6 +2,7 @@
 
 mod check;
 mod cpuset;
+mod devd;
 mod fault;
 mod image;
 mod jail;
@@ -154,18 +155,21 @@ fn print_out(out: &str) {
 }
 
 fn own_main(args: &[String]) -> Res<String> {
-    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | fault DIR ...";
+    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | fault DIR ... | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT";
     match args.first().map(String::as_str) {
         Some("init") if args.len() == 2 => state::init(Path::new(&args[1])),
         Some("image") => image::main(&args[1..]),
         Some("keygen") if args.len() == 2 => sign::keygen(Path::new(&args[1])),
         Some("check") if args.len() == 2 => check::main(Path::new(&args[1])),
         Some("fault") => fault::main(&args[1..]),
+        Some("devd") => devd::daemon(&args[1..]),
+        Some("usage") => devd::usage_main(&args[1..]),
         _ => Err(usage(USAGE)),
     }
 }
 
 fn main() {
+    let start_us = state::now_us();
     let argv: Vec<String> = std::env::args().collect();
     let argv0 = argv.first().cloned().unwrap_or_default();
     let tool = Path::new(&argv0)
@@ -194,13 +198,16 @@ fn main() {
             if !stderr.is_empty() {
                 eprintln!("{stderr}");
             }
-            host.log_line(serde_json::json!({"argv": logged, "exit": exit, "fault": "fail"}));
+            host.log_line(serde_json::json!({
+                "argv": logged, "exit": exit, "fault": "fail",
+                "start_us": start_us, "end_us": state::now_us()
+            }));
             std::process::exit(exit)
         }
         Ok(Some(fault::Action::Hang { secs })) => {
             // Logged when the hang begins, so a test can act while the caller waits.
             host.log_line(serde_json::json!({
-                "argv": logged, "fault": "hang", "pid": std::process::id()
+                "argv": logged, "fault": "hang", "pid": std::process::id(), "start_us": start_us
             }));
             if !fault::hang(secs) {
                 std::process::exit(137)
@@ -221,7 +228,7 @@ fn main() {
         Outcome::Exit(c) => c,
         Outcome::Signal(n) => 128 + n,
     };
-    host.log_call(&logged, code);
+    host.log_call(&logged, code, start_us);
     match outcome {
         Outcome::Exit(c) => std::process::exit(c),
         Outcome::Signal(n) => jail::die_by_signal(n),

@@ -7,41 +7,81 @@ use crate::{Fail, Res, getopt, usage};
 
 const USAGE: &str = "usage: rctl [ -h ] [-a rule | -l filter | -r filter | -u filter | filter]";
 
+/// As rctl(8): flags first, then any number of rules or filters, each acted on in turn; the exit
+/// status counts the ones that failed, each with its own message.
 pub fn main(host: &Host, args: &[String]) -> Res<String> {
-    let (opts, rest) = getopt("rctl", args, "a:l:r:u:hn", USAGE)?;
+    let (opts, rest) = getopt("rctl", args, "ahlnru", USAGE)?;
     let human = opts.iter().any(|(c, _)| *c == 'h');
-    match opts.iter().find(|(c, _)| "alru".contains(*c)) {
-        None => {
-            let st = host.load()?;
-            let filter = rest.first().map(String::as_str).unwrap_or("");
-            Ok(st
-                .rctl
-                .iter()
-                .filter(|r| r.starts_with(filter))
-                .map(|r| format!("{r}\n"))
-                .collect())
-        }
-        Some(('a', rule)) => {
-            if rule.split(':').count() != 4 || !rule.contains('=') {
-                return Err(Fail::new(
-                    1,
-                    format!("rctl: failed to add rule '{rule}': Invalid argument"),
-                ));
-            }
-            host.update(|st| {
-                st.rctl
-                    .retain(|r| r.split('=').next() != rule.split('=').next());
-                st.rctl.push(rule.clone());
-                Ok(String::new())
-            })
-        }
-        Some(('r', filter)) => host.update(|st| {
-            st.rctl.retain(|r| !r.starts_with(filter.as_str()));
-            Ok(String::new())
-        }),
-        Some(('u', filter)) => usage_of(host, filter, human),
-        _ => Err(usage(USAGE)),
+    let modes: Vec<char> = opts
+        .iter()
+        .map(|(c, _)| *c)
+        .filter(|c| "alru".contains(*c))
+        .collect();
+    if modes.len() > 1 {
+        return Err(Fail::new(
+            1,
+            "rctl: at most one of -a, -l, -r, or -u may be specified",
+        ));
     }
+    if rest.is_empty() {
+        return match modes.first() {
+            None => list(host, ""),
+            Some(_) => Err(usage(USAGE)),
+        };
+    }
+    let mut out = String::new();
+    let mut errors = Vec::new();
+    for arg in &rest {
+        let one = match modes.first() {
+            None | Some('l') => list(host, arg),
+            Some('a') => add(host, arg),
+            Some('r') => remove(host, arg),
+            Some('u') => usage_of(host, arg, human),
+            Some(_) => unreachable!("modes are a, l, r or u"),
+        };
+        match one {
+            Ok(text) => out.push_str(&text),
+            Err(e) => errors.push(e.msg),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(Fail::new(errors.len() as i32, errors.join("\n")))
+    }
+}
+
+fn list(host: &Host, filter: &str) -> Res<String> {
+    let st = host.load()?;
+    Ok(st
+        .rctl
+        .iter()
+        .filter(|r| r.starts_with(filter))
+        .map(|r| format!("{r}\n"))
+        .collect())
+}
+
+fn add(host: &Host, rule: &str) -> Res<String> {
+    if rule.split(':').count() != 4 || !rule.contains('=') {
+        return Err(Fail::new(
+            1,
+            format!("rctl: failed to add rule '{rule}': Invalid argument"),
+        ));
+    }
+    host.update(|st| {
+        st.rctl
+            .retain(|r| r.split('=').next() != rule.split('=').next());
+        st.rctl.push(rule.to_string());
+        Ok(String::new())
+    })
+}
+
+fn remove(host: &Host, filter: &str) -> Res<String> {
+    host.update(|st| {
+        st.rctl.retain(|r| !r.starts_with(filter));
+        st.rctl_exceeded.retain(|r| !r.starts_with(filter));
+        Ok(String::new())
+    })
 }
 
 fn usage_of(host: &Host, filter: &str, human: bool) -> Res<String> {

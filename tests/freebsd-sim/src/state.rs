@@ -148,6 +148,9 @@ pub struct State {
     /// pf rulesets by anchor path; `""` is the main ruleset.
     pub anchors: BTreeMap<String, Anchor>,
     pub rctl: Vec<String>,
+    /// `devctl` rules whose amount the jail's usage exceeds (`freebsd-sim usage`): they notify
+    /// again only after the usage was back at or below it.
+    pub rctl_exceeded: Vec<String>,
     /// CPU lists set with `cpuset -l LIST -j JID`, by JID.
     pub cpusets: BTreeMap<u32, Vec<u32>>,
     pub sysctl: BTreeMap<String, String>,
@@ -236,9 +239,13 @@ impl Host {
         f()
     }
 
-    /// One O_APPEND write per call keeps concurrent tools' lines whole.
-    pub fn log_call(&self, argv: &[String], exit: i32) {
-        self.log_line(serde_json::json!({"argv": argv, "exit": exit}));
+    /// One O_APPEND write per call keeps concurrent tools' lines whole. `start_us` is when the
+    /// tool began, the end is now (both µs since the epoch), so benchmarks can tell the
+    /// simulator's share of a latency from the caller's.
+    pub fn log_call(&self, argv: &[String], exit: i32, start_us: u64) {
+        self.log_line(serde_json::json!({
+            "argv": argv, "exit": exit, "start_us": start_us, "end_us": now_us()
+        }));
     }
 
     /// Appends one JSON object as a line of `calls.jsonl`.
@@ -261,6 +268,14 @@ pub fn io_fail(op: &str, path: &Path, e: std::io::Error) -> Fail {
     Fail::new(1, format!("freebsd-sim: {op} {}: {e}", path.display()))
 }
 
+/// Wall clock, µs since the epoch.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -280,6 +295,7 @@ pub fn init(dir: &Path) -> Res<String> {
         "tmp",
         "var/db/nomad-pot-driver",
         "usr/local/etc/pot",
+        "var/run",
     ] {
         let p = root.join(sub);
         fs::create_dir_all(&p).map_err(|e| io_fail("mkdir", &p, e))?;
@@ -346,7 +362,8 @@ pub fn init(dir: &Path) -> Res<String> {
         "state_dir": p("root/var/db/nomad-pot-driver"), "pot_conf_dir": p("root/usr/local/etc/pot"),
         "lock_file": p("root/tmp/pot-lock-file"),
         "network": "10.192.0.0/10", "netmask": "255.192.0.0", "gateway": "10.192.0.1",
-        "dns_ip": "10.192.0.2", "extif": "em0"
+        "dns_ip": "10.192.0.2", "extif": "em0",
+        "devd_socket": crate::devd::socket_path(&d).display().to_string()
     });
     Ok(format!("{cfg}\n"))
 }

@@ -17,6 +17,16 @@ pub fn sim_bin() -> PathBuf {
     crate::workspace_bin("FREEBSD_SIM_BIN", "freebsd-sim")
 }
 
+/// A running `freebsd-sim devd`, killed on drop.
+pub struct Devd(std::process::Child);
+
+impl Drop for Devd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One line of `DIR/state/calls.jsonl`.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -27,6 +37,9 @@ pub struct Call {
     pub fault: Option<String>,
     /// The hung tool's pid, on a hang line.
     pub pid: Option<u32>,
+    /// When the tool process began and ended, µs since the epoch (no end on a hang line).
+    pub start_us: Option<u64>,
+    pub end_us: Option<u64>,
 }
 
 impl Call {
@@ -162,6 +175,36 @@ impl SimHost {
         out
     }
 
+    /// Starts `freebsd-sim devd DIR` (devd's client socket, see the sim's README) and returns
+    /// once it serves; it runs until the guard is dropped.
+    pub fn start_devd(&self) -> Devd {
+        let mut child = Command::new(sim_bin())
+            .arg("devd")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run freebsd-sim devd");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("piped"))
+            .read_line(&mut line)
+            .expect("read from freebsd-sim devd");
+        assert_eq!(line, "ready\n", "freebsd-sim devd did not start");
+        Devd(child)
+    }
+
+    /// `freebsd-sim usage DIR JAIL RESOURCE AMOUNT`: the jail's usage reaches AMOUNT; returns
+    /// the devctl notifications it caused.
+    pub fn usage(&self, jail: &str, resource: &str, amount: u64) -> String {
+        let out = Command::new(sim_bin())
+            .arg("usage")
+            .arg(&self.dir)
+            .args([jail, resource, &amount.to_string()])
+            .output()
+            .expect("run freebsd-sim usage");
+        assert!(out.status.success(), "freebsd-sim usage: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `freebsd-sim check DIR` → (clean, stdout+stderr).
     pub fn check(&self) -> (bool, String) {
         let out = Command::new(sim_bin())
@@ -201,6 +244,8 @@ impl SimHost {
                     exit: v["exit"].as_i64().unwrap_or(-1),
                     fault: v["fault"].as_str().map(str::to_string),
                     pid: v["pid"].as_u64().map(|p| p as u32),
+                    start_us: v["start_us"].as_u64(),
+                    end_us: v["end_us"].as_u64(),
                 }
             })
             .collect()

@@ -1,0 +1,13 @@
+//! `zfs list` output in the two forms the engine reads.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nomad_pot_driver::host::parse;
+
+fuzz_target!(|text: &str| {
+    let snaps = parse::zfs_snapshots(text);
+    assert!(snaps.is_sorted());
+    for entry in parse::zfs_list_tree(text) {
+        assert!(!entry.name.contains('\t'));
+    }
+});
