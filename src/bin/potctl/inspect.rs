@@ -4,8 +4,8 @@ use crate::output::{Table, json, or_dash, size, time};
 use anyhow::Result;
 use clap::Subcommand;
 use nomad_pot_driver::engine::{
-    Engine, EngineConfig, Images, Overrides, PotDetails, PotInfo, PotName, PotState, PotSummary,
-    PotUsage, Published, Setting, Source,
+    Engine, EngineConfig, ExitInfo, Images, Overrides, PotDetails, PotInfo, PotName, PotState,
+    PotSummary, PotUsage, Published, Setting, Source,
 };
 use serde_json::json;
 
@@ -177,17 +177,7 @@ fn show(d: &PotDetails, as_json: bool) -> String {
     line("started", or_dash(d.started_at_ms.map(time)));
     line(
         "last exit",
-        match &d.last_exit {
-            None => "-".to_string(),
-            Some(e) => {
-                let how = match (&e.error, e.signal) {
-                    (Some(err), _) => format!("unknown: {err}"),
-                    (None, 0) => format!("code {}", e.exit_code),
-                    (None, sig) => format!("signal {sig} (code {})", e.exit_code),
-                };
-                format!("{how} at {}", time(e.finished_at_ms))
-            }
-        },
+        d.last_exit.as_ref().map_or("-".to_string(), last_exit),
     );
     line(
         "limits",
@@ -230,6 +220,19 @@ fn show(d: &PotDetails, as_json: bool) -> String {
 }
 
 /// A pot's ports, addresses and pf rules, one per line.
+/// How a task ended, for `show`.
+fn last_exit(e: &ExitInfo) -> String {
+    let how = match (&e.error, e.signal) {
+        (Some(err), _) => format!("unknown: {err}"),
+        (None, 0) => format!("code {}", e.exit_code),
+        (None, sig) => format!("signal {sig} (code {})", e.exit_code),
+    };
+    let oom = e.memory_limit_hit.map_or(String::new(), |bytes| {
+        format!(", OOM: its memory limit of {} was reached", size(bytes))
+    });
+    format!("{how} at {}{oom}", time(e.finished_at_ms))
+}
+
 fn published_lines(p: &Published) -> Vec<String> {
     let ip = or_dash(p.ip);
     let mut lines: Vec<String> = p
@@ -451,4 +454,29 @@ pub fn images(images: &Images, as_json: bool) -> String {
         out.push_str(&t.render());
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_exit_says_how_the_task_ended_and_whether_it_reached_its_memory_limit() {
+        let mut e = ExitInfo {
+            exit_code: 137,
+            signal: 9,
+            finished_at_ms: 0,
+            error: None,
+            memory_limit_hit: None,
+        };
+        assert_eq!(last_exit(&e), "signal 9 (code 137) at 1970-01-01T00:00:00Z");
+        e.memory_limit_hit = Some(64 << 20);
+        assert_eq!(
+            last_exit(&e),
+            format!(
+                "signal 9 (code 137) at 1970-01-01T00:00:00Z, OOM: its memory limit of {} was reached",
+                size(64 << 20)
+            )
+        );
+    }
 }
