@@ -1,5 +1,6 @@
 # A batch job that prints to stdout and stderr and exits 3: the README demo runs exactly this
-# task's config block (potctl demo substitutes the image URL of its simulated host).
+# task's config block (potctl demo substitutes the image URL of its simulated host), and the
+# Vagrant rig serves the image it names at this URL.
 job "demo" {
   datacenters = ["dc1"]
   type        = "batch"
@@ -7,6 +8,12 @@ job "demo" {
   group "demo" {
     restart {
       attempts = 0
+    }
+
+    # The exit code 3 is the point: no second run on another allocation.
+    reschedule {
+      attempts  = 0
+      unlimited = false
     }
 
     task "hello" {

@@ -1573,6 +1573,11 @@ async fn job_mounts_copies_hosts_and_attributes() {
     let root = dir.join("m");
 
     let w = env.wait(&t.id(), 30.0).await;
+    // The exit can be reported before the log reader has drained the FIFO.
+    assert!(
+        t.logs.wait_for_eof(Duration::from_secs(5)).await,
+        "stdout never reached EOF"
+    );
     let out = t.logs.stdout();
     assert_eq!(
         w.result.map(|r| r.exit_code),
