@@ -50,38 +50,15 @@ impl Host {
         parent: &str,
         prop: &str,
     ) -> Result<Vec<DatasetEntry>, HostError> {
-        let fields = format!("name,origin,{prop}");
         let out = self
-            .zfs(argv![
-                "list",
-                "-H",
-                "-p",
-                "-r",
-                "-t",
-                "filesystem",
-                "-o",
-                fields,
-                parent
-            ])
+            .zfs_list_filesystems(parent, &format!("name,origin,{prop}"))
             .await?;
         Ok(parse_list_tree(&out))
     }
 
     /// Space used by every filesystem under `parent` (and `parent` itself), in bytes.
     pub async fn zfs_used_tree(&self, parent: &str) -> Result<Vec<(String, u64)>, HostError> {
-        let out = self
-            .zfs(argv![
-                "list",
-                "-H",
-                "-p",
-                "-r",
-                "-t",
-                "filesystem",
-                "-o",
-                "name,used",
-                parent
-            ])
-            .await?;
+        let out = self.zfs_list_filesystems(parent, "name,used").await?;
         Ok(out
             .lines()
             .filter_map(|l| {
@@ -89,6 +66,22 @@ impl Host {
                 Some((name.to_string(), used.trim().parse().ok()?))
             })
             .collect())
+    }
+
+    /// `zfs list -H -p -r -t filesystem -o FIELDS PARENT`: tab-separated, exact numbers.
+    async fn zfs_list_filesystems(&self, parent: &str, fields: &str) -> Result<String, HostError> {
+        self.zfs(argv![
+            "list",
+            "-H",
+            "-p",
+            "-r",
+            "-t",
+            "filesystem",
+            "-o",
+            fields,
+            parent
+        ])
+        .await
     }
 
     /// `zfs set prop=value name`.
