@@ -6,6 +6,7 @@ mod devd;
 mod fault;
 mod image;
 mod jail;
+mod kld;
 mod mount;
 mod net;
 mod pf;
@@ -62,6 +63,9 @@ pub const TOOLS: &[&str] = &[
     "rctl",
     "cpuset",
     "route",
+    "kldstat",
+    "kldload",
+    "kldunload",
 ];
 
 /// BSD getopt: options until the first operand or `--`; `spec` lists letters, `:` marks an argument.
@@ -142,6 +146,9 @@ fn run_tool(tool: &str, host: &state::Host, args: &[String]) -> Res<Outcome> {
         "rctl" => rctl::main(host, args)?,
         "cpuset" => cpuset::main(host, args)?,
         "route" => route::main(host, args)?,
+        "kldstat" => kld::kldstat_main(host, args)?,
+        "kldload" => kld::kldload_main(host, args)?,
+        "kldunload" => kld::kldunload_main(host, args)?,
         _ => unreachable!("main dispatches only names listed in TOOLS"),
     };
     print_out(&out);

@@ -303,6 +303,9 @@ pub fn main(host: &Host, args: &[String]) -> Res<String> {
     let parse_only = has('n');
     // Steps before a failing one stay applied, as with pfctl: the state is saved either way.
     let (out, failure) = host.update(|st| {
+        if st.unloaded_kmods.contains("pf") {
+            return Err(Fail::new(1, "pfctl: /dev/pf: No such file or directory"));
+        }
         let mut out = String::new();
         let mut failure = None;
         let note = |msg: &str| {

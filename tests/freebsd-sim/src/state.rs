@@ -2,7 +2,7 @@
 
 use crate::{Fail, Res, TOOLS};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -157,6 +157,8 @@ pub struct State {
     pub routes: Vec<Route>,
     /// `(NIC, IP)` aliases that `jail -c` added for `ip4.addr`/`ip6.addr`.
     pub jail_aliases: Vec<(String, String)>,
+    /// Kernel modules `kldunload` removed (every module the simulator knows starts loaded).
+    pub unloaded_kmods: BTreeSet<String>,
 }
 
 impl State {
