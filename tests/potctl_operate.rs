@@ -306,6 +306,7 @@ fn mutates(argv: &[String]) -> bool {
     match argv[0].as_str() {
         "zfs" => !matches!(argv.get(1).map(String::as_str), Some("list" | "get")),
         "sysctl" => argv.iter().any(|a| a.contains('=')),
+        "kldstat" => false,
         "pfctl" => has(&["-f", "-e", "-d", "-F"]),
         "ifconfig" => has(&[
             "create", "destroy", "addm", "inet", "inet6", "up", "vnet", "name",
@@ -314,10 +315,11 @@ fn mutates(argv: &[String]) -> bool {
     }
 }
 
-/// A sim host as fresh as the simulator allows: two of pot's datasets gone, pf without
-/// anchors, a pf.conf without pot's lines.
+/// A sim host as fresh as the simulator allows: two of pot's datasets gone, pf's module not
+/// loaded, a pf.conf without pot's lines.
 fn fresh_host() -> (SimHost, PathBuf) {
     let sim = SimHost::create();
+    sim.tool_ok("kldunload", &["pf"]);
     for ds in ["zroot/pot/bases", "zroot/pot/cache"] {
         sim.tool_ok("zfs", &["destroy", "-r", ds]);
     }
@@ -353,6 +355,7 @@ fn init_dry_run_changes_nothing_and_init_is_idempotent() {
     );
     assert!(!pf_conf.with_extension("conf.bkp-pot").exists());
     assert_eq!(mode(&fs_root), mode_before);
+    assert_eq!(sim.tool("kldstat", &["-q", "-m", "pf"], "").0, 1);
 
     let done = ok(&sim, &["init", "--pf-conf", pf]);
     golden("potctl/init.txt", &normalize(&done, &sim, &[]));
@@ -365,6 +368,7 @@ fn init_dry_run_changes_nothing_and_init_is_idempotent() {
         "ext_if = \"em0\"\npass all\n"
     );
     assert_eq!(mode(&fs_root), 0o750);
+    sim.tool_ok("kldstat", &["-q", "-m", "pf"]);
     assert_eq!(
         sim.tool_ok("pfctl", &["-a", "pot-nat", "-s", "nat"])
             .lines()

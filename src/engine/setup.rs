@@ -256,7 +256,21 @@ impl Engine {
                     .map_err(init_err)?;
             }
         }
-        let anchors = self.host.pf_anchors().await.map_err(init_err)?;
+        // A host that has never enabled pf has not loaded its module: pfctl cannot even open
+        // /dev/pf. A dry run stops asking pf then; everything below would change.
+        let pf_loaded = self.host.kmod_loaded("pf").await.map_err(init_err)?;
+        if !pf_loaded {
+            report.changes.push("kldload -n pf".into());
+            if !dry {
+                self.host.kmod_load("pf").await.map_err(init_err)?;
+            }
+        }
+        let pf_answers = pf_loaded || !dry;
+        let anchors = if pf_answers {
+            self.host.pf_anchors().await.map_err(init_err)?
+        } else {
+            Vec::new()
+        };
         if !["pot-nat", "pot-rdr"]
             .iter()
             .all(|a| anchors.iter().any(|x| x == a))
@@ -269,12 +283,13 @@ impl Engine {
                 self.host.pf_load_main(pf_conf).await.map_err(init_err)?;
             }
         }
-        if self
-            .host
-            .pf_nat_rules("pot-nat")
-            .await
-            .map_err(init_err)?
-            .is_empty()
+        if !pf_answers
+            || self
+                .host
+                .pf_nat_rules("pot-nat")
+                .await
+                .map_err(init_err)?
+                .is_empty()
         {
             let rules = nat_rules(&self.cfg.network);
             report.changes.push(format!(
@@ -288,7 +303,7 @@ impl Engine {
                     .map_err(init_err)?;
             }
         }
-        if !self.host.pf_enabled().await.map_err(init_err)? {
+        if !pf_answers || !self.host.pf_enabled().await.map_err(init_err)? {
             report.changes.push("pfctl -e".into());
             if !dry {
                 self.host.pf_enable().await.map_err(init_err)?;
@@ -415,7 +430,14 @@ impl Engine {
             "kern.features.vimage",
             "boot a kernel with `options VIMAGE` (GENERIC has it since FreeBSD 12); without it only host and alias networking work",
         ).await);
+        // Without kldstat (a tool_path that lacks it) pfctl's own error has to do.
+        let pf_module = self.host.kmod_loaded("pf").await.ok();
         checks.push(match self.host.pf_enabled().await {
+            _ if pf_module == Some(false) => Check::fail(
+                "pf",
+                "pf's kernel module is not loaded (pf was never enabled on this host)",
+                "kldload pf && sysrc pf_enable=YES && service pf start (or `potctl init`)",
+            ),
             Ok(true) => Check::pass("pf", "pf is enabled"),
             Ok(false) => Check::fail(
                 "pf",
@@ -430,6 +452,11 @@ impl Engine {
         });
         checks.push(check_pf_conf(pf_conf));
         checks.push(match self.host.pf_anchors().await {
+            _ if pf_module == Some(false) => Check::fail(
+                "pf_anchors",
+                "pf is not loaded, so its main ruleset has none of pot's anchors",
+                "`potctl init` (loads pf, then the pf config with pot's anchor lines)",
+            ),
             Ok(a)
                 if ["pot-nat", "pot-rdr"]
                     .iter()

@@ -7,6 +7,7 @@ mod cpuset;
 pub mod devd;
 mod ifconfig;
 mod jail;
+mod kld;
 mod mount;
 mod pf;
 mod rctl;
@@ -66,6 +67,8 @@ pub enum Tool {
     Ifconfig,
     Pfctl,
     Route,
+    Kldstat,
+    Kldload,
 }
 
 impl Tool {
@@ -83,6 +86,8 @@ impl Tool {
             Tool::Ifconfig => "ifconfig",
             Tool::Pfctl => "pfctl",
             Tool::Route => "route",
+            Tool::Kldstat => "kldstat",
+            Tool::Kldload => "kldload",
         }
     }
 }
