@@ -994,3 +994,51 @@ async fn no_vimage_no_bridges() {
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bridges_destroyed_by_hand_are_set_up_again() {
+    let env = Env::with_agent_config(true, json!({"network_stack": "dual"})).await;
+    let bridged = json!({"network_mode": "public-bridge"});
+    let first = env.task("first", bridged.clone(), &[]);
+    env.start(&first).await;
+    env.destroy(&first).await;
+    // The plugin found (made) both bridges once; an operator removes them while it runs.
+    let made = env.sim.tool_ok("ifconfig", &["-g", "bridge"]);
+    for bridge in made.split_whitespace() {
+        env.sim.tool_ok("ifconfig", &[bridge, "destroy"]);
+    }
+    let second = env.task("second", bridged, &[]);
+    env.start(&second).await;
+    let p = pot_of(&second);
+    let jail_ifs = env.sim.tool_ok("ifconfig", &["-j", p.as_str(), "-a"]);
+    assert!(
+        jail_ifs.contains("\tinet 10.192.0.3 netmask 0xffc00000 broadcast 10.255.255.255\n"),
+        "{jail_ifs}"
+    );
+    let bridges = env.sim.tool_ok("ifconfig", &["-g", "bridge"]);
+    let bridges: Vec<&str> = bridges.split_whitespace().collect();
+    assert_eq!(bridges.len(), 2, "{bridges:?}");
+    let (d4, i4, m4) = block(&env.sim.tool_ok("ifconfig", &[bridges[0]]));
+    assert_eq!(d4, "pot public bridge");
+    assert!(i4[0].starts_with("inet 10.192.0.1 "), "{i4:?}");
+    assert!(m4.len() == 1 && m4[0].starts_with("p4"), "{m4:?}");
+    let (d6, _, m6) = block(&env.sim.tool_ok("ifconfig", &[bridges[1]]));
+    assert_eq!(d6, "pot ipv6 bridge");
+    assert!(
+        m6.len() == 2 && m6[0].starts_with("p6") && m6[1] == "em0",
+        "{m6:?}"
+    );
+    let route = env
+        .sim
+        .tool_ok("route", &["-j", p.as_str(), "-n", "get", "default"]);
+    assert!(route.contains("gateway: 10.192.0.1\n"), "{route}");
+    assert!(
+        env.plugin
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains("bridge no longer exists")),
+        "the re-creation is logged"
+    );
+    env.destroy(&second).await;
+    env.finish().await;
+}

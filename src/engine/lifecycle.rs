@@ -565,12 +565,12 @@ impl Engine {
                 params.flag("vnet");
                 let mut jail_ifs = (None, None);
                 if let Some(b) = bridge4 {
-                    let jail_if = self.plug_epair(pot, &b, '4', &mut rec).await?;
+                    let jail_if = self.plug_epair(pot, &b, Some(plan), &mut rec).await?;
                     params.set("vnet.interface", jail_if.clone());
                     jail_ifs.0 = Some(jail_if);
                 }
                 if let Some(b) = bridge6 {
-                    let jail_if = self.plug_epair(pot, &b, '6', &mut rec).await?;
+                    let jail_if = self.plug_epair(pot, &b, None, &mut rec).await?;
                     params.set("vnet.interface", jail_if.clone());
                     jail_ifs.1 = Some(jail_if);
                 }

@@ -751,13 +751,15 @@ impl Engine {
     }
 
     /// Creates the pot's epair on `bridge`; returns the jail end for `vnet.interface`.
+    /// `plan` is `None` for the IPv6 bridge.
     pub(super) async fn plug_epair(
         &self,
         pot: &PotName,
         bridge: &str,
-        stack_prefix: char,
+        plan: Option<&BridgePlan>,
         record: &mut NetworkRecord,
     ) -> Result<String, EngineError> {
+        let stack_prefix = if plan.is_some() { '4' } else { '6' };
         let p = pot.as_str();
         record.epair_pending = true;
         self.save_record(pot, record)?;
@@ -775,11 +777,45 @@ impl Engine {
         record.epairs.push(name.clone());
         record.epair_pending = false;
         self.save_record(pot, record)?;
-        self.host
-            .bridge_addm(bridge, &name, self.cfg.network.isolate_vnet_pots)
-            .await
-            .map_err(EngineError::host(p))?;
+        let isolate = self.cfg.network.isolate_vnet_pots;
+        if let Err(e) = self.host.bridge_addm(bridge, &name, isolate).await {
+            if self
+                .host
+                .iface_exists(bridge)
+                .await
+                .map_err(EngineError::host(p))?
+            {
+                return Err(EngineError::host(p)(e));
+            }
+            let bridge = self.replace_vanished_bridge(bridge, plan).await?;
+            self.host
+                .bridge_addm(&bridge, &name, isolate)
+                .await
+                .map_err(EngineError::host(p))?;
+        }
         Ok(b)
+    }
+
+    /// A bridge found once per plugin process may since have been destroyed by hand (pot's
+    /// `vnet-start` looks for it at every start); it is forgotten and found or made again.
+    async fn replace_vanished_bridge(
+        &self,
+        bridge: &str,
+        plan: Option<&BridgePlan>,
+    ) -> Result<String, EngineError> {
+        tracing::warn!(bridge = %bridge, "bridge no longer exists; setting it up again");
+        match plan {
+            Some(plan) => {
+                if let Some(known) = self.vnet.lock().await.as_mut() {
+                    known.retain(|_, b| b != bridge);
+                }
+                self.ensure_vnet(plan).await
+            }
+            None => {
+                *self.vnet6.lock().await = None;
+                self.ensure_vnet6().await
+            }
+        }
     }
 
     /// IPv4 address and default route inside the jail, set from the host.
