@@ -83,6 +83,63 @@ pub fn handshake_line(socket: &Path) -> String {
     )
 }
 
+/// What is wrong with a handshake line: why go-plugin's client (Nomad's agent) would refuse it,
+/// in its own words where it has them, or that it announces no unix socket.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LineError {
+    #[error(
+        "go-plugin says \"Unrecognized remote plugin message\": the first line on stdout must be the handshake (nothing may be printed before it)"
+    )]
+    Unrecognized,
+    #[error("incompatible core API version {0:?} (must be {CORE_PROTOCOL_VERSION})")]
+    CoreVersion(String),
+    #[error(
+        "incompatible API version with plugin. Plugin version: {0}, Client versions: [{APP_PROTOCOL_VERSION}]"
+    )]
+    AppVersion(String),
+    #[error("socket path {0:?} is not absolute")]
+    RelativeSocket(String),
+    #[error("a tcp listener where a unix socket was expected")]
+    Tcp,
+    #[error("unknown address type {0:?}")]
+    Network(String),
+    #[error("unsupported plugin protocol {0:?}. Supported: [grpc]")]
+    Protocol(String),
+    #[error("a server certificate in field 6: Nomad never enables AutoMTLS and would crash on it")]
+    Certificate,
+}
+
+/// The unix socket a handshake line announces, the line judged as go-plugin's client judges it
+/// for a Nomad host (more leniently than [`handshake_line`] writes it: the protocol field may be
+/// missing, meaning netrpc, and so may the certificate field).
+pub fn announced_socket(line: &str) -> Result<PathBuf, LineError> {
+    let parts: Vec<&str> = line.trim().split('|').collect();
+    if parts.len() < 4 {
+        return Err(LineError::Unrecognized);
+    }
+    if parts[0] != CORE_PROTOCOL_VERSION.to_string() {
+        return Err(LineError::CoreVersion(parts[0].to_string()));
+    }
+    if parts[1] != APP_PROTOCOL_VERSION.to_string() {
+        return Err(LineError::AppVersion(parts[1].to_string()));
+    }
+    match parts[2] {
+        "unix" if parts[3].starts_with('/') => {}
+        "unix" => return Err(LineError::RelativeSocket(parts[3].to_string())),
+        "tcp" => return Err(LineError::Tcp),
+        other => return Err(LineError::Network(other.to_string())),
+    }
+    match parts.get(4).copied().unwrap_or("netrpc") {
+        "grpc" => {}
+        other => return Err(LineError::Protocol(other.to_string())),
+    }
+    // go-plugin takes a long sixth field for a base64 certificate.
+    if parts.get(5).is_some_and(|cert| cert.len() > 50) {
+        return Err(LineError::Certificate);
+    }
+    Ok(PathBuf::from(parts[3]))
+}
+
 /// Prints the handshake, then points fd 1 at /dev/null: nothing else may ever reach stdout, and
 /// a stray write after the agent is gone must not fail.
 pub fn announce(socket: &Path) -> std::io::Result<()> {
@@ -139,6 +196,49 @@ mod tests {
         assert_eq!(
             handshake_line(Path::new("/tmp/pot-plugin-x/plugin.sock")),
             "1|2|unix|/tmp/pot-plugin-x/plugin.sock|grpc|\n"
+        );
+    }
+
+    #[test]
+    fn a_nomad_host_accepts_the_line_this_plugin_prints() {
+        let socket = Path::new("/tmp/pot-plugin-x/plugin.sock");
+        assert_eq!(
+            announced_socket(&handshake_line(socket)),
+            Ok(socket.to_path_buf())
+        );
+    }
+
+    #[test]
+    fn handshake_lines_as_go_plugin_judges_them() {
+        assert_eq!(
+            announced_socket("1|2|unix|/tmp/p/s|grpc"),
+            Ok(PathBuf::from("/tmp/p/s"))
+        );
+        assert_eq!(
+            announced_socket("hello world"),
+            Err(LineError::Unrecognized)
+        );
+        assert_eq!(
+            announced_socket("2|2|unix|/s|grpc|"),
+            Err(LineError::CoreVersion("2".into()))
+        );
+        let old = announced_socket("1|1|unix|/s|grpc|").unwrap_err();
+        assert!(old.to_string().contains("Plugin version: 1"), "{old}");
+        assert_eq!(
+            announced_socket("1|2|unix|/s"),
+            Err(LineError::Protocol("netrpc".into()))
+        );
+        assert_eq!(
+            announced_socket("1|2|unix|rel|grpc|"),
+            Err(LineError::RelativeSocket("rel".into()))
+        );
+        assert_eq!(
+            announced_socket("1|2|tcp|127.0.0.1:1|grpc|"),
+            Err(LineError::Tcp)
+        );
+        assert_eq!(
+            announced_socket(&format!("1|2|unix|/s|grpc|{}", "A".repeat(60))),
+            Err(LineError::Certificate)
         );
     }
 

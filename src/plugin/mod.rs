@@ -3,7 +3,7 @@
 mod handshake;
 pub mod logging;
 
-pub use handshake::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE};
+pub use handshake::{LineError, MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE, announced_socket};
 
 use crate::driver::PotDriver;
 use crate::proto::base::base_plugin_server::BasePluginServer;

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use nomad_pot_driver::plugin::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE, announced_socket};
 use nomad_pot_driver::proto::base::{
     ConfigSchemaRequest, PluginInfoRequest, PluginType, SetConfigRequest,
     base_plugin_client::BasePluginClient,
@@ -23,9 +24,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// Nomad's `plugins/base` handshake cookie.
-const MAGIC_COOKIE_KEY: &str = "NOMAD_PLUGIN_MAGIC_COOKIE";
-const MAGIC_COOKIE: &str = "e4327c2e01eabfd75a8a67adb114fb34a757d57eee7728d857a8cec6e91a7255";
 /// How long the agent waits for a plugin to exit after Shutdown before it kills it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Each gRPC call gets this long.
@@ -105,7 +103,7 @@ async fn check(args: &PluginCheckArgs, agent: Json, report: &mut Report) -> Resu
     let mut plugin = Launched::spawn(&args.path, &args.protocol_versions)?;
     let outcome = async {
         let line = plugin.handshake(Duration::from_secs(args.timeout))?;
-        let socket = validate_handshake(&line)
+        let socket = announced_socket(&line)
             .map_err(|e| anyhow!("bad handshake line {line:?}: {e}{}", plugin.stderr_tail()))?;
         report.ok(
             "handshake",
@@ -164,49 +162,6 @@ fn check_binary(path: &Path) -> Result<String> {
     Ok(name.strip_suffix(".exe").unwrap_or(&name).to_string())
 }
 
-/// go-plugin's checks of the handshake line, for a Nomad host (`1|2|unix|/abs/path|grpc|`).
-fn validate_handshake(line: &str) -> Result<PathBuf, String> {
-    let parts: Vec<&str> = line.trim().split('|').collect();
-    if parts.len() < 4 {
-        return Err(
-            "go-plugin says \"Unrecognized remote plugin message\": the first line on stdout must be the handshake (nothing may be printed before it)".to_string(),
-        );
-    }
-    if parts[0] != "1" {
-        return Err(format!(
-            "incompatible core API version {:?} (must be 1)",
-            parts[0]
-        ));
-    }
-    if parts[1] != "2" {
-        return Err(format!(
-            "incompatible API version with plugin. Plugin version: {}, Client versions: [2]",
-            parts[1]
-        ));
-    }
-    match parts[2] {
-        "unix" if parts[3].starts_with('/') => {}
-        "unix" => return Err(format!("socket path {:?} is not absolute", parts[3])),
-        "tcp" => return Err("a tcp listener: this check only speaks unix sockets".to_string()),
-        other => return Err(format!("unknown address type {other:?}")),
-    }
-    match parts.get(4).copied().unwrap_or("netrpc") {
-        "grpc" => {}
-        other => {
-            return Err(format!(
-                "unsupported plugin protocol {other:?}. Supported: [grpc]"
-            ));
-        }
-    }
-    if parts.get(5).is_some_and(|cert| cert.len() > 50) {
-        return Err(
-            "a server certificate in field 6: Nomad never enables AutoMTLS and would crash on it"
-                .to_string(),
-        );
-    }
-    Ok(PathBuf::from(parts[3]))
-}
-
 /// The plugin process with its stdout and stderr drained in the background.
 struct Launched {
     child: Child,
@@ -217,7 +172,7 @@ struct Launched {
 impl Launched {
     fn spawn(path: &Path, versions: &str) -> Result<Launched> {
         let mut child = Command::new(path)
-            .env(MAGIC_COOKIE_KEY, MAGIC_COOKIE)
+            .env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
             .env("PLUGIN_PROTOCOL_VERSIONS", versions)
             .env("PLUGIN_MIN_PORT", "10000")
             .env("PLUGIN_MAX_PORT", "25000")
@@ -457,38 +412,4 @@ async fn talk(channel: Channel, agent: Json, report: &mut Report) -> Result<()> 
         ),
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn handshake_lines_as_go_plugin_judges_them() {
-        assert_eq!(
-            validate_handshake("1|2|unix|/tmp/p/s|grpc|"),
-            Ok(PathBuf::from("/tmp/p/s"))
-        );
-        assert!(validate_handshake("1|2|unix|/tmp/p/s|grpc").is_ok());
-        assert!(
-            validate_handshake("hello world")
-                .unwrap_err()
-                .contains("Unrecognized")
-        );
-        assert!(
-            validate_handshake("1|1|unix|/s|grpc|")
-                .unwrap_err()
-                .contains("Plugin version: 1")
-        );
-        assert!(
-            validate_handshake("1|2|unix|/s")
-                .unwrap_err()
-                .contains("netrpc")
-        );
-        assert!(
-            validate_handshake("1|2|unix|rel|grpc|")
-                .unwrap_err()
-                .contains("absolute")
-        );
-    }
 }

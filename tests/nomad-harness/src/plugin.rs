@@ -41,7 +41,8 @@ pub struct Plugin {
 }
 
 /// Validates a handshake line exactly like go-plugin's client (plus the strict 6-field form the
-/// Go server prints). Returns the socket path.
+/// Go server prints). Returns the socket path. Written apart from the plugin's own
+/// `plugin::announced_socket` on purpose: the harness is the tests' independent view of Nomad.
 pub fn validate_handshake(line: &str) -> Result<PathBuf, String> {
     let parts: Vec<&str> = line.split('|').collect();
     if parts.len() != 6 {
