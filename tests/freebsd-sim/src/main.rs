@@ -162,12 +162,13 @@ fn print_out(out: &str) {
 }
 
 fn own_main(args: &[String]) -> Res<String> {
-    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | fault DIR ... | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT";
+    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | reboot DIR | fault DIR ... | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT";
     match args.first().map(String::as_str) {
         Some("init") if args.len() == 2 => state::init(Path::new(&args[1])),
         Some("image") => image::main(&args[1..]),
         Some("keygen") if args.len() == 2 => sign::keygen(Path::new(&args[1])),
         Some("check") if args.len() == 2 => check::main(Path::new(&args[1])),
+        Some("reboot") if args.len() == 2 => state::reboot(Path::new(&args[1])),
         Some("fault") => fault::main(&args[1..]),
         Some("devd") => devd::daemon(&args[1..]),
         Some("usage") => devd::usage_main(&args[1..]),

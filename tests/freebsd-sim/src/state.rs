@@ -285,6 +285,64 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The interfaces the host has after boot: its loopback and its NIC, as configured.
+fn boot_ifaces() -> Vec<Iface> {
+    vec![
+        Iface {
+            name: "lo0".into(),
+            kind: IfKind::Loopback,
+            up: true,
+            groups: vec!["lo".into()],
+            inet: vec!["127.0.0.1/8".into()],
+            ..Default::default()
+        },
+        Iface {
+            name: "em0".into(),
+            up: true,
+            ether: "08:00:27:5e:00:01".into(),
+            inet: vec!["10.0.2.15/24".into()],
+            ..Default::default()
+        },
+    ]
+}
+
+/// `freebsd-sim reboot DIR`: what a host restart leaves. Every jailed process is killed; jails,
+/// cloned interfaces, addresses added at run time, routes, mounts, pf's rules and state, rctl
+/// rules, cpusets and run-time sysctl values are gone; datasets and files stay; kern.boottime
+/// moves to now. Loaded kernel modules stay as they were (rc.conf would load them again).
+pub fn reboot(dir: &Path) -> Res<String> {
+    let host = Host::new(dir.to_path_buf());
+    host.update(|st| {
+        let mut ns: Vec<NsMark> = st.jails.iter().flat_map(|j| j.ns.iter().cloned()).collect();
+        ns.extend(st.retired_ns.iter().cloned());
+        for pid in crate::jail::pids_in(&ns) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        st.retired_ns = ns;
+        st.jails.clear();
+        st.ifaces = boot_ifaces();
+        st.routes.clear();
+        st.jail_aliases.clear();
+        st.mounts.clear();
+        st.pf_enabled = false;
+        st.pf_since = now();
+        st.anchors.clear();
+        st.rctl.clear();
+        st.rctl_exceeded.clear();
+        st.cpusets.clear();
+        st.sysctl.remove("net.inet.ip.forwarding");
+        let t = now();
+        st.sysctl.insert(
+            "kern.boottime".into(),
+            format!("{{ sec = {t}, usec = 0 }} {}", crate::zfs::ctime(t)),
+        );
+        Ok(format!("rebooted at {t}\n"))
+    })
+}
+
 /// `freebsd-sim init DIR`: lays out the host (idempotent) and prints the driver's plugin config.
 pub fn init(dir: &Path) -> Res<String> {
     fs::create_dir_all(dir).map_err(|e| io_fail("mkdir", dir, e))?;
@@ -333,23 +391,7 @@ pub fn init(dir: &Path) -> Res<String> {
             st.datasets
                 .insert("zroot/pot/cache".into(), mk(Some(&cache)));
             st.next_jid = 1;
-            st.ifaces = vec![
-                Iface {
-                    name: "lo0".into(),
-                    kind: IfKind::Loopback,
-                    up: true,
-                    groups: vec!["lo".into()],
-                    inet: vec!["127.0.0.1/8".into()],
-                    ..Default::default()
-                },
-                Iface {
-                    name: "em0".into(),
-                    up: true,
-                    ether: "08:00:27:5e:00:01".into(),
-                    inet: vec!["10.0.2.15/24".into()],
-                    ..Default::default()
-                },
-            ];
+            st.ifaces = boot_ifaces();
         }
         Ok(())
     })?;

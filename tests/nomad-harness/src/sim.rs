@@ -205,6 +205,17 @@ impl SimHost {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `freebsd-sim reboot DIR`: the host restarts (its jailed processes die, run-time state
+    /// goes, datasets and files stay).
+    pub fn reboot(&self) {
+        let out = Command::new(sim_bin())
+            .arg("reboot")
+            .arg(&self.dir)
+            .output()
+            .expect("run freebsd-sim reboot");
+        assert!(out.status.success(), "freebsd-sim reboot: {out:?}");
+    }
+
     /// `freebsd-sim check DIR` → (clean, stdout+stderr).
     pub fn check(&self) -> (bool, String) {
         let out = Command::new(sim_bin())
