@@ -887,6 +887,73 @@ async fn exit_while_the_plugin_is_down_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn after_a_host_reboot_tasks_are_gone_even_where_their_pids_now_run_others() {
+    let mut env = Env::new().await;
+    let recovered = env.task("rebooted", &gated_task_config(&env, 0));
+    let collected = env.task("collected", &gated_task_config(&env, 0));
+    let handle = env.start(&recovered).await.handle.expect("handle");
+    env.start(&collected).await;
+    for t in [&recovered, &collected] {
+        env.wait_ready(t).await;
+    }
+    // The host goes down with everything on it: plugin, supervisors, jails.
+    env.plugin.kill();
+    let state_dir = |t: &TestTask| {
+        std::path::Path::new(env.sim.config["state_dir"].as_str().unwrap())
+            .join("tasks")
+            .join(env.pot_of(t))
+    };
+    for t in [&recovered, &collected] {
+        let pids: Json =
+            serde_json::from_slice(&std::fs::read(state_dir(t).join("pids.json")).unwrap())
+                .unwrap();
+        let shim = pids["shim"].as_i64().unwrap() as i32;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(shim),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    env.sim.reboot();
+    // After the boot, the old pids belong to unrelated processes.
+    let mut stranger = std::process::Command::new("/bin/sleep")
+        .arg("120")
+        .spawn()
+        .unwrap();
+    for t in [&recovered, &collected] {
+        let path = state_dir(t).join("pids.json");
+        let mut pids: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        pids["shim"] = json!(stranger.id());
+        pids["task"] = json!(stranger.id());
+        std::fs::write(&path, serde_json::to_vec(&pids).unwrap()).unwrap();
+    }
+    env.crash_and_relaunch().await;
+
+    let e = env
+        .recover(&handle)
+        .await
+        .expect_err("a task from before the reboot");
+    assert!(e.message().contains("host has restarted"), "{e:?}");
+    env.destroy(&recovered.id()).await;
+    let report = engine_for(&env.sim)
+        .gc(false, Duration::ZERO)
+        .await
+        .expect("gc");
+    let gone: Vec<String> = report
+        .collected
+        .iter()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    assert_eq!(gone, [env.pot_of(&collected)], "{report:?}");
+    assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "a process that reused a task's pid was signalled"
+    );
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn start_task_is_idempotent_across_a_plugin_crash() {
     let mut env = Env::new().await;
     let t = env.task("retried", &gated_task_config(&env, 0));

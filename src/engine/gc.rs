@@ -107,8 +107,10 @@ impl Engine {
             }
         }
         let mut report = GcReport::default();
+        // Unknown, the pids alone decide (a pot is kept rather than lost).
+        let boot_time = self.boot_time().await.ok();
         for (pot, origin) in owned {
-            let verdict = self.verdict(&pot, start_grace);
+            let verdict = self.verdict(&pot, start_grace, boot_time);
             match verdict {
                 Verdict::Keep(why) => report.kept.push((pot, why)),
                 Verdict::Collect(why) => {
@@ -123,7 +125,7 @@ impl Engine {
         Ok(report)
     }
 
-    fn verdict(&self, pot: &PotName, start_grace: Duration) -> Verdict {
+    fn verdict(&self, pot: &PotName, start_grace: Duration, boot_time: Option<u64>) -> Verdict {
         if self.instance(pot).is_some() {
             return Verdict::Keep("tracked by this plugin".to_string());
         }
@@ -138,7 +140,10 @@ impl Engine {
         let dir = self.task_state_dir(pot);
         let pids: Option<shim::Pids> = super::lifecycle::read_json(&dir.join(shim::PIDS_FILE));
         match pids {
-            Some(p) if super::lifecycle::alive(p.shim) || super::lifecycle::alive(p.task) => {
+            Some(p)
+                if boot_time.is_none_or(|b| p.of_boot(b))
+                    && (super::lifecycle::alive(p.shim) || super::lifecycle::alive(p.task)) =>
+            {
                 Verdict::Keep("running, not claimed by Nomad yet".to_string())
             }
             Some(_) if dir.join(shim::EXIT_FILE).exists() => {

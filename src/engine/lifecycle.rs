@@ -154,7 +154,7 @@ impl Engine {
                 Err(e) => tracing::info!(pot = %pot, reason = %e, "cleaning up an earlier start"),
             }
         } else {
-            self.kill_unstarted_supervisor(&pot);
+            self.kill_unstarted_supervisor(&pot).await;
         }
         // Everything that can be checked without the host is checked first: bad input changes nothing.
         if spec.command.is_some() || !spec.args.is_empty() {
@@ -709,6 +709,7 @@ impl Engine {
             .map_err(EngineError::host(p))?;
         let state_dir = self.task_state_dir(pot);
         std::fs::create_dir_all(&state_dir).map_err(EngineError::io(p, "create", &state_dir))?;
+        let boot_time = self.boot_time().await?;
         let shim_spec = shim::ShimSpec {
             invocation,
             stdout: spec.stdout.clone(),
@@ -716,6 +717,7 @@ impl Engine {
             state_dir: state_dir.clone(),
             relays,
             memory_watch,
+            boot_time,
         };
         let mut cmd = tokio::process::Command::new(&self.supervisor);
         cmd.arg("shim")
@@ -740,7 +742,7 @@ impl Engine {
             write_file(
                 p,
                 &state_dir.join(shim::SHIM_PID_FILE),
-                pid.to_string().as_bytes(),
+                format!("{pid} {boot_time}").as_bytes(),
             )?;
         }
         let reply = self.supervisor_reply(pot, &mut child, &shim_spec).await?;
@@ -776,15 +778,26 @@ impl Engine {
     /// Kills the supervisor of a start interrupted before its task ran (the plugin died while
     /// it was still opening the log FIFOs): left alone, it would go on to start the task in
     /// the pot that replaces this one.
-    fn kill_unstarted_supervisor(&self, pot: &PotName) {
+    async fn kill_unstarted_supervisor(&self, pot: &PotName) {
         let path = self.task_state_dir(pot).join(shim::SHIM_PID_FILE);
-        let Some(pid) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        // `PID BOOT_TIME`; files from before boot times were kept hold the pid alone.
+        let mut fields = text.split_whitespace();
+        let Some(pid) = fields
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
             .filter(|pid| *pid > 1)
         else {
             return;
         };
+        let boot = fields.next().and_then(|b| b.parse::<u64>().ok());
+        if let (Some(then), Ok(now)) = (boot, self.boot_time().await)
+            && then != now
+        {
+            return;
+        }
         if alive(pid as u32) {
             tracing::info!(pot = %pot, pid, "killing the supervisor of an interrupted start");
             // It leads its own session and process group (setsid), with the jexec it may
@@ -866,6 +879,12 @@ impl Engine {
         let pids: shim::Pids = read_json(&dir.join(shim::PIDS_FILE))
             .ok_or_else(|| EngineError::NotFound { pot: p.to_string() })?;
         let exit = read_json::<ExitInfo>(&dir.join(shim::EXIT_FILE));
+        if exit.is_none() && !pids.of_boot(self.boot_time().await?) {
+            return Err(EngineError::State {
+                pot: p.to_string(),
+                reason: "the host has restarted since the task started: the task is gone and left no exit status".to_string(),
+            });
+        }
         if exit.is_none() && !alive(pids.shim) && !alive(pids.task) {
             return Err(EngineError::State {
                 pot: p.to_string(),
