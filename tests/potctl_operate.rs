@@ -61,7 +61,7 @@ fn looping_job(sim: &SimHost, settings: &str) -> PathBuf {
         pot     = "demo"
         tag     = "1.0"
         command = "/bin/sh"
-        args    = ["-c", "echo up; for s in INT TERM; do trap \"echo bye $s; exit 0\" $s; done; while :; do sleep 0.1; done"]
+        args    = ["-c", "for s in INT TERM; do trap \"echo bye $s; exit 0\" $s; done; echo up; while :; do sleep 0.1; done"]
       }}
     }}
   }}
@@ -338,9 +338,9 @@ fn run_stops_with_the_jobs_kill_signal_and_timeout() {
       resources {
         cores = 1
       }"#,
-        "echo up; trap 'echo got USR1; sleep 3; echo late; exit 0' USR1; \
+        "trap 'echo got USR1; sleep 3; echo late; exit 0' USR1; \
          trap 'echo got TERM; exit 0' TERM; trap 'echo got INT; exit 0' INT; \
-         while :; do sleep 0.1; done",
+         echo up; while :; do sleep 0.1; done",
     );
     let (status, rest, stderr) = run_until_sigterm(&sim, &job, &image);
     assert_eq!(status.code(), Some(128 + 15), "{stderr}");
