@@ -1,7 +1,8 @@
 //! Operating pots without Nomad: prepare, start, stop, destroy, exec and run a job's task.
 //!
 //! A task is built the way a Nomad client hands it to the plugin (a `TaskConfig` with the
-//! msgpack of the job's `config {}`, an alloc dir, log paths) and turned into the engine's
+//! msgpack of the job's `config {}`, the task's env, user and resources, an alloc dir, log
+//! paths) and turned into the engine's
 //! `TaskSpec` by the driver's own `task_spec`, so potctl runs exactly what the plugin would.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -33,7 +34,8 @@ const POTCTL_DIR: &str = "potctl";
 /// Which task of which job file, and what a Nomad client would add to it.
 #[derive(Args, Clone)]
 pub struct TaskArgs {
-    /// The job file (HCL) whose task's `config {}` is run.
+    /// The job file (HCL) whose task is run: its `config {}`, `env {}`, `user`, `resources`,
+    /// `kill_signal` and `kill_timeout`.
     pub job: PathBuf,
     /// The task to run, when the job has several (default: the first).
     #[arg(long, value_name = "NAME")]
@@ -44,7 +46,7 @@ pub struct TaskArgs {
     /// A port Nomad would have allocated: LABEL=HOST_PORT[:TO] (repeatable).
     #[arg(long = "port", value_name = "LABEL=HOST[:TO]")]
     pub ports: Vec<PortArg>,
-    /// An environment variable for the task, as the job's `env {}` would set it (repeatable).
+    /// An environment variable for the task, over the job's `env {}` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<EnvArg>,
 }
@@ -766,5 +768,64 @@ mod tests {
         };
         assert_eq!(exit_code(&exit(3, 0)), ExitCode::from(3));
         assert_eq!(exit_code(&exit(0, 9)), ExitCode::from(137));
+    }
+
+    #[test]
+    fn the_jobs_env_is_interpolated_over_nomads_and_under_the_flags() {
+        let hcl = r#"task "web" {
+  env {
+    URL   = "http://127.0.0.1:${NOMAD_HOST_PORT_http}/ -> ${NOMAD_PORT_http} as ${NOMAD_TASK_NAME}"
+    OWNER = "${NOMAD_META_owner}"
+    MODE  = "job"
+  }
+  resources {
+    memory     = 64
+    memory_max = 128
+  }
+  config {}
+}"#;
+        let settings = jobspec::task_settings(hcl, None).unwrap();
+        let resources = Resources {
+            allocated_resources: Some(AllocatedTaskResources {
+                memory: Some(AllocatedMemoryResources {
+                    memory_mb: 64,
+                    memory_max_mb: 128,
+                }),
+                ..Default::default()
+            }),
+            linux_resources: Some(LinuxResources {
+                cpu_shares: 100,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let args = |flags: &[&str]| TaskArgs {
+            job: "job.hcl".into(),
+            task: None,
+            image: None,
+            ports: vec!["http=8080:80".parse().unwrap()],
+            env: flags.iter().map(|f| f.parse().unwrap()).collect(),
+        };
+        let err = task_env(&settings, &resources, "a1", &args(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("env.OWNER: ${NOMAD_META_owner} is not a variable potctl sets"),
+            "{err}"
+        );
+        let env = task_env(
+            &settings,
+            &resources,
+            "a1",
+            &args(&["NOMAD_META_owner=ops", "MODE=flag"]),
+        )
+        .unwrap();
+        assert_eq!(env["URL"], "http://127.0.0.1:8080/ -> 80 as web");
+        assert_eq!(env["OWNER"], "ops");
+        assert_eq!(env["MODE"], "flag");
+        assert_eq!(env["NOMAD_ALLOC_ID"], "a1");
+        assert_eq!(env["NOMAD_CPU_LIMIT"], "100");
+        assert_eq!(env["NOMAD_MEMORY_LIMIT"], "64");
+        assert_eq!(env["NOMAD_MEMORY_MAX_LIMIT"], "128");
+        assert!(!env.contains_key("NOMAD_CPU_CORES"));
     }
 }
