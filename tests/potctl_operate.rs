@@ -44,26 +44,30 @@ fn sim_with_image() -> (SimHost, String) {
     (sim, format!("file://{}", images.display()))
 }
 
-/// A job whose task says "up", then loops until SIGTERM, which it answers with "bye".
-fn looping_job(sim: &SimHost) -> PathBuf {
+/// A job whose task says "up", then loops until SIGINT or SIGTERM, which it answers with
+/// "bye" and the signal's name; `settings` go into the task next to its config.
+fn looping_job(sim: &SimHost, settings: &str) -> PathBuf {
     let path = sim.tmp.path().join("loop.nomad.hcl");
     std::fs::write(
         &path,
-        r#"job "loop" {
-  group "g" {
-    task "looper" {
+        format!(
+            r#"job "loop" {{
+  group "g" {{
+    task "looper" {{
       driver = "pot"
-      config {
+{settings}
+      config {{
         image   = "http://127.0.0.1:1/unused"
         pot     = "demo"
         tag     = "1.0"
         command = "/bin/sh"
-        args    = ["-c", "echo up; trap 'echo bye; exit 0' TERM; while :; do sleep 0.1; done"]
-      }
-    }
-  }
-}
-"#,
+        args    = ["-c", "for s in INT TERM; do trap \"echo bye $s; exit 0\" $s; done; echo up; while :; do sleep 0.1; done"]
+      }}
+    }}
+  }}
+}}
+"#
+        ),
     )
     .unwrap();
     path
@@ -163,11 +167,30 @@ fn run_over_http_reports_progress_as_lines_and_json() {
 #[test]
 fn run_stops_and_tears_down_on_sigterm() {
     let (sim, image) = sim_with_image();
-    let job = looping_job(&sim);
+    let job = looping_job(&sim, "");
+    let (status, rest, stderr) = run_until_sigterm(&sim, &job, &image);
+    assert_eq!(status.code(), Some(128 + 15));
+    // No kill_signal in the job: the plugin's SIGINT, as under Nomad.
+    assert_eq!(rest, "bye INT\n", "the task got SIGINT first");
+    assert!(
+        stderr.contains("interrupted by SIGTERM: stopped and destroyed"),
+        "{stderr}"
+    );
+    sim.assert_clean("after an interrupted potctl run");
+    assert_eq!(potctl_dirs(&sim), 0);
+}
+
+/// `potctl run JOB` until the task says "up", then SIGTERM to potctl: its exit status, the
+/// task's further stdout and potctl's stderr.
+fn run_until_sigterm(
+    sim: &SimHost,
+    job: &Path,
+    image: &str,
+) -> (std::process::ExitStatus, String, String) {
     let mut child = Command::new(POTCTL)
         .arg("--sim")
         .arg(&sim.dir)
-        .args(["run", job.to_str().unwrap(), "--image", &image])
+        .args(["run", job.to_str().unwrap(), "--image", image])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -189,24 +212,213 @@ fn run_stops_and_tears_down_on_sigterm() {
         assert!(Instant::now() < deadline, "potctl run ignored SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(128 + 15));
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
-    assert_eq!(rest, "bye\n", "the task got SIGTERM first");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, rest, stderr)
+}
+
+/// Writes a job with one task `name` of the demo image: `settings` next to its config, `script`
+/// run by /bin/sh.
+fn job_file(sim: &SimHost, name: &str, settings: &str, script: &str) -> PathBuf {
+    let path = sim.tmp.path().join(format!("{name}.nomad.hcl"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"job "{name}" {{
+  group "g" {{
+    task "{name}" {{
+      driver = "pot"
+{settings}
+      config {{
+        image   = "http://127.0.0.1:1/unused"
+        pot     = "demo"
+        tag     = "1.0"
+        command = "/bin/sh"
+        args    = ["-c", {script:?}]
+      }}
+    }}
+  }}
+}}
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The rules of every `rctl -a` and the `cpuset -l` calls the simulated host was given.
+fn limit_calls(sim: &SimHost) -> (Vec<String>, Vec<String>) {
+    let lines: Vec<String> = sim.calls().iter().map(|c| c.line()).collect();
+    let rules = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("rctl -a "))
+        .flat_map(|l| l.split(' ').map(String::from))
+        .collect();
+    let cpusets = lines
+        .into_iter()
+        .filter(|l| l.starts_with("cpuset -l"))
+        .collect();
+    (rules, cpusets)
+}
+
+#[test]
+fn run_applies_the_jobs_env_user_and_resources() {
+    let (sim, image) = sim_with_image();
+    sim.tool_ok("sysctl", &["hw.ncpu=8"]);
+    let job = job_file(
+        &sim,
+        "show",
+        r#"      user = "nobody"
+      env {
+        GREETING   = "hello"
+        WHERE      = "${NOMAD_TASK_NAME} in ${NOMAD_ALLOC_DIR}, ${NOMAD_FROM_FLAG}"
+        OVERRIDDEN = "by the job"
+        LITERAL    = "$${NOMAD_TASK_NAME}"
+      }
+      resources {
+        cpu        = 500
+        memory     = 64
+        memory_max = 128
+      }"#,
+        r#"id -u; echo "$GREETING|$WHERE|$OVERRIDDEN|$LITERAL"; echo "$NOMAD_CPU_LIMIT $NOMAD_MEMORY_LIMIT $NOMAD_MEMORY_MAX_LIMIT""#,
+    );
+    let out = potctl(
+        &sim,
+        &[
+            "run",
+            job.to_str().unwrap(),
+            "--image",
+            &image,
+            "--env",
+            "OVERRIDDEN=by a flag",
+            "--env",
+            "NOMAD_FROM_FLAG=flag var",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "65534\nhello|show in /alloc, flag var|by a flag|${NOMAD_TASK_NAME}\n500 64 128\n"
+    );
+    let (rules, cpusets) = limit_calls(&sim);
+    let pot = rules
+        .first()
+        .and_then(|r| r.strip_prefix("jail:"))
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("no rctl rule: {rules:?}"))
+        .to_string();
+    assert!(pot.starts_with("show_"), "{rules:?}");
+    // memory_max wins over memory (and is reported); 500 MHz of 8 CPUs at 2000 MHz is a
+    // quarter of one.
+    assert_eq!(
+        rules,
+        [
+            format!("jail:{pot}:memoryuse:deny={}", 128 << 20),
+            format!("jail:{pot}:pcpu:deny=25"),
+            format!("jail:{pot}:memoryuse:devctl={}", 128 << 20),
+        ]
+    );
+    assert!(cpusets.is_empty(), "{cpusets:?}");
+    sim.assert_clean("after a potctl run with resources");
+    assert_eq!(potctl_dirs(&sim), 0);
+}
+
+#[test]
+fn run_stops_with_the_jobs_kill_signal_and_timeout() {
+    let (sim, image) = sim_with_image();
+    sim.tool_ok("sysctl", &["hw.ncpu=8"]);
+    // The task outlives its kill signal by 3 s: with kill_timeout 1 s it is killed first.
+    let job = job_file(
+        &sim,
+        "slow",
+        r#"      kill_signal  = "SIGUSR1"
+      kill_timeout = "1s"
+      resources {
+        cores = 1
+      }"#,
+        "trap 'echo got USR1; sleep 3; echo late; exit 0' USR1; \
+         trap 'echo got TERM; exit 0' TERM; trap 'echo got INT; exit 0' INT; \
+         echo up; while :; do sleep 0.1; done",
+    );
+    let (status, rest, stderr) = run_until_sigterm(&sim, &job, &image);
+    assert_eq!(status.code(), Some(128 + 15), "{stderr}");
+    assert_eq!(rest, "got USR1\n", "{stderr}");
     assert!(
-        stderr.contains("interrupted by SIGTERM: stopped and destroyed"),
+        stderr.contains("SIGTERM: stopping the task with SIGUSR1 (kill_timeout 1s)"),
         "{stderr}"
+    );
+    // One reserved core: CPU 0, and all of one CPU's time; Nomad's default memory, 300 MB.
+    let (rules, cpusets) = limit_calls(&sim);
+    assert_eq!(cpusets, ["cpuset -l 0 -j 1"]);
+    let rules: Vec<&str> = rules
+        .iter()
+        .map(|r| r.splitn(3, ':').nth(2).unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            format!("memoryuse:deny={}", 300 << 20),
+            "pcpu:deny=100".to_string(),
+            format!("memoryuse:devctl={}", 300 << 20)
+        ]
     );
     sim.assert_clean("after an interrupted potctl run");
     assert_eq!(potctl_dirs(&sim), 0);
 }
 
 #[test]
+fn bad_task_settings_are_refused_before_anything_is_made() {
+    let (sim, image) = sim_with_image();
+    for (settings, says) in [
+        (
+            "      resources {\n        memory = \"lots\"\n      }",
+            "task \"bad\": resources.memory: \"lots\" is not a whole number of MB",
+        ),
+        (
+            "      resources {\n        cpu = -100\n      }",
+            "task \"bad\": resources.cpu: -100 is not a whole number of MHz",
+        ),
+        (
+            "      kill_signal = \"SIGNOPE\"",
+            "task \"bad\": kill_signal: \"SIGNOPE\" is not a signal name",
+        ),
+        (
+            "      env {\n        A = \"${NOMAD_META_owner}\"\n      }",
+            "task \"bad\": env.A: ${NOMAD_META_owner} is not a variable potctl sets",
+        ),
+        (
+            "      resources {\n        cores = 64\n      }",
+            "task \"bad\": resources: cores: 64 asked for, the node has",
+        ),
+    ] {
+        let job = job_file(&sim, "bad", settings, "exit 0");
+        let before = sim.calls().len();
+        for cmd in ["run", "start"] {
+            let out = potctl(&sim, &[cmd, job.to_str().unwrap(), "--image", &image]);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {settings}: {out:?}");
+            let stderr = text(&out.stderr);
+            assert!(
+                stderr.contains(&job.display().to_string()) && stderr.contains(says),
+                "{cmd} {settings}: {stderr}"
+            );
+        }
+        let made: Vec<String> = sim.calls()[before..]
+            .iter()
+            .map(|c| c.line())
+            .filter(|l| !l.starts_with("sysctl -n") && !l.starts_with("zfs list"))
+            .collect();
+        assert!(made.is_empty(), "{settings}: {made:?}");
+        sim.assert_clean("after a refused job");
+        assert_eq!(potctl_dirs(&sim), 0);
+    }
+}
+
+#[test]
 fn start_exec_stop_destroy_a_pot() {
     let (sim, image) = sim_with_image();
-    let job = looping_job(&sim);
+    let job = looping_job(&sim, "");
     let started: Json = serde_json::from_str(&ok(
         &sim,
         &["--json", "start", job.to_str().unwrap(), "--image", &image],
@@ -233,7 +445,7 @@ fn start_exec_stop_destroy_a_pot() {
         format!("stopped pot {pot}: the task exited with 0\n")
     );
     let log = std::fs::read_to_string(started["stdout"].as_str().unwrap()).unwrap();
-    assert_eq!(log, "up\nbye\n");
+    assert_eq!(log, "up\nbye TERM\n");
     let destroyed: Json = serde_json::from_str(&ok(&sim, &["--json", "destroy", &pot])).unwrap();
     assert_eq!(
         destroyed,

@@ -180,6 +180,14 @@ pub struct Images {
     pub cache: Vec<CacheFile>,
 }
 
+/// The node's CPUs as Nomad's fingerprint counts them: its compute is `cpus × mhz` MHz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NodeCpu {
+    pub cpus: u32,
+    /// Clock rate of one CPU (`hw.clockrate`).
+    pub mhz: u64,
+}
+
 /// A direct child of the jails dataset, with what ZFS knows of it.
 struct PotDataset {
     owner: Option<String>,
@@ -190,6 +198,29 @@ struct PotDataset {
 }
 
 impl Engine {
+    /// `hw.ncpu` and `hw.clockrate`, from which a Nomad client derives a task's CPU share.
+    pub async fn node_cpu(&self) -> Result<NodeCpu, EngineError> {
+        let read = |name: &'static str| async move {
+            let v = self
+                .host
+                .sysctl(name)
+                .await
+                .map_err(EngineError::node(&format!("read {name}")))?;
+            v.parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| EngineError::Node {
+                    what: format!("read {name}"),
+                    reason: format!("{v:?} is not a positive number"),
+                })
+        };
+        let cpus = read("hw.ncpu").await?;
+        Ok(NodeCpu {
+            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+            mhz: read("hw.clockrate").await?,
+        })
+    }
+
     /// Every pot on the node, and the driver's task state without a pot, by name.
     pub async fn pots(&self) -> Result<Vec<PotSummary>, EngineError> {
         let datasets = self.pot_datasets().await?;

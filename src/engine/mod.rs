@@ -29,8 +29,8 @@ pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession, TtySize};
 pub use gc::{GcReport, OUTSIDE_START_GRACE};
 pub use image::{ExportOptions, Exported, GcReport as ImageGcReport, ImageRef};
 pub use inventory::{
-    CacheFile, ConfEntry, ImageInfo, Images, LimitsInfo, MountInfo, Owner, PotDetails, PotInfo,
-    PotState, PotSummary, PotUsage, Published,
+    CacheFile, ConfEntry, ImageInfo, Images, LimitsInfo, MountInfo, NodeCpu, Owner, PotDetails,
+    PotInfo, PotState, PotSummary, PotUsage, Published,
 };
 pub use layout::{MountSpec, PotName};
 pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};

@@ -1,7 +1,8 @@
 //! Operating pots without Nomad: prepare, start, stop, destroy, exec and run a job's task.
 //!
 //! A task is built the way a Nomad client hands it to the plugin (a `TaskConfig` with the
-//! msgpack of the job's `config {}`, an alloc dir, log paths) and turned into the engine's
+//! msgpack of the job's `config {}`, the task's env, user and resources, an alloc dir, log
+//! paths) and turned into the engine's
 //! `TaskSpec` by the driver's own `task_spec`, so potctl runs exactly what the plugin would.
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -9,7 +10,11 @@ use clap::Args;
 use nix::sys::signal::Signal;
 use nomad_pot_driver::driver::{self, TaskConfig as DecodedConfig};
 use nomad_pot_driver::engine::{Engine, EngineError, ExitInfo, ImageRef, PotName};
-use nomad_pot_driver::proto::drivers::{PortMapping, Resources, TaskConfig};
+use nomad_pot_driver::jobspec;
+use nomad_pot_driver::proto::drivers::{
+    AllocatedCpuResources, AllocatedMemoryResources, AllocatedTaskResources, LinuxResources,
+    PortMapping, Resources, TaskConfig,
+};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read, Write};
@@ -19,8 +24,8 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Nomad's default `kill_timeout`: how long a stopped task gets before it is killed.
-const DEFAULT_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A Nomad client's default `max_kill_timeout`, the cap on a job's `kill_timeout`.
+const MAX_KILL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the log readers may take to drain once the task has exited.
 const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Where potctl keeps the alloc dirs of the tasks it starts, under the driver's `state_dir`.
@@ -29,7 +34,8 @@ const POTCTL_DIR: &str = "potctl";
 /// Which task of which job file, and what a Nomad client would add to it.
 #[derive(Args, Clone)]
 pub struct TaskArgs {
-    /// The job file (HCL) whose task's `config {}` is run.
+    /// The job file (HCL) whose task is run: its `config {}`, `env {}`, `user`, `resources`,
+    /// `kill_signal` and `kill_timeout`.
     pub job: PathBuf,
     /// The task to run, when the job has several (default: the first).
     #[arg(long, value_name = "NAME")]
@@ -40,7 +46,7 @@ pub struct TaskArgs {
     /// A port Nomad would have allocated: LABEL=HOST_PORT[:TO] (repeatable).
     #[arg(long = "port", value_name = "LABEL=HOST[:TO]")]
     pub ports: Vec<PortArg>,
-    /// An environment variable for the task, as the job's `env {}` would set it (repeatable).
+    /// An environment variable for the task, over the job's `env {}` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<EnvArg>,
 }
@@ -91,7 +97,7 @@ pub struct StopArgs {
     #[arg(long, default_value = "SIGTERM")]
     pub signal: String,
     /// How long the task may take to exit before it is killed (seconds).
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KILL_TIMEOUT.as_secs())]
+    #[arg(long, value_name = "SECS", default_value_t = jobspec::DEFAULT_KILL_TIMEOUT.as_secs())]
     pub timeout: u64,
 }
 
@@ -172,39 +178,52 @@ fn download_progress(message: &str) -> Option<(&str, u64, &str)> {
     Some((name, percent.parse().ok()?, total))
 }
 
-/// A job's task as the plugin would receive it, with the dirs it runs in.
+/// A job's task as the plugin would receive it, with the dirs it runs in and how it is stopped.
 struct Prepared {
     config: TaskConfig,
     pot: PotName,
     /// potctl's dir for the task: the alloc dir and the logs.
     dir: PathBuf,
+    /// The job's `kill_signal`, or SIGINT, the plugin's signal when Nomad sends none.
+    kill_signal: Signal,
+    /// The job's `kill_timeout`, capped as a client caps it.
+    kill_timeout: Duration,
 }
 
-/// Reads the job's task and lays out its alloc dir as a Nomad client does; `fifo` makes the
-/// log paths FIFOs (a foreground run streams them) rather than files.
-fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Prepared> {
-    let hcl = std::fs::read_to_string(&args.job)
-        .with_context(|| format!("reading {}", args.job.display()))?;
-    let tasks = nomad_pot_driver::jobspec::task_configs(&hcl)
-        .with_context(|| format!("reading the tasks of {}", args.job.display()))?;
+/// Reads the job's task, builds the `TaskConfig` a Nomad client would hand the plugin (the
+/// task's env, user and resources with Nomad's defaults) and then lays out its alloc dir as a
+/// client does; `fifo` makes the log paths FIFOs (a foreground run streams them) rather than
+/// files. A bad setting fails before anything is created.
+async fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Prepared> {
+    let job = args.job.display();
+    let hcl = std::fs::read_to_string(&args.job).with_context(|| format!("reading {job}"))?;
+    let tasks =
+        jobspec::task_configs(&hcl).with_context(|| format!("reading the tasks of {job}"))?;
     let (task, mut config) = match &args.task {
         Some(wanted) => tasks
             .into_iter()
             .find(|(name, _)| name == wanted)
-            .ok_or_else(|| anyhow!("{} has no task {wanted:?}", args.job.display()))?,
+            .ok_or_else(|| anyhow!("{job} has no task {wanted:?}"))?,
         None => tasks
             .into_iter()
             .next()
-            .ok_or_else(|| anyhow!("{} has no task", args.job.display()))?,
+            .ok_or_else(|| anyhow!("{job} has no task"))?,
     };
+    let settings = jobspec::task_settings(&hcl, Some(&task))
+        .with_context(|| format!("reading the settings of {job}"))?;
     if let Some(image) = &args.image {
         config["image"] = image.clone().into();
     }
     let msgpack = nomad_harness::cty::encode(&driver::task_schema(), &config)
-        .map_err(|e| anyhow!("task {task:?} of {}: {e}", args.job.display()))?;
+        .map_err(|e| anyhow!("task {task:?} of {job}: {e}"))?;
+    let resources = nomad_resources(engine, &settings.resources, &args.ports)
+        .await
+        .with_context(|| format!("{job}: task {task:?}: resources"))?;
     let alloc_id = nomad_harness::task::random_uuid();
     let invocation = nomad_harness::task::random_hex(8);
     let pot = PotName::for_task(&task, &invocation, &alloc_id)?;
+    let env = task_env(&settings, &resources, &alloc_id, args)
+        .with_context(|| format!("{job}: task {task:?}"))?;
     let dir = engine
         .config()
         .state_dir
@@ -219,6 +238,17 @@ fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Prepared
     ] {
         std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     }
+    if settings.user.is_some() {
+        // Nomad makes these world-writable, so a task with a `user` can write there.
+        use std::os::unix::fs::PermissionsExt;
+        for d in [
+            alloc_dir.join(&task).join("local"),
+            alloc_dir.join("alloc").join("data"),
+        ] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777))
+                .with_context(|| format!("opening {} to the task's user", d.display()))?;
+        }
+    }
     let logs = alloc_dir.join("alloc").join("logs");
     let (stdout, stderr) = (
         logs.join(format!("{task}.stdout")),
@@ -232,9 +262,88 @@ fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Prepared
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
         }
     }
+    let config = TaskConfig {
+        id: format!("{alloc_id}/{task}/{invocation}"),
+        name: task,
+        msgpack_driver_config: msgpack,
+        env,
+        resources: Some(resources),
+        user: settings.user.unwrap_or_default(),
+        alloc_dir: alloc_dir.display().to_string(),
+        stdout_path: stdout.display().to_string(),
+        stderr_path: stderr.display().to_string(),
+        alloc_id,
+        ..Default::default()
+    };
+    Ok(Prepared {
+        config,
+        pot,
+        dir,
+        kill_signal: settings.kill_signal.unwrap_or(Signal::SIGINT),
+        kill_timeout: settings.kill_timeout.min(MAX_KILL_TIMEOUT),
+    })
+}
+
+/// The task's resources as a Nomad client fills them: the allocated cpu shares (MHz) and
+/// memory, and the same as Linux resources, where the plugin reads the CPU share of the node
+/// (`PercentTicks`) and the reserved cores. `cores` takes the lowest CPUs: potctl does not
+/// know which cores Nomad reserved for other allocations.
+async fn nomad_resources(
+    engine: &Engine,
+    task: &jobspec::TaskResources,
+    ports: &[PortArg],
+) -> Result<Resources> {
+    let node = engine.node_cpu().await?;
+    if task.cores > u64::from(node.cpus) {
+        bail!(
+            "cores: {} asked for, the node has {} CPUs",
+            task.cores,
+            node.cpus
+        );
+    }
+    let cpu_shares = if task.cores > 0 {
+        task.cores * node.mhz
+    } else {
+        task.cpu
+    };
+    let total = u64::from(node.cpus) * node.mhz;
+    let cores: Vec<String> = (0..task.cores).map(|c| c.to_string()).collect();
+    let mb = |mb: u64| i64::try_from(mb).unwrap_or(i64::MAX);
+    Ok(Resources {
+        allocated_resources: Some(AllocatedTaskResources {
+            cpu: Some(AllocatedCpuResources {
+                cpu_shares: mb(cpu_shares),
+            }),
+            memory: Some(AllocatedMemoryResources {
+                memory_mb: mb(task.memory_mb),
+                memory_max_mb: mb(task.memory_max_mb),
+            }),
+            ..Default::default()
+        }),
+        linux_resources: Some(LinuxResources {
+            cpu_shares: mb(cpu_shares),
+            memory_limit_bytes: mb(task.memory_mb.max(task.memory_max_mb)).saturating_mul(1 << 20),
+            cpuset_cpus: cores.join(","),
+            percent_ticks: cpu_shares as f64 / total as f64,
+            ..Default::default()
+        }),
+        ports: ports.iter().map(|p| p.0.clone()).collect(),
+    })
+}
+
+/// The task's environment as a Nomad client builds it: the NOMAD_* variables potctl knows,
+/// then the job's `env {}` (whose `${NAME}` may name those, or a variable given with
+/// `--env`), then the `--env` flags.
+fn task_env(
+    settings: &jobspec::TaskSettings,
+    resources: &Resources,
+    alloc_id: &str,
+    args: &TaskArgs,
+) -> Result<HashMap<String, String>> {
+    let task = settings.name.as_str();
     let mut env: HashMap<String, String> = [
-        ("NOMAD_ALLOC_ID", alloc_id.as_str()),
-        ("NOMAD_TASK_NAME", task.as_str()),
+        ("NOMAD_ALLOC_ID", alloc_id),
+        ("NOMAD_TASK_NAME", task),
         ("NOMAD_ALLOC_DIR", "/alloc"),
         ("NOMAD_TASK_DIR", "/local"),
         ("NOMAD_SECRETS_DIR", "/secrets"),
@@ -242,29 +351,57 @@ fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Prepared
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    for p in &args.ports {
-        env.insert(
-            format!("NOMAD_HOST_PORT_{}", p.0.label),
-            p.0.value.to_string(),
-        );
+    let limits = resources.linux_resources.as_ref();
+    let memory = resources
+        .allocated_resources
+        .as_ref()
+        .and_then(|a| a.memory.as_ref());
+    env.insert(
+        "NOMAD_CPU_LIMIT".into(),
+        limits.map_or(0, |l| l.cpu_shares).to_string(),
+    );
+    if let Some(m) = memory {
+        env.insert("NOMAD_MEMORY_LIMIT".into(), m.memory_mb.to_string());
+        if m.memory_max_mb > 0 {
+            env.insert("NOMAD_MEMORY_MAX_LIMIT".into(), m.memory_max_mb.to_string());
+        }
     }
+    if let Some(cores) = limits.map(|l| &l.cpuset_cpus).filter(|c| !c.is_empty()) {
+        env.insert("NOMAD_CPU_CORES".into(), cores.clone());
+    }
+    for p in &args.ports {
+        let PortMapping {
+            label, value, to, ..
+        } = &p.0;
+        env.insert(format!("NOMAD_HOST_PORT_{label}"), value.to_string());
+        let inside = if *to > 0 { to } else { value };
+        env.insert(format!("NOMAD_PORT_{label}"), inside.to_string());
+    }
+    let flags: HashMap<&str, &str> = args
+        .env
+        .iter()
+        .map(|e| (e.0.as_str(), e.1.as_str()))
+        .collect();
+    let mut from_job = Vec::new();
+    for (key, value) in &settings.env {
+        let lookup = |name: &str| {
+            flags
+                .get(name)
+                .map(|v| v.to_string())
+                .or_else(|| env.get(name).cloned())
+        };
+        let value = value.resolve(lookup).map_err(|name| {
+            anyhow!(
+                "env.{key}: ${{{name}}} is not a variable potctl sets (it sets the NOMAD_* \
+                 variables of the task's dirs, ids, resources and --port flags); give it a value \
+                 with --env {name}=VALUE"
+            )
+        })?;
+        from_job.push((key.clone(), value));
+    }
+    env.extend(from_job);
     env.extend(args.env.iter().map(|e| (e.0.clone(), e.1.clone())));
-    let config = TaskConfig {
-        id: format!("{alloc_id}/{task}/{invocation}"),
-        name: task,
-        msgpack_driver_config: msgpack,
-        env,
-        resources: Some(Resources {
-            ports: args.ports.iter().map(|p| p.0.clone()).collect(),
-            ..Default::default()
-        }),
-        alloc_dir: alloc_dir.display().to_string(),
-        stdout_path: stdout.display().to_string(),
-        stderr_path: stderr.display().to_string(),
-        alloc_id,
-        ..Default::default()
-    };
-    Ok(Prepared { config, pot, dir })
+    Ok(env)
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {
@@ -275,7 +412,7 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitCode> {
     let hcl = std::fs::read_to_string(&args.job)
         .with_context(|| format!("reading {}", args.job.display()))?;
-    let mut config = nomad_pot_driver::jobspec::task_config(&hcl, args.task.as_deref())
+    let mut config = jobspec::task_config(&hcl, args.task.as_deref())
         .with_context(|| format!("reading {}", args.job.display()))?;
     if let Some(image) = &args.image {
         config["image"] = image.clone().into();
@@ -302,7 +439,7 @@ pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<Exi
 
 /// `potctl start`: starts the task in the background; its logs go to files.
 pub async fn start(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitCode> {
-    let task = prepare_task(engine, args, false)?;
+    let task = prepare_task(engine, args, false).await?;
     let spec = driver::task_spec(&task.config).map_err(status_error)?;
     let instance = match engine.start(spec).await {
         Ok(i) => i,
@@ -430,7 +567,7 @@ pub async fn run(
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
-    let task = prepare_task(engine, args, true)?;
+    let task = prepare_task(engine, args, true).await?;
     let pot = task.pot.clone();
     let result: Result<RunEnd> = async {
         let spec = driver::task_spec(&task.config).map_err(status_error)?;
@@ -457,9 +594,15 @@ pub async fn run(
             _ = interrupt.recv() => Signal::SIGINT,
             _ = terminate.recv() => Signal::SIGTERM,
         };
-        reporter.event(&pot, &format!("{signal}: stopping the task"));
+        reporter.event(
+            &pot,
+            &format!(
+                "{signal}: stopping the task with {} (kill_timeout {:?})",
+                task.kill_signal, task.kill_timeout
+            ),
+        );
         engine
-            .stop(&pot, Signal::SIGTERM, DEFAULT_KILL_TIMEOUT)
+            .stop(&pot, task.kill_signal, task.kill_timeout)
             .await?;
         drain(stdout, stderr).await;
         Ok(Interrupted(signal))
@@ -625,5 +768,64 @@ mod tests {
         };
         assert_eq!(exit_code(&exit(3, 0)), ExitCode::from(3));
         assert_eq!(exit_code(&exit(0, 9)), ExitCode::from(137));
+    }
+
+    #[test]
+    fn the_jobs_env_is_interpolated_over_nomads_and_under_the_flags() {
+        let hcl = r#"task "web" {
+  env {
+    URL   = "http://127.0.0.1:${NOMAD_HOST_PORT_http}/ -> ${NOMAD_PORT_http} as ${NOMAD_TASK_NAME}"
+    OWNER = "${NOMAD_META_owner}"
+    MODE  = "job"
+  }
+  resources {
+    memory     = 64
+    memory_max = 128
+  }
+  config {}
+}"#;
+        let settings = jobspec::task_settings(hcl, None).unwrap();
+        let resources = Resources {
+            allocated_resources: Some(AllocatedTaskResources {
+                memory: Some(AllocatedMemoryResources {
+                    memory_mb: 64,
+                    memory_max_mb: 128,
+                }),
+                ..Default::default()
+            }),
+            linux_resources: Some(LinuxResources {
+                cpu_shares: 100,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let args = |flags: &[&str]| TaskArgs {
+            job: "job.hcl".into(),
+            task: None,
+            image: None,
+            ports: vec!["http=8080:80".parse().unwrap()],
+            env: flags.iter().map(|f| f.parse().unwrap()).collect(),
+        };
+        let err = task_env(&settings, &resources, "a1", &args(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("env.OWNER: ${NOMAD_META_owner} is not a variable potctl sets"),
+            "{err}"
+        );
+        let env = task_env(
+            &settings,
+            &resources,
+            "a1",
+            &args(&["NOMAD_META_owner=ops", "MODE=flag"]),
+        )
+        .unwrap();
+        assert_eq!(env["URL"], "http://127.0.0.1:8080/ -> 80 as web");
+        assert_eq!(env["OWNER"], "ops");
+        assert_eq!(env["MODE"], "flag");
+        assert_eq!(env["NOMAD_ALLOC_ID"], "a1");
+        assert_eq!(env["NOMAD_CPU_LIMIT"], "100");
+        assert_eq!(env["NOMAD_MEMORY_LIMIT"], "64");
+        assert_eq!(env["NOMAD_MEMORY_MAX_LIMIT"], "128");
+        assert!(!env.contains_key("NOMAD_CPU_CORES"));
     }
 }
