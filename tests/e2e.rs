@@ -1519,6 +1519,58 @@ async fn image_download_progress_reaches_task_events() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_seeded_cache_runs_a_task_whose_image_url_is_unreachable() {
+    use nomad_pot_driver::proto::drivers::TaskEventsRequest;
+    let env = Env::new().await;
+    // An air-gapped node: the image's files copied into the cache by hand.
+    let images = env.sim.image("demo", "1.0");
+    let cache = std::path::PathBuf::from(env.sim.config["cache_dir"].as_str().unwrap());
+    std::fs::create_dir_all(&cache).unwrap();
+    for file in ["demo_1.0.xz", "demo_1.0.xz.meta", "demo_1.0.xz.skein"] {
+        std::fs::copy(images.join(file), cache.join(file)).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut events = within(
+        5.0,
+        "TaskEvents",
+        env.plugin.driver().task_events(TaskEventsRequest {}),
+    )
+    .await
+    .expect("TaskEvents")
+    .into_inner();
+    let t = env.task(
+        "airgapped",
+        &quick_task(&format!("http://127.0.0.1:{port}/images")),
+    );
+    env.start(&t).await;
+    let mut messages = Vec::new();
+    while !messages
+        .iter()
+        .any(|m: &String| m.starts_with("Imported image"))
+    {
+        let ev = within(10.0, "a task event", events.message())
+            .await
+            .expect("event stream")
+            .expect("event stream ended");
+        messages.push(ev.message);
+    }
+    assert_eq!(
+        messages,
+        [
+            "Importing image demo_1.0 from the cache",
+            "Imported image demo_1.0"
+        ]
+    );
+    assert_eq!(env.wait(&t.id(), 30.0).await.result.unwrap().exit_code, 0);
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn potctl_export_writes_an_image_the_plugin_runs() {
     let env = Env::new().await;
     let image = env.file_image();

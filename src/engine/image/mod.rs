@@ -6,6 +6,11 @@
 //! cache dir, as pot keeps it) into the multi-threaded xz decoder and `zfs receive` of a
 //! temporary dataset. Only when the hash matches at the end of the stream is that dataset renamed
 //! to `<pot>_<tag>`; on any failure it is destroyed and the cache files removed.
+//!
+//! An image whose `.xz` and `.skein` are already in the cache dir (an earlier import, `pot fetch`,
+//! or files copied there by hand) is imported from there, as pot does, through the same pass
+//! without the copy; cached files that do not verify are removed and the image is fetched once
+//! from its URL.
 
 mod export;
 mod fetch;
@@ -120,6 +125,13 @@ impl ImageRef {
             Source::Http { .. } => self.location(file),
             Source::File { .. } => format!("file://{}", self.location(file)),
         }
+    }
+
+    /// A `file://` image kept in `dir` itself: its files are not to be copied onto themselves,
+    /// nor removed when they fail.
+    fn is_kept_in(&self, dir: &Path) -> bool {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        matches!(&self.source, Source::File { dir: source } if canonical(source) == canonical(dir))
     }
 
     fn err(&self, reason: impl Into<String>, transient: bool) -> EngineError {
@@ -319,7 +331,9 @@ impl super::Engine {
     }
 }
 
-/// Retries transient failures with exponential backoff; each try starts from scratch.
+/// Imports from the cache when it holds the image, else (or when the cached files do not verify,
+/// which are then removed) from the image's URL, retrying transient failures with exponential
+/// backoff; each try starts from scratch.
 async fn import(
     host: &Host,
     policy: &ImagePolicy,
@@ -328,8 +342,31 @@ async fn import(
     dataset: &str,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(), EngineError> {
+    let cache = CacheFiles::new(cache_dir, &image.file_name());
+    // A file:// image in the cache dir is read as its source, below.
+    let mut unusable = None;
+    if cache.holds_image() && !image.is_kept_in(cache_dir) {
+        progress(format!(
+            "Importing image {} from the cache",
+            image.display_name()
+        ));
+        match import_cached(host, policy, &cache, image, dataset).await {
+            Ok(()) => return Ok(()),
+            Err(Cached::Failed(e)) => return Err(e),
+            Err(Cached::Unusable(e)) => {
+                tracing::warn!(
+                    image = %image.local_name(),
+                    file = %cache.xz.display(),
+                    error = %e,
+                    "cached image files do not verify; removing them and fetching the image from its URL"
+                );
+                cache.remove();
+                unusable = Some(e);
+            }
+        }
+    }
     let mut attempt = 1;
-    loop {
+    let result = loop {
         match import_once(host, policy, cache_dir, image, dataset, progress).await {
             Err(e) if e.is_transient() && attempt < policy.attempts => {
                 let wait = policy.backoff * 2u32.pow(attempt - 1);
@@ -337,9 +374,104 @@ async fn import(
                 tokio::time::sleep(wait).await;
                 attempt += 1;
             }
-            result => return result,
+            result => break result,
         }
+    };
+    // Both sources failed: the cache's reason matters as much as the URL's.
+    match (result, unusable) {
+        (
+            Err(EngineError::Image {
+                image,
+                reason,
+                transient,
+            }),
+            Some(cached),
+        ) => Err(EngineError::Image {
+            image,
+            reason: format!(
+                "{reason}; the cached copy was not used: {}",
+                cached_reason(&cached)
+            ),
+            transient,
+        }),
+        (result, _) => result,
     }
+}
+
+fn cached_reason(e: &EngineError) -> String {
+    match e {
+        EngineError::Image { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Why an import from the cache failed: the cached files themselves (then the URL may have good
+/// ones), or the host receiving a verified image (which a download would not change).
+enum Cached {
+    Unusable(EngineError),
+    Failed(EngineError),
+}
+
+/// The same verification and pass as a download, read from the cache dir; nothing is written
+/// there.
+async fn import_cached(
+    host: &Host,
+    policy: &ImagePolicy,
+    cache: &CacheFiles,
+    image: &ImageRef,
+    dataset: &str,
+) -> Result<(), Cached> {
+    let read = |path: &Path| read_small_file(image, path).map_err(Cached::Unusable);
+    let shown = |path: &Path| path.display().to_string();
+    // Removed since it was seen: by `potctl images gc`, say, in another process.
+    let skein = read(&cache.skein)?.ok_or_else(|| {
+        Cached::Unusable(image.err(format!("{} vanished", shown(&cache.skein)), false))
+    })?;
+    let expected = parse_skein(image, &shown(&cache.skein), &skein).map_err(Cached::Unusable)?;
+    let sig = if policy.pubkeys.is_empty() {
+        None
+    } else {
+        read(&cache.sig)?
+    };
+    verify_signature(image, policy, &skein, sig.as_deref(), &shown(&cache.sig))
+        .map_err(Cached::Unusable)?;
+    let meta = read(&cache.meta)?.unwrap_or_default();
+    // A valid image of a kind not supported: the URL would serve the same.
+    check_origin(image, &meta).map_err(Cached::Failed)?;
+    let temp = format!("{dataset}_importing");
+    destroy_if_exists(host, &temp)
+        .await
+        .map_err(|e| Cached::Failed(image.err(format!("remove a stale {temp}: {e}"), false)))?;
+    let result = async {
+        let feed = Feed::File {
+            path: cache.xz.clone(),
+            location: shown(&cache.xz),
+        };
+        stream_into_zfs(
+            host,
+            policy,
+            image,
+            feed,
+            &temp,
+            None,
+            &meta,
+            expected,
+            &|_| {},
+        )
+        .await
+        .map_err(|f| match f {
+            StreamFailure::Image(e) => Cached::Unusable(e),
+            StreamFailure::Receive(e) => Cached::Failed(e),
+        })?;
+        finish_import(host, image, &temp, dataset)
+            .await
+            .map_err(Cached::Failed)
+    }
+    .await;
+    if result.is_err() {
+        remove_partial_import(host, image, &temp).await;
+    }
+    result
 }
 
 async fn import_once(
@@ -367,13 +499,20 @@ async fn import_once(
                 false,
             )
         })?;
-    let expected = parse_skein(image, &skein_file, &skein)?;
+    let expected = parse_skein(image, &image.display_location(&skein_file), &skein)?;
+    let sig_file = format!("{skein_file}.sig");
     let sig = if policy.pubkeys.is_empty() {
         None
     } else {
-        read_small(image, http.as_ref(), &format!("{skein_file}.sig")).await?
+        read_small(image, http.as_ref(), &sig_file).await?
     };
-    verify_signature(image, policy, &skein, sig.as_deref())?;
+    verify_signature(
+        image,
+        policy,
+        &skein,
+        sig.as_deref(),
+        &image.display_location(&sig_file),
+    )?;
     // pot treats a missing .meta as an empty one (images from before layering).
     let meta = read_small(image, http.as_ref(), &format!("{xz}.meta"))
         .await?
@@ -381,6 +520,8 @@ async fn import_once(
     check_origin(image, &meta)?;
 
     let cache = CacheFiles::new(cache_dir, &xz);
+    // Already where the cache would keep them: not copied onto themselves, nor removed.
+    let in_cache = image.is_kept_in(cache_dir);
     std::fs::create_dir_all(cache_dir).map_err(|e| {
         image.err(
             format!("create cache dir {}: {e}", cache_dir.display()),
@@ -392,36 +533,54 @@ async fn import_once(
         .await
         .map_err(|e| image.err(format!("remove a stale {temp}: {e}"), false))?;
     let result = async {
+        let feed = match &http {
+            Some(http) => Feed::Download(http),
+            None => Feed::File {
+                path: PathBuf::from(image.location(&xz)),
+                location: image.display_location(&xz),
+            },
+        };
+        let copy = (!in_cache).then_some(cache.part.as_path());
         stream_into_zfs(
-            host,
-            policy,
-            image,
-            http.as_ref(),
-            &temp,
-            &cache.part,
-            &meta,
-            expected,
-            progress,
+            host, policy, image, feed, &temp, copy, &meta, expected, progress,
         )
         .await?;
-        cache
-            .store(&meta, &skein, sig.as_deref())
-            .map_err(|e| image.err(format!("cache dir {}: {e}", cache_dir.display()), false))?;
-        host.zfs_set(&temp, gc::IMAGE_PROP, &gc::stamp(&xz))
-            .await
-            .map_err(|e| image.err(e.to_string(), false))?;
-        host.zfs_rename(&temp, dataset)
-            .await
-            .map_err(|e| image.err(e.to_string(), false))
+        if !in_cache {
+            cache
+                .store(&meta, &skein, sig.as_deref())
+                .map_err(|e| image.err(format!("cache dir {}: {e}", cache_dir.display()), false))?;
+        }
+        finish_import(host, image, &temp, dataset).await
     }
     .await;
     if result.is_err() {
-        if let Err(e) = destroy_if_exists(host, &temp).await {
-            tracing::error!(image = %image.local_name(), error = %e, "could not remove the partial import {temp}");
+        remove_partial_import(host, image, &temp).await;
+        if !in_cache {
+            cache.remove();
         }
-        cache.remove();
     }
     result
+}
+
+/// Marks the received image as the driver's (for GC) and gives it its name.
+async fn finish_import(
+    host: &Host,
+    image: &ImageRef,
+    temp: &str,
+    dataset: &str,
+) -> Result<(), EngineError> {
+    host.zfs_set(temp, gc::IMAGE_PROP, &gc::stamp(&image.file_name()))
+        .await
+        .map_err(|e| image.err(e.to_string(), false))?;
+    host.zfs_rename(temp, dataset)
+        .await
+        .map_err(|e| image.err(e.to_string(), false))
+}
+
+async fn remove_partial_import(host: &Host, image: &ImageRef, temp: &str) {
+    if let Err(e) = destroy_if_exists(host, temp).await {
+        tracing::error!(image = %image.local_name(), error = %e, "could not remove the partial import {temp}");
+    }
 }
 
 async fn destroy_if_exists(host: &Host, dataset: &str) -> Result<(), crate::host::HostError> {
@@ -437,28 +596,32 @@ async fn read_small(
     http: Option<&Http<'_>>,
     file: &str,
 ) -> Result<Option<Vec<u8>>, EngineError> {
-    if let Some(http) = http {
-        return http.small(file, SMALL_FILE_LIMIT).await;
+    match http {
+        Some(http) => http.small(file, SMALL_FILE_LIMIT).await,
+        None => read_small_file(image, Path::new(&image.location(file))),
     }
-    let path = image.location(file);
-    let read = std::fs::File::open(&path).and_then(|f| {
+}
+
+/// A whole small local file; `None` when it does not exist.
+fn read_small_file(image: &ImageRef, path: &Path) -> Result<Option<Vec<u8>>, EngineError> {
+    let read = std::fs::File::open(path).and_then(|f| {
         let mut out = Vec::new();
         f.take(SMALL_FILE_LIMIT + 1).read_to_end(&mut out)?;
         Ok(out)
     });
     match read {
         Ok(bytes) if bytes.len() as u64 > SMALL_FILE_LIMIT => Err(image.err(
-            format!("{path}: larger than {SMALL_FILE_LIMIT} bytes"),
+            format!("{}: larger than {SMALL_FILE_LIMIT} bytes", path.display()),
             false,
         )),
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(image.err(format!("read {path}: {e}"), false)),
+        Err(e) => Err(image.err(format!("read {}: {e}", path.display()), false)),
     }
 }
 
 /// A `.skein` file is the hex digest and a newline, as `skein1024 -q` prints it.
-fn parse_skein(image: &ImageRef, file: &str, text: &[u8]) -> Result<Vec<u8>, EngineError> {
+fn parse_skein(image: &ImageRef, location: &str, text: &[u8]) -> Result<Vec<u8>, EngineError> {
     let hex = std::str::from_utf8(text).unwrap_or_default().trim();
     let bytes: Option<Vec<u8>> = (hex.len() == 256)
         .then(|| {
@@ -470,10 +633,7 @@ fn parse_skein(image: &ImageRef, file: &str, text: &[u8]) -> Result<Vec<u8>, Eng
         .flatten();
     bytes.ok_or_else(|| {
         image.err(
-            format!(
-                "{} is not a Skein-1024 hash (256 hex digits)",
-                image.display_location(file)
-            ),
+            format!("{location} is not a Skein-1024 hash (256 hex digits)"),
             false,
         )
     })
@@ -485,9 +645,8 @@ fn verify_signature(
     policy: &ImagePolicy,
     skein: &[u8],
     sig: Option<&[u8]>,
+    sig_location: &str,
 ) -> Result<(), EngineError> {
-    let sig_file = format!("{}.skein.sig", image.file_name());
-    let sig_location = image.display_location(&sig_file);
     let Some(sig) = sig else {
         if policy.require_signature {
             return Err(image.err(
@@ -574,6 +733,11 @@ impl CacheFiles {
         }
     }
 
+    /// The files an import from the cache needs (`.meta` may be absent, as pot allows).
+    fn holds_image(&self) -> bool {
+        self.xz.is_file() && self.skein.is_file()
+    }
+
     fn store(&self, meta: &[u8], skein: &[u8], sig: Option<&[u8]>) -> std::io::Result<()> {
         std::fs::write(&self.meta, meta)?;
         std::fs::write(&self.skein, skein)?;
@@ -600,28 +764,57 @@ fn remove_if_exists(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Download (or read) the `.xz` and push it through hasher, cache file, decoder and
+/// Where the `.xz` bytes come from.
+enum Feed<'a> {
+    Download(&'a Http<'a>),
+    /// A `file://` image or the cache; `location` names it in errors.
+    File {
+        path: PathBuf,
+        location: String,
+    },
+}
+
+/// A failed pass: `Image` when the image's bytes were at fault (read, size, xz, hash), else
+/// `Receive`, the host's side.
+enum StreamFailure {
+    Image(EngineError),
+    Receive(EngineError),
+}
+
+impl From<StreamFailure> for EngineError {
+    fn from(f: StreamFailure) -> EngineError {
+        match f {
+            StreamFailure::Image(e) | StreamFailure::Receive(e) => e,
+        }
+    }
+}
+
+/// Push the `.xz` from `feed` through hasher, the cache file `copy` (if any), decoder and
 /// `zfs receive <temp>`. Succeeds only when the whole stream was received and its hash matched.
 #[allow(clippy::too_many_arguments)]
 async fn stream_into_zfs(
     host: &Host,
     policy: &ImagePolicy,
     image: &ImageRef,
-    http: Option<&Http<'_>>,
+    feed: Feed<'_>,
     temp: &str,
-    part: &Path,
+    copy: Option<&Path>,
     meta: &[u8],
     expected: Vec<u8>,
     progress: &(dyn Fn(String) + Send + Sync),
-) -> Result<(), EngineError> {
+) -> Result<(), StreamFailure> {
     let xz = image.file_name();
+    let out = copy
+        .map(|part| {
+            std::fs::File::create(part)
+                .map(|f| BufWriter::with_capacity(1 << 20, f))
+                .map_err(|e| image.err(format!("create {}: {e}", part.display()), false))
+        })
+        .transpose()
+        .map_err(StreamFailure::Receive)?;
     let mut tee = Tee {
         inner: Box::new(std::io::empty()),
-        out: BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(part)
-                .map_err(|e| image.err(format!("create {}: {e}", part.display()), false))?,
-        ),
+        out,
         hasher: Skein1024::<U128>::new(),
         read: 0,
         max_size: policy.max_size,
@@ -629,27 +822,33 @@ async fn stream_into_zfs(
         image: image.clone(),
         location: image.display_location(&xz),
     };
-    let tx = match http {
-        Some(_) => {
+    let (http, tx) = match feed {
+        Feed::Download(http) => {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             tee.inner = Box::new(ChannelReader {
                 rx,
                 current: bytes::Bytes::new(),
             });
-            Some(tx)
+            (Some(http), Some(tx))
         }
-        None => {
-            let path = image.location(&xz);
+        Feed::File { path, location } => {
             tee.inner = Box::new(std::fs::File::open(&path).map_err(|e| {
-                image.err(format!("read {}: {e}", image.display_location(&xz)), false)
+                StreamFailure::Image(image.err(format!("read {location}: {e}"), false))
             })?);
-            None
+            tee.location = location;
+            (None, None)
         }
     };
+    // A local image is cheap to read to its end: a receive that failed on it is checked too,
+    // so corrupt bytes are told apart from a failing host.
+    let verify_on_failure = http.is_none();
     let checked = Checked {
         location: tee.location.clone(),
         image: image.clone(),
-        decoder: liblzma::read::XzDecoder::new_stream(tee, mt_decoder(image)?),
+        decoder: liblzma::read::XzDecoder::new_stream(
+            tee,
+            mt_decoder(image).map_err(StreamFailure::Receive)?,
+        ),
         decoded: 0,
         max_size: policy.max_size,
         meta: meta.to_vec(),
@@ -658,7 +857,9 @@ async fn stream_into_zfs(
         failure: None,
     };
     let (host2, temp2) = (host.clone(), temp.to_string());
-    let receive = tokio::task::spawn_blocking(move || receive_blocking(&host2, &temp2, checked));
+    let receive = tokio::task::spawn_blocking(move || {
+        receive_blocking(&host2, &temp2, checked, verify_on_failure)
+    });
     let downloaded = match (http, tx) {
         (Some(http), Some(tx)) => {
             let mut meter = Meter::new(image.display_name());
@@ -672,7 +873,7 @@ async fn stream_into_zfs(
                 // Tell the decoder the stream is broken rather than ending it cleanly.
                 let _ = tx.send(Err(e.to_string())).await;
             }
-            result
+            result.map_err(StreamFailure::Image)
         }
         _ => Ok(()),
     };
@@ -681,22 +882,40 @@ async fn stream_into_zfs(
     downloaded.and(received)
 }
 
-fn receive_blocking(host: &Host, temp: &str, mut checked: Checked) -> Result<(), EngineError> {
+fn receive_blocking(
+    host: &Host,
+    temp: &str,
+    mut checked: Checked,
+    verify_on_failure: bool,
+) -> Result<(), StreamFailure> {
     let result = host.zfs_receive_blocking(temp, &mut checked);
     if let Some(failure) = checked.failure.take() {
-        return Err(failure);
+        return Err(StreamFailure::Image(failure));
     }
-    result.map_err(|e| checked.image.err(e.to_string(), false))?;
+    if let Err(e) = result {
+        let received = checked.image.err(e.to_string(), false);
+        if verify_on_failure {
+            drain(&mut checked).map_err(StreamFailure::Image)?;
+        }
+        return Err(StreamFailure::Receive(received));
+    }
     // zfs stops reading at the end of its own stream; the hash still covers the rest of the file.
-    if !checked.done {
-        std::io::copy(&mut checked, &mut std::io::sink()).map_err(|e| {
+    drain(&mut checked).map_err(StreamFailure::Image)
+}
+
+/// Reads the rest of the stream, so its size, xz integrity and hash are checked.
+fn drain(checked: &mut Checked) -> Result<(), EngineError> {
+    if checked.done {
+        return Ok(());
+    }
+    std::io::copy(checked, &mut std::io::sink())
+        .map(drop)
+        .map_err(|e| {
             checked
                 .failure
                 .take()
                 .unwrap_or_else(|| checked.image.err(e.to_string(), false))
-        })?;
-    }
-    Ok(())
+        })
 }
 
 fn mt_decoder(image: &ImageRef) -> Result<liblzma::stream::Stream, EngineError> {
@@ -736,10 +955,12 @@ impl Read for ChannelReader {
     }
 }
 
-/// The compressed side: everything read is hashed and written to the cache file.
+/// The compressed side: everything read is hashed and, when downloading, written to the cache
+/// file.
 struct Tee {
     inner: Box<dyn Read + Send>,
-    out: BufWriter<std::fs::File>,
+    /// The cache copy; none when reading from the cache.
+    out: Option<BufWriter<std::fs::File>>,
     hasher: Skein1024<U128>,
     read: u64,
     max_size: u64,
@@ -774,7 +995,7 @@ impl Read for Tee {
             return Err(self.fail(self.image.err(msg, false)));
         }
         self.hasher.update(&buf[..n]);
-        if let Err(e) = self.out.write_all(&buf[..n]) {
+        if let Some(Err(e)) = self.out.as_mut().map(|out| out.write_all(&buf[..n])) {
             let msg = format!("write the cache copy of {}: {e}", self.location);
             return Err(self.fail(self.image.err(msg, false)));
         }
@@ -809,7 +1030,7 @@ impl Checked {
             let failure = tee.failure.take();
             return Err(self.fail(failure.unwrap_or_else(|| self.image.err(e.to_string(), true))));
         }
-        if let Err(e) = tee.out.flush() {
+        if let Some(Err(e)) = tee.out.as_mut().map(|out| out.flush()) {
             let msg = format!("write the cache copy of {}: {e}", self.location);
             return Err(self.fail(self.image.err(msg, false)));
         }
