@@ -7,7 +7,7 @@
 
 use super::lifecycle::OWNER_PROPERTY;
 use super::{Engine, EngineError, PotName, shim};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// For a reconcile run from another process than the plugin (`potctl gc`): a pot without a
@@ -106,11 +106,18 @@ impl Engine {
                 }
             }
         }
+        // A task can only run inside its jail; pids of a pot without one are not its own.
+        let jails: BTreeSet<String> = self
+            .host
+            .jails()
+            .await
+            .map_err(EngineError::host("jls"))?
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect();
         let mut report = GcReport::default();
-        // Unknown, the pids alone decide (a pot is kept rather than lost).
-        let boot_time = self.boot_time().await.ok();
         for (pot, origin) in owned {
-            let verdict = self.verdict(&pot, start_grace, boot_time);
+            let verdict = self.verdict(&pot, start_grace, jails.contains(pot.as_str()));
             match verdict {
                 Verdict::Keep(why) => report.kept.push((pot, why)),
                 Verdict::Collect(why) => {
@@ -125,7 +132,7 @@ impl Engine {
         Ok(report)
     }
 
-    fn verdict(&self, pot: &PotName, start_grace: Duration, boot_time: Option<u64>) -> Verdict {
+    fn verdict(&self, pot: &PotName, start_grace: Duration, has_jail: bool) -> Verdict {
         if self.instance(pot).is_some() {
             return Verdict::Keep("tracked by this plugin".to_string());
         }
@@ -141,7 +148,7 @@ impl Engine {
         let pids: Option<shim::Pids> = super::lifecycle::read_json(&dir.join(shim::PIDS_FILE));
         match pids {
             Some(p)
-                if boot_time.is_none_or(|b| p.of_boot(b))
+                if has_jail
                     && (super::lifecycle::alive(p.shim) || super::lifecycle::alive(p.task)) =>
             {
                 Verdict::Keep("running, not claimed by Nomad yet".to_string())

@@ -709,7 +709,6 @@ impl Engine {
             .map_err(EngineError::host(p))?;
         let state_dir = self.task_state_dir(pot);
         std::fs::create_dir_all(&state_dir).map_err(EngineError::io(p, "create", &state_dir))?;
-        let boot_time = self.boot_time().await?;
         let shim_spec = shim::ShimSpec {
             invocation,
             stdout: spec.stdout.clone(),
@@ -717,7 +716,6 @@ impl Engine {
             state_dir: state_dir.clone(),
             relays,
             memory_watch,
-            boot_time,
         };
         let mut cmd = tokio::process::Command::new(&self.supervisor);
         cmd.arg("shim")
@@ -742,7 +740,7 @@ impl Engine {
             write_file(
                 p,
                 &state_dir.join(shim::SHIM_PID_FILE),
-                format!("{pid} {boot_time}").as_bytes(),
+                pid.to_string().as_bytes(),
             )?;
         }
         let reply = self.supervisor_reply(pot, &mut child, &shim_spec).await?;
@@ -780,25 +778,15 @@ impl Engine {
     /// the pot that replaces this one.
     async fn kill_unstarted_supervisor(&self, pot: &PotName) {
         let path = self.task_state_dir(pot).join(shim::SHIM_PID_FILE);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return;
-        };
-        // `PID BOOT_TIME`; files from before boot times were kept hold the pid alone.
-        let mut fields = text.split_whitespace();
-        let Some(pid) = fields
-            .next()
-            .and_then(|p| p.parse::<i32>().ok())
+        let Some(pid) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
             .filter(|pid| *pid > 1)
         else {
             return;
         };
-        let boot = fields.next().and_then(|b| b.parse::<u64>().ok());
-        if let (Some(then), Ok(now)) = (boot, self.boot_time().await)
-            && then != now
-        {
-            return;
-        }
-        if alive(pid as u32) {
+        // The supervisor is started in an existing jail: without one, the pid is not its.
+        if alive(pid as u32) && self.host.jail_exists(pot.as_str()).await.unwrap_or(false) {
             tracing::info!(pot = %pot, pid, "killing the supervisor of an interrupted start");
             // It leads its own session and process group (setsid), with the jexec it may
             // have spawned.
@@ -879,10 +867,18 @@ impl Engine {
         let pids: shim::Pids = read_json(&dir.join(shim::PIDS_FILE))
             .ok_or_else(|| EngineError::NotFound { pot: p.to_string() })?;
         let exit = read_json::<ExitInfo>(&dir.join(shim::EXIT_FILE));
-        if exit.is_none() && !pids.of_boot(self.boot_time().await?) {
+        // A task without an exit status can only still run inside its jail; once the jail is
+        // gone (a host reboot, a jail removed by hand) its pids may name other processes.
+        if exit.is_none()
+            && !self
+                .host
+                .jail_exists(p)
+                .await
+                .map_err(EngineError::host(p))?
+        {
             return Err(EngineError::State {
                 pot: p.to_string(),
-                reason: "the host has restarted since the task started: the task is gone and left no exit status".to_string(),
+                reason: "its jail is gone (the host restarted, or the jail was removed by hand) and the task left no exit status".to_string(),
             });
         }
         if exit.is_none() && !alive(pids.shim) && !alive(pids.task) {

@@ -75,8 +75,6 @@ pub struct Engine {
     /// The executable run as `<supervisor> shim` for every task: the running binary, which must
     /// dispatch that argument to [`shim::main`].
     supervisor: PathBuf,
-    /// `kern.boottime`, read once: pids recorded in an earlier boot name other processes now.
-    boot_time: tokio::sync::OnceCell<u64>,
 }
 
 impl Engine {
@@ -92,21 +90,7 @@ impl Engine {
             vnet6: tokio::sync::Mutex::new(None),
             supervisor: std::env::current_exe()
                 .unwrap_or_else(|_| PathBuf::from("nomad-pot-driver")),
-            boot_time: tokio::sync::OnceCell::new(),
         }
-    }
-
-    /// When the host booted (seconds since the epoch), read once per process.
-    pub(crate) async fn boot_time(&self) -> Result<u64, EngineError> {
-        self.boot_time
-            .get_or_try_init(|| async {
-                self.host
-                    .boot_time()
-                    .await
-                    .map_err(EngineError::host("boot time"))
-            })
-            .await
-            .copied()
     }
 
     pub fn config(&self) -> &EngineConfig {

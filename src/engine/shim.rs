@@ -32,9 +32,6 @@ pub struct ShimSpec {
     /// Set when the jail has a memory limit the kernel reports (see [`super::oom`]).
     #[serde(default)]
     pub memory_watch: Option<super::oom::MemoryWatch>,
-    /// The host's `kern.boottime`, recorded with the pids.
-    #[serde(default)]
-    pub boot_time: u64,
 }
 
 /// Written once the task runs: who to signal and who to watch.
@@ -43,16 +40,6 @@ pub struct Pids {
     pub shim: u32,
     pub task: u32,
     pub started_at_ms: u64,
-    /// The host's boot these pids belong to (0: recorded before boot times were kept).
-    #[serde(default)]
-    pub boot_time: u64,
-}
-
-impl Pids {
-    /// Whether the pids may still name the task's processes: after a reboot they name others.
-    pub fn of_boot(&self, boot_time: u64) -> bool {
-        self.boot_time == 0 || self.boot_time == boot_time
-    }
 }
 
 pub const PIDS_FILE: &str = "pids.json";
@@ -123,7 +110,6 @@ fn start(spec: &ShimSpec) -> Result<std::process::Child, String> {
         shim: std::process::id(),
         task: child.id(),
         started_at_ms: super::lifecycle::now_ms(),
-        boot_time: spec.boot_time,
     };
     let bytes = serde_json::to_vec(&pids).expect("pids serialize");
     write_atomic(&spec.state_dir.join(PIDS_FILE), &bytes)

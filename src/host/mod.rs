@@ -31,7 +31,6 @@ pub mod parse {
     pub use super::mount::parse_fstab as mount_fstab;
     pub use super::pf::parse_anchors as pfctl_anchors;
     pub use super::rctl::parse_usage as rctl_usage;
-    pub use super::sysctl::parse_boottime as sysctl_boottime;
     pub use super::zfs::{parse_list_tree as zfs_list_tree, parse_snapshots as zfs_snapshots};
 }
 
