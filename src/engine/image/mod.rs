@@ -818,7 +818,7 @@ async fn stream_into_zfs(
         hasher: Skein1024::<U128>::new(),
         read: 0,
         max_size: policy.max_size,
-        failure: None,
+        failure: FirstFailure::default(),
         image: image.clone(),
         location: image.display_location(&xz),
     };
@@ -854,7 +854,7 @@ async fn stream_into_zfs(
         meta: meta.to_vec(),
         expected,
         done: false,
-        failure: None,
+        failure: FirstFailure::default(),
     };
     let (host2, temp2) = (host.clone(), temp.to_string());
     let receive = tokio::task::spawn_blocking(move || {
@@ -964,16 +964,26 @@ struct Tee {
     hasher: Skein1024<U128>,
     read: u64,
     max_size: u64,
-    failure: Option<EngineError>,
+    failure: FirstFailure,
     image: ImageRef,
     location: String,
 }
 
-impl Tee {
-    fn fail(&mut self, e: EngineError) -> std::io::Error {
+/// The first failure of a reader in the pipeline, kept typed: the decoder and `zfs receive`
+/// only pass on an `io::Error`, which would lose whether it is transient.
+#[derive(Default)]
+struct FirstFailure(Option<EngineError>);
+
+impl FirstFailure {
+    /// Keeps `e` unless a failure is kept already; the error to return from `read`.
+    fn record(&mut self, e: EngineError) -> std::io::Error {
         let err = std::io::Error::other(e.to_string());
-        self.failure.get_or_insert(e);
+        self.0.get_or_insert(e);
         err
+    }
+
+    fn take(&mut self) -> Option<EngineError> {
+        self.0.take()
     }
 }
 
@@ -983,7 +993,7 @@ impl Read for Tee {
             Ok(n) => n,
             Err(e) => {
                 let msg = format!("read {}: {e}", self.location);
-                return Err(self.fail(self.image.err(msg, true)));
+                return Err(self.failure.record(self.image.err(msg, true)));
             }
         };
         self.read += n as u64;
@@ -992,12 +1002,12 @@ impl Read for Tee {
                 "{} is larger than image_max_size ({} bytes)",
                 self.location, self.max_size
             );
-            return Err(self.fail(self.image.err(msg, false)));
+            return Err(self.failure.record(self.image.err(msg, false)));
         }
         self.hasher.update(&buf[..n]);
         if let Some(Err(e)) = self.out.as_mut().map(|out| out.write_all(&buf[..n])) {
             let msg = format!("write the cache copy of {}: {e}", self.location);
-            return Err(self.fail(self.image.err(msg, false)));
+            return Err(self.failure.record(self.image.err(msg, false)));
         }
         Ok(n)
     }
@@ -1012,27 +1022,23 @@ struct Checked {
     meta: Vec<u8>,
     expected: Vec<u8>,
     done: bool,
-    failure: Option<EngineError>,
+    failure: FirstFailure,
     image: ImageRef,
     location: String,
 }
 
 impl Checked {
-    fn fail(&mut self, e: EngineError) -> std::io::Error {
-        let err = std::io::Error::other(e.to_string());
-        self.failure.get_or_insert(e);
-        err
-    }
-
     fn verify(&mut self) -> std::io::Result<()> {
         let tee = self.decoder.get_mut();
         if let Err(e) = std::io::copy(tee, &mut std::io::sink()) {
             let failure = tee.failure.take();
-            return Err(self.fail(failure.unwrap_or_else(|| self.image.err(e.to_string(), true))));
+            return Err(self
+                .failure
+                .record(failure.unwrap_or_else(|| self.image.err(e.to_string(), true))));
         }
         if let Some(Err(e)) = tee.out.as_mut().map(|out| out.flush()) {
             let msg = format!("write the cache copy of {}: {e}", self.location);
-            return Err(self.fail(self.image.err(msg, false)));
+            return Err(self.failure.record(self.image.err(msg, false)));
         }
         let mut hasher = std::mem::take(&mut tee.hasher);
         hasher.update(&self.meta);
@@ -1041,7 +1047,7 @@ impl Checked {
                 "{0}.skein does not match {0} and its .meta (Skein-1024): the image is corrupt or was replaced",
                 self.location
             );
-            return Err(self.fail(self.image.err(msg, false)));
+            return Err(self.failure.record(self.image.err(msg, false)));
         }
         Ok(())
     }
@@ -1059,7 +1065,7 @@ impl Read for Checked {
                     self.image
                         .err(format!("{}: corrupt xz stream: {e}", self.location), false)
                 });
-                return Err(self.fail(failure));
+                return Err(self.failure.record(failure));
             }
         };
         if n == 0 {
@@ -1073,7 +1079,7 @@ impl Read for Checked {
                 "{} expands to more than image_max_size ({} bytes)",
                 self.location, self.max_size
             );
-            return Err(self.fail(self.image.err(msg, false)));
+            return Err(self.failure.record(self.image.err(msg, false)));
         }
         Ok(n)
     }
