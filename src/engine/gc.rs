@@ -7,7 +7,7 @@
 
 use super::lifecycle::OWNER_PROPERTY;
 use super::{Engine, EngineError, PotName, shim};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// For a reconcile run from another process than the plugin (`potctl gc`): a pot without a
@@ -107,14 +107,11 @@ impl Engine {
             }
         }
         // A task can only run inside its jail; pids of a pot without one are not its own.
-        let jails: BTreeSet<String> = self
+        let jails = self
             .host
-            .jails()
+            .jail_names()
             .await
-            .map_err(EngineError::host("jls"))?
-            .into_iter()
-            .map(|(_, name)| name)
-            .collect();
+            .map_err(EngineError::host("jls"))?;
         let mut report = GcReport::default();
         for (pot, origin) in owned {
             let verdict = self.verdict(&pot, start_grace, jails.contains(pot.as_str()));

@@ -432,17 +432,13 @@ impl Engine {
             .trim()
             .parse()
             .unwrap_or(0.0);
-        let mut running: Vec<String> = self
+        let mut running = self
             .host
-            .jails()
+            .jail_names()
             .await
-            .map_err(EngineError::node("list jails"))?
-            .into_iter()
-            .map(|(_, name)| name)
-            .collect();
-        running.sort();
+            .map_err(EngineError::node("list jails"))?;
         if let Some(pot) = only {
-            if !running.iter().any(|n| n == pot.as_str()) {
+            if !running.contains(pot.as_str()) {
                 return Err(EngineError::State {
                     pot: pot.to_string(),
                     reason: "not running (no jail)".to_string(),

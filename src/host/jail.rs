@@ -97,6 +97,16 @@ impl Host {
             .collect())
     }
 
+    /// The names of every jail on the host, sorted.
+    pub async fn jail_names(&self) -> Result<std::collections::BTreeSet<String>, HostError> {
+        Ok(self
+            .jails()
+            .await?
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect())
+    }
+
     /// Whether jail `name` exists (`jls -j name jid`).
     pub async fn jail_exists(&self, name: &str) -> Result<bool, HostError> {
         match self.run(Tool::Jls, argv!["-j", name, "jid"]).await {
