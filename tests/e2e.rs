@@ -950,6 +950,16 @@ async fn after_a_host_reboot_tasks_are_gone_even_where_their_pids_now_run_others
     );
     let _ = stranger.kill();
     let _ = stranger.wait();
+    // The node is usable after the reboot: the image is still there and a new task runs.
+    let after = env.task("after", &gated_task_config(&env, 3));
+    env.start(&after).await;
+    env.wait_ready(&after).await;
+    open_gate(&after);
+    assert_eq!(
+        env.wait(&after.id(), 20.0).await.result.unwrap().exit_code,
+        3
+    );
+    env.destroy(&after.id()).await;
     env.finish().await;
 }
 
