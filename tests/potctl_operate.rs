@@ -369,6 +369,55 @@ fn run_stops_with_the_jobs_kill_signal_and_timeout() {
 }
 
 #[test]
+fn stop_uses_the_stop_settings_start_recorded_unless_told_otherwise() {
+    let (sim, image) = sim_with_image();
+    let job = job_file(
+        &sim,
+        "traps",
+        r#"      kill_signal = "SIGUSR1""#,
+        "trap 'echo got USR1; exit 0' USR1; trap 'echo got TERM; exit 0' TERM; \
+         echo up; while :; do sleep 0.1; done",
+    );
+    let start = || -> (String, PathBuf) {
+        let started: Json = serde_json::from_str(&ok(
+            &sim,
+            &["--json", "start", job.to_str().unwrap(), "--image", &image],
+        ))
+        .unwrap();
+        let log = PathBuf::from(started["stdout"].as_str().unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&log).unwrap_or_default() != "up\n" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the task never said up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        (started["pot"].as_str().unwrap().to_string(), log)
+    };
+    let (recorded, recorded_log) = start();
+    ok(&sim, &["stop", &recorded]);
+    assert_eq!(
+        std::fs::read_to_string(&recorded_log).unwrap(),
+        "up\ngot USR1\n"
+    );
+    let (told, told_log) = start();
+    ok(
+        &sim,
+        &["stop", &told, "--signal", "SIGTERM", "--timeout", "5"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(&told_log).unwrap(),
+        "up\ngot TERM\n"
+    );
+    for pot in [&recorded, &told] {
+        ok(&sim, &["destroy", pot]);
+    }
+    sim.assert_clean("after potctl destroy");
+    assert_eq!(potctl_dirs(&sim), 0);
+}
+
+#[test]
 fn bad_task_settings_are_refused_before_anything_is_made() {
     let (sim, image) = sim_with_image();
     for (settings, says) in [
@@ -444,8 +493,9 @@ fn start_exec_stop_destroy_a_pot() {
         ok(&sim, &["stop", &pot]),
         format!("stopped pot {pot}: the task exited with 0\n")
     );
+    // The job has no kill_signal: `potctl start` recorded the plugin's SIGINT for it.
     let log = std::fs::read_to_string(started["stdout"].as_str().unwrap()).unwrap();
-    assert_eq!(log, "up\nbye TERM\n");
+    assert_eq!(log, "up\nbye INT\n");
     let destroyed: Json = serde_json::from_str(&ok(&sim, &["--json", "destroy", &pot])).unwrap();
     assert_eq!(
         destroyed,

@@ -93,12 +93,24 @@ impl FromStr for EnvArg {
 pub struct StopArgs {
     /// The pot to stop.
     pub pot: String,
-    /// The signal sent to the task after the pot's exec_stop.
-    #[arg(long, default_value = "SIGTERM")]
-    pub signal: String,
-    /// How long the task may take to exit before it is killed (seconds).
-    #[arg(long, value_name = "SECS", default_value_t = jobspec::DEFAULT_KILL_TIMEOUT.as_secs())]
-    pub timeout: u64,
+    /// The signal sent to the task after the pot's exec_stop (default: the job's `kill_signal`
+    /// for a pot `potctl start` made, else SIGTERM).
+    #[arg(long)]
+    pub signal: Option<String>,
+    /// How long the task may take to exit before it is killed, in seconds (default: the job's
+    /// `kill_timeout` for a pot `potctl start` made, else 5).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+}
+
+/// How `potctl start` records its job's stop settings for a later `potctl stop`.
+const STOP_FILE: &str = "stop.json";
+
+/// A task's stop settings as `potctl start` records them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StopSettings {
+    signal: String,
+    timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -224,11 +236,7 @@ async fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Pr
     let pot = PotName::for_task(&task, &invocation, &alloc_id)?;
     let env = task_env(&settings, &resources, &alloc_id, args)
         .with_context(|| format!("{job}: task {task:?}"))?;
-    let dir = engine
-        .config()
-        .state_dir
-        .join(POTCTL_DIR)
-        .join(pot.as_str());
+    let dir = potctl_dir(engine, &pot);
     let alloc_dir = dir.join("alloc");
     for d in [
         alloc_dir.join(&task).join("local"),
@@ -448,6 +456,13 @@ pub async fn start(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitC
             return Err(e.into());
         }
     };
+    let stop = StopSettings {
+        signal: task.kill_signal.as_str().to_string(),
+        timeout_ms: u64::try_from(task.kill_timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    let stop_file = task.dir.join(STOP_FILE);
+    std::fs::write(&stop_file, serde_json::to_vec(&stop)?)
+        .with_context(|| format!("writing {}", stop_file.display()))?;
     let (stdout, stderr) = (&task.config.stdout_path, &task.config.stderr_path);
     if json {
         println!(
@@ -481,12 +496,28 @@ async fn attach(engine: &Engine, pot: &PotName) -> Result<()> {
 
 /// `potctl stop`: exec_stop, the signal, and after the timeout a kill; the pot stays.
 pub async fn stop(engine: &Engine, args: &StopArgs, json: bool) -> Result<ExitCode> {
-    let signal = parse_signal(&args.signal)?;
     let pot = owned(engine, &args.pot).await?;
+    let stop_file = potctl_dir(engine, &pot).join(STOP_FILE);
+    let recorded: Option<StopSettings> = match std::fs::read(&stop_file) {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", stop_file.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", stop_file.display())),
+    };
+    let signal = match (&args.signal, &recorded) {
+        (Some(s), _) => parse_signal(s)?,
+        (None, Some(r)) => parse_signal(&r.signal)?,
+        (None, None) => Signal::SIGTERM,
+    };
+    let timeout = match (args.timeout, &recorded) {
+        (Some(secs), _) => Duration::from_secs(secs),
+        (None, Some(r)) => Duration::from_millis(r.timeout_ms),
+        (None, None) => jobspec::DEFAULT_KILL_TIMEOUT,
+    };
     attach(engine, &pot).await?;
-    engine
-        .stop(&pot, signal, Duration::from_secs(args.timeout))
-        .await?;
+    engine.stop(&pot, signal, timeout).await?;
     let exit = engine.instance(&pot).and_then(|i| i.exit());
     if json {
         println!(
@@ -513,12 +544,17 @@ pub async fn destroy(engine: &Engine, name: &str, json: bool) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-fn remove_potctl_dir(engine: &Engine, pot: &PotName) -> Result<()> {
-    let dir = engine
+/// Where potctl keeps a pot's alloc dir, logs and stop settings.
+fn potctl_dir(engine: &Engine, pot: &PotName) -> PathBuf {
+    engine
         .config()
         .state_dir
         .join(POTCTL_DIR)
-        .join(pot.as_str());
+        .join(pot.as_str())
+}
+
+fn remove_potctl_dir(engine: &Engine, pot: &PotName) -> Result<()> {
+    let dir = potctl_dir(engine, pot);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("removing {}", dir.display()))
