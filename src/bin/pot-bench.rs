@@ -71,7 +71,7 @@ async fn bench(filler_mb: u64) -> Result<()> {
 
     // 1. Import over HTTP against decoding the same file alone (best of 2 each, interleaved);
     //    also into a host whose `zfs receive` only drains the stream, which leaves the
-    //    simulated receiver's unpacking and disk writes out and so isolates the pipeline.
+    //    simulated receiver's checksum, unpacking and disk writes out: the pipeline alone.
     let mut decode = Duration::MAX;
     let mut import = Duration::MAX;
     let mut drained = Duration::MAX;

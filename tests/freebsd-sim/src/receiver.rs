@@ -1,5 +1,5 @@
 //! `DIR/state/receiver`: how this host's `zfs receive` unpacks streams (README.md). Absent means
-//! `write`, the normal receiver; `drain` is for benchmarks that leave the receiver's disk writes
+//! `write`, the normal receiver; `drain` is for benchmarks that leave the receiver's own work
 //! out of an import.
 
 use crate::state::{Host, io_fail};
