@@ -69,19 +69,21 @@ async fn bench(filler_mb: u64) -> Result<()> {
         xz_blocks(&xz).map_or("?".to_string(), |n| n.to_string())
     );
 
-    // 1. Import over HTTP against decoding the same file alone (best of 2 each, interleaved).
+    // 1. Import over HTTP against decoding the same file alone (best of 2 each, interleaved);
+    //    also into a host whose `zfs receive` only drains the stream, which leaves the
+    //    simulated receiver's checksum, unpacking and disk writes out: the pipeline alone.
     let mut decode = Duration::MAX;
     let mut import = Duration::MAX;
+    let mut drained = Duration::MAX;
     let mut decoded = 0;
     for _ in 0..2 {
         let (bytes, t) = decode_file(&xz, cores as u32)?;
         decoded = bytes;
         decode = decode.min(t);
+        import = import.min(timed_import(&SimHost::create(), &url).await?);
         let host = SimHost::create();
-        let engine = engine_for(&host)?;
-        let t0 = Instant::now();
-        engine.prepare_image(&image_ref(&url)?).await?;
-        import = import.min(t0.elapsed());
+        draining_receiver(&host)?;
+        drained = drained.min(timed_import(&host, &url).await?);
     }
     let rate = |t: Duration| decoded as f64 / t.as_secs_f64() / 1e6;
 
@@ -143,6 +145,7 @@ async fn bench(filler_mb: u64) -> Result<()> {
     let export_rate = |t: Duration| exported_bytes as f64 / t.as_secs_f64() / 1e6;
 
     let import_ratio = import.as_secs_f64().recip() / decode.as_secs_f64().recip();
+    let drained_ratio = drained.as_secs_f64().recip() / decode.as_secs_f64().recip();
     let mt_ratio = st.as_secs_f64() / mt.as_secs_f64();
     let concurrent_ratio = concurrent.as_secs_f64() / import.as_secs_f64();
     let peak_mib = peak_kib as f64 / 1024.0;
@@ -159,6 +162,23 @@ async fn bench(filler_mb: u64) -> Result<()> {
         ),
         ">= 0.90x",
         import_ratio >= 0.9,
+    );
+    // Not judged: the row above is the import as it runs; this one says how much of its gap
+    // is the pipeline's own and how much the simulated receiver's.
+    println!(
+        "{:<48} {:<46} {:<12} {}",
+        "... draining receiver: the pipeline's own cost",
+        format!(
+            "{:.0} vs {:.0} MB/s = {drained_ratio:.2}x",
+            rate(drained),
+            rate(decode)
+        ),
+        ">= 0.90x",
+        if drained_ratio >= 0.9 {
+            "not judged (within)"
+        } else {
+            "not judged (below)"
+        }
     );
     row(
         &format!(
@@ -216,6 +236,31 @@ fn child_import(config: &Path, url: &str) -> Result<()> {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .context("no VmHWM in /proc/self/status")?;
     println!("{}", hwm.trim().trim_end_matches("kB").trim());
+    Ok(())
+}
+
+/// Time of one import of the bench image into `host`.
+async fn timed_import(host: &SimHost, url: &str) -> Result<Duration> {
+    let engine = engine_for(host)?;
+    let t0 = Instant::now();
+    engine.prepare_image(&image_ref(url)?).await?;
+    Ok(t0.elapsed())
+}
+
+/// Makes `host`'s `zfs receive` read and check streams without unpacking them (the
+/// simulator's `receiver` setting).
+fn draining_receiver(host: &SimHost) -> Result<()> {
+    let out = Command::new(sim_bin())
+        .arg("receiver")
+        .arg(&host.dir)
+        .arg("drain")
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "freebsd-sim receiver: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@ mod mount;
 mod net;
 mod pf;
 mod rctl;
+mod receiver;
 mod route;
 mod sign;
 mod state;
@@ -162,7 +163,7 @@ fn print_out(out: &str) {
 }
 
 fn own_main(args: &[String]) -> Res<String> {
-    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | reboot DIR | fault DIR ... | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT";
+    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | reboot DIR | fault DIR ... | receiver DIR [write|drain] | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT";
     match args.first().map(String::as_str) {
         Some("init") if args.len() == 2 => state::init(Path::new(&args[1])),
         Some("image") => image::main(&args[1..]),
@@ -170,6 +171,7 @@ fn own_main(args: &[String]) -> Res<String> {
         Some("check") if args.len() == 2 => check::main(Path::new(&args[1])),
         Some("reboot") if args.len() == 2 => state::reboot(Path::new(&args[1])),
         Some("fault") => fault::main(&args[1..]),
+        Some("receiver") => receiver::main(&args[1..]),
         Some("devd") => devd::daemon(&args[1..]),
         Some("usage") => devd::usage_main(&args[1..]),
         _ => Err(usage(USAGE)),

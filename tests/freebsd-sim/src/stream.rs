@@ -237,7 +237,8 @@ impl<W: Write> StreamWriter<W> {
 
 struct StreamReader<R: Read> {
     inp: R,
-    hash: Skein512<U32>,
+    /// `None` when draining: only the byte count is checked.
+    hash: Option<Skein512<U32>>,
     total: u64,
 }
 
@@ -258,7 +259,9 @@ impl<R: Read> StreamReader<R> {
 
     fn get(&mut self, buf: &mut [u8]) -> io::Result<()> {
         self.raw(buf)?;
-        self.hash.update(&*buf);
+        if let Some(h) = self.hash.as_mut() {
+            h.update(&*buf);
+        }
         self.total += buf.len() as u64;
         Ok(())
     }
@@ -305,12 +308,24 @@ impl<R: Read> StreamReader<R> {
     }
 }
 
+/// What `receive` does with the entries (directories, files, links) of a stream.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unpack {
+    /// Creates them under `staging/N`, with modes and owners.
+    Write,
+    /// Reads them to the end and checks the framing (records, lengths, paths, the trailer's
+    /// byte count) but neither hashes nor creates anything: `staging/N` stays empty, and an
+    /// altered byte inside a record goes unnoticed. Benchmarks use it to take the receiver's
+    /// own work (checksum, unpacking, disk writes) out of an import.
+    Drain,
+}
+
 /// Reads a whole stream, unpacking dataset number N into `staging/N`; returns the datasets.
 /// Any truncation, corruption or trailing data is an error (the caller removes `staging`).
-pub fn receive(inp: impl Read, staging: &Path) -> io::Result<Vec<StreamDataset>> {
+pub fn receive(inp: impl Read, staging: &Path, unpack: Unpack) -> io::Result<Vec<StreamDataset>> {
     let mut r = StreamReader {
         inp,
-        hash: Skein512::<U32>::new(),
+        hash: (unpack == Unpack::Write).then(Skein512::<U32>::new),
         total: 0,
     };
     let mut magic = [0u8; 8];
@@ -332,7 +347,7 @@ pub fn receive(inp: impl Read, staging: &Path) -> io::Result<Vec<StreamDataset>>
                 }
                 let dir = staging.join(out.len().to_string());
                 fs::create_dir_all(&dir)?;
-                receive_entries(&mut r, &dir)?;
+                receive_entries(&mut r, &dir, unpack)?;
                 out.push(StreamDataset {
                     rel,
                     snap,
@@ -345,12 +360,12 @@ pub fn receive(inp: impl Read, staging: &Path) -> io::Result<Vec<StreamDataset>>
         }
     }
     let counted = r.total;
-    let digest = r.hash.clone().finalize();
+    let digest = r.hash.take().map(|h| h.finalize());
     let mut total = [0u8; 8];
     r.raw(&mut total)?;
     let mut want = [0u8; 32];
     r.raw(&mut want)?;
-    if u64::from_le_bytes(total) != counted || want[..] != digest[..] {
+    if u64::from_le_bytes(total) != counted || digest.is_some_and(|d| want[..] != d[..]) {
         return Err(bad("checksum mismatch: stream is corrupt"));
     }
     if r.inp.read(&mut [0u8; 1])? != 0 {
@@ -359,14 +374,19 @@ pub fn receive(inp: impl Read, staging: &Path) -> io::Result<Vec<StreamDataset>>
     Ok(out)
 }
 
-fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path) -> io::Result<()> {
+fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path, unpack: Unpack) -> io::Result<()> {
+    let write = unpack == Unpack::Write;
     let mut dirs = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
     loop {
         match r.byte()? {
             b'D' => {
                 let p = r.path()?;
                 let mode = r.u32()?;
                 let (uid, gid) = r.owner()?;
+                if !write {
+                    continue;
+                }
                 fs::create_dir(dir.join(&p))?;
                 std::os::unix::fs::lchown(dir.join(&p), Some(uid), Some(gid))?;
                 dirs.push((p, mode));
@@ -376,13 +396,17 @@ fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path) -> io::Result<(
                 let mode = r.u32()?;
                 let (uid, gid) = r.owner()?;
                 let mut left = r.u64()?;
-                let mut f = fs::File::create(dir.join(&p))?;
-                let mut buf = vec![0u8; 1 << 16];
+                let mut f = write.then(|| fs::File::create(dir.join(&p))).transpose()?;
                 while left > 0 {
                     let n = left.min(buf.len() as u64) as usize;
                     r.get(&mut buf[..n])?;
-                    f.write_all(&buf[..n])?;
+                    if let Some(f) = f.as_mut() {
+                        f.write_all(&buf[..n])?;
+                    }
                     left -= n as u64;
+                }
+                if !write {
+                    continue;
                 }
                 std::os::unix::fs::lchown(dir.join(&p), Some(uid), Some(gid))?;
                 fs::set_permissions(dir.join(&p), fs::Permissions::from_mode(mode))?;
@@ -391,6 +415,9 @@ fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path) -> io::Result<(
                 let p = r.path()?;
                 let target = r.string()?;
                 let (uid, gid) = r.owner()?;
+                if !write {
+                    continue;
+                }
                 std::os::unix::fs::symlink(target, dir.join(&p))?;
                 std::os::unix::fs::lchown(dir.join(&p), Some(uid), Some(gid))?;
             }
@@ -436,7 +463,7 @@ mod tests {
     fn round_trip() {
         let t = tmpdir("rt");
         let bytes = sample(&t);
-        let got = receive(&bytes[..], &t.join("stage")).unwrap();
+        let got = receive(&bytes[..], &t.join("stage"), Unpack::Write).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(
             got[0].props,
@@ -455,28 +482,62 @@ mod tests {
     }
 
     #[test]
+    fn drain_reads_the_datasets_and_writes_nothing() {
+        let t = tmpdir("drain");
+        let bytes = sample(&t);
+        let got = receive(&bytes[..], &t.join("stage"), Unpack::Drain).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].snap, "1");
+        assert_eq!(
+            fs::read_dir(t.join("stage/0")).unwrap().count(),
+            0,
+            "a drained dataset's directory stays empty"
+        );
+        fs::remove_dir_all(&t).unwrap();
+    }
+
+    #[test]
     fn truncated_and_corrupt_rejected() {
         let t = tmpdir("bad");
         let bytes = sample(&t);
-        for cut in [4, bytes.len() / 2, bytes.len() - 1] {
+        for unpack in [Unpack::Write, Unpack::Drain] {
+            for cut in [4, bytes.len() / 2, bytes.len() - 1] {
+                let _ = fs::remove_dir_all(t.join("s"));
+                let e = receive(&bytes[..cut], &t.join("s"), unpack).unwrap_err();
+                assert!(e.to_string().contains("truncated"), "{unpack:?}: {e}");
+            }
+            // The end-of-entries record turned into a file record: bad framing, in both modes.
+            let end = bytes.len() - 42;
+            assert_eq!(bytes[end], b'E');
+            let mut bad = bytes.clone();
+            bad[end] = b'F';
             let _ = fs::remove_dir_all(t.join("s"));
-            let e = receive(&bytes[..cut], &t.join("s")).unwrap_err();
-            assert!(e.to_string().contains("truncated"), "{e}");
+            assert!(
+                receive(&bad[..], &t.join("s"), unpack).is_err(),
+                "{unpack:?}"
+            );
+            // A link's owner and a byte of a file's contents: only the checksum sees them,
+            // which a drain does not compute.
+            let content = bytes.windows(5).position(|w| w == b"hello").unwrap();
+            for i in [bytes.len() - 45, content] {
+                let mut bad = bytes.clone();
+                bad[i] ^= 1;
+                let _ = fs::remove_dir_all(t.join("s"));
+                let got = receive(&bad[..], &t.join("s"), unpack);
+                match unpack {
+                    Unpack::Write => assert!(
+                        got.unwrap_err().to_string().contains("checksum mismatch"),
+                        "at {i}"
+                    ),
+                    Unpack::Drain => assert!(got.is_ok(), "at {i}"),
+                }
+            }
+            let mut long = bytes.clone();
+            long.push(0);
+            let _ = fs::remove_dir_all(t.join("s"));
+            let e = receive(&long[..], &t.join("s"), unpack).unwrap_err();
+            assert!(e.to_string().contains("trailing"), "{unpack:?}: {e}");
         }
-        let mut bad = bytes.clone();
-        let i = bad.len() - 45;
-        bad[i] ^= 1;
-        let _ = fs::remove_dir_all(t.join("s"));
-        assert!(receive(&bad[..], &t.join("s")).is_err());
-        let mut long = bytes.clone();
-        long.push(0);
-        let _ = fs::remove_dir_all(t.join("s"));
-        assert!(
-            receive(&long[..], &t.join("s"))
-                .unwrap_err()
-                .to_string()
-                .contains("trailing")
-        );
         fs::remove_dir_all(&t).unwrap();
     }
 }

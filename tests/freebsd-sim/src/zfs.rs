@@ -1166,10 +1166,11 @@ fn receive(host: &Host, args: &[String]) -> Res<String> {
             format!("cannot receive: invalid name '{name}'"),
         ));
     }
+    let unpack = crate::receiver::mode(host)?;
     let staging = host
         .state_dir()
         .join(format!("recv.{}.{}", std::process::id(), now()));
-    let result = stream::receive(std::io::stdin().lock(), &staging)
+    let result = stream::receive(std::io::stdin().lock(), &staging, unpack)
         .map_err(|e| Fail::new(1, format!("cannot receive new filesystem stream: {e}")))
         .and_then(|datasets| {
             commit_receive(host, name, &datasets, &staging, force, &set, &excluded)
