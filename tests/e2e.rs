@@ -1487,6 +1487,26 @@ async fn image_cache_is_bounded_and_collected_by_potctl() {
     env.finish().await;
 }
 
+/// The task's events up to and including its image's "Imported image …".
+async fn events_until_imported(
+    events: &mut tonic::Streaming<nomad_pot_driver::proto::drivers::DriverTaskEvent>,
+    t: &TestTask,
+) -> Vec<String> {
+    let mut messages = Vec::new();
+    while !messages
+        .iter()
+        .any(|m: &String| m.starts_with("Imported image"))
+    {
+        let ev = within(10.0, "a task event", events.message())
+            .await
+            .expect("event stream")
+            .expect("event stream ended");
+        assert_eq!(ev.task_id, t.id());
+        messages.push(ev.message);
+    }
+    messages
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn image_download_progress_reaches_task_events() {
     use nomad_pot_driver::proto::drivers::TaskEventsRequest;
@@ -1502,18 +1522,7 @@ async fn image_download_progress_reaches_task_events() {
     .into_inner();
     let t = env.task("progress", &quick_task(&server.url()));
     env.start(&t).await;
-    let mut messages = Vec::new();
-    while !messages
-        .iter()
-        .any(|m: &String| m.starts_with("Imported image"))
-    {
-        let ev = within(10.0, "a task event", events.message())
-            .await
-            .expect("event stream")
-            .expect("event stream ended");
-        assert_eq!(ev.task_id, t.id());
-        messages.push(ev.message);
-    }
+    let messages = events_until_imported(&mut events, &t).await;
     let progress: Vec<&String> = messages
         .iter()
         .filter(|m| m.starts_with("Downloading image demo_1.0: "))
@@ -1557,17 +1566,7 @@ async fn a_seeded_cache_runs_a_task_whose_image_url_is_unreachable() {
         &quick_task(&format!("http://127.0.0.1:{port}/images")),
     );
     env.start(&t).await;
-    let mut messages = Vec::new();
-    while !messages
-        .iter()
-        .any(|m: &String| m.starts_with("Imported image"))
-    {
-        let ev = within(10.0, "a task event", events.message())
-            .await
-            .expect("event stream")
-            .expect("event stream ended");
-        messages.push(ev.message);
-    }
+    let messages = events_until_imported(&mut events, &t).await;
     assert_eq!(
         messages,
         [

@@ -27,6 +27,24 @@ fn ok(host: &Path, name: &str, args: &[&str]) -> String {
     String::from_utf8(o.stdout).expect("utf8")
 }
 
+/// Writes the image `web_1.0` into `dir` with `freebsd-sim image` and returns its zfs stream.
+fn image_stream(dir: &Path, extra: &[&str]) -> Vec<u8> {
+    let img = Command::new(BIN)
+        .args(["image", "web", "1.0", dir.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        img.status.success(),
+        "{}",
+        String::from_utf8_lossy(&img.stderr)
+    );
+    let xz = std::fs::read(dir.join("web_1.0.xz")).unwrap();
+    let mut stream = Vec::new();
+    liblzma::read::XzDecoder::new_multi_decoder(&xz[..]).read_to_end_into(&mut stream);
+    stream
+}
+
 #[test]
 fn image_receive_clone_jail_exec_stop_and_clean() {
     let host: PathBuf = std::env::temp_dir().join(format!("fsim-it-{}", std::process::id()));
@@ -40,18 +58,7 @@ fn image_receive_clone_jail_exec_stop_and_clean() {
     assert_eq!(cfg["zfs_root"], "zroot/pot");
 
     let cache = host.join("root/var/cache/pot");
-    let img = Command::new(BIN)
-        .args(["image", "web", "1.0", cache.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        img.status.success(),
-        "{}",
-        String::from_utf8_lossy(&img.stderr)
-    );
-    let xz = std::fs::read(cache.join("web_1.0.xz")).unwrap();
-    let mut stream = Vec::new();
-    liblzma::read::XzDecoder::new_multi_decoder(&xz[..]).read_to_end_into(&mut stream);
+    let stream = image_stream(&cache, &[]);
 
     let mut recv = Command::new(host.join("bin/zfs"))
         .args(["receive", "zroot/pot/jails/web_1_0"])
@@ -221,28 +228,9 @@ fn a_draining_receiver_reads_the_whole_stream_and_creates_the_datasets_only() {
             .status
             .success()
     );
-    let images = host.join("images");
     // 2 MiB of filler: far more than a pipe holds, so the whole write returns only once the
     // receiver has read nearly all of it.
-    let img = Command::new(BIN)
-        .args([
-            "image",
-            "web",
-            "1.0",
-            images.to_str().unwrap(),
-            "--filler-mb",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        img.status.success(),
-        "{}",
-        String::from_utf8_lossy(&img.stderr)
-    );
-    let xz = std::fs::read(images.join("web_1.0.xz")).unwrap();
-    let mut stream = Vec::new();
-    liblzma::read::XzDecoder::new_multi_decoder(&xz[..]).read_to_end_into(&mut stream);
+    let stream = image_stream(&host.join("images"), &["--filler-mb", "2"]);
     assert!(stream.len() > 2 << 20);
 
     assert_eq!(
