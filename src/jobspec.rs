@@ -5,6 +5,8 @@
 //! puts in the `TaskConfig` it hands the plugin (`env`, `user`, `resources`, `kill_timeout`,
 //! `kill_signal`), with the defaults Nomad gives them.
 
+pub mod network;
+
 use nix::sys::signal::Signal;
 use serde_json::{Map, Value};
 use std::str::FromStr;

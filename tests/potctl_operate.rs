@@ -1,48 +1,18 @@
 //! potctl's operate, set-up and check commands against a simulated host: the real `potctl`
 //! binary, the real plugin binary, `freebsd-sim`'s call log and `check`.
 
+mod common;
+
+use common::potctl::{POTCTL, golden, normalize, ok, potctl, sim_with_image, text};
 use nomad_harness::{FileServer, SimHost};
 use serde_json::Value as Json;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const POTCTL: &str = env!("CARGO_BIN_EXE_potctl");
 const PLUGIN: &str = env!("CARGO_BIN_EXE_nomad-pot-driver");
-
-fn potctl(sim: &SimHost, args: &[&str]) -> Output {
-    Command::new(POTCTL)
-        .arg("--sim")
-        .arg(&sim.dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run potctl")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// stdout of a potctl run that must succeed.
-fn ok(sim: &SimHost, args: &[&str]) -> String {
-    let out = potctl(sim, args);
-    assert!(
-        out.status.success(),
-        "potctl {args:?}: {}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn sim_with_image() -> (SimHost, String) {
-    let sim = SimHost::create();
-    let images = sim.image("demo", "1.0");
-    (sim, format!("file://{}", images.display()))
-}
 
 /// A job whose task says "up", then loops until SIGINT or SIGTERM, which it answers with
 /// "bye" and the signal's name; `settings` go into the task next to its config.
@@ -71,29 +41,6 @@ fn looping_job(sim: &SimHost, settings: &str) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// Replaces the variable parts of an output (temp dirs) so it can be compared to a golden file.
-fn normalize(out: &str, sim: &SimHost, extra: &[(&Path, &str)]) -> String {
-    let mut s = out.replace(&sim.dir.display().to_string(), "SIM");
-    for (path, name) in extra {
-        s = s.replace(&path.display().to_string(), name);
-    }
-    s.replace(&sim.tmp.path().display().to_string(), "TMP")
-}
-
-/// Compares with `tests/golden/<name>`; `UPDATE_GOLDEN=1` rewrites the file.
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert_eq!(actual, expected, "output differs from {}", path.display());
 }
 
 fn potctl_dirs(sim: &SimHost) -> usize {

@@ -15,6 +15,7 @@ mod limits;
 mod network;
 mod oom;
 mod options;
+mod ports;
 mod potconf;
 mod relay;
 mod setup;

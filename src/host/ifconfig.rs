@@ -24,6 +24,20 @@ impl Host {
         })
     }
 
+    /// One interface's details (`ifconfig NAME`).
+    pub async fn iface_info(&self, name: &str) -> Result<IfaceInfo, HostError> {
+        let out = self.run(Tool::Ifconfig, argv![name]).await?;
+        let parse = |detail| HostError::Parse {
+            command: format!("ifconfig {name}"),
+            detail,
+        };
+        parse_listing(&out.stdout)
+            .map_err(parse)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| parse("no interface in the output".to_string()))
+    }
+
     /// `ifconfig bridge create descr D group pot`; returns the new bridge's name.
     pub async fn bridge_create(&self, descr: &str) -> Result<String, HostError> {
         let out = self

@@ -5,6 +5,7 @@ mod inspect;
 mod operate;
 mod output;
 mod plugin_check;
+mod ports;
 mod setup;
 
 use anyhow::{Context, Result, bail};

@@ -12,8 +12,8 @@ use nomad_pot_driver::driver::{self, TaskConfig as DecodedConfig};
 use nomad_pot_driver::engine::{Engine, EngineError, ExitInfo, ImageRef, PotName};
 use nomad_pot_driver::jobspec;
 use nomad_pot_driver::proto::drivers::{
-    AllocatedCpuResources, AllocatedMemoryResources, AllocatedTaskResources, LinuxResources,
-    PortMapping, Resources, TaskConfig,
+    AllocatedCpuResources, AllocatedMemoryResources, AllocatedTaskResources, DnsConfig,
+    LinuxResources, PortMapping, Resources, TaskConfig,
 };
 use serde_json::json;
 use std::collections::HashMap;
@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Mutex;
+
+use crate::ports::{self, PortArg, TaskPort};
 use std::time::Duration;
 
 /// A Nomad client's default `max_kill_timeout`, the cap on a job's `kill_timeout`.
@@ -35,7 +37,7 @@ const POTCTL_DIR: &str = "potctl";
 #[derive(Args, Clone)]
 pub struct TaskArgs {
     /// The job file (HCL) whose task is run: its `config {}`, `env {}`, `user`, `resources`,
-    /// `kill_signal` and `kill_timeout`.
+    /// `kill_signal` and `kill_timeout`, and its group's `network {}` (ports and `dns`).
     pub job: PathBuf,
     /// The task to run, when the job has several (default: the first).
     #[arg(long, value_name = "NAME")]
@@ -43,37 +45,13 @@ pub struct TaskArgs {
     /// Replace the config's `image` (where the image is fetched from).
     #[arg(long, value_name = "URL")]
     pub image: Option<String>,
-    /// A port Nomad would have allocated: LABEL=HOST_PORT[:TO] (repeatable).
+    /// The host port (and the pot's) of a port the job's group declares, instead of its
+    /// `static` or a free port from Nomad's dynamic range: LABEL=HOST_PORT[:TO] (repeatable).
     #[arg(long = "port", value_name = "LABEL=HOST[:TO]")]
     pub ports: Vec<PortArg>,
     /// An environment variable for the task, over the job's `env {}` (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<EnvArg>,
-}
-
-#[derive(Clone)]
-pub struct PortArg(PortMapping);
-
-impl FromStr for PortArg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (label, rest) = s
-            .split_once('=')
-            .filter(|(l, _)| !l.is_empty())
-            .ok_or_else(|| format!("{s:?} is not LABEL=HOST_PORT[:TO]"))?;
-        let (host, to) = rest.split_once(':').unwrap_or((rest, "0"));
-        let number = |v: &str| {
-            v.parse::<u16>()
-                .map(i32::from)
-                .map_err(|_| format!("{s:?}: {v:?} is not a port number"))
-        };
-        Ok(PortArg(PortMapping {
-            label: label.to_string(),
-            value: number(host)?,
-            to: number(to)?,
-            host_ip: String::new(),
-        }))
-    }
 }
 
 #[derive(Clone)]
@@ -200,6 +178,11 @@ struct Prepared {
     kill_signal: Signal,
     /// The job's `kill_timeout`, capped as a client caps it.
     kill_timeout: Duration,
+    /// The ports handed to the plugin, and the node address they are published on.
+    ports: Vec<TaskPort>,
+    address: Option<std::net::Ipv4Addr>,
+    /// What of the job potctl read but does not apply, for the operator.
+    notes: Vec<String>,
 }
 
 /// Reads the job's task, builds the `TaskConfig` a Nomad client would hand the plugin (the
@@ -223,18 +206,32 @@ async fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Pr
     };
     let settings = jobspec::task_settings(&hcl, Some(&task))
         .with_context(|| format!("reading the settings of {job}"))?;
+    let network = jobspec::network::group_network(&hcl, Some(&task))
+        .with_context(|| format!("reading the group network of {job}"))?;
     if let Some(image) = &args.image {
         config["image"] = image.clone().into();
     }
     let msgpack = nomad_harness::cty::encode(&driver::task_schema(), &config)
         .map_err(|e| anyhow!("task {task:?} of {job}: {e}"))?;
-    let resources = nomad_resources(engine, &settings.resources, &args.ports)
+    let ports = ports::allocate(engine, &network.ports, &args.ports)
         .await
-        .with_context(|| format!("{job}: task {task:?}: resources"))?;
+        .with_context(|| format!("{job}: task {task:?}: ports"))?;
+    let address = if ports.is_empty() {
+        None
+    } else {
+        engine.published_address().await?
+    };
+    let resources = nomad_resources(
+        engine,
+        &settings.resources,
+        ports::mappings(&ports, address),
+    )
+    .await
+    .with_context(|| format!("{job}: task {task:?}: resources"))?;
     let alloc_id = nomad_harness::task::random_uuid();
     let invocation = nomad_harness::task::random_hex(8);
     let pot = PotName::for_task(&task, &invocation, &alloc_id)?;
-    let env = task_env(&settings, &resources, &alloc_id, args)
+    let env = task_env(&settings, &resources, &alloc_id, (&ports, address), args)
         .with_context(|| format!("{job}: task {task:?}"))?;
     let dir = potctl_dir(engine, &pot);
     let alloc_dir = dir.join("alloc");
@@ -281,6 +278,11 @@ async fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Pr
         stdout_path: stdout.display().to_string(),
         stderr_path: stderr.display().to_string(),
         alloc_id,
+        dns: network.dns.map(|d| DnsConfig {
+            servers: d.servers,
+            searches: d.searches,
+            options: d.options,
+        }),
         ..Default::default()
     };
     Ok(Prepared {
@@ -289,6 +291,9 @@ async fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Pr
         dir,
         kill_signal: settings.kill_signal.unwrap_or(Signal::SIGINT),
         kill_timeout: settings.kill_timeout.min(MAX_KILL_TIMEOUT),
+        ports,
+        address,
+        notes: network.notes,
     })
 }
 
@@ -299,7 +304,7 @@ async fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Pr
 async fn nomad_resources(
     engine: &Engine,
     task: &jobspec::TaskResources,
-    ports: &[PortArg],
+    ports: Vec<PortMapping>,
 ) -> Result<Resources> {
     let node = engine.node_cpu().await?;
     if task.cores > u64::from(node.cpus) {
@@ -335,17 +340,18 @@ async fn nomad_resources(
             percent_ticks: cpu_shares as f64 / total as f64,
             ..Default::default()
         }),
-        ports: ports.iter().map(|p| p.0.clone()).collect(),
+        ports,
     })
 }
 
-/// The task's environment as a Nomad client builds it: the NOMAD_* variables potctl knows,
-/// then the job's `env {}` (whose `${NAME}` may name those, or a variable given with
-/// `--env`), then the `--env` flags.
+/// The task's environment as a Nomad client builds it: the NOMAD_* variables potctl knows
+/// (with each port's, on `address`), then the job's `env {}` (whose `${NAME}` may name those,
+/// or a variable given with `--env`), then the `--env` flags.
 fn task_env(
     settings: &jobspec::TaskSettings,
     resources: &Resources,
     alloc_id: &str,
+    (ports, address): (&[TaskPort], Option<std::net::Ipv4Addr>),
     args: &TaskArgs,
 ) -> Result<HashMap<String, String>> {
     let task = settings.name.as_str();
@@ -377,14 +383,7 @@ fn task_env(
     if let Some(cores) = limits.map(|l| &l.cpuset_cpus).filter(|c| !c.is_empty()) {
         env.insert("NOMAD_CPU_CORES".into(), cores.clone());
     }
-    for p in &args.ports {
-        let PortMapping {
-            label, value, to, ..
-        } = &p.0;
-        env.insert(format!("NOMAD_HOST_PORT_{label}"), value.to_string());
-        let inside = if *to > 0 { to } else { value };
-        env.insert(format!("NOMAD_PORT_{label}"), inside.to_string());
-    }
+    ports::env(ports, address, &mut env);
     let flags: HashMap<&str, &str> = args
         .env
         .iter()
@@ -401,7 +400,7 @@ fn task_env(
         let value = value.resolve(lookup).map_err(|name| {
             anyhow!(
                 "env.{key}: ${{{name}}} is not a variable potctl sets (it sets the NOMAD_* \
-                 variables of the task's dirs, ids, resources and --port flags); give it a value \
+                 variables of the task's dirs, ids, resources and ports); give it a value \
                  with --env {name}=VALUE"
             )
         })?;
@@ -445,9 +444,16 @@ pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `potctl start` watches a new task before calling it started: a task that exits
+/// sooner is reported with its exit code and the end of its stderr.
+const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(1);
+/// How many of its last stderr lines an early exit shows.
+const EARLY_EXIT_LINES: usize = 10;
+
 /// `potctl start`: starts the task in the background; its logs go to files.
 pub async fn start(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitCode> {
     let task = prepare_task(engine, args, false).await?;
+    note(&task.notes, json);
     let spec = driver::task_spec(&task.config).map_err(status_error)?;
     let instance = match engine.start(spec).await {
         Ok(i) => i,
@@ -464,17 +470,75 @@ pub async fn start(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitC
     std::fs::write(&stop_file, serde_json::to_vec(&stop)?)
         .with_context(|| format!("writing {}", stop_file.display()))?;
     let (stdout, stderr) = (&task.config.stdout_path, &task.config.stderr_path);
+    let early = tokio::time::timeout(EARLY_EXIT_WINDOW, instance.wait())
+        .await
+        .ok();
+    let ports: Vec<serde_json::Value> = task.ports.iter().map(ports::to_json).collect();
+    if let Some(exit) = early {
+        let tail = last_lines(Path::new(stderr), EARLY_EXIT_LINES);
+        if json {
+            println!(
+                "{}",
+                json!({"pot": task.pot.as_str(), "pid": instance.pid, "ports": ports,
+                       "stdout": stdout, "stderr": stderr, "exit": exit_json(Some(&exit)),
+                       "stderr_tail": tail})
+            );
+        } else {
+            println!(
+                "pot {}: the task did not stay up{}",
+                task.pot,
+                describe_exit(Some(&exit))
+            );
+            if tail.is_empty() {
+                println!("its stderr ({stderr}) is empty");
+            } else {
+                println!("last lines of its stderr ({stderr}):");
+                for line in &tail {
+                    println!("  {line}");
+                }
+            }
+            println!("stdout: {stdout}");
+            println!("`potctl destroy {}` removes the pot", task.pot);
+        }
+        return Ok(exit_code(&exit));
+    }
     if json {
         println!(
             "{}",
-            json!({"pot": task.pot.as_str(), "pid": instance.pid, "stdout": stdout, "stderr": stderr})
+            json!({"pot": task.pot.as_str(), "pid": instance.pid, "ports": ports,
+                   "stdout": stdout, "stderr": stderr})
         );
     } else {
         println!("started pot {} (pid {})", task.pot, instance.pid);
+        for p in &task.ports {
+            println!("{}", ports::describe(p, task.address));
+        }
         println!("stdout: {stdout}");
         println!("stderr: {stderr}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What of the job potctl does not apply, on stderr.
+fn note(notes: &[String], json: bool) {
+    for n in notes {
+        if json {
+            eprintln!("{}", json!({ "note": n }));
+        } else {
+            eprintln!("note: {n}");
+        }
+    }
+}
+
+/// The last `n` lines of a log file (none when it cannot be read).
+fn last_lines(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
 }
 
 /// The pot `name`, if this driver created it: potctl never acts on other pots.
@@ -604,6 +668,10 @@ pub async fn run(
     let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
     let task = prepare_task(engine, args, true).await?;
+    note(&task.notes, json);
+    for p in &task.ports {
+        reporter.event(&task.pot, &ports::describe(p, task.address));
+    }
     let pot = task.pot.clone();
     let result: Result<RunEnd> = async {
         let spec = driver::task_spec(&task.config).map_err(status_error)?;
@@ -778,13 +846,7 @@ mod tests {
     }
 
     #[test]
-    fn ports_and_env_are_parsed_or_rejected() {
-        let p: PortArg = "http=8080:80".parse().unwrap();
-        assert_eq!((p.0.label.as_str(), p.0.value, p.0.to), ("http", 8080, 80));
-        let p: PortArg = "http=8080".parse().unwrap();
-        assert_eq!(p.0.to, 0);
-        assert!("http".parse::<PortArg>().is_err());
-        assert!("http=99999".parse::<PortArg>().is_err());
+    fn env_flags_are_parsed_or_rejected() {
         assert!("=1".parse::<EnvArg>().is_err());
         let e: EnvArg = "A=b=c".parse().unwrap();
         assert_eq!((e.0.as_str(), e.1.as_str()), ("A", "b=c"));
@@ -842,7 +904,14 @@ mod tests {
             ports: vec!["http=8080:80".parse().unwrap()],
             env: flags.iter().map(|f| f.parse().unwrap()).collect(),
         };
-        let err = task_env(&settings, &resources, "a1", &args(&[])).unwrap_err();
+        let ports = [TaskPort {
+            label: "http".into(),
+            host: 8080,
+            to: Some(80),
+            origin: ports::Origin::Flag,
+        }];
+        let published = (&ports[..], Some(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+        let err = task_env(&settings, &resources, "a1", published, &args(&[])).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("env.OWNER: ${NOMAD_META_owner} is not a variable potctl sets"),
@@ -852,10 +921,12 @@ mod tests {
             &settings,
             &resources,
             "a1",
+            published,
             &args(&["NOMAD_META_owner=ops", "MODE=flag"]),
         )
         .unwrap();
         assert_eq!(env["URL"], "http://127.0.0.1:8080/ -> 80 as web");
+        assert_eq!(env["NOMAD_ADDR_http"], "192.0.2.1:8080");
         assert_eq!(env["OWNER"], "ops");
         assert_eq!(env["MODE"], "flag");
         assert_eq!(env["NOMAD_ALLOC_ID"], "a1");
