@@ -104,7 +104,9 @@ fn matches_filter(rule: &str, filter: &str) -> bool {
         f
     };
     let (r, f) = (fields(rule), fields(filter));
-    f.iter().zip(&r).all(|(want, have)| want.is_empty() || want == have)
+    f.iter()
+        .zip(&r)
+        .all(|(want, have)| want.is_empty() || want == have)
 }
 
 fn usage_of(host: &Host, filter: &str, human: bool) -> Res<String> {

@@ -40,7 +40,10 @@ fn list(host: &Host, args: &[String]) -> Res<String> {
         Some((_, key)) => match st.jail(key) {
             Some(j) => Some(format!("{}/", j.path.trim_end_matches('/'))),
             None => {
-                return Err(Fail::new(1, format!("posixshmcontrol: no such jail: {key}")));
+                return Err(Fail::new(
+                    1,
+                    format!("posixshmcontrol: no such jail: {key}"),
+                ));
             }
         },
     };
@@ -102,7 +105,9 @@ fn create(host: &Host, args: &[String]) -> Res<String> {
     }
     let mode = match opts.iter().rev().find(|(c, _)| *c == 'm') {
         None => 0o600,
-        Some((_, m)) => parse_mode(m).ok_or_else(|| Fail::new(1, "posixshmcontrol: non-integer mode"))?,
+        Some((_, m)) => {
+            parse_mode(m).ok_or_else(|| Fail::new(1, "posixshmcontrol: non-integer mode"))?
+        }
     };
     host.update(|st| {
         for p in &paths {

@@ -87,8 +87,15 @@ fn a_removed_jail_stays_dying_for_the_hosts_dying_time_and_keeps_its_datasets_bu
     let root = host.jail("web_1");
     host.ok("jail", &["-r", "web_1"]);
 
-    assert_eq!(host.ok("jls", &["jid", "name"]), "", "jls lists live jails only");
-    assert_eq!(host.ok("jls", &["-d", "jid", "name", "dying"]), "1 web_1 true\n");
+    assert_eq!(
+        host.ok("jls", &["jid", "name"]),
+        "",
+        "jls lists live jails only"
+    );
+    assert_eq!(
+        host.ok("jls", &["-d", "jid", "name", "dying"]),
+        "1 web_1 true\n"
+    );
     host.fails("jls", &["-j", "web_1"], "jls: jail \"web_1\" is dying");
     host.fails("jls", &["-j", "1"], "jls: jail 1 is dying");
     assert_eq!(host.ok("jls", &["-d", "-j", "web_1", "dying"]), "true\n");
@@ -96,14 +103,22 @@ fn a_removed_jail_stays_dying_for_the_hosts_dying_time_and_keeps_its_datasets_bu
     host.fails(
         "zfs",
         &["destroy", "-r", "zroot/pot/jails/web_1"],
-        &format!("cannot unmount '{}': pool or dataset is busy", root.display()),
+        &format!(
+            "cannot unmount '{}': pool or dataset is busy",
+            root.display()
+        ),
     );
     // A new jail of the same name is another prison (a new JID) beside the dying one.
     host.ok("zfs", &["create", "zroot/pot/jails/web_1b"]);
     let other = host.0.join("root/opt/pot/jails/web_1b");
     host.ok(
         "jail",
-        &["-c", "name=web_1", &format!("path={}", other.display()), "persist"],
+        &[
+            "-c",
+            "name=web_1",
+            &format!("path={}", other.display()),
+            "persist",
+        ],
     );
     assert_eq!(
         host.ok("jls", &["-d", "jid", "name", "dying"]),
@@ -134,7 +149,13 @@ fn force_destroys_the_datasets_of_a_dying_jail() {
 fn a_jails_shm_object_keeps_it_dying_until_posixshmcontrol_removes_it() {
     let host = Host::new("shm");
     let root = host.jail("pg_1");
-    let made = sim(&["shm", host.dir(), "pg_1", "/PostgreSQL.1329587820", "16580608"]);
+    let made = sim(&[
+        "shm",
+        host.dir(),
+        "pg_1",
+        "/PostgreSQL.1329587820",
+        "16580608",
+    ]);
     assert!(made.status.success(), "{}", stderr(&made));
     let path = format!("{}/PostgreSQL.1329587820", root.display());
     assert_eq!(String::from_utf8_lossy(&made.stdout), format!("{path}\n"));
@@ -142,7 +163,9 @@ fn a_jails_shm_object_keeps_it_dying_until_posixshmcontrol_removes_it() {
     let header = "MODE    \tOWNER\tGROUP\tSIZE\tPATH\n";
     assert_eq!(
         host.ok("posixshmcontrol", &["ls"]),
-        format!("{header}rw-------\troot\twheel\t16580608\t{path}\nrw-------\troot\twheel\t0\t/host-object\n")
+        format!(
+            "{header}rw-------\troot\twheel\t16580608\t{path}\nrw-------\troot\twheel\t0\t/host-object\n"
+        )
     );
     assert_eq!(
         host.ok("posixshmcontrol", &["ls", "-n", "-h", "-j", "pg_1"]),
@@ -151,11 +174,16 @@ fn a_jails_shm_object_keeps_it_dying_until_posixshmcontrol_removes_it() {
 
     host.ok("jail", &["-r", "pg_1"]);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(host.ok("jls", &["-d", "name"]), "pg_1\n", "held by its shm object");
+    assert_eq!(
+        host.ok("jls", &["-d", "name"]),
+        "pg_1\n",
+        "held by its shm object"
+    );
     let report = stderr(&host.check());
     assert!(
-        report.contains(&format!("jail pg_1 (jid 1) is dying, held by POSIX shm object {path}"))
-            && report.contains(&format!("POSIX shm object {path} (of jid 1) exists")),
+        report.contains(&format!(
+            "jail pg_1 (jid 1) is dying, held by POSIX shm object {path}"
+        )) && report.contains(&format!("POSIX shm object {path} (of jid 1) exists")),
         "{report}"
     );
 
@@ -169,7 +197,11 @@ fn a_jails_shm_object_keeps_it_dying_until_posixshmcontrol_removes_it() {
         .collect();
     assert_eq!(mine, [path.as_str()]);
     host.ok("posixshmcontrol", &["rm", mine[0]]);
-    assert_eq!(host.ok("jls", &["-d", "name"]), "", "freed with its last reference");
+    assert_eq!(
+        host.ok("jls", &["-d", "name"]),
+        "",
+        "freed with its last reference"
+    );
     host.fails(
         "posixshmcontrol",
         &["rm", &path],
@@ -218,7 +250,10 @@ fn already_gone_and_already_done_fail_as_on_freebsd() {
     host.fails(
         "umount",
         &["-f", dir.to_str().unwrap()],
-        &format!("umount: {}: not a file system root directory", dir.display()),
+        &format!(
+            "umount: {}: not a file system root directory",
+            dir.display()
+        ),
     );
     host.ok("pfctl", &["-e"]);
     host.fails("pfctl", &["-e"], "pfctl: pf already enabled");
@@ -230,5 +265,9 @@ fn already_gone_and_already_done_fail_as_on_freebsd() {
         "cannot open 'zroot/pot/jails/nope': dataset does not exist",
     );
     host.fails("jail", &["-R", "nope"], "jail: \"nope\" not found");
-    host.fails("route", &["delete", "10.9.9.9"], "route: route has not been found");
+    host.fails(
+        "route",
+        &["delete", "10.9.9.9"],
+        "route: route has not been found",
+    );
 }
