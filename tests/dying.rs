@@ -202,3 +202,34 @@ async fn a_dying_jail_counts_as_gone_at_recovery() {
     env.destroy(&t.id()).await;
     env.finish().await;
 }
+
+/// Teardown runs again after every crash, so each "already gone" or "already done" answer that
+/// FreeBSD gives (tests/freebsd-sim README "Already gone, already done") must read as done.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_already_gone_answer_reads_as_done() {
+    use nomad_pot_driver::host::Host;
+    let sim = common::SimHost::create();
+    let host = Host::new(sim.dir.join("bin").display().to_string());
+    let gone = |what: &str, r: Result<(), nomad_pot_driver::host::HostError>| match r {
+        Err(e) if e.is_absent() => {}
+        other => panic!("{what}: expected an absent object, got {other:?}"),
+    };
+    gone("jail -R", host.jail_remove("nope", true).await);
+    gone("rctl -r", host.rctl_remove_jail("nope").await);
+    gone("ifconfig destroy", host.iface_destroy("epair9a").await);
+    gone(
+        "ifconfig -alias",
+        host.iface_remove_alias("em0", "10.9.9.9".parse().unwrap())
+            .await,
+    );
+    gone("umount", host.unmount(&sim.dir.join("root/tmp")).await);
+    gone(
+        "zfs destroy",
+        host.zfs_destroy_recursive("zroot/pot/jails/nope").await,
+    );
+    gone("posixshmcontrol rm", host.shm_remove("/nope").await);
+    host.pf_enable().await.expect("pfctl -e");
+    host.pf_enable().await.expect("pfctl -e on an enabled pf");
+    sim.tool_ok("pfctl", &["-d"]);
+    sim.assert_clean("after the already-gone calls");
+}
