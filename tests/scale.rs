@@ -557,6 +557,8 @@ async fn soak() {
         failed: Vec::new(),
         events: BTreeMap::new(),
     };
+    // Removed jails linger as on FreeBSD, so teardown and recovery meet dying jails.
+    soak.env.sim.set_dying_time(0.5);
     while soak.next_id < lifecycles && began.elapsed() < time_cap {
         let live: Vec<u64> = soak.live.keys().copied().collect();
         let roll = soak.rng.below(100);

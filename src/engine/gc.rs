@@ -119,7 +119,15 @@ impl Engine {
                 Verdict::Keep(why) => report.kept.push((pot, why)),
                 Verdict::Collect(why) => {
                     if !dry_run {
-                        self.teardown(&pot).await?;
+                        match self.teardown(&pot).await {
+                            Err(e) if super::dying::is_busy(&e) => {
+                                // Still dying: tried again on the next pass.
+                                self.defer_teardown(&pot, &e)?;
+                                report.kept.push((pot, format!("dying: {e}")));
+                                continue;
+                            }
+                            other => other?,
+                        }
                         tracing::info!(pot = %pot, reason = %why, "collected an abandoned pot");
                     }
                     report.collected.push((pot, format!("{origin}: {why}")));
@@ -140,6 +148,9 @@ impl Engine {
             .contains(pot)
         {
             return Verdict::Keep("being started".to_string());
+        }
+        if let Some(reason) = self.deferred_teardown(pot) {
+            return Verdict::Collect(format!("dying: finishing a deferred teardown ({reason})"));
         }
         let dir = self.task_state_dir(pot);
         let pids: Option<shim::Pids> = super::lifecycle::read_json(&dir.join(shim::PIDS_FILE));

@@ -29,6 +29,9 @@ pub enum PotState {
     Stopped,
     /// The driver's task state without a pot: an interrupted start or teardown (`potctl gc`).
     Debris,
+    /// Its jail was removed but the kernel still holds it (`jls -d`), or its teardown waits
+    /// for the reconciler because the dying jail keeps its datasets busy.
+    Dying,
 }
 
 impl PotState {
@@ -38,6 +41,7 @@ impl PotState {
             PotState::Exited => "exited",
             PotState::Stopped => "stopped",
             PotState::Debris => "debris",
+            PotState::Dying => "dying",
         }
     }
 }
@@ -232,6 +236,11 @@ impl Engine {
             .into_iter()
             .map(|(jid, name)| (name, jid))
             .collect();
+        let dying = self
+            .host
+            .dying_jail_names()
+            .await
+            .map_err(EngineError::node("list dying jails"))?;
         let mut names: BTreeSet<String> = datasets.keys().cloned().collect();
         if let Ok(dirs) = std::fs::read_dir(self.cfg.state_dir.join("tasks")) {
             names.extend(
@@ -249,8 +258,10 @@ impl Engine {
                 let state_dir = self.cfg.state_dir.join("tasks").join(&name);
                 let jid = jails.get(&name).copied();
                 let state = match (ds, jid) {
+                    _ if state_dir.join(super::dying::DEFERRED_FILE).exists() => PotState::Dying,
                     _ if state_dir.join(shim::EXIT_FILE).exists() => PotState::Exited,
                     (_, Some(_)) => PotState::Running,
+                    _ if dying.contains(&name) => PotState::Dying,
                     (Some(_), None) => PotState::Stopped,
                     (None, None) => PotState::Debris,
                 };

@@ -959,11 +959,13 @@ impl Engine {
                         reason: format!("pid {} survived removal of its jail", inst.pid),
                     });
                 }
+                self.remove_shm(pot).await?;
                 return self.remove_rctl_rules(pot).await;
             }
         }
         // The task is gone; its jail may still hold other processes.
         self.remove_jail(pot).await?;
+        self.remove_shm(pot).await?;
         self.remove_rctl_rules(pot).await
     }
 
@@ -1020,7 +1022,11 @@ impl Engine {
             self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
         }
         // Teardown removes the jail too, so an exited task costs no separate stop.
-        self.teardown(pot).await?;
+        match self.teardown(pot).await {
+            // The jail is dying and still holds the datasets: the reconciler finishes.
+            Err(e) if super::dying::is_busy(&e) => self.defer_teardown(pot, &e)?,
+            other => other?,
+        }
         self.instances
             .lock()
             .expect("instances poisoned")
@@ -1034,6 +1040,7 @@ impl Engine {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
         self.remove_jail(pot).await?;
+        self.remove_shm(pot).await?;
         self.remove_rctl_rules(pot).await?;
         self.unplug(pot).await?;
         let mut mounts: Vec<PathBuf> = self
@@ -1054,14 +1061,7 @@ impl Engine {
                 _ => {}
             }
         }
-        match self
-            .host
-            .zfs_destroy_recursive(&format!("{}/{}", self.cfg.jails_dataset(), p))
-            .await
-        {
-            Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
-            _ => {}
-        }
+        self.destroy_pot_datasets(pot).await?;
         remove_all(p, &paths.dir)?;
         remove_all(p, &self.status_file(pot))?;
         remove_all(p, &self.task_state_dir(pot))

@@ -3,6 +3,7 @@
 mod attributes;
 pub mod command;
 mod config;
+mod dying;
 mod error;
 mod exec;
 mod gc;

@@ -107,13 +107,24 @@ impl Host {
             .collect())
     }
 
-    /// Whether jail `name` exists (`jls -j name jid`).
+    /// Whether jail `name` is alive (`jls -j name jid`); a dying one is not: it can hold no
+    /// process any more.
     pub async fn jail_exists(&self, name: &str) -> Result<bool, HostError> {
         match self.run(Tool::Jls, argv!["-j", name, "jid"]).await {
             Ok(_) => Ok(true),
-            Err(HostError::Failed { stderr, .. }) if stderr.contains("not found") => Ok(false),
+            Err(HostError::Failed { stderr, .. })
+                if stderr.contains("not found") || stderr.contains("is dying") =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// The names of the removed jails the kernel still holds (`jls -d name dying`).
+    pub async fn dying_jail_names(&self) -> Result<std::collections::BTreeSet<String>, HostError> {
+        let out = self.run(Tool::Jls, argv!["-d", "name", "dying"]).await?;
+        Ok(parse_dying(&out.stdout))
     }
 
     /// `jexec` of `spec`, resolved and ready to hand to another process.
@@ -130,6 +141,15 @@ impl Host {
             env: spec.env.clone(),
         })
     }
+}
+
+/// `jls -d name dying` output: the names whose `dying` is `true`.
+pub fn parse_dying(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.trim().rsplit_once(' '))
+        .filter(|(_, dying)| *dying == "true")
+        .map(|(name, _)| name.to_string())
+        .collect()
 }
 
 /// The JID that `jail -i -c` prints.
@@ -171,6 +191,12 @@ impl Invocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dying_names_from_jls() {
+        let names = parse_dying("web_1 true\nweb_2 false\ndb_1 true\n\n");
+        assert_eq!(names.into_iter().collect::<Vec<_>>(), ["db_1", "web_1"]);
+    }
 
     #[test]
     fn params_keep_order_and_bare_flags() {

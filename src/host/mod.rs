@@ -12,6 +12,7 @@ mod mount;
 mod pf;
 mod rctl;
 mod route;
+mod shm;
 mod sysctl;
 mod zfs;
 
@@ -69,6 +70,7 @@ pub enum Tool {
     Route,
     Kldstat,
     Kldload,
+    Posixshmcontrol,
 }
 
 impl Tool {
@@ -88,6 +90,7 @@ impl Tool {
             Tool::Route => "route",
             Tool::Kldstat => "kldstat",
             Tool::Kldload => "kldload",
+            Tool::Posixshmcontrol => "posixshmcontrol",
         }
     }
 }
@@ -124,12 +127,25 @@ pub enum HostError {
     /// The tool's output could not be understood.
     #[error("{command}: unexpected output: {detail}")]
     Parse { command: String, detail: String },
+    /// The object is still in use (zfs: `dataset is busy`, e.g. the root of a dying jail);
+    /// worth retrying once the user lets go.
+    #[error("{command}: {what} is busy: {stderr}")]
+    Busy {
+        command: String,
+        what: String,
+        stderr: String,
+    },
 }
 
 impl HostError {
     /// True when the failure says the object is already gone, which teardown treats as done.
     pub fn is_absent(&self) -> bool {
         matches!(self, HostError::Absent { .. })
+    }
+
+    /// True when the object is in use and the same call may succeed later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, HostError::Busy { .. })
     }
 }
 

@@ -117,9 +117,11 @@ impl Host {
         self.zfs(argv!["rename", from, to]).await.map(drop)
     }
 
-    /// `zfs destroy -r name`; an absent dataset is reported as [`HostError::Absent`].
+    /// `zfs destroy -f -r name`, as pot's destroy.sh: `-f` unmounts by force, so the root of
+    /// a dying jail does not keep the datasets. An absent dataset is [`HostError::Absent`], one
+    /// still busy [`HostError::Busy`].
     pub async fn zfs_destroy_recursive(&self, name: &str) -> Result<(), HostError> {
-        self.zfs(argv!["destroy", "-r", name]).await.map(drop)
+        self.zfs(argv!["destroy", "-f", "-r", name]).await.map(drop)
     }
 
     /// Streams `stream` into `zfs receive name`. Blocking: call from a blocking thread.
@@ -209,6 +211,15 @@ impl Host {
             }) if stderr.contains("does not exist") => Err(HostError::Absent {
                 command,
                 what: dataset_in_message(&stderr),
+            }),
+            // libzfs: EBUSY from the ioctl (`dataset is busy`) or from unmount (`pool or
+            // dataset is busy`).
+            Err(HostError::Failed {
+                command, stderr, ..
+            }) if stderr.contains("dataset is busy") => Err(HostError::Busy {
+                command,
+                what: dataset_in_message(&stderr),
+                stderr,
             }),
             Err(e) => Err(e),
         }

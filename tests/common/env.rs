@@ -9,7 +9,7 @@ use nomad_pot_driver::proto::base::{
     ConfigSchemaRequest, NomadConfig, NomadDriverConfig, PluginInfoRequest, SetConfigRequest,
 };
 use nomad_pot_driver::proto::drivers::{
-    DestroyTaskRequest, RecoverTaskRequest, StartTaskRequest, StartTaskResponse,
+    DestroyTaskRequest, RecoverTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest,
     TaskConfigSchemaRequest, TaskHandle, WaitTaskRequest, WaitTaskResponse,
 };
 use nomad_pot_driver::proto::hclspec::Spec;
@@ -183,6 +183,21 @@ impl Env {
         }
     }
 
+    /// StopTask with SIGTERM and `timeout_secs`, as Nomad sends it; panics on failure.
+    pub async fn stop(&self, id: &str, timeout_secs: i64) {
+        let req = StopTaskRequest {
+            task_id: id.into(),
+            timeout: Some(dur(timeout_secs)),
+            signal: "SIGTERM".into(),
+        };
+        if let Err(s) = within(60.0, "StopTask", self.plugin.driver().stop_task(req)).await {
+            panic!(
+                "StopTask failed: {s:?}\nplugin stderr:\n{}",
+                self.stderr_tail()
+            );
+        }
+    }
+
     pub async fn destroy(&self, id: &str) {
         let req = DestroyTaskRequest {
             task_id: id.into(),
@@ -260,6 +275,18 @@ pub fn gated_task_config(env: &Env, code: i32) -> Json {
 
 pub fn open_gate(t: &TestTask) {
     std::fs::write(t.alloc_dir.join(&t.task_name).join("local/go"), b"").expect("open the gate");
+}
+
+/// The pot the plugin makes for `t` (the Go driver's naming).
+pub fn pot_of(t: &TestTask) -> nomad_pot_driver::engine::PotName {
+    let invocation = t
+        .id()
+        .rsplit('/')
+        .next()
+        .expect("task id has an invocation")
+        .to_string();
+    nomad_pot_driver::engine::PotName::for_task(&t.task_name, &invocation, &t.alloc_id)
+        .expect("pot name")
 }
 
 /// An engine on the same simulated host, configured from the agent config as the plugin is.

@@ -12,6 +12,21 @@ pub fn leftovers(host: &Host) -> Res<Vec<String>> {
     for j in &st.jails {
         out.push(format!("jail {} (jid {}) is still recorded", j.name, j.jid));
     }
+    // A jail dying for the host's dying time goes by itself; one an shm object holds never does.
+    for d in &st.dying {
+        if let Some(o) = st.shm_of(d.jail.jid).next() {
+            out.push(format!(
+                "jail {} (jid {}) is dying, held by POSIX shm object {}",
+                d.jail.name, d.jail.jid, o.path
+            ));
+        }
+    }
+    for o in st.shm.iter().filter(|o| o.jid != 0) {
+        out.push(format!(
+            "POSIX shm object {} (of jid {}) exists",
+            o.path, o.jid
+        ));
+    }
     let mut ns: Vec<_> = st.jails.iter().flat_map(|j| j.ns.iter().cloned()).collect();
     ns.extend(st.retired_ns.iter().cloned());
     for pid in pids_in(&ns) {

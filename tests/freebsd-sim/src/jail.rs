@@ -258,11 +258,15 @@ fn remove(host: &Host, key: &str, at_once: bool) -> Res<()> {
     }
     host.update(|st| {
         if let Some(i) = st.jails.iter().position(|j| j.jid == jail.jid) {
-            let j = st.jails.remove(i);
-            st.retired_ns.extend(j.ns);
+            let mut j = st.jails.remove(i);
+            st.retired_ns.extend(std::mem::take(&mut j.ns));
             // The jail's vnet and cpuset die with it; moved-in interfaces go back to the host.
             crate::net::release_jail(st, &j.name);
             st.cpusets.remove(&j.jid);
+            // The kernel frees the prison only once its last reference is gone (README "Dying
+            // jails"); until then `jls -d` lists it and its root stays busy.
+            let until_us = crate::state::now_us() + (st.dying_secs.max(0.0) * 1e6) as u64;
+            st.dying.push(crate::state::DyingJail { jail: j, until_us });
         }
         Ok(())
     })
@@ -273,7 +277,7 @@ fn param_value(j: &Jail, key: &str) -> Option<String> {
         "jid" => Some(j.jid.to_string()),
         "name" => Some(j.name.clone()),
         "path" => Some(j.path.clone()),
-        "dying" => Some("false".into()),
+        "dying" => Some(j.dying.to_string()),
         "host.hostname" => Some(j.param(key).unwrap_or("").to_string()),
         "ip4.addr" | "ip6.addr" => j.param(key).map(|v| {
             v.split(',')
@@ -307,12 +311,29 @@ fn quote(v: &str, q: bool) -> String {
 }
 
 pub fn jls_main(host: &Host, args: &[String]) -> Res<String> {
-    let (opts, params) = getopt("jls", args, "dhj:Nnqsv", JLS_USAGE)?;
+    let (opts, params) = getopt("jls", args, "adhj:Nnqsv", JLS_USAGE)?;
     let st = host.load()?;
     let has = |c: char| opts.iter().any(|(o, _)| *o == c);
+    let with_dying = has('d') || has('a');
     let jails: Vec<&Jail> = match opts.iter().find(|(c, _)| *c == 'j') {
-        Some((_, key)) => vec![st.jail(key).ok_or_else(|| not_found("jls", key))?],
-        None => st.jails.iter().collect(),
+        Some((_, key)) => match (st.jail(key), st.dying_jail(key)) {
+            (Some(j), _) => vec![j],
+            (None, Some(j)) if with_dying => vec![j],
+            // kern_jail_get's message for a dying jail asked for without JAIL_DYING.
+            (None, Some(j)) if j.name == *key => {
+                return Err(Fail::new(1, format!("jls: jail \"{key}\" is dying")));
+            }
+            (None, Some(_)) => return Err(Fail::new(1, format!("jls: jail {key} is dying"))),
+            (None, None) => return Err(not_found("jls", key)),
+        },
+        None => {
+            let mut all: Vec<&Jail> = st.jails.iter().collect();
+            if with_dying {
+                all.extend(st.dying.iter().map(|d| &d.jail));
+                all.sort_by_key(|j| j.jid);
+            }
+            all
+        }
     };
     Ok(jls_output(
         &jails,

@@ -13,6 +13,7 @@ mod pf;
 mod rctl;
 mod receiver;
 mod route;
+mod shm;
 mod sign;
 mod state;
 mod stream;
@@ -67,6 +68,7 @@ pub const TOOLS: &[&str] = &[
     "kldstat",
     "kldload",
     "kldunload",
+    "posixshmcontrol",
 ];
 
 /// BSD getopt: options until the first operand or `--`; `spec` lists letters, `:` marks an argument.
@@ -150,6 +152,7 @@ fn run_tool(tool: &str, host: &state::Host, args: &[String]) -> Res<Outcome> {
         "kldstat" => kld::kldstat_main(host, args)?,
         "kldload" => kld::kldload_main(host, args)?,
         "kldunload" => kld::kldunload_main(host, args)?,
+        "posixshmcontrol" => shm::main(host, args)?,
         _ => unreachable!("main dispatches only names listed in TOOLS"),
     };
     print_out(&out);
@@ -163,7 +166,7 @@ fn print_out(out: &str) {
 }
 
 fn own_main(args: &[String]) -> Res<String> {
-    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | reboot DIR | fault DIR ... | receiver DIR [write|drain] | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT";
+    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | reboot DIR | fault DIR ... | receiver DIR [write|drain] | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT | shm DIR JAIL PATH [BYTES] | dying DIR [SECS]";
     match args.first().map(String::as_str) {
         Some("init") if args.len() == 2 => state::init(Path::new(&args[1])),
         Some("image") => image::main(&args[1..]),
@@ -174,6 +177,8 @@ fn own_main(args: &[String]) -> Res<String> {
         Some("receiver") => receiver::main(&args[1..]),
         Some("devd") => devd::daemon(&args[1..]),
         Some("usage") => devd::usage_main(&args[1..]),
+        Some("shm") => shm::shm_main(&args[1..]),
+        Some("dying") => shm::dying_main(&args[1..]),
         _ => Err(usage(USAGE)),
     }
 }

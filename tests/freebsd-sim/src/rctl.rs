@@ -76,12 +76,37 @@ fn add(host: &Host, rule: &str) -> Res<String> {
     })
 }
 
+/// `rctl -r FILTER`: removes the rules the filter matches; none is ESRCH, which rctl(8)
+/// reports as `failed to remove rule` (kern_rctl.c sys_rctl_remove_rule, rctl.c remove_rule).
 fn remove(host: &Host, filter: &str) -> Res<String> {
     host.update(|st| {
-        st.rctl.retain(|r| !r.starts_with(filter));
-        st.rctl_exceeded.retain(|r| !r.starts_with(filter));
+        let before = st.rctl.len();
+        st.rctl.retain(|r| !matches_filter(r, filter));
+        st.rctl_exceeded.retain(|r| !matches_filter(r, filter));
+        if st.rctl.len() == before {
+            return Err(Fail::new(
+                1,
+                format!("rctl: failed to remove rule '{filter}': No such process"),
+            ));
+        }
         Ok(String::new())
     })
+}
+
+/// A filter matches a rule when each of its non-empty fields (subject, subject id, resource,
+/// action, amount) equals the rule's: `jail:web_1` matches no rule of `web_10`.
+fn matches_filter(rule: &str, filter: &str) -> bool {
+    let fields = |s: &str| -> Vec<String> {
+        let (head, amount) = s.split_once('=').unwrap_or((s, ""));
+        let mut f: Vec<String> = head.split(':').map(str::to_string).collect();
+        f.resize(4, String::new());
+        f.push(amount.to_string());
+        f
+    };
+    let (r, f) = (fields(rule), fields(filter));
+    f.iter()
+        .zip(&r)
+        .all(|(want, have)| want.is_empty() || want == have)
 }
 
 fn usage_of(host: &Host, filter: &str, human: bool) -> Res<String> {

@@ -109,6 +109,31 @@ pub struct Iface {
     pub home: Option<String>,
 }
 
+/// A jail after `jail -r`/`-R`: the kernel keeps it dying while something still references it
+/// (README "Dying jails").
+#[derive(Serialize, Deserialize, Default, Clone, Debug)]
+#[serde(default)]
+pub struct DyingJail {
+    pub jail: Jail,
+    /// Until when (µs since the epoch) the host's dying time keeps it; later, only its shm
+    /// objects do.
+    pub until_us: u64,
+}
+
+/// A named POSIX shared memory object (shm_open(2) with O_CREAT).
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+#[serde(default)]
+pub struct ShmObject {
+    /// As the kernel stores it: a jailed creator's path prefixed with its jail's path.
+    pub path: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// JID of the creator's jail, 0 for the host: its credential references that jail.
+    pub jid: u32,
+}
+
 /// A static route of the host or of a vnet jail.
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
 #[serde(default)]
@@ -159,6 +184,11 @@ pub struct State {
     pub jail_aliases: Vec<(String, String)>,
     /// Kernel modules `kldunload` removed (every module the simulator knows starts loaded).
     pub unloaded_kmods: BTreeSet<String>,
+    /// Removed jails the kernel still holds.
+    pub dying: Vec<DyingJail>,
+    /// How long a removed jail stays dying when nothing else holds it (`freebsd-sim dying`).
+    pub dying_secs: f64,
+    pub shm: Vec<ShmObject>,
 }
 
 impl State {
@@ -166,6 +196,29 @@ impl State {
         self.jails
             .iter()
             .find(|j| j.name == key || j.jid.to_string() == key)
+    }
+
+    /// A dying jail by name or JID (the newest of that name).
+    pub fn dying_jail(&self, key: &str) -> Option<&Jail> {
+        self.dying
+            .iter()
+            .rev()
+            .map(|d| &d.jail)
+            .find(|j| j.name == key || j.jid.to_string() == key)
+    }
+
+    /// The POSIX shm objects whose creator's credential still references jail `jid`.
+    pub fn shm_of(&self, jid: u32) -> impl Iterator<Item = &ShmObject> {
+        self.shm.iter().filter(move |o| jid != 0 && o.jid == jid)
+    }
+
+    /// Frees the dying jails nothing holds any more: their dying time is over and no shm
+    /// object references them.
+    fn free_dead_jails(&mut self, now_us: u64) {
+        let shm = std::mem::take(&mut self.shm);
+        self.dying
+            .retain(|d| now_us < d.until_us || shm.iter().any(|o| o.jid == d.jail.jid));
+        self.shm = shm;
     }
 }
 
@@ -196,6 +249,10 @@ impl Host {
         let path = self.state_dir().join("state.json");
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(|mut st: State| {
+                    st.free_dead_jails(now_us());
+                    st
+                })
                 .map_err(|e| Fail::new(1, format!("freebsd-sim: parse {}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
             Err(e) => Err(Fail::new(
@@ -323,6 +380,8 @@ pub fn reboot(dir: &Path) -> Res<String> {
         }
         st.retired_ns = ns;
         st.jails.clear();
+        st.dying.clear();
+        st.shm.clear();
         st.ifaces = boot_ifaces();
         st.routes.clear();
         st.jail_aliases.clear();

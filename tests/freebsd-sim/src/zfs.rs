@@ -902,12 +902,16 @@ fn clone(host: &Host, args: &[String]) -> Res<String> {
     })
 }
 
+/// Whether unmounting `name` without force fails with EBUSY: a mount lies on it, or a jail,
+/// alive or dying, holds a vnode of it as its root (`pr_root`, released only when the prison
+/// is freed).
 fn busy(host: &Host, st: &State, name: &str) -> Option<PathBuf> {
     let dir = data_dir(host, st, name);
-    st.mounts
-        .iter()
-        .any(|m| Path::new(&m.target).starts_with(&dir))
-        .then_some(dir)
+    let under = |p: &str| Path::new(p).starts_with(&dir);
+    (st.mounts.iter().any(|m| under(&m.target))
+        || st.jails.iter().any(|j| under(&j.path))
+        || st.dying.iter().any(|d| under(&d.jail.path)))
+    .then_some(dir)
 }
 
 fn remove_dataset(host: &Host, st: &mut State, name: &str) -> Res<()> {
@@ -1020,6 +1024,7 @@ fn destroy_tree(host: &Host, st: &mut State, name: &str, force: bool) -> Res<()>
             destroy_tree(host, st, &c, force)?;
         }
     }
+    tree.sort_by_key(|n| std::cmp::Reverse(n.matches('/').count()));
     for n in &tree {
         if !force && let Some(dir) = busy(host, st, n) {
             return Err(Fail::new(
@@ -1031,7 +1036,6 @@ fn destroy_tree(host: &Host, st: &mut State, name: &str, force: bool) -> Res<()>
             ));
         }
     }
-    tree.sort_by_key(|n| std::cmp::Reverse(n.matches('/').count()));
     for n in tree {
         remove_dataset(host, st, &n)?;
     }

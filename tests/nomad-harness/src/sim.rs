@@ -205,6 +205,30 @@ impl SimHost {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `freebsd-sim dying DIR SECS`: removed jails stay dying for SECS (see the sim's README).
+    pub fn set_dying_time(&self, secs: f64) {
+        let out = Command::new(sim_bin())
+            .arg("dying")
+            .arg(&self.dir)
+            .arg(secs.to_string())
+            .output()
+            .expect("run freebsd-sim dying");
+        assert!(out.status.success(), "freebsd-sim dying: {out:?}");
+    }
+
+    /// `freebsd-sim shm DIR JAIL PATH BYTES`: a process of JAIL leaves a POSIX shm object;
+    /// returns its path as the host sees it.
+    pub fn leave_shm(&self, jail: &str, path: &str, bytes: u64) -> String {
+        let out = Command::new(sim_bin())
+            .arg("shm")
+            .arg(&self.dir)
+            .args([jail, path, &bytes.to_string()])
+            .output()
+            .expect("run freebsd-sim shm");
+        assert!(out.status.success(), "freebsd-sim shm: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+
     /// `freebsd-sim reboot DIR`: the host restarts (its jailed processes die, run-time state
     /// goes, datasets and files stay).
     pub fn reboot(&self) {

@@ -1,0 +1,273 @@
+//! Dying jails, POSIX shm objects and the "already gone" answers of the tools, through the
+//! built binary (README "Dying jails" and "Already gone, already done").
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_freebsd-sim");
+
+struct Host(PathBuf);
+
+impl Host {
+    fn new(tag: &str) -> Host {
+        let dir = std::env::temp_dir().join(format!("fsim-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(sim(&["init", dir.to_str().unwrap()]).status.success());
+        Host(dir)
+    }
+
+    fn dir(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    fn tool(&self, name: &str, args: &[&str]) -> Output {
+        Command::new(self.0.join("bin").join(name))
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("run tool")
+    }
+
+    fn ok(&self, name: &str, args: &[&str]) -> String {
+        let o = self.tool(name, args);
+        assert!(o.status.success(), "{name} {args:?}: {}", stderr(&o));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// `name`'s answer to `args` must be exit 1 with exactly `message` on stderr.
+    fn fails(&self, name: &str, args: &[&str], message: &str) {
+        let o = self.tool(name, args);
+        assert_eq!(o.status.code(), Some(1), "{name} {args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).trim_end(), message, "{name} {args:?}");
+    }
+
+    /// A pot-like dataset `zroot/pot/jails/NAME` with its `m`, and a jail rooted at `m`.
+    fn jail(&self, name: &str) -> PathBuf {
+        self.ok("zfs", &["create", &format!("zroot/pot/jails/{name}")]);
+        self.ok("zfs", &["create", &format!("zroot/pot/jails/{name}/m")]);
+        let root = self.0.join(format!("root/opt/pot/jails/{name}/m"));
+        let path = format!("path={}", root.display());
+        self.ok("jail", &["-c", &format!("name={name}"), &path, "persist"]);
+        root
+    }
+
+    fn check(&self) -> Output {
+        sim(&["check", self.dir()])
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sim(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_removed_jail_stays_dying_for_the_hosts_dying_time_and_keeps_its_datasets_busy() {
+    let host = Host::new("dying");
+    assert_eq!(sim(&["dying", host.dir()]).stdout, b"0\n");
+    assert!(sim(&["dying", host.dir(), "1.5"]).status.success());
+    let root = host.jail("web_1");
+    host.ok("jail", &["-r", "web_1"]);
+
+    assert_eq!(
+        host.ok("jls", &["jid", "name"]),
+        "",
+        "jls lists live jails only"
+    );
+    assert_eq!(
+        host.ok("jls", &["-d", "jid", "name", "dying"]),
+        "1 web_1 true\n"
+    );
+    host.fails("jls", &["-j", "web_1"], "jls: jail \"web_1\" is dying");
+    host.fails("jls", &["-j", "1"], "jls: jail 1 is dying");
+    assert_eq!(host.ok("jls", &["-d", "-j", "web_1", "dying"]), "true\n");
+    host.fails("jail", &["-r", "web_1"], "jail: \"web_1\" not found");
+    host.fails(
+        "zfs",
+        &["destroy", "-r", "zroot/pot/jails/web_1"],
+        &format!(
+            "cannot unmount '{}': pool or dataset is busy",
+            root.display()
+        ),
+    );
+    // A new jail of the same name is another prison (a new JID) beside the dying one.
+    host.ok("zfs", &["create", "zroot/pot/jails/web_1b"]);
+    let other = host.0.join("root/opt/pot/jails/web_1b");
+    host.ok(
+        "jail",
+        &[
+            "-c",
+            "name=web_1",
+            &format!("path={}", other.display()),
+            "persist",
+        ],
+    );
+    assert_eq!(
+        host.ok("jls", &["-d", "jid", "name", "dying"]),
+        "1 web_1 true\n2 web_1 false\n"
+    );
+    host.ok("jail", &["-R", "web_1"]);
+    // Nothing holds them but time, so check reports no leftover: the kernel frees them.
+    assert!(host.check().status.success(), "{}", stderr(&host.check()));
+    wait_until("the dying jails are freed", 10, || {
+        host.ok("jls", &["-d", "jid"]).is_empty()
+    });
+    host.ok("zfs", &["destroy", "-r", "zroot/pot/jails/web_1"]);
+    host.ok("zfs", &["destroy", "-r", "zroot/pot/jails/web_1b"]);
+}
+
+#[test]
+fn force_destroys_the_datasets_of_a_dying_jail() {
+    let host = Host::new("dying-f");
+    assert!(sim(&["dying", host.dir(), "60"]).status.success());
+    host.jail("web_1");
+    host.ok("jail", &["-R", "web_1"]);
+    host.ok("zfs", &["destroy", "-f", "-r", "zroot/pot/jails/web_1"]);
+    assert_eq!(host.ok("jls", &["-d", "name"]), "web_1\n", "still dying");
+    assert!(host.check().status.success(), "{}", stderr(&host.check()));
+}
+
+#[test]
+fn a_jails_shm_object_keeps_it_dying_until_posixshmcontrol_removes_it() {
+    let host = Host::new("shm");
+    let root = host.jail("pg_1");
+    let made = sim(&[
+        "shm",
+        host.dir(),
+        "pg_1",
+        "/PostgreSQL.1329587820",
+        "16580608",
+    ]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let path = format!("{}/PostgreSQL.1329587820", root.display());
+    assert_eq!(String::from_utf8_lossy(&made.stdout), format!("{path}\n"));
+    host.ok("posixshmcontrol", &["create", "/host-object"]);
+    let header = "MODE    \tOWNER\tGROUP\tSIZE\tPATH\n";
+    assert_eq!(
+        host.ok("posixshmcontrol", &["ls"]),
+        format!(
+            "{header}rw-------\troot\twheel\t16580608\t{path}\nrw-------\troot\twheel\t0\t/host-object\n"
+        )
+    );
+    assert_eq!(
+        host.ok("posixshmcontrol", &["ls", "-n", "-h", "-j", "pg_1"]),
+        format!("{header}rw-------\t0\t0\t16192K\t{path}\n")
+    );
+
+    host.ok("jail", &["-r", "pg_1"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        host.ok("jls", &["-d", "name"]),
+        "pg_1\n",
+        "held by its shm object"
+    );
+    let report = stderr(&host.check());
+    assert!(
+        report.contains(&format!(
+            "jail pg_1 (jid 1) is dying, held by POSIX shm object {path}"
+        )) && report.contains(&format!("POSIX shm object {path} (of jid 1) exists")),
+        "{report}"
+    );
+
+    // pot's stop.sh: every object whose path lies under the pot's directory.
+    let listed = host.ok("posixshmcontrol", &["ls"]);
+    let pot_dir = format!("{}/", root.parent().unwrap().display());
+    let mine: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split('\t').nth(4))
+        .filter(|p| p.starts_with(&pot_dir))
+        .collect();
+    assert_eq!(mine, [path.as_str()]);
+    host.ok("posixshmcontrol", &["rm", mine[0]]);
+    assert_eq!(
+        host.ok("jls", &["-d", "name"]),
+        "",
+        "freed with its last reference"
+    );
+    host.fails(
+        "posixshmcontrol",
+        &["rm", &path],
+        &format!("posixshmcontrol: unlink of {path} failed: No such file or directory"),
+    );
+    let usage = host.tool("posixshmcontrol", &["rm"]);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(stderr(&usage).starts_with("Usage:\nposixshmcontrol create"));
+
+    host.ok("zfs", &["destroy", "-r", "zroot/pot/jails/pg_1"]);
+    host.ok("posixshmcontrol", &["rm", "/host-object"]);
+    assert!(host.check().status.success(), "{}", stderr(&host.check()));
+}
+
+#[test]
+fn rctl_remove_without_a_matching_rule_is_esrch() {
+    let host = Host::new("rctl");
+    host.ok("rctl", &["-a", "jail:web_10:memoryuse:deny=1048576"]);
+    host.fails(
+        "rctl",
+        &["-r", "jail:web_1"],
+        "rctl: failed to remove rule 'jail:web_1': No such process",
+    );
+    assert_eq!(
+        host.ok("rctl", &[]),
+        "jail:web_10:memoryuse:deny=1048576\n",
+        "a filter matches whole fields, not a prefix"
+    );
+    host.ok("rctl", &["-r", "jail:web_10"]);
+    host.fails(
+        "rctl",
+        &["-r", "jail:web_10"],
+        "rctl: failed to remove rule 'jail:web_10': No such process",
+    );
+}
+
+#[test]
+fn already_gone_and_already_done_fail_as_on_freebsd() {
+    let host = Host::new("gone");
+    host.fails(
+        "ifconfig",
+        &["epair9a", "destroy"],
+        "ifconfig: interface epair9a does not exist",
+    );
+    let dir = Path::new(host.dir()).join("root/tmp");
+    host.fails(
+        "umount",
+        &["-f", dir.to_str().unwrap()],
+        &format!(
+            "umount: {}: not a file system root directory",
+            dir.display()
+        ),
+    );
+    host.ok("pfctl", &["-e"]);
+    host.fails("pfctl", &["-e"], "pfctl: pf already enabled");
+    host.ok("pfctl", &["-d"]);
+    host.fails("pfctl", &["-d"], "pfctl: pf not enabled");
+    host.fails(
+        "zfs",
+        &["destroy", "-f", "-r", "zroot/pot/jails/nope"],
+        "cannot open 'zroot/pot/jails/nope': dataset does not exist",
+    );
+    host.fails("jail", &["-R", "nope"], "jail: \"nope\" not found");
+    host.fails(
+        "route",
+        &["delete", "10.9.9.9"],
+        "route: route has not been found",
+    );
+}
