@@ -4,15 +4,21 @@ use super::EngineError;
 use super::potconf::PotConf;
 use std::path::{Path, PathBuf};
 
-/// A pot (and jail) name: letters, digits, `_` and `-` only, so it is valid as a jail name,
-/// a ZFS dataset component and a file name, and pot accepts it (no `.`).
+/// A pot (and jail) name: letters, digits, `_` and `-` only (not first), so it is valid as a jail
+/// name, a ZFS dataset component, a file name and a tool's argument, and pot accepts it (no `.`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PotName(String);
 
 impl PotName {
+    /// Room for the pot's datasets (`<zfs_root>/jails/<pot>/m`, within ZFS's 255) and for
+    /// `pot_status_<pot>` and the task's state dir (file names, within NAME_MAX 255).
+    pub const MAX_LEN: usize = 200;
+
     pub fn new(name: &str) -> Result<PotName, EngineError> {
         let ok = !name.is_empty()
-            && name.len() <= 200
+            && name.len() <= PotName::MAX_LEN
+            // jexec, jail -r and jls would read a leading `-` as an option.
+            && !name.starts_with('-')
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -20,13 +26,14 @@ impl PotName {
             Ok(PotName(name.to_string()))
         } else {
             Err(EngineError::InvalidInput(format!(
-                "{name:?} is not a valid pot name (letters, digits, '_' and '-')"
+                "{name:?} is not a valid pot name (letters, digits, '_' and '-', not first)"
             )))
         }
     }
 
     /// `<task>_<invocation>_<alloc>` as the Go driver names pots; characters pot or jail(8)
-    /// would reject (`.`, spaces, …) become `_`.
+    /// would reject (`.` makes a child jail, spaces, non-ASCII, …) become `_`. A long task name
+    /// is cut so the whole stays within [`PotName::MAX_LEN`]; the ids keep it unique.
     pub fn for_task(task: &str, invocation: &str, alloc: &str) -> Result<PotName, EngineError> {
         let clean = |s: &str| -> String {
             s.chars()
@@ -39,12 +46,14 @@ impl PotName {
                 })
                 .collect()
         };
-        PotName::new(&format!(
-            "{}_{}_{}",
-            clean(task),
-            clean(invocation),
-            clean(alloc)
-        ))
+        let ids = format!("_{}_{}", clean(invocation), clean(alloc));
+        let mut task = clean(task);
+        if task.starts_with('-') {
+            task.replace_range(..1, "_");
+        }
+        // Only ASCII is left, so any byte is a character boundary.
+        task.truncate(PotName::MAX_LEN.saturating_sub(ids.len()));
+        PotName::new(&format!("{task}{ids}"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -179,6 +188,17 @@ mod tests {
     fn task_names_become_pot_names() {
         let p = PotName::for_task("web.v2", "a510890d", "4fe1de8e-eab5").unwrap();
         assert_eq!(p.as_str(), "web_v2_a510890d_4fe1de8e-eab5");
+        let spaced = PotName::for_task("web v2", "a510890d", "4fe1de8e-eab5").unwrap();
+        assert_eq!(spaced, p, "the ids, not the task name, keep pots apart");
+        let odd = PotName::for_task("w\t\"é#$:=\n日", "a510890d", "4f").unwrap();
+        assert_eq!(odd.as_str(), "w__________a510890d_4f");
+        let alloc = "4fe1de8e-eab5-11ee-9c3a-0242ac120002";
+        let long = PotName::for_task(&"n".repeat(242), "a510890d", alloc).unwrap();
+        assert_eq!(long.as_str().len(), PotName::MAX_LEN);
+        assert!(long.as_str().ends_with(&format!("_a510890d_{alloc}")));
+        let dash = PotName::for_task("-rf", "a510890d", "4f").unwrap();
+        assert_eq!(dash.as_str(), "_rf_a510890d_4f");
+        assert!(PotName::new("-rf").is_err());
         assert!(PotName::new("a.b").is_err());
         assert!(PotName::new("").is_err());
     }

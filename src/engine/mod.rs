@@ -12,6 +12,7 @@ mod jailfs;
 mod layout;
 mod lifecycle;
 mod limits;
+mod mounts;
 mod network;
 mod oom;
 mod options;

@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod env;
+pub mod names;
 
 pub use nomad_harness::*;
 

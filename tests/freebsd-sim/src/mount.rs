@@ -304,10 +304,7 @@ mod tests {
              {\"device\":\"/a/\\\"x\\\"\\\\\ty\\nz\",\"mntpoint\":\"/j/m/local\",\
              \"fstype\":\"nullfs\",\"opts\":\"ro\",\"dump\":0,\"pass\":0}]}}\n"
         );
-        assert_eq!(
-            fstab_json(&[]),
-            "{\"mount\": {\"fstab\": []}}\n"
-        );
+        assert_eq!(fstab_json(&[]), "{\"mount\": {\"fstab\": []}}\n");
     }
 
     #[test]
