@@ -67,6 +67,48 @@ impl std::fmt::Display for PotName {
     }
 }
 
+/// The value of the owner property for a Nomad task id: `%` and control characters (a task
+/// name may hold tabs and newlines) percent-encoded, since `zfs list -H` prints values raw
+/// between tabs and newlines.
+pub fn owner_value(task_id: &str) -> String {
+    let mut out = String::with_capacity(task_id.len());
+    for c in task_id.chars() {
+        if c == '%' || c.is_control() {
+            let mut buf = [0; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The task id back from an owner property value; a `%` without two hex digits is kept.
+pub fn task_id_of_owner(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Paths of one pot.
 pub struct PotPaths {
     /// `$ROOT/jails/<p>`
@@ -201,6 +243,17 @@ mod tests {
         assert!(PotName::new("-rf").is_err());
         assert!(PotName::new("a.b").is_err());
         assert!(PotName::new("").is_err());
+    }
+
+    #[test]
+    fn owner_values_hold_no_tab_or_newline_and_read_back() {
+        for id in ["a1/web/0f", "a1/web v2\tx\n%41ü/0f", "a1/100%/0f"] {
+            let v = owner_value(id);
+            assert!(!v.contains(['\t', '\n']), "{v:?}");
+            assert_eq!(task_id_of_owner(&v), id);
+        }
+        assert_eq!(owner_value("a/w\tv/1"), "a/w%09v/1");
+        assert_eq!(task_id_of_owner("a/50%/1"), "a/50%/1");
     }
 
     #[test]

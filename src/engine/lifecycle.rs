@@ -448,7 +448,7 @@ impl Engine {
         // Before any change, so a refused address leaves nothing behind.
         let ip = self.assign_network(plan, &mut conf)?;
         self.host
-            .zfs_create(&dataset, &[(OWNER_PROPERTY, owner)])
+            .zfs_create(&dataset, &[(OWNER_PROPERTY, &layout::owner_value(owner))])
             .await
             .map_err(EngineError::host(p))?;
         let cloned = async {
