@@ -5,11 +5,13 @@
 
 mod common;
 
-use common::TaskBuilder;
 use common::env::Env;
 use common::names::{MAX_TASK_NAME, Rng};
+use common::{TaskBuilder, TestTask};
+use nomad_pot_driver::engine::PotName;
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 fn seed() -> u64 {
@@ -49,9 +51,59 @@ async fn lifecycle(env: &Env, allocs: &Path, name: &str, seed: u64) {
     );
     assert!(t.logs.wait_for_eof(Duration::from_secs(5)).await, "{ctx}");
     assert_eq!(t.logs.stdout(), name, "{ctx}: the task's NOMAD_TASK_NAME");
+    potctl_shows(env, &t, &ctx);
     env.destroy(&t.id()).await;
     let (clean, report) = env.sim.check();
     assert!(clean, "{ctx}: freebsd-sim check found leftovers:\n{report}");
+}
+
+/// `potctl show` finds the pot, names its task and mounts whole in JSON, and keeps the
+/// table one line per item.
+fn potctl_shows(env: &Env, t: &TestTask, ctx: &str) {
+    let invocation = t.id().rsplit('/').next().unwrap().to_string();
+    let pot = PotName::for_task(&t.task_name, &invocation, &t.alloc_id).unwrap();
+    let show = |json: bool| {
+        let mut args = vec!["show", pot.as_str()];
+        if json {
+            args.push("--json");
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_potctl"))
+            .arg("--sim")
+            .arg(&env.sim.dir)
+            .args(&args)
+            .output()
+            .expect("run potctl");
+        assert!(out.status.success(), "{ctx}: potctl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let d: serde_json::Value = serde_json::from_str(&show(true)).unwrap();
+    assert_eq!(d["owner"]["task"], t.task_name.as_str(), "{ctx}");
+    let task_dir = t.alloc_dir.join(&t.task_name);
+    let sources: Vec<&str> = d["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["source"].as_str().unwrap())
+        .collect();
+    for dir in ["local", "secrets"] {
+        let want = std::fs::canonicalize(task_dir.join(dir)).unwrap();
+        assert!(
+            sources.contains(&want.to_str().unwrap()),
+            "{ctx}: {want:?} not among {sources:?}"
+        );
+    }
+    let text = show(false);
+    let mounts = text
+        .lines()
+        .skip_while(|l| *l != "mounts:")
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .count();
+    assert_eq!(
+        mounts,
+        sources.len(),
+        "{ctx}: one line per mount in\n{text}"
+    );
 }
 
 async fn run(allocs: impl Fn(&Env) -> PathBuf) {
