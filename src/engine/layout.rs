@@ -257,6 +257,28 @@ mod tests {
     }
 
     #[test]
+    fn whatever_the_task_name_the_names_on_the_host_are_plain() {
+        let alloc = "4fe1de8e-eab5-11ee-9c3a-0242ac120002";
+        for task in [
+            "web v2",
+            "web.v2",
+            "-x",
+            "a#b",
+            "日本",
+            "x\n127.0.0.1 evil",
+            &"é".repeat(121),
+        ] {
+            let p = PotName::for_task(task, "a510890d", alloc).unwrap();
+            // No `.` (a child jail to jail(8)), no blank or `#` (/etc/hosts), no `=` or quote
+            // (pot.conf), nothing a tool would take for an option.
+            assert!(PotName::new(p.as_str()).is_ok(), "{task:?}: {p}");
+            let host = usable_hostname(&p, "node1", 64);
+            assert!(!host.contains([' ', '\t', '\n', '#', '=', '"']), "{host:?}");
+            assert_eq!(etc_hosts(&host, &[]).lines().count(), 2, "{task:?}");
+        }
+    }
+
+    #[test]
     fn hostname_rule_matches_pot() {
         let p = PotName::new("web_1").unwrap();
         assert_eq!(usable_hostname(&p, "node1", 64), "web_1.node1");
