@@ -175,7 +175,6 @@ async fn jexec_failure_is_the_tasks_exit_with_its_message_in_the_log() {
 /// The steps of StopTask and DestroyTask of a running task, as fault rules.
 const TEARDOWN_STEPS: &[(&str, &str, &str, u32)] = &[
     ("jail -R", "jail", "-R", 1),
-    ("mount -p", "mount", "-p", 1),
     ("umount -f", "umount", "-f", 1),
     ("umount -f", "umount", "-f", 3),
     ("zfs destroy", "zfs", "destroy", 1),
@@ -250,6 +249,55 @@ async fn tool_failure_at_each_stop_and_destroy_step_is_reported_and_retry_cleans
             env.finish().await;
         }
     }
+}
+
+/// A pot without a mount record (made by a driver before the record existed) is unmounted from
+/// the host's table: a failing `mount --libxo json -p` is reported, and the retry cleans up.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_mount_record_teardown_reads_the_mount_table() {
+    let env = Env::new().await;
+    let t = env.task("old driver", &long_task(&env));
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    try_stop(&env, &t.id(), 5).await.expect("StopTask");
+    env.wait(&t.id(), 20.0).await;
+    let pot = t.id().split('/').map(str::to_string).collect::<Vec<_>>();
+    let pot = format!("old_driver_{}_{}", pot[2], pot[0]);
+    let record = std::path::Path::new(env.sim.config["state_dir"].as_str().unwrap())
+        .join("tasks")
+        .join(&pot)
+        .join("mounts.json");
+    std::fs::remove_file(&record).expect("the task's mount record");
+    env.sim.fault(&[
+        "mount",
+        "--word",
+        "json",
+        "--nth",
+        "1",
+        "--fail",
+        "1",
+        "--stderr",
+        "injected-failure",
+    ]);
+    let e = try_destroy(&env, &t.id())
+        .await
+        .expect_err("DestroyTask with the mount table unreadable");
+    assert!(
+        e.message().contains("mount --libxo json -p") && e.message().contains("injected-failure"),
+        "{e:?}"
+    );
+    try_destroy(&env, &t.id())
+        .await
+        .unwrap_or_else(|e| panic!("DestroyTask retried: {e:?}"));
+    let listed = env
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.argv[0] == "mount" && c.argv.iter().any(|a| a == "-p"))
+        .count();
+    assert_eq!(listed, 2, "the table is read once per DestroyTask");
+    assert_no_debris(&env, "after a teardown from the mount table");
+    env.finish().await;
 }
 
 /// How the hung tool call ends once the plugin is dead.

@@ -128,7 +128,6 @@ const START_STEPS: &[(&str, &str, u32)] = &[
 /// Steps of DestroyTask after the task ended.
 const DESTROY_STEPS: &[(&str, &str, u32)] = &[
     ("jail", "-R", 1),
-    ("mount", "-p", 1),
     ("umount", "-f", 2),
     ("zfs", "destroy", 1),
 ];

@@ -5,6 +5,7 @@
 //! is not being started, and neither its supervisor nor its task is alive. Running but
 //! unclaimed tasks are reported, not killed: Nomad may still recover them.
 
+use super::layout::task_id_of_owner;
 use super::lifecycle::OWNER_PROPERTY;
 use super::{Engine, EngineError, PotName, shim};
 use std::collections::BTreeMap;
@@ -49,7 +50,8 @@ impl Engine {
             Ok(entries) => Ok(entries
                 .into_iter()
                 .find(|e| e.name == dataset)
-                .and_then(|e| e.user_prop)),
+                .and_then(|e| e.user_prop)
+                .map(|v| task_id_of_owner(&v))),
             Err(e) if e.is_absent() => Ok(None),
             Err(e) => Err(EngineError::host(pot.as_str())(e)),
         }
@@ -92,7 +94,7 @@ impl Engine {
             };
             if let (true, Some(owner), Ok(pot)) = (parent == jails, d.user_prop, PotName::new(name))
             {
-                owned.insert(pot, format!("owned by task {owner}"));
+                owned.insert(pot, format!("owned by task {}", task_id_of_owner(&owner)));
             }
         }
         // State without a dataset: debris of a start interrupted before the clone, or of a

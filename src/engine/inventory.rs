@@ -7,7 +7,7 @@
 
 use super::attributes;
 use super::image::IMAGE_PROP;
-use super::layout::{PotName, PotPaths};
+use super::layout::{PotName, PotPaths, task_id_of_owner};
 use super::lifecycle::{ExitInfo, OWNER_PROPERTY, read_json};
 use super::network::{AliasAddr, PortSpec};
 use super::potconf::PotConf;
@@ -313,22 +313,37 @@ impl Engine {
             .into_iter()
             .map(|m| m.target)
             .collect();
-        let fscomp =
-            std::fs::read_to_string(paths.conf_dir.join("fscomp.conf")).unwrap_or_default();
-        let mounts = fscomp
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let (source, target) = (f.next()?, f.next()?);
-                let in_root = paths.root.join(target.trim_start_matches('/'));
-                Some(MountInfo {
-                    source: source.to_string(),
-                    target: target.to_string(),
-                    readonly: f.next() == Some("ro"),
-                    mounted: mounted.contains(&in_root),
+        // The record keeps names with blanks whole; fscomp.conf (pot's `<source> <target>`
+        // lines) cannot, and is read only for pots without a record.
+        let mounts = match self.mount_record(pot) {
+            Some(record) => record
+                .mounts
+                .into_iter()
+                .filter_map(|m| {
+                    Some(MountInfo {
+                        source: m.source?.display().to_string(),
+                        mounted: mounted.contains(&m.target),
+                        target: m.in_jail,
+                        readonly: m.readonly,
+                    })
                 })
-            })
-            .collect();
+                .collect(),
+            None => std::fs::read_to_string(paths.conf_dir.join("fscomp.conf"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split_whitespace();
+                    let (source, target) = (f.next()?, f.next()?);
+                    let in_root = paths.root.join(target.trim_start_matches('/'));
+                    Some(MountInfo {
+                        source: source.to_string(),
+                        target: target.to_string(),
+                        readonly: f.next() == Some("ro"),
+                        mounted: mounted.contains(&in_root),
+                    })
+                })
+                .collect(),
+        };
         let rctl = if summary.jid.is_some() {
             self.host
                 .rctl_rules(p)
@@ -569,7 +584,7 @@ impl Engine {
                     (
                         name.to_string(),
                         PotDataset {
-                            owner: d.user_prop.clone(),
+                            owner: d.user_prop.as_deref().map(task_id_of_owner),
                             image_prop: stamps.get(&d.name).cloned(),
                             origin: origins
                                 .get(format!("{}/m", d.name).as_str())

@@ -4,15 +4,21 @@ use super::EngineError;
 use super::potconf::PotConf;
 use std::path::{Path, PathBuf};
 
-/// A pot (and jail) name: letters, digits, `_` and `-` only, so it is valid as a jail name,
-/// a ZFS dataset component and a file name, and pot accepts it (no `.`).
+/// A pot (and jail) name: letters, digits, `_` and `-` only (not first), so it is valid as a jail
+/// name, a ZFS dataset component, a file name and a tool's argument, and pot accepts it (no `.`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PotName(String);
 
 impl PotName {
+    /// Room for the pot's datasets (`<zfs_root>/jails/<pot>/m`, within ZFS's 255) and for
+    /// `pot_status_<pot>` and the task's state dir (file names, within NAME_MAX 255).
+    pub const MAX_LEN: usize = 200;
+
     pub fn new(name: &str) -> Result<PotName, EngineError> {
         let ok = !name.is_empty()
-            && name.len() <= 200
+            && name.len() <= PotName::MAX_LEN
+            // jexec, jail -r and jls would read a leading `-` as an option.
+            && !name.starts_with('-')
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -20,13 +26,14 @@ impl PotName {
             Ok(PotName(name.to_string()))
         } else {
             Err(EngineError::InvalidInput(format!(
-                "{name:?} is not a valid pot name (letters, digits, '_' and '-')"
+                "{name:?} is not a valid pot name (letters, digits, '_' and '-', not first)"
             )))
         }
     }
 
     /// `<task>_<invocation>_<alloc>` as the Go driver names pots; characters pot or jail(8)
-    /// would reject (`.`, spaces, …) become `_`.
+    /// would reject (`.` makes a child jail, spaces, non-ASCII, …) become `_`. A long task name
+    /// is cut so the whole stays within [`PotName::MAX_LEN`]; the ids keep it unique.
     pub fn for_task(task: &str, invocation: &str, alloc: &str) -> Result<PotName, EngineError> {
         let clean = |s: &str| -> String {
             s.chars()
@@ -39,12 +46,14 @@ impl PotName {
                 })
                 .collect()
         };
-        PotName::new(&format!(
-            "{}_{}_{}",
-            clean(task),
-            clean(invocation),
-            clean(alloc)
-        ))
+        let ids = format!("_{}_{}", clean(invocation), clean(alloc));
+        let mut task = clean(task);
+        if task.starts_with('-') {
+            task.replace_range(..1, "_");
+        }
+        // Only ASCII is left, so any byte is a character boundary.
+        task.truncate(PotName::MAX_LEN.saturating_sub(ids.len()));
+        PotName::new(&format!("{task}{ids}"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -56,6 +65,48 @@ impl std::fmt::Display for PotName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The value of the owner property for a Nomad task id: `%` and control characters (a task
+/// name may hold tabs and newlines) percent-encoded, since `zfs list -H` prints values raw
+/// between tabs and newlines.
+pub fn owner_value(task_id: &str) -> String {
+    let mut out = String::with_capacity(task_id.len());
+    for c in task_id.chars() {
+        if c == '%' || c.is_control() {
+            let mut buf = [0; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The task id back from an owner property value; a `%` without two hex digits is kept.
+pub fn task_id_of_owner(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Paths of one pot.
@@ -179,8 +230,52 @@ mod tests {
     fn task_names_become_pot_names() {
         let p = PotName::for_task("web.v2", "a510890d", "4fe1de8e-eab5").unwrap();
         assert_eq!(p.as_str(), "web_v2_a510890d_4fe1de8e-eab5");
+        let spaced = PotName::for_task("web v2", "a510890d", "4fe1de8e-eab5").unwrap();
+        assert_eq!(spaced, p, "the ids, not the task name, keep pots apart");
+        let odd = PotName::for_task("w\t\"é#$:=\n日", "a510890d", "4f").unwrap();
+        assert_eq!(odd.as_str(), "w__________a510890d_4f");
+        let alloc = "4fe1de8e-eab5-11ee-9c3a-0242ac120002";
+        let long = PotName::for_task(&"n".repeat(242), "a510890d", alloc).unwrap();
+        assert_eq!(long.as_str().len(), PotName::MAX_LEN);
+        assert!(long.as_str().ends_with(&format!("_a510890d_{alloc}")));
+        let dash = PotName::for_task("-rf", "a510890d", "4f").unwrap();
+        assert_eq!(dash.as_str(), "_rf_a510890d_4f");
+        assert!(PotName::new("-rf").is_err());
         assert!(PotName::new("a.b").is_err());
         assert!(PotName::new("").is_err());
+    }
+
+    #[test]
+    fn owner_values_hold_no_tab_or_newline_and_read_back() {
+        for id in ["a1/web/0f", "a1/web v2\tx\n%41ü/0f", "a1/100%/0f"] {
+            let v = owner_value(id);
+            assert!(!v.contains(['\t', '\n']), "{v:?}");
+            assert_eq!(task_id_of_owner(&v), id);
+        }
+        assert_eq!(owner_value("a/w\tv/1"), "a/w%09v/1");
+        assert_eq!(task_id_of_owner("a/50%/1"), "a/50%/1");
+    }
+
+    #[test]
+    fn whatever_the_task_name_the_names_on_the_host_are_plain() {
+        let alloc = "4fe1de8e-eab5-11ee-9c3a-0242ac120002";
+        for task in [
+            "web v2",
+            "web.v2",
+            "-x",
+            "a#b",
+            "日本",
+            "x\n127.0.0.1 evil",
+            &"é".repeat(121),
+        ] {
+            let p = PotName::for_task(task, "a510890d", alloc).unwrap();
+            // No `.` (a child jail to jail(8)), no blank or `#` (/etc/hosts), no `=` or quote
+            // (pot.conf), nothing a tool would take for an option.
+            assert!(PotName::new(p.as_str()).is_ok(), "{task:?}: {p}");
+            let host = usable_hostname(&p, "node1", 64);
+            assert!(!host.contains([' ', '\t', '\n', '#', '=', '"']), "{host:?}");
+            assert_eq!(etc_hosts(&host, &[]).lines().count(), 2, "{task:?}");
+        }
     }
 
     #[test]

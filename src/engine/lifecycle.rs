@@ -9,6 +9,7 @@ use super::image::{self, ImageRef};
 use super::jailfs;
 use super::layout::{self, MountSpec, PotName, PotPaths};
 use super::limits::Limits;
+use super::mounts::{MountRecord, RecordedMount};
 use super::network::{self, BridgePlan, NetworkPlan, NetworkRecord, NetworkRequest};
 use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
@@ -447,7 +448,7 @@ impl Engine {
         // Before any change, so a refused address leaves nothing behind.
         let ip = self.assign_network(plan, &mut conf)?;
         self.host
-            .zfs_create(&dataset, &[(OWNER_PROPERTY, owner)])
+            .zfs_create(&dataset, &[(OWNER_PROPERTY, &layout::owner_value(owner))])
             .await
             .map_err(EngineError::host(p))?;
         let cloned = async {
@@ -513,9 +514,17 @@ impl Engine {
         // its mount (pot: `chroot $M realpath`), so it sees the mounts above it and a symlink in
         // the image cannot send a mount onto the host.
         let mut fscomp = Vec::new();
+        let mut mounted = MountRecord::default();
         for m in spec.mounts.iter().chain(&checked.mounts) {
             let target = jailfs::create_dir(&paths.root, Path::new(&m.target))
                 .map_err(EngineError::io(p, "create", Path::new(&m.target)))?;
+            mounted.mounts.push(RecordedMount {
+                source: Some(m.source.clone()),
+                target: target.host.clone(),
+                in_jail: target.in_jail.display().to_string(),
+                readonly: m.readonly,
+            });
+            self.save_mounts(pot, &mounted)?;
             self.host
                 .mount_nullfs(&m.source, &target.host, m.readonly)
                 .await
@@ -604,6 +613,8 @@ impl Engine {
                 }
             }
         }
+        mounted.add_jail_mounts(&paths.root, attributes);
+        self.save_mounts(pot, &mounted)?;
         let jid = self
             .host
             .jail_create(&params)
@@ -1043,24 +1054,7 @@ impl Engine {
         self.remove_shm(pot).await?;
         self.remove_rctl_rules(pot).await?;
         self.unplug(pot).await?;
-        let mut mounts: Vec<PathBuf> = self
-            .host
-            .mounts()
-            .await
-            .map_err(EngineError::host(p))?
-            .into_iter()
-            // The pot's own datasets go with `zfs destroy`; nullfs, devfs and tmpfs are ours.
-            .filter(|m| m.fstype != "zfs" && m.target.starts_with(&paths.root))
-            .map(|m| m.target)
-            .collect();
-        // Deepest first, like pot's bottom-up fscomp.conf walk.
-        mounts.sort_by_key(|t| std::cmp::Reverse(t.components().count()));
-        for target in mounts {
-            match self.host.unmount(&target).await {
-                Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
-                _ => {}
-            }
-        }
+        self.unmount_all(pot, &paths).await?;
         self.destroy_pot_datasets(pot).await?;
         remove_all(p, &paths.dir)?;
         remove_all(p, &self.status_file(pot))?;

@@ -13,6 +13,7 @@ mod jailfs;
 mod layout;
 mod lifecycle;
 mod limits;
+mod mounts;
 mod network;
 mod oom;
 mod options;

@@ -29,7 +29,7 @@ pub mod parse {
         created_name as ifconfig_created_name, parse_listing as ifconfig_listing,
     };
     pub use super::jail::parse_jid as jail_jid;
-    pub use super::mount::parse_fstab as mount_fstab;
+    pub use super::mount::parse_libxo as mount_libxo;
     pub use super::pf::{parse_anchors as pfctl_anchors, rdr_host_port as pfctl_rdr_host_port};
     pub use super::rctl::parse_usage as rctl_usage;
     pub use super::zfs::{parse_list_tree as zfs_list_tree, parse_snapshots as zfs_snapshots};

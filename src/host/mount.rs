@@ -1,9 +1,10 @@
 //! mount(8) and umount(8): nullfs mounts into a jail root.
 
 use super::{Host, HostError, Tool, argv};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// A mounted file system, from one line of `mount -p` (fstab form).
+/// A mounted file system, from one instance of `mount -p --libxo json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
     pub target: PathBuf,
@@ -45,24 +46,72 @@ impl Host {
         }
     }
 
-    /// Every mounted file system, from `mount -p`.
+    /// Every mounted file system, from `mount -p --libxo json`: the fstab form prints names
+    /// raw between blank padding, so only libxo's fields tell where a name with a blank ends.
     pub async fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {
-        let out = self.run(Tool::Mount, argv!["-p"]).await?;
-        Ok(parse_fstab(&out.stdout))
+        let out = self
+            .run(Tool::Mount, argv!["--libxo", "json", "-p"])
+            .await?;
+        parse_libxo(&out.stdout).map_err(|detail| HostError::Parse {
+            command: "mount --libxo json -p".into(),
+            detail,
+        })
     }
 }
 
-/// fstab(5) fields: source, target, type, options, dump, pass — whitespace separated.
-pub fn parse_fstab(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace().skip(1);
-            Some(MountEntry {
-                target: PathBuf::from(f.next()?),
-                fstype: f.next()?.to_string(),
-            })
+#[derive(Deserialize)]
+struct Listing {
+    mount: Container,
+}
+
+#[derive(Deserialize)]
+struct Container {
+    #[serde(default)]
+    fstab: Vec<Fstab>,
+}
+
+#[derive(Deserialize)]
+struct Fstab {
+    mntpoint: String,
+    fstype: String,
+}
+
+/// `{"mount": {"fstab": [{"device", "mntpoint", "fstype", "opts", "dump", "pass"}…]}}`.
+/// libxo before 2.0 writes a tab or other control character inside a string raw, which strict
+/// JSON forbids; those are escaped here first, so both libxo generations read the same.
+pub fn parse_libxo(text: &str) -> Result<Vec<MountEntry>, String> {
+    let listing: Listing =
+        serde_json::from_str(&escape_raw_controls(text)).map_err(|e| e.to_string())?;
+    Ok(listing
+        .mount
+        .fstab
+        .into_iter()
+        .map(|f| MountEntry {
+            target: PathBuf::from(f.mntpoint),
+            fstype: f.fstype,
         })
-        .collect()
+        .collect())
+}
+
+/// Control characters inside JSON strings as `\u00XX`; outside strings they are whitespace.
+fn escape_raw_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string && !escaped && (c as u32) < 0x20 {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+            continue;
+        }
+        out.push(c);
+        if escaped {
+            escaped = false;
+        } else if in_string && c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            in_string = !in_string;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -70,11 +119,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_mount_p_output() {
-        let text = "zroot/ROOT/default\t/\tzfs\trw\t0 0\n/a/local\t/opt/pot/jails/x/m/local\tnullfs\trw\t0 0\n";
-        let m = parse_fstab(text);
+    fn reads_libxo_1_output_with_raw_tabs_and_blanks() {
+        // As FreeBSD 14's mount (libxo 1.x) prints it: `\\`, `"` and newline escaped, the
+        // tab raw.
+        let text = "{\"mount\": {\"fstab\": [{\"device\":\"zroot/ROOT/default\",\"mntpoint\":\"/\",\"fstype\":\"zfs\",\"opts\":\"rw\",\"dump\":0,\"pass\":0}, {\"device\":\"/a/web v2\tx/local\",\"mntpoint\":\"/j/web v2/m/lo\tcal \\\"q\\\"\\\\\\n\",\"fstype\":\"nullfs\",\"opts\":\"ro\",\"dump\":0,\"pass\":0}]}}\n";
+        let m = parse_libxo(text).unwrap();
         assert_eq!(m.len(), 2);
-        assert_eq!(m[1].target, PathBuf::from("/opt/pot/jails/x/m/local"));
+        assert_eq!(m[0].target, PathBuf::from("/"));
+        assert_eq!(m[0].fstype, "zfs");
+        assert_eq!(m[1].target, PathBuf::from("/j/web v2/m/lo\tcal \"q\"\\\n"));
         assert_eq!(m[1].fstype, "nullfs");
+    }
+
+    #[test]
+    fn reads_libxo_2_output_with_escaped_controls() {
+        let text = "{\"mount\": {\"fstab\": [{\"device\":\"/a\",\"mntpoint\":\"/j/a\\tb\\u0001 日\",\"fstype\":\"nullfs\",\"opts\":\"rw\",\"dump\":0,\"pass\":0}]}}\n";
+        let m = parse_libxo(text).unwrap();
+        assert_eq!(m[0].target, PathBuf::from("/j/a\tb\u{1} 日"));
+    }
+
+    #[test]
+    fn empty_and_broken_listings() {
+        assert_eq!(parse_libxo("{\"mount\": {\"fstab\": []}}\n").unwrap(), []);
+        assert!(parse_libxo("zroot\t/\tzfs\trw\t0 0\n").is_err());
+        assert!(parse_libxo("{\"mount\": {\"fstab\": [{\"device\":\"/a\"").is_err());
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod potctl;
+pub mod names;
 
 pub use nomad_harness::*;
 

@@ -1,6 +1,6 @@
 //! The inspect commands: what is on the node, for a person (tables) or a tool (`--json`).
 
-use crate::output::{Table, json, or_dash, size, time};
+use crate::output::{Table, json, or_dash, size, time, visible};
 use anyhow::Result;
 use clap::Subcommand;
 use nomad_pot_driver::engine::{
@@ -167,7 +167,9 @@ fn show(d: &PotDetails, as_json: bool) -> String {
         match &s.owner {
             Some(o) => format!(
                 "alloc {} task {} (task id {})",
-                o.alloc_id, o.task, o.task_id
+                o.alloc_id,
+                visible(&o.task),
+                visible(&o.task_id)
             ),
             None => "- (not created by the driver)".to_string(),
         },
@@ -197,8 +199,8 @@ fn show(d: &PotDetails, as_json: bool) -> String {
     for m in &d.mounts {
         out.push_str(&format!(
             "  {} <- {} ({}{})\n",
-            m.target,
-            m.source,
+            visible(&m.target),
+            visible(&m.source),
             if m.readonly { "ro" } else { "rw" },
             if m.mounted { "" } else { ", not mounted" }
         ));

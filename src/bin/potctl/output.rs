@@ -15,7 +15,7 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.iter().map(|c| visible(c)).collect());
     }
 
     pub fn render(&self) -> String {
@@ -45,6 +45,20 @@ impl Table {
         }
         out
     }
+}
+
+/// Control characters (a task name may hold tabs and newlines) as escapes, so that a value
+/// can neither break a table's columns nor forge a line of its own.
+pub fn visible(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `-` for a missing value, as in the tables.
@@ -123,6 +137,14 @@ mod tests {
             t.render(),
             "NAME   STATE    NOTE\nweb_1  running  x\na      -        long note\n"
         );
+    }
+
+    #[test]
+    fn control_characters_cannot_break_a_table() {
+        assert_eq!(visible("web v2\tx\ny\u{1}é"), "web v2\\tx\\ny\\u{1}é");
+        let mut t = Table::new(&["POT", "TASK"]);
+        t.row(vec!["p\n1".into(), "web\tv2".into()]);
+        assert_eq!(t.render(), "POT   TASK\np\\n1  web\\tv2\n");
     }
 
     #[test]
