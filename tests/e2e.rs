@@ -1035,6 +1035,135 @@ async fn recover_refuses_go_driver_handles_and_vanished_tasks() {
     env.finish().await;
 }
 
+/// Whether dataset `name` exists on the simulated host.
+fn dataset_exists(env: &Env, name: &str) -> bool {
+    env.sim
+        .tool("zfs", &["list", "-H", "-o", "name", name], "")
+        .0
+        == 0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recover_adopts_only_pots_made_for_the_task_and_destroy_never_removes_others() {
+    let env = Env::new().await;
+    let t = env.task("owned", &gated_task_config(&env, 0));
+    let handle = env.start(&t).await.handle.expect("handle");
+    env.wait_ready(&t).await;
+    let pot = format!(
+        "owned_{}_{}",
+        t.id().rsplit('/').next().unwrap(),
+        t.alloc_id
+    );
+    let handmade = "zroot/pot/jails/handmade";
+    let (code, _, err) = env.sim.tool("zfs", &["create", handmade], "");
+    assert_eq!(code, 0, "zfs create: {err}");
+    let image = "zroot/pot/jails/demo_1_0";
+    assert!(dataset_exists(&env, image), "the image was imported");
+
+    // A copy of the running task's handle under another task id, and handles naming the image
+    // and a pot made by hand: none is adopted.
+    let forged_id = format!("{}-forged", t.id());
+    let mut forged = handle.clone();
+    forged.config.as_mut().unwrap().id = forged_id.clone();
+    let state: Json = serde_json::from_slice(&handle.driver_state).unwrap();
+    let naming = |target: &str, id: &str| {
+        let mut h = handle.clone();
+        h.config.as_mut().unwrap().id = id.to_string();
+        let mut st = state.clone();
+        st["pot"] = json!(target);
+        st["task_id"] = json!(id);
+        h.driver_state = serde_json::to_vec(&st).unwrap();
+        h
+    };
+    let cases = [
+        (
+            forged,
+            forged_id.clone(),
+            format!("belongs to task {}", t.id()),
+        ),
+        (
+            naming("demo_1_0", "x/image/1"),
+            "x/image/1".to_string(),
+            "the driver did not create it".to_string(),
+        ),
+        (
+            naming("handmade", "x/handmade/1"),
+            "x/handmade/1".to_string(),
+            "the driver did not create it".to_string(),
+        ),
+    ];
+    for (h, id, want) in &cases {
+        let e = env.recover(h).await.expect_err(want);
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains(want.as_str()), "{want}: {e:?}");
+        let signal = SignalTaskRequest {
+            task_id: id.clone(),
+            signal: "SIGKILL".into(),
+        };
+        let e = env
+            .plugin
+            .driver()
+            .signal_task(signal)
+            .await
+            .expect_err("no task to signal");
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        // Nomad destroys a task it could not recover: nothing of what the handle named goes.
+        env.destroy(id).await;
+    }
+    assert!(dataset_exists(&env, image), "DestroyTask removed the image");
+    assert!(
+        dataset_exists(&env, handmade),
+        "DestroyTask removed a pot made by hand"
+    );
+    assert!(dataset_exists(&env, &format!("zroot/pot/jails/{pot}")));
+    let inspect = InspectTaskRequest { task_id: t.id() };
+    let status = env
+        .plugin
+        .driver()
+        .inspect_task(inspect)
+        .await
+        .expect("InspectTask")
+        .into_inner();
+    assert_eq!(
+        status.task.unwrap().state,
+        nomad_pot_driver::proto::drivers::TaskState::Running as i32,
+        "the original task was hit"
+    );
+
+    // A start whose pot name is taken by a dataset the driver did not make refuses to replace it.
+    let squatted = env.task("squatted", &gated_task_config(&env, 0));
+    let squat = format!(
+        "zroot/pot/jails/squatted_{}_{}",
+        squatted.id().rsplit('/').next().unwrap(),
+        squatted.alloc_id
+    );
+    let (code, _, err) = env.sim.tool("zfs", &["create", &squat], "");
+    assert_eq!(code, 0, "zfs create: {err}");
+    let req = StartTaskRequest {
+        task: Some(squatted.config.clone()),
+    };
+    let e = within(60.0, "StartTask", env.plugin.driver().start_task(req))
+        .await
+        .expect_err("a pot name taken by a hand-made dataset");
+    assert!(
+        e.message().contains("the driver did not create it"),
+        "{e:?}"
+    );
+    assert!(
+        dataset_exists(&env, &squat),
+        "StartTask removed a pot it did not make"
+    );
+
+    open_gate(&t);
+    env.wait(&t.id(), 20.0).await;
+    env.destroy(&t.id()).await;
+    for d in [handmade, squat.as_str()] {
+        let (code, _, err) = env.sim.tool("zfs", &["destroy", "-r", d], "");
+        assert_eq!(code, 0, "zfs destroy: {err}");
+    }
+    env.finish().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // h. nomad alloc exec: ExecTaskStreaming over pipes and over a pty
 // ---------------------------------------------------------------------------------------------

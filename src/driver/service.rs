@@ -4,8 +4,8 @@ use super::config::{AgentConfig, TaskConfig};
 use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
-    Dns, Engine, EngineConfig, EventSink, ExecInput, ExecOutputEvent, ExitInfo, HostMount,
-    ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, TtySize, parse_cpu_list,
+    Dns, Engine, EngineConfig, EngineError, EventSink, ExecInput, ExecOutputEvent, ExitInfo,
+    HostMount, ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, TtySize, parse_cpu_list,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
@@ -522,6 +522,15 @@ impl Driver for PotDriver {
             .map_err(|e| Status::failed_precondition(format!("task {id}: {e}")))?;
         let engine = self.engine()?;
         let pot = PotName::new(&state.pot).map_err(|e| status::from_engine(&e))?;
+        // The handle only names the pot: adopt it (and so let Signal and Destroy act on it)
+        // only if the driver made it for this very task.
+        if let Err(e) = engine.check_owner(&pot, &id).await {
+            tracing::warn!(task_id = %id, pot = %pot, error = %e, "not recovering the pot");
+            return Err(match e {
+                EngineError::State { .. } => Status::failed_precondition(e.to_string()),
+                e => status::from_engine(&e),
+            });
+        }
         let instance = match engine.recover(&pot).await {
             Ok(instance) => instance,
             Err(e) => {

@@ -5,6 +5,7 @@
 
 use super::attributes::JailAttributes;
 use super::command::{self, Argv};
+use super::gc::Ownership;
 use super::image::{self, ImageRef};
 use super::jailfs;
 use super::layout::{self, MountSpec, PotName, PotPaths};
@@ -204,6 +205,7 @@ impl Engine {
                         )));
                     }
                 }
+                self.check_alias_addresses(&pot, addrs).await?;
                 None
             }
             NetworkPlan::Inherit => None,
@@ -434,16 +436,27 @@ impl Engine {
     ) -> Result<(PotConf, Option<std::net::Ipv4Addr>), EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         let p = pot.as_str();
-        let host_err = EngineError::host(p);
-        // Pot names come from Nomad's task ids, so an existing one is debris of our own
-        // interrupted start.
-        if self.host.zfs_exists(&dataset).await.map_err(host_err)? {
-            self.teardown(pot).await?;
+        // Pot names come from Nomad's task ids, so one made for this task is debris of its own
+        // interrupted start; anything else of that name is not ours to remove.
+        match self.ownership(pot).await? {
+            Ownership::Absent => {}
+            Ownership::Task(id) if id == owner => self.teardown(pot).await?,
+            Ownership::Task(id) => {
+                return Err(EngineError::State {
+                    pot: p.to_string(),
+                    reason: format!("the pot already exists for task {id}"),
+                });
+            }
+            Ownership::Foreign => return Err(not_ours(p)),
         }
         let lock = match plan {
-            NetworkPlan::Bridged(_) => Some(self.global_lock(p).await?),
-            NetworkPlan::Alias(_) | NetworkPlan::Inherit => None,
+            NetworkPlan::Bridged(_) | NetworkPlan::Alias(_) => Some(self.global_lock(p).await?),
+            NetworkPlan::Inherit => None,
         };
+        if let NetworkPlan::Alias(addrs) = plan {
+            // Again under the lock: a concurrent start may have claimed one since the check.
+            network::check_alias_unclaimed(&self.cfg.fs_root, pot, addrs)?;
+        }
         // Before any change, so a refused address leaves nothing behind.
         let ip = self.assign_network(plan, &mut conf)?;
         self.host
@@ -554,6 +567,7 @@ impl Engine {
         let osrelease = conf.get("osrelease").unwrap_or_default();
         let mut params = jail_params(pot, hostname, &osrelease, &paths.root, attributes);
         let mut record = None;
+        let aliased = matches!(attach, Attach::Alias(_));
         match attach {
             Attach::Bridge {
                 bridge4,
@@ -604,11 +618,13 @@ impl Engine {
                 }
             }
         }
-        let jid = self
-            .host
-            .jail_create(&params)
-            .await
-            .map_err(EngineError::host(p))?;
+        let created = self.host.jail_create(&params).await;
+        if created.is_err() && aliased {
+            // A failed `jail -c` undoes the aliases it added; those still on a NIC are not
+            // this start's, so the rollback must leave them.
+            self.save_record(pot, &NetworkRecord::default())?;
+        }
+        let jid = created.map_err(EngineError::host(p))?;
         self.event(pot, format!("Jail created (jid {jid})"));
         // pot's `_js_rss`: limits go on the jail before its command starts.
         self.host
@@ -1033,6 +1049,11 @@ impl Engine {
     pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
+        // Whatever names it (a forged handle, a pot name of an image): never what the driver
+        // did not create.
+        if self.ownership(pot).await? == Ownership::Foreign {
+            return Err(not_ours(p));
+        }
         self.remove_jail(pot).await?;
         self.remove_rctl_rules(pot).await?;
         self.unplug(pot).await?;
@@ -1104,6 +1125,16 @@ impl Engine {
     /// pot's status file, so that `pot` commands see the pot as started.
     fn status_file(&self, pot: &PotName) -> PathBuf {
         self.cfg.tmp_dir.join(format!("pot_status_{pot}"))
+    }
+}
+
+/// The refusal to remove or replace a dataset the driver did not create.
+fn not_ours(pot: &str) -> EngineError {
+    EngineError::State {
+        pot: pot.to_string(),
+        reason: format!(
+            "its dataset has no {OWNER_PROPERTY} property: the driver did not create it (an image, or a pot made by hand) and leaves it alone"
+        ),
     }
 }
 
