@@ -459,6 +459,37 @@ async fn stop_kills_after_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stop_with_a_timeout_near_i64_max_still_stops() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done"],
+    });
+    let t = env.task("patient", &cfg);
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let req = StopTaskRequest {
+        task_id: t.id(),
+        timeout: Some(prost_types::Duration {
+            seconds: i64::MAX,
+            nanos: 999_999_999,
+        }),
+        signal: "SIGTERM".into(),
+    };
+    within(10.0, "StopTask", env.plugin.driver().stop_task(req))
+        .await
+        .expect("StopTask with a huge timeout");
+    let r = env
+        .wait(&t.id(), 10.0)
+        .await
+        .result
+        .expect("WaitTask result");
+    assert_eq!(r.exit_code, 3, "{r:?}");
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn signal_task() {
     let env = Env::new().await;
     let cfg = json!({
@@ -2572,6 +2603,120 @@ impl Hostile {
     fn file_name(&mut self) -> String {
         format!("f{}", self.string().replace(['/', ':'], "_"))
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_strings_and_duplicate_mounts_are_refused_before_any_change() {
+    let env = Env::new().await;
+    let base = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", "exit 0"],
+    });
+    let with = |extra: Json| {
+        let mut cfg = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        cfg
+    };
+    // (task name, config, an env variable, what the refusal says)
+    type Case<'a> = (&'a str, Json, Option<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "eqkey",
+            base.clone(),
+            Some(("A=B", "x")),
+            "\"A=B\" is empty or contains '='",
+        ),
+        (
+            "nulkey",
+            base.clone(),
+            Some(("A\0B", "x")),
+            "contains '=' or a NUL byte",
+        ),
+        (
+            "nulval",
+            base.clone(),
+            Some(("A", "x\0y")),
+            "environment variable A contains a NUL",
+        ),
+        (
+            "nularg",
+            with(json!({"args": ["-c", "a\0b"]})),
+            None,
+            "args[1] contains a NUL",
+        ),
+        (
+            "nulcmd",
+            with(json!({"command": "/bin/\0sh"})),
+            None,
+            "command",
+        ),
+        (
+            "dupmount",
+            with(json!({"mount": ["local/a:/data", "local/b:/data/"]})),
+            None,
+            "mount[1]: jail path \"/data/\" is already a mount target (of mount[0])",
+        ),
+        (
+            "overlocal",
+            with(json!({"mount": ["local/a://local"]})),
+            None,
+            "is already a mount target (of the task's own mounts)",
+        ),
+    ];
+    let before = env.sim.calls().len();
+    for (name, cfg, var, want) in &cases {
+        let mut b = TaskBuilder::new(name, env.encode_task(cfg));
+        if let Some((k, v)) = var {
+            b = b.env(k, v);
+        }
+        let t = b.build(&env.sim.allocs_dir());
+        for d in ["a", "b"] {
+            std::fs::create_dir_all(t.alloc_dir.join(&t.task_name).join("local").join(d)).unwrap();
+        }
+        let req = StartTaskRequest {
+            task: Some(t.config.clone()),
+        };
+        let e = within(30.0, "StartTask", env.plugin.driver().start_task(req))
+            .await
+            .expect_err(name);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
+        assert!(e.message().contains(want), "{name}: {e:?}");
+    }
+    // Refused before the image import, the clone, the jail: not one tool ran.
+    let calls: Vec<String> = env.sim.calls()[before..].iter().map(|c| c.line()).collect();
+    assert!(calls.is_empty(), "refused starts ran tools: {calls:?}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_too_long_for_execve_fails_with_a_bounded_message() {
+    let env = Env::new().await;
+    // One argument over Linux's 128 KiB MAX_ARG_STRLEN: the task's execve fails with E2BIG.
+    let huge = "x".repeat(1 << 20);
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", huge],
+    });
+    let t = env.task("huge", &cfg);
+    let req = StartTaskRequest {
+        task: Some(t.config.clone()),
+    };
+    let e = within(60.0, "StartTask", env.plugin.driver().start_task(req))
+        .await
+        .expect_err("E2BIG");
+    assert!(
+        e.message().contains("Argument list too long"),
+        "{}",
+        &e.message()[..200.min(e.message().len())]
+    );
+    assert!(
+        e.message().len() <= 4200,
+        "grpc-message of {} bytes",
+        e.message().len()
+    );
+    env.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -158,14 +158,19 @@ impl Engine {
             self.kill_unstarted_supervisor(&pot).await;
         }
         // Everything that can be checked without the host is checked first: bad input changes nothing.
-        if spec.command.is_some() || !spec.args.is_empty() {
-            command::resolve(
-                spec.command.as_deref(),
-                &spec.args,
-                None,
-                self.cfg.args_quote_compat,
-            )?;
-        }
+        let argv = match spec.command.is_some() || !spec.args.is_empty() {
+            true => {
+                command::resolve(
+                    spec.command.as_deref(),
+                    &spec.args,
+                    None,
+                    self.cfg.args_quote_compat,
+                )?
+                .argv
+            }
+            false => Vec::new(),
+        };
+        command::check_exec(&argv, &spec.env)?;
         for m in &spec.mounts {
             if !m.source.is_dir() {
                 return Err(EngineError::InvalidInput(format!(
@@ -229,6 +234,7 @@ impl Engine {
             image_conf.get_raw("pot.cmd"),
             self.cfg.args_quote_compat,
         )?;
+        command::check_exec(&argv.argv, &spec.env)?;
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
         let hostname = layout::usable_hostname(
             &pot,
@@ -295,8 +301,27 @@ impl Engine {
             allowed: &self.cfg.allowed_host_paths,
         };
         let mut mounts = Vec::new();
+        // One mount per jail path: a second would hide the first. `//` and a trailing `/`
+        // name the same path.
+        let mut targets: BTreeMap<PathBuf, &str> = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    Path::new(&m.target).components().collect(),
+                    "the task's own mounts",
+                )
+            })
+            .collect();
         for m in &spec.host_mounts {
             options::check_mount_target(&m.origin, &m.target)?;
+            let normal: PathBuf = Path::new(&m.target).components().collect();
+            if let Some(first) = targets.insert(normal, &m.origin) {
+                return Err(EngineError::InvalidInput(format!(
+                    "{}: jail path {:?} is already a mount target (of {first})",
+                    m.origin, m.target
+                )));
+            }
             let source = policy.authorize(&m.origin, &m.source)?;
             options::check_mount_source(&m.origin, &source)?;
             mounts.push(MountSpec {
@@ -951,14 +976,17 @@ impl Engine {
         timeout: Duration,
     ) -> Result<(), EngineError> {
         if let Some(inst) = self.instance(pot).filter(|i| i.exit().is_none()) {
-            let deadline = tokio::time::Instant::now() + timeout;
+            // `timeout` may come from a client: far enough to overflow the clock is forever.
+            let deadline = tokio::time::Instant::now().checked_add(timeout);
             let exited = !timeout.is_zero() && {
                 self.exec_stop(pot, timeout).await;
                 if inst.exit().is_none() {
                     // A failure means the process is already gone; the wait then ends at once.
                     let _ = kill(Pid::from_raw(inst.pid as i32), signal);
                 }
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let left = deadline.map_or(timeout, |d| {
+                    d.saturating_duration_since(tokio::time::Instant::now())
+                });
                 inst.wait_timeout(left).await.is_some()
             };
             if !exited {
