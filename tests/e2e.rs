@@ -2606,7 +2606,7 @@ impl Hostile {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn exec_strings_and_duplicate_mounts_are_refused_before_any_change() {
+async fn exec_strings_duplicate_mounts_and_file_images_are_refused_before_any_change() {
     let env = Env::new().await;
     let base = json!({
         "image": env.file_image(), "pot": "demo", "tag": "1.0",
@@ -2663,6 +2663,19 @@ async fn exec_strings_and_duplicate_mounts_are_refused_before_any_change() {
             with(json!({"mount": ["local/a://local"]})),
             None,
             "is already a mount target (of the task's own mounts)",
+        ),
+        // Outside the sim's allowed_image_dirs, existing or not.
+        (
+            "etc",
+            with(json!({"image": "file:///etc"})),
+            None,
+            "allowed_image_dirs",
+        ),
+        (
+            "nodir",
+            with(json!({"image": "file:///no/such/dir"})),
+            None,
+            "allowed_image_dirs",
         ),
     ];
     let before = env.sim.calls().len();

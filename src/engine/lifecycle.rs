@@ -171,6 +171,7 @@ impl Engine {
             false => Vec::new(),
         };
         command::check_exec(&argv, &spec.env)?;
+        spec.image.check_source(&self.cfg.allowed_image_dirs)?;
         for m in &spec.mounts {
             if !m.source.is_dir() {
                 return Err(EngineError::InvalidInput(format!(
