@@ -1061,6 +1061,12 @@ impl Engine {
 
     /// Kills the task if needed and removes every trace of the pot.
     pub async fn destroy(&self, pot: &PotName) -> Result<(), EngineError> {
+        // A pot this process neither started nor recovered may be anything (a stale handle, a
+        // pot name of an image): never what the driver did not create. A tracked one passed
+        // this check when it was started or recovered, and its lifecycle costs no extra call.
+        if self.instance(pot).is_none() && self.ownership(pot).await? == Ownership::Foreign {
+            return Err(not_ours(pot.as_str()));
+        }
         if self.instance(pot).is_some_and(|i| i.exit().is_none()) {
             self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
         }
@@ -1074,15 +1080,11 @@ impl Engine {
     }
 
     /// Removes the jail, the mounts under the jail root, the pot's datasets and files, and the
-    /// task's state. Each step accepts that its object is already gone.
+    /// task's state. Each step accepts that its object is already gone. Callers have made
+    /// sure the driver created the pot (its start, [`Engine::destroy`], reconcile's owned pots).
     pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
-        // Whatever names it (a forged handle, a pot name of an image): never what the driver
-        // did not create.
-        if self.ownership(pot).await? == Ownership::Foreign {
-            return Err(not_ours(p));
-        }
         self.remove_jail(pot).await?;
         self.remove_rctl_rules(pot).await?;
         self.unplug(pot).await?;
