@@ -1748,7 +1748,8 @@ async fn potctl_export_writes_an_image_the_plugin_runs() {
     env.wait(&t.id(), 30.0).await;
     env.destroy(&t.id()).await;
 
-    let out = env.sim.tmp.path().join("exported");
+    // Under the host's images dir, which its agent config allows file:// images from.
+    let out = env.sim.images_dir().join("exported");
     std::fs::create_dir_all(&out).unwrap();
     let sim_dir = env.sim.dir.display().to_string();
     let printed = potctl(&[
