@@ -29,6 +29,8 @@ plugin "nomad-pot-driver" {
     allowed_host_paths = []
     # Jail attributes jobs may change from pot's secure defaults.
     allowed_attributes = []
+    # Host directories file:// images may be read from; none: file:// images are refused.
+    allowed_image_dirs = []
     image_max_size    = "64G"
     # image_cache_max = 10   # unset: imported images are never removed automatically
     # signify public keys for images' .xz.skein.sig (plus pot's POT_DEFAULT_SIGNATURE_PUBKEY);

@@ -459,6 +459,37 @@ async fn stop_kills_after_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stop_with_a_timeout_near_i64_max_still_stops() {
+    let env = Env::new().await;
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
+        "args": ["-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done"],
+    });
+    let t = env.task("patient", &cfg);
+    env.start(&t).await;
+    env.wait_ready(&t).await;
+    let req = StopTaskRequest {
+        task_id: t.id(),
+        timeout: Some(prost_types::Duration {
+            seconds: i64::MAX,
+            nanos: 999_999_999,
+        }),
+        signal: "SIGTERM".into(),
+    };
+    within(10.0, "StopTask", env.plugin.driver().stop_task(req))
+        .await
+        .expect("StopTask with a huge timeout");
+    let r = env
+        .wait(&t.id(), 10.0)
+        .await
+        .result
+        .expect("WaitTask result");
+    assert_eq!(r.exit_code, 3, "{r:?}");
+    env.destroy(&t.id()).await;
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn signal_task() {
     let env = Env::new().await;
     let cfg = json!({
@@ -1035,6 +1066,135 @@ async fn recover_refuses_go_driver_handles_and_vanished_tasks() {
     env.finish().await;
 }
 
+/// Whether dataset `name` exists on the simulated host.
+fn dataset_exists(env: &Env, name: &str) -> bool {
+    env.sim
+        .tool("zfs", &["list", "-H", "-o", "name", name], "")
+        .0
+        == 0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recover_adopts_only_pots_made_for_the_task_and_destroy_never_removes_others() {
+    let env = Env::new().await;
+    let t = env.task("owned", &gated_task_config(&env, 0));
+    let handle = env.start(&t).await.handle.expect("handle");
+    env.wait_ready(&t).await;
+    let pot = format!(
+        "owned_{}_{}",
+        t.id().rsplit('/').next().unwrap(),
+        t.alloc_id
+    );
+    let handmade = "zroot/pot/jails/handmade";
+    let (code, _, err) = env.sim.tool("zfs", &["create", handmade], "");
+    assert_eq!(code, 0, "zfs create: {err}");
+    let image = "zroot/pot/jails/demo_1_0";
+    assert!(dataset_exists(&env, image), "the image was imported");
+
+    // A copy of the running task's handle under another task id, and handles naming the image
+    // and a pot made by hand: none is adopted.
+    let forged_id = format!("{}-forged", t.id());
+    let mut forged = handle.clone();
+    forged.config.as_mut().unwrap().id = forged_id.clone();
+    let state: Json = serde_json::from_slice(&handle.driver_state).unwrap();
+    let naming = |target: &str, id: &str| {
+        let mut h = handle.clone();
+        h.config.as_mut().unwrap().id = id.to_string();
+        let mut st = state.clone();
+        st["pot"] = json!(target);
+        st["task_id"] = json!(id);
+        h.driver_state = serde_json::to_vec(&st).unwrap();
+        h
+    };
+    let cases = [
+        (
+            forged,
+            forged_id.clone(),
+            format!("belongs to task {}", t.id()),
+        ),
+        (
+            naming("demo_1_0", "x/image/1"),
+            "x/image/1".to_string(),
+            "the driver did not create it".to_string(),
+        ),
+        (
+            naming("handmade", "x/handmade/1"),
+            "x/handmade/1".to_string(),
+            "the driver did not create it".to_string(),
+        ),
+    ];
+    for (h, id, want) in &cases {
+        let e = env.recover(h).await.expect_err(want);
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains(want.as_str()), "{want}: {e:?}");
+        let signal = SignalTaskRequest {
+            task_id: id.clone(),
+            signal: "SIGKILL".into(),
+        };
+        let e = env
+            .plugin
+            .driver()
+            .signal_task(signal)
+            .await
+            .expect_err("no task to signal");
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+        // Nomad destroys a task it could not recover: nothing of what the handle named goes.
+        env.destroy(id).await;
+    }
+    assert!(dataset_exists(&env, image), "DestroyTask removed the image");
+    assert!(
+        dataset_exists(&env, handmade),
+        "DestroyTask removed a pot made by hand"
+    );
+    assert!(dataset_exists(&env, &format!("zroot/pot/jails/{pot}")));
+    let inspect = InspectTaskRequest { task_id: t.id() };
+    let status = env
+        .plugin
+        .driver()
+        .inspect_task(inspect)
+        .await
+        .expect("InspectTask")
+        .into_inner();
+    assert_eq!(
+        status.task.unwrap().state,
+        nomad_pot_driver::proto::drivers::TaskState::Running as i32,
+        "the original task was hit"
+    );
+
+    // A start whose pot name is taken by a dataset the driver did not make refuses to replace it.
+    let squatted = env.task("squatted", &gated_task_config(&env, 0));
+    let squat = format!(
+        "zroot/pot/jails/squatted_{}_{}",
+        squatted.id().rsplit('/').next().unwrap(),
+        squatted.alloc_id
+    );
+    let (code, _, err) = env.sim.tool("zfs", &["create", &squat], "");
+    assert_eq!(code, 0, "zfs create: {err}");
+    let req = StartTaskRequest {
+        task: Some(squatted.config.clone()),
+    };
+    let e = within(60.0, "StartTask", env.plugin.driver().start_task(req))
+        .await
+        .expect_err("a pot name taken by a hand-made dataset");
+    assert!(
+        e.message().contains("the driver did not create it"),
+        "{e:?}"
+    );
+    assert!(
+        dataset_exists(&env, &squat),
+        "StartTask removed a pot it did not make"
+    );
+
+    open_gate(&t);
+    env.wait(&t.id(), 20.0).await;
+    env.destroy(&t.id()).await;
+    for d in [handmade, squat.as_str()] {
+        let (code, _, err) = env.sim.tool("zfs", &["destroy", "-r", d], "");
+        assert_eq!(code, 0, "zfs destroy: {err}");
+    }
+    env.finish().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // h. nomad alloc exec: ExecTaskStreaming over pipes and over a pty
 // ---------------------------------------------------------------------------------------------
@@ -1588,7 +1748,8 @@ async fn potctl_export_writes_an_image_the_plugin_runs() {
     env.wait(&t.id(), 30.0).await;
     env.destroy(&t.id()).await;
 
-    let out = env.sim.tmp.path().join("exported");
+    // Under the host's images dir, which its agent config allows file:// images from.
+    let out = env.sim.images_dir().join("exported");
     std::fs::create_dir_all(&out).unwrap();
     let sim_dir = env.sim.dir.display().to_string();
     let printed = potctl(&[
@@ -2443,6 +2604,133 @@ impl Hostile {
     fn file_name(&mut self) -> String {
         format!("f{}", self.string().replace(['/', ':'], "_"))
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_strings_duplicate_mounts_and_file_images_are_refused_before_any_change() {
+    let env = Env::new().await;
+    let base = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", "exit 0"],
+    });
+    let with = |extra: Json| {
+        let mut cfg = base.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        cfg
+    };
+    // (task name, config, an env variable, what the refusal says)
+    type Case<'a> = (&'a str, Json, Option<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "eqkey",
+            base.clone(),
+            Some(("A=B", "x")),
+            "\"A=B\" is empty or contains '='",
+        ),
+        (
+            "nulkey",
+            base.clone(),
+            Some(("A\0B", "x")),
+            "contains '=' or a NUL byte",
+        ),
+        (
+            "nulval",
+            base.clone(),
+            Some(("A", "x\0y")),
+            "environment variable A contains a NUL",
+        ),
+        (
+            "nularg",
+            with(json!({"args": ["-c", "a\0b"]})),
+            None,
+            "args[1] contains a NUL",
+        ),
+        (
+            "nulcmd",
+            with(json!({"command": "/bin/\0sh"})),
+            None,
+            "command",
+        ),
+        (
+            "dupmount",
+            with(json!({"mount": ["local/a:/data", "local/b:/data/"]})),
+            None,
+            "mount[1]: jail path \"/data/\" is already a mount target (of mount[0])",
+        ),
+        (
+            "overlocal",
+            with(json!({"mount": ["local/a://local"]})),
+            None,
+            "is already a mount target (of the task's own mounts)",
+        ),
+        // Outside the sim's allowed_image_dirs, existing or not.
+        (
+            "etc",
+            with(json!({"image": "file:///etc"})),
+            None,
+            "allowed_image_dirs",
+        ),
+        (
+            "nodir",
+            with(json!({"image": "file:///no/such/dir"})),
+            None,
+            "allowed_image_dirs",
+        ),
+    ];
+    let before = env.sim.calls().len();
+    for (name, cfg, var, want) in &cases {
+        let mut b = TaskBuilder::new(name, env.encode_task(cfg));
+        if let Some((k, v)) = var {
+            b = b.env(k, v);
+        }
+        let t = b.build(&env.sim.allocs_dir());
+        for d in ["a", "b"] {
+            std::fs::create_dir_all(t.alloc_dir.join(&t.task_name).join("local").join(d)).unwrap();
+        }
+        let req = StartTaskRequest {
+            task: Some(t.config.clone()),
+        };
+        let e = within(30.0, "StartTask", env.plugin.driver().start_task(req))
+            .await
+            .expect_err(name);
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
+        assert!(e.message().contains(want), "{name}: {e:?}");
+    }
+    // Refused before the image import, the clone, the jail: not one tool ran.
+    let calls: Vec<String> = env.sim.calls()[before..].iter().map(|c| c.line()).collect();
+    assert!(calls.is_empty(), "refused starts ran tools: {calls:?}");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_too_long_for_execve_fails_with_a_bounded_message() {
+    let env = Env::new().await;
+    // One argument over Linux's 128 KiB MAX_ARG_STRLEN: the task's execve fails with E2BIG.
+    let huge = "x".repeat(1 << 20);
+    let cfg = json!({
+        "image": env.file_image(), "pot": "demo", "tag": "1.0",
+        "command": "/bin/sh", "args": ["-c", huge],
+    });
+    let t = env.task("huge", &cfg);
+    let req = StartTaskRequest {
+        task: Some(t.config.clone()),
+    };
+    let e = within(60.0, "StartTask", env.plugin.driver().start_task(req))
+        .await
+        .expect_err("E2BIG");
+    assert!(
+        e.message().contains("Argument list too long"),
+        "{}",
+        &e.message()[..200.min(e.message().len())]
+    );
+    assert!(
+        e.message().len() <= 4200,
+        "grpc-message of {} bytes",
+        e.message().len()
+    );
+    env.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

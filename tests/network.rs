@@ -806,6 +806,112 @@ async fn alias_addresses_on_the_host_nic() {
     env.finish().await;
 }
 
+/// The host's inet lines of `nic`.
+fn inet_of(env: &Env, nic: &str) -> Vec<String> {
+    block(&env.sim.tool_ok("ifconfig", &[nic])).1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alias_addresses_the_pot_does_not_own_are_refused_and_never_removed() {
+    let env = Env::new(false).await;
+    let em0 = inet_of(&env, "em0");
+    let lo0 = inet_of(&env, "lo0");
+    let holder = env.task(
+        "holder",
+        json!({"network_mode": "alias", "ip": "em0|10.0.2.20"}),
+        &[],
+    );
+    env.start(&holder).await;
+    let before = env.sim.calls().len();
+    for (i, (ip, want)) in [
+        (
+            "em0|10.0.2.15",
+            "10.0.2.15 is already an address of the host's em0",
+        ),
+        (
+            "lo0|127.0.0.1",
+            "127.0.0.1 is already an address of the host's lo0",
+        ),
+        // Another task's address, whatever the NIC named.
+        ("em0|10.0.2.20", "10.0.2.20 is already used by pot"),
+        ("lo0|10.0.2.20", "10.0.2.20 is already"),
+        (
+            "em0|10.0.2.255",
+            "10.0.2.255 is the broadcast address of em0's network",
+        ),
+        (
+            "em0|255.255.255.255",
+            "is the broadcast address, which a pot cannot hold",
+        ),
+        ("em0|0.0.0.0", "is the unspecified address"),
+        ("em0|224.0.0.1", "is a multicast address"),
+        ("em0|10.0.2.30 em0|10.0.2.30", "10.0.2.30 is listed twice"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = env.task(
+            &format!("bad{i}"),
+            json!({"network_mode": "alias", "ip": ip}),
+            &[],
+        );
+        let e = env.try_start(&t).await.expect_err(ip);
+        assert!(e.message().contains(want), "{ip}: {e:?}");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{ip}: {e:?}");
+    }
+    let changes: Vec<String> = env.sim.calls()[before..]
+        .iter()
+        .filter(|c| {
+            c.argv[0] == "jail"
+                // `ifconfig NIC` and `ifconfig -a` only read.
+                || (c.argv[0] == "ifconfig" && c.argv.len() > 2)
+                || (c.argv[0] == "zfs" && matches!(c.argv[1].as_str(), "create" | "clone"))
+        })
+        .map(|c| c.line())
+        .collect();
+    assert!(
+        changes.is_empty(),
+        "refused starts touched the host: {changes:?}"
+    );
+    let mut em0_with_holder = em0.clone();
+    em0_with_holder.push("inet 10.0.2.20 netmask 0xffffffff broadcast 10.0.2.20".to_string());
+    assert_eq!(inet_of(&env, "em0"), em0_with_holder);
+    assert_eq!(inet_of(&env, "lo0"), lo0);
+
+    // A start whose `jail -c` fails rolls back without touching the addresses: jail(8) undid
+    // its own, and whatever is on the NIC now is not this start's.
+    env.sim.fault(&[
+        "jail",
+        "--word",
+        "-c",
+        "--fail",
+        "1",
+        "--stderr",
+        "jail: failed",
+    ]);
+    let failing = env.task(
+        "failing",
+        json!({"network_mode": "alias", "ip": "em0|10.0.2.21"}),
+        &[],
+    );
+    let before = env.sim.calls().len();
+    env.try_start(&failing).await.expect_err("jail -c fails");
+    env.sim.clear_faults();
+    let removals: Vec<String> = env.sim.calls()[before..]
+        .iter()
+        .filter(|c| c.argv[0] == "ifconfig" && c.argv.iter().any(|a| a == "-alias"))
+        .map(|c| c.line())
+        .collect();
+    assert!(
+        removals.is_empty(),
+        "the rollback removed addresses: {removals:?}"
+    );
+    assert_eq!(inet_of(&env, "em0"), em0_with_holder);
+    env.destroy(&holder).await;
+    assert_eq!(inet_of(&env, "em0"), em0);
+    env.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
     let env = Env::with_agent_config(true, json!({"network_stack": "ipv6"})).await;

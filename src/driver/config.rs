@@ -50,6 +50,11 @@ impl AgentConfig {
                     .map(PathBuf::from)
                     .collect(),
                 allowed_attributes: o.strings("allowed_attributes"),
+                allowed_image_dirs: o
+                    .strings("allowed_image_dirs")
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect(),
                 signature_pubkeys: Some(o.strings("signature_pubkeys"))
                     .filter(|keys| !keys.is_empty())
                     .map(|keys| keys.into_iter().map(PathBuf::from).collect()),

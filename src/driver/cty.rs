@@ -20,11 +20,24 @@ pub struct CtyObject {
     values: BTreeMap<&'static str, rmpv::Value>,
 }
 
+/// How deep a config may nest. The schemas go three deep (an object of lists of maps); the
+/// decoder recurses once per level, so a deeper limit would only let a crafted config spend
+/// the handler's stack.
+const MAX_DEPTH: usize = 8;
+
 /// Decodes `bytes` as an object of `attrs`; `block` names the config in errors.
 pub fn decode(block: &'static str, bytes: &[u8], attrs: &[AttrDef]) -> Result<CtyObject, CtyError> {
     let err = |reason: String| CtyError { block, reason };
-    let value = rmpv::decode::read_value(&mut &bytes[..])
-        .map_err(|e| err(format!("not valid msgpack: {e}")))?;
+    // rmpv counts two steps per container (the value, its body) and three for a string.
+    let rmpv_depth = 2 * MAX_DEPTH + 3;
+    let value = rmpv::decode::read_value_with_max_depth(&mut &bytes[..], rmpv_depth).map_err(
+        |e| match e {
+            rmpv::decode::Error::DepthLimitExceeded => err(format!(
+                "not a config: values nest deeper than {MAX_DEPTH} levels"
+            )),
+            e => err(format!("not valid msgpack: {e}")),
+        },
+    )?;
     let rmpv::Value::Map(entries) = value else {
         return Err(err(format!("expected an object, got {}", kind(&value))));
     };
@@ -192,5 +205,49 @@ mod tests {
         );
         let e = decode("task config", &[0x81], TASK).unwrap_err();
         assert!(e.reason.starts_with("not valid msgpack"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_costs_the_stack() {
+        // {"args": [[[…nil…]]]}, 500 lists deep: enough to overflow a debug build's stack.
+        let mut bytes = vec![0x81, 0xa4];
+        bytes.extend(b"args");
+        bytes.extend(std::iter::repeat_n(0x91, 500));
+        bytes.push(0xc0);
+        let e = decode("task config", &bytes, TASK).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("task config: not a config: values nest deeper than {MAX_DEPTH} levels")
+        );
+        // What Nomad sends for the deepest schema type still decodes.
+        let ok = encode(vec![
+            ("image", "http://h/".into()),
+            ("pot", "p".into()),
+            ("tag", "1".into()),
+            (
+                "port_map",
+                rmpv::Value::Array(vec![rmpv::Value::Map(vec![("http".into(), "80".into())])]),
+            ),
+        ]);
+        assert_eq!(
+            decode("task config", &ok, TASK)
+                .unwrap()
+                .merged_map("port_map")["http"],
+            "80"
+        );
+        // Exactly MAX_DEPTH containers around a string pass the decoder (and fail the schema).
+        let nested = |levels: usize| {
+            let mut bytes = vec![0x81, 0xa4];
+            bytes.extend(b"args");
+            bytes.extend(std::iter::repeat_n(0x91, levels - 1));
+            bytes.extend([0xa1, b'x']);
+            decode("task config", &bytes, TASK).unwrap_err().reason
+        };
+        assert!(
+            nested(MAX_DEPTH).contains("must be list(string)"),
+            "{}",
+            nested(MAX_DEPTH)
+        );
+        assert!(nested(MAX_DEPTH + 1).contains("nest deeper"));
     }
 }

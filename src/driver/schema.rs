@@ -88,6 +88,7 @@ pub const AGENT: &[AttrDef] = &[
     with_default("args_quote_compat", Ty::Bool, "true"),
     attr("allowed_host_paths", Ty::ListString),
     attr("allowed_attributes", Ty::ListString),
+    attr("allowed_image_dirs", Ty::ListString),
     attr("signature_pubkeys", Ty::ListString),
     // No default: absent means "required exactly when keys are configured".
     attr("require_signature", Ty::Bool),

@@ -4,8 +4,8 @@ use super::config::{AgentConfig, TaskConfig};
 use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
-    Dns, Engine, EngineConfig, EventSink, ExecInput, ExecOutputEvent, ExitInfo, HostMount,
-    ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, TtySize, parse_cpu_list,
+    Dns, Engine, EngineConfig, EngineError, EventSink, ExecInput, ExecOutputEvent, ExitInfo,
+    HostMount, ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, TtySize, parse_cpu_list,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
@@ -260,6 +260,17 @@ fn exit_result(e: &ExitInfo) -> drivers::ExitResult {
 }
 
 /// Signal names as Nomad sends them (`SIGTERM`), also accepted without the prefix or in lower case.
+/// The longest duration taken from a request: longer waits are of no use, and deadlines
+/// computed from them must not overflow.
+const MAX_CLIENT_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A request's duration; negative is zero, longer than [`MAX_CLIENT_DURATION`] is that.
+fn client_duration(d: prost_types::Duration) -> Duration {
+    let secs = u64::try_from(d.seconds).unwrap_or(0);
+    let nanos = u32::try_from(d.nanos).unwrap_or(0).min(999_999_999);
+    Duration::new(secs, nanos).min(MAX_CLIENT_DURATION)
+}
+
 fn parse_signal(name: &str) -> Result<Signal, Status> {
     let upper = name.trim().to_ascii_uppercase();
     let full = if upper.starts_with("SIG") {
@@ -268,7 +279,7 @@ fn parse_signal(name: &str) -> Result<Signal, Status> {
         format!("SIG{upper}")
     };
     Signal::from_str(&full)
-        .map_err(|_| Status::invalid_argument(format!("unknown signal {name:?}")))
+        .map_err(|_| status::invalid_argument(format!("unknown signal {name:?}")))
 }
 
 /// `<alloc_id>/<task_name>/<invocation>`, the task id Nomad generates per start.
@@ -278,7 +289,7 @@ fn split_task_id(id: &str) -> Result<(&str, &str, &str), Status> {
         (Some(a), Some(t), Some(i)) if !a.is_empty() && !t.is_empty() && !i.is_empty() => {
             Ok((a, t, i))
         }
-        _ => Err(Status::invalid_argument(format!(
+        _ => Err(status::invalid_argument(format!(
             "task id {id:?} is not of the form <alloc>/<task>/<invocation>"
         ))),
     }
@@ -348,9 +359,9 @@ impl BasePlugin for PotDriver {
     ) -> Result<Response<base::SetConfigResponse>, Status> {
         let req = request.into_inner();
         let agent = AgentConfig::decode(&req.msgpack_config)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| status::invalid_argument(e.to_string()))?;
         let engine_config = EngineConfig::resolve(&agent.engine)
-            .map_err(|e| Status::invalid_argument(format!("agent config: {e}")))?;
+            .map_err(|e| status::invalid_argument(format!("agent config: {e}")))?;
         let mut slot = self.inner.configured.write().expect("config lock poisoned");
         // Nomad sends the same config twice while validating; keep the engine (and its tasks).
         if let Some(current) = slot.as_ref()
@@ -519,9 +530,18 @@ impl Driver for PotDriver {
             return Ok(Response::new(drivers::RecoverTaskResponse {}));
         }
         let state = DriverState::decode(handle.version, &handle.driver_state)
-            .map_err(|e| Status::failed_precondition(format!("task {id}: {e}")))?;
+            .map_err(|e| status::failed_precondition(format!("task {id}: {e}")))?;
         let engine = self.engine()?;
         let pot = PotName::new(&state.pot).map_err(|e| status::from_engine(&e))?;
+        // The handle only names the pot: adopt it (and so let Signal and Destroy act on it)
+        // only if the driver made it for this very task.
+        if let Err(e) = engine.check_owner(&pot, &id).await {
+            tracing::warn!(task_id = %id, pot = %pot, error = %e, "not recovering the pot");
+            return Err(match e {
+                EngineError::State { .. } => status::failed_precondition(e.to_string()),
+                e => status::from_engine(&e),
+            });
+        }
         let instance = match engine.recover(&pot).await {
             Ok(instance) => instance,
             Err(e) => {
@@ -546,7 +566,7 @@ impl Driver for PotDriver {
         let id = request.into_inner().task_id;
         let entry = self
             .task(&id)
-            .ok_or_else(|| Status::not_found(format!("task {id} not found")))?;
+            .ok_or_else(|| status::not_found(format!("task {id} not found")))?;
         let exit = entry.instance.wait().await;
         Ok(Response::new(drivers::WaitTaskResponse {
             result: Some(exit_result(&exit)),
@@ -568,10 +588,7 @@ impl Driver for PotDriver {
         } else {
             parse_signal(&req.signal)?
         };
-        let timeout = req
-            .timeout
-            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
-            .unwrap_or_default();
+        let timeout = req.timeout.map(client_duration).unwrap_or_default();
         self.engine()?
             .stop(&entry.pot, signal, timeout)
             .await
@@ -635,7 +652,7 @@ impl Driver for PotDriver {
         let id = request.into_inner().task_id;
         let entry = self
             .task(&id)
-            .ok_or_else(|| Status::not_found(format!("task {id} not found")))?;
+            .ok_or_else(|| status::not_found(format!("task {id} not found")))?;
         let exit = entry.instance.exit();
         let (state, completed_at, result) = match &exit {
             Some(e) => (
@@ -675,11 +692,11 @@ impl Driver for PotDriver {
         let req = request.into_inner();
         let entry = self
             .task(&req.task_id)
-            .ok_or_else(|| Status::not_found(format!("task {} not found", req.task_id)))?;
+            .ok_or_else(|| status::not_found(format!("task {} not found", req.task_id)))?;
         let engine = self.engine()?;
         let interval = req
             .collection_interval
-            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+            .map(client_duration)
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(1));
         let (tx, rx) = mpsc::channel(1);
@@ -709,7 +726,7 @@ impl Driver for PotDriver {
         let req = request.into_inner();
         let entry = self
             .task(&req.task_id)
-            .ok_or_else(|| Status::not_found(format!("task {} not found", req.task_id)))?;
+            .ok_or_else(|| status::not_found(format!("task {} not found", req.task_id)))?;
         let signal = parse_signal(&req.signal)?;
         self.engine()?
             .signal(&entry.pot, signal)
@@ -731,7 +748,7 @@ impl Driver for PotDriver {
             .ok_or_else(|| Status::invalid_argument("first message should always be setup"))?;
         let entry = self
             .task(&setup.task_id)
-            .ok_or_else(|| Status::not_found(format!("task {} not found", setup.task_id)))?;
+            .ok_or_else(|| status::not_found(format!("task {} not found", setup.task_id)))?;
         let session = self
             .engine()?
             .exec_session(
@@ -776,10 +793,8 @@ impl Driver for PotDriver {
         let req = request.into_inner();
         let entry = self
             .task(&req.task_id)
-            .ok_or_else(|| Status::not_found(format!("task {} not found", req.task_id)))?;
-        let timeout = req
-            .timeout
-            .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32));
+            .ok_or_else(|| status::not_found(format!("task {} not found", req.task_id)))?;
+        let timeout = req.timeout.map(client_duration);
         let out = self
             .engine()?
             .exec(
@@ -805,7 +820,7 @@ impl Driver for PotDriver {
 pub fn task_spec(cfg: &drivers::TaskConfig) -> Result<TaskSpec, Status> {
     let (alloc, task_name, invocation) = split_task_id(&cfg.id)?;
     let tc = TaskConfig::decode(&cfg.msgpack_driver_config)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| status::invalid_argument(e.to_string()))?;
     let image =
         ImageRef::parse(&tc.image, &tc.pot, &tc.tag).map_err(|e| status::from_engine(&e))?;
     let pot =
@@ -847,7 +862,7 @@ pub fn task_spec(cfg: &drivers::TaskConfig) -> Result<TaskSpec, Status> {
         .unwrap_or_default();
     let network = tc
         .network_request(nomad_ports, &cfg.env)
-        .map_err(|e| Status::invalid_argument(format!("task config: {e}")))?;
+        .map_err(|e| status::invalid_argument(format!("task config: {e}")))?;
     let limits = nomad_limits(cfg, tc.limits)?;
     Ok(TaskSpec {
         pot,
@@ -1039,6 +1054,15 @@ mod tests {
         assert_eq!(parse_signal("SIGTERM").unwrap(), Signal::SIGTERM);
         assert_eq!(parse_signal("usr1").unwrap(), Signal::SIGUSR1);
         assert!(parse_signal("SIGNOPE").is_err());
+    }
+
+    #[test]
+    fn client_durations_are_clamped() {
+        let d = |seconds, nanos| client_duration(prost_types::Duration { seconds, nanos });
+        assert_eq!(d(5, 500), Duration::new(5, 500));
+        assert_eq!(d(-1, -1), Duration::ZERO);
+        assert_eq!(d(i64::MAX, 999_999_999), MAX_CLIENT_DURATION);
+        assert_eq!(d(0, i32::MAX), Duration::new(0, 999_999_999));
     }
 
     #[test]

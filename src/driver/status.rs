@@ -2,6 +2,7 @@
 
 use crate::engine::EngineError;
 use crate::proto::structs::RecoverableError;
+use crate::text::{MAX_MESSAGE, clip};
 use prost::Message;
 use tonic::{Code, Status};
 
@@ -22,6 +23,7 @@ const RECOVERABLE_TYPE_URL: &str =
 /// A failure Nomad should retry: FAILED_PRECONDITION with `RecoverableError{recoverable: true}`
 /// as the first detail, which is what the client's restart tracker looks for.
 pub fn recoverable(message: String) -> Status {
+    let message = clip(&message, MAX_MESSAGE).into_owned();
     let details = RpcStatus {
         code: Code::FailedPrecondition as i32,
         message: message.clone(),
@@ -37,8 +39,23 @@ pub fn recoverable(message: String) -> Status {
     )
 }
 
+/// INVALID_ARGUMENT with a message of at most [`MAX_MESSAGE`] bytes: messages quote job input.
+pub fn invalid_argument(message: String) -> Status {
+    Status::invalid_argument(clip(&message, MAX_MESSAGE))
+}
+
+/// FAILED_PRECONDITION with a message of at most [`MAX_MESSAGE`] bytes.
+pub fn failed_precondition(message: String) -> Status {
+    Status::failed_precondition(clip(&message, MAX_MESSAGE))
+}
+
+/// NOT_FOUND with a message of at most [`MAX_MESSAGE`] bytes.
+pub fn not_found(message: String) -> Status {
+    Status::not_found(clip(&message, MAX_MESSAGE))
+}
+
 pub fn from_engine(e: &EngineError) -> Status {
-    let message = e.to_string();
+    let message = clip(&e.to_string(), MAX_MESSAGE).into_owned();
     match e {
         EngineError::InvalidInput(_) => Status::invalid_argument(message),
         EngineError::NotFound { .. } => Status::not_found(message),
@@ -81,5 +98,24 @@ mod tests {
             transient: false,
         };
         assert_eq!(from_engine(&permanent).code(), Code::Unknown);
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let huge = EngineError::InvalidInput(format!("command {:?}", "x".repeat(10 << 20)));
+        let s = from_engine(&huge);
+        assert!(
+            s.message().len() < MAX_MESSAGE + 32,
+            "{}",
+            s.message().len()
+        );
+        assert!(s.message().ends_with("more bytes)"));
+        let transient = EngineError::Image {
+            image: "a_1".into(),
+            reason: "y".repeat(1 << 20),
+            transient: true,
+        };
+        assert!(from_engine(&transient).message().len() < MAX_MESSAGE + 32);
+        assert!(invalid_argument("z".repeat(1 << 20)).message().len() < MAX_MESSAGE + 32);
     }
 }

@@ -1,6 +1,7 @@
 //! The task's argv, decided in Rust: no shell ever sees the command.
 
 use super::EngineError;
+use std::collections::BTreeMap;
 
 /// How a task's command line became an argv.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,47 @@ fn split(what: &str, line: &str) -> Result<Argv, EngineError> {
     })
 }
 
+/// Refuses what execve(2) cannot carry: a NUL in any argv element, environment key or value,
+/// and an empty key or one holding `=` (the kernel splits `KEY=VALUE` at the first `=`, so the
+/// task would see another variable). Checked before anything changes on the host.
+pub fn check_exec(argv: &[String], env: &BTreeMap<String, String>) -> Result<(), EngineError> {
+    let bad = |m: String| Err(EngineError::InvalidInput(m));
+    for (i, arg) in argv.iter().enumerate() {
+        if arg.contains('\0') {
+            let what = if i == 0 {
+                "command".to_string()
+            } else {
+                format!("args[{}]", i - 1)
+            };
+            return bad(format!(
+                "{what} contains a NUL byte, which no program can receive"
+            ));
+        }
+    }
+    for (key, value) in env {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            return bad(format!(
+                "environment variable name {:?} is empty or contains '=' or a NUL byte",
+                clip(key)
+            ));
+        }
+        if value.contains('\0') {
+            return bad(format!(
+                "environment variable {key} contains a NUL byte, which no program can receive"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A user string as an error shows it: at most 64 characters.
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_string(),
+    }
+}
+
 fn strip_outer_quotes(arg: &str) -> Option<&str> {
     let quote = arg.chars().next().filter(|c| *c == '\'' || *c == '"')?;
     let inner = arg.strip_prefix(quote)?.strip_suffix(quote)?;
@@ -120,6 +162,27 @@ mod tests {
             ["nginx", "'daemon off;'"]
         );
         assert_eq!(argv(Some("x"), &["'a'b'"], None, true), ["x", "'a'b'"]);
+    }
+
+    #[test]
+    fn refuses_what_execve_cannot_carry() {
+        let env = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        let sh = ["/bin/sh".to_string(), "-c".to_string(), "true".to_string()];
+        assert!(check_exec(&sh, &env("PATH", "/bin")).is_ok());
+        let msg = |argv: &[String], env| check_exec(argv, &env).unwrap_err().to_string();
+        assert!(msg(&sh, env("A=B", "x")).contains("\"A=B\" is empty or contains '='"));
+        assert!(msg(&sh, env("", "x")).contains("\"\" is empty"));
+        assert!(msg(&sh, env("A\0B", "x")).contains("NUL"));
+        assert!(msg(&sh, env("A", "x\0y")).contains("environment variable A contains a NUL"));
+        let nul_arg = ["/bin/sh".to_string(), "a\0b".to_string()];
+        assert!(msg(&nul_arg, env("A", "x")).starts_with("args[0] contains a NUL"));
+        let nul_cmd = ["/bin/\0sh".to_string()];
+        assert!(msg(&nul_cmd, env("A", "x")).starts_with("command contains a NUL"));
+        let long = "K=".repeat(100_000);
+        assert!(
+            msg(&sh, env(&long, "x")).len() < 200,
+            "the key is clipped in the error"
+        );
     }
 
     #[test]

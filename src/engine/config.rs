@@ -31,6 +31,8 @@ pub struct EngineConfig {
     pub allowed_host_paths: Vec<PathBuf>,
     /// Jail attributes jobs may change, besides the safe ones.
     pub allowed_attributes: Vec<String>,
+    /// Host directories `file://` images may be read from; none: `file://` is refused.
+    pub allowed_image_dirs: Vec<PathBuf>,
     pub image: ImagePolicy,
     /// devd(8)'s client socket, through which task supervisors learn that a jail reached its
     /// memory limit; `None`: not reported.
@@ -152,6 +154,7 @@ pub struct Overrides {
     pub args_quote_compat: Option<bool>,
     pub allowed_host_paths: Vec<PathBuf>,
     pub allowed_attributes: Vec<String>,
+    pub allowed_image_dirs: Vec<PathBuf>,
     pub signature_pubkeys: Option<Vec<PathBuf>>,
     pub require_signature: Option<bool>,
     pub image_max_size: Option<String>,
@@ -279,6 +282,7 @@ impl EngineConfig {
             args_quote_compat: o.args_quote_compat.unwrap_or(true),
             allowed_host_paths: o.allowed_host_paths.clone(),
             allowed_attributes: o.allowed_attributes.clone(),
+            allowed_image_dirs: o.allowed_image_dirs.clone(),
             image: image_policy(o, &pot)?,
             devd_socket: match o.devd_socket.as_deref() {
                 None => Some(PathBuf::from(crate::host::devd::DEFAULT_SOCKET)),
@@ -318,10 +322,13 @@ impl EngineConfig {
                 return Err(bad("tool_path", format!("{dir} is not an absolute path")));
             }
         }
-        for path in &self.allowed_host_paths {
-            if !path.is_absolute() {
+        for (key, paths) in [
+            ("allowed_host_paths", &self.allowed_host_paths),
+            ("allowed_image_dirs", &self.allowed_image_dirs),
+        ] {
+            if let Some(path) = paths.iter().find(|p| !p.is_absolute()) {
                 return Err(bad(
-                    "allowed_host_paths",
+                    key,
                     format!("{} is not an absolute path", path.display()),
                 ));
             }
@@ -535,6 +542,11 @@ impl EngineConfig {
                 "allowed_attributes",
                 cfg.allowed_attributes.join(" "),
                 source(!o.allowed_attributes.is_empty(), None),
+            ),
+            (
+                "allowed_image_dirs",
+                list(&cfg.allowed_image_dirs),
+                source(!o.allowed_image_dirs.is_empty(), None),
             ),
             (
                 "signature_pubkeys",
@@ -1076,5 +1088,13 @@ mod tests {
         let e = EngineConfig::resolve(&o).unwrap_err();
         assert_eq!(e.key, "allowed_attributes");
         assert!(e.reason.contains("\"persistent\""), "{e}");
+        let o = Overrides {
+            pot_conf_dir: Some("/nonexistent".into()),
+            allowed_image_dirs: vec!["/srv/images".into(), "images".into()],
+            ..Default::default()
+        };
+        let e = EngineConfig::resolve(&o).unwrap_err();
+        assert_eq!(e.key, "allowed_image_dirs");
+        assert!(e.reason.contains("images is not an absolute path"), "{e}");
     }
 }

@@ -75,6 +75,7 @@ impl Engine {
                 "pot {p}: exec of an empty command"
             )));
         }
+        super::command::check_exec(argv, env)?;
         let mut env = env.clone();
         env.entry("PATH".to_string())
             .or_insert_with(|| DEFAULT_JAIL_PATH.to_string());

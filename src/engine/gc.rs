@@ -24,6 +24,17 @@ pub struct GcReport {
     pub kept: Vec<(PotName, String)>,
 }
 
+/// Who a pot's dataset belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Ownership {
+    /// No such dataset.
+    Absent,
+    /// A dataset the driver did not create: an image, a pot made with `pot`.
+    Foreign,
+    /// Made by the driver for this Nomad task id.
+    Task(String),
+}
+
 /// Marks a pot as being started for as long as the guard lives, so reconcile leaves it alone.
 pub(super) struct StartingGuard<'a> {
     engine: &'a Engine,
@@ -45,14 +56,46 @@ impl Engine {
     /// not create or that does not exist. Operations from outside the plugin (potctl) act only
     /// on pots that have one.
     pub async fn owner(&self, pot: &PotName) -> Result<Option<String>, EngineError> {
+        Ok(match self.ownership(pot).await? {
+            Ownership::Task(id) => Some(id),
+            Ownership::Absent | Ownership::Foreign => None,
+        })
+    }
+
+    /// Fails unless the driver made `pot` for `task_id`: what a handle names is adopted only
+    /// then. A missing pot is [`EngineError::NotFound`].
+    pub async fn check_owner(&self, pot: &PotName, task_id: &str) -> Result<(), EngineError> {
+        let reason = match self.ownership(pot).await? {
+            Ownership::Task(id) if id == task_id => return Ok(()),
+            Ownership::Absent => {
+                return Err(EngineError::NotFound {
+                    pot: pot.to_string(),
+                });
+            }
+            Ownership::Task(id) => format!("it belongs to task {id}, not to task {task_id}"),
+            Ownership::Foreign => format!(
+                "the driver did not create it (no {OWNER_PROPERTY} property), so no task owns it"
+            ),
+        };
+        Err(EngineError::State {
+            pot: pot.to_string(),
+            reason,
+        })
+    }
+
+    /// Whether `pot`'s dataset exists and which task, if any, the driver made it for.
+    pub(super) async fn ownership(&self, pot: &PotName) -> Result<Ownership, EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         match self.host.zfs_list_tree(&dataset, OWNER_PROPERTY).await {
             Ok(entries) => Ok(entries
                 .into_iter()
                 .find(|e| e.name == dataset)
-                .and_then(|e| e.user_prop)
-                .map(|v| task_id_of_owner(&v))),
-            Err(e) if e.is_absent() => Ok(None),
+                .map_or(Ownership::Absent, |e| {
+                    e.user_prop.map_or(Ownership::Foreign, |v| {
+                        Ownership::Task(task_id_of_owner(&v))
+                    })
+                })),
+            Err(e) if e.is_absent() => Ok(Ownership::Absent),
             Err(e) => Err(EngineError::host(pot.as_str())(e)),
         }
     }

@@ -5,6 +5,7 @@
 
 use super::attributes::JailAttributes;
 use super::command::{self, Argv};
+use super::gc::Ownership;
 use super::image::{self, ImageRef};
 use super::jailfs;
 use super::layout::{self, MountSpec, PotName, PotPaths};
@@ -158,14 +159,20 @@ impl Engine {
             self.kill_unstarted_supervisor(&pot).await;
         }
         // Everything that can be checked without the host is checked first: bad input changes nothing.
-        if spec.command.is_some() || !spec.args.is_empty() {
-            command::resolve(
-                spec.command.as_deref(),
-                &spec.args,
-                None,
-                self.cfg.args_quote_compat,
-            )?;
-        }
+        let argv = match spec.command.is_some() || !spec.args.is_empty() {
+            true => {
+                command::resolve(
+                    spec.command.as_deref(),
+                    &spec.args,
+                    None,
+                    self.cfg.args_quote_compat,
+                )?
+                .argv
+            }
+            false => Vec::new(),
+        };
+        command::check_exec(&argv, &spec.env)?;
+        spec.image.check_source(&self.cfg.allowed_image_dirs)?;
         for m in &spec.mounts {
             if !m.source.is_dir() {
                 return Err(EngineError::InvalidInput(format!(
@@ -205,6 +212,7 @@ impl Engine {
                         )));
                     }
                 }
+                self.check_alias_addresses(&pot, addrs).await?;
                 None
             }
             NetworkPlan::Inherit => None,
@@ -228,6 +236,7 @@ impl Engine {
             image_conf.get_raw("pot.cmd"),
             self.cfg.args_quote_compat,
         )?;
+        command::check_exec(&argv.argv, &spec.env)?;
         let paths = PotPaths::new(&self.cfg.jails_dir(), &pot);
         let hostname = layout::usable_hostname(
             &pot,
@@ -294,8 +303,27 @@ impl Engine {
             allowed: &self.cfg.allowed_host_paths,
         };
         let mut mounts = Vec::new();
+        // One mount per jail path: a second would hide the first. `//` and a trailing `/`
+        // name the same path.
+        let mut targets: BTreeMap<PathBuf, &str> = spec
+            .mounts
+            .iter()
+            .map(|m| {
+                (
+                    Path::new(&m.target).components().collect(),
+                    "the task's own mounts",
+                )
+            })
+            .collect();
         for m in &spec.host_mounts {
             options::check_mount_target(&m.origin, &m.target)?;
+            let normal: PathBuf = Path::new(&m.target).components().collect();
+            if let Some(first) = targets.insert(normal, &m.origin) {
+                return Err(EngineError::InvalidInput(format!(
+                    "{}: jail path {:?} is already a mount target (of {first})",
+                    m.origin, m.target
+                )));
+            }
             let source = policy.authorize(&m.origin, &m.source)?;
             options::check_mount_source(&m.origin, &source)?;
             mounts.push(MountSpec {
@@ -435,16 +463,27 @@ impl Engine {
     ) -> Result<(PotConf, Option<std::net::Ipv4Addr>), EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         let p = pot.as_str();
-        let host_err = EngineError::host(p);
-        // Pot names come from Nomad's task ids, so an existing one is debris of our own
-        // interrupted start.
-        if self.host.zfs_exists(&dataset).await.map_err(host_err)? {
-            self.teardown(pot).await?;
+        // Pot names come from Nomad's task ids, so one made for this task is debris of its own
+        // interrupted start; anything else of that name is not ours to remove.
+        match self.ownership(pot).await? {
+            Ownership::Absent => {}
+            Ownership::Task(id) if id == owner => self.teardown(pot).await?,
+            Ownership::Task(id) => {
+                return Err(EngineError::State {
+                    pot: p.to_string(),
+                    reason: format!("the pot already exists for task {id}"),
+                });
+            }
+            Ownership::Foreign => return Err(not_ours(p)),
         }
         let lock = match plan {
-            NetworkPlan::Bridged(_) => Some(self.global_lock(p).await?),
-            NetworkPlan::Alias(_) | NetworkPlan::Inherit => None,
+            NetworkPlan::Bridged(_) | NetworkPlan::Alias(_) => Some(self.global_lock(p).await?),
+            NetworkPlan::Inherit => None,
         };
+        if let NetworkPlan::Alias(addrs) = plan {
+            // Again under the lock: a concurrent start may have claimed one since the check.
+            network::check_alias_unclaimed(&self.cfg.fs_root, pot, addrs)?;
+        }
         // Before any change, so a refused address leaves nothing behind.
         let ip = self.assign_network(plan, &mut conf)?;
         self.host
@@ -563,6 +602,7 @@ impl Engine {
         let osrelease = conf.get("osrelease").unwrap_or_default();
         let mut params = jail_params(pot, hostname, &osrelease, &paths.root, attributes);
         let mut record = None;
+        let aliased = matches!(attach, Attach::Alias(_));
         match attach {
             Attach::Bridge {
                 bridge4,
@@ -615,11 +655,13 @@ impl Engine {
         }
         mounted.add_jail_mounts(&paths.root, attributes);
         self.save_mounts(pot, &mounted)?;
-        let jid = self
-            .host
-            .jail_create(&params)
-            .await
-            .map_err(EngineError::host(p))?;
+        let created = self.host.jail_create(&params).await;
+        if created.is_err() && aliased {
+            // A failed `jail -c` undoes the aliases it added; those still on a NIC are not
+            // this start's, so the rollback must leave them.
+            self.save_record(pot, &NetworkRecord::default())?;
+        }
+        let jid = created.map_err(EngineError::host(p))?;
         self.event(pot, format!("Jail created (jid {jid})"));
         // pot's `_js_rss`: limits go on the jail before its command starts.
         self.host
@@ -946,14 +988,17 @@ impl Engine {
         timeout: Duration,
     ) -> Result<(), EngineError> {
         if let Some(inst) = self.instance(pot).filter(|i| i.exit().is_none()) {
-            let deadline = tokio::time::Instant::now() + timeout;
+            // `timeout` may come from a client: far enough to overflow the clock is forever.
+            let deadline = tokio::time::Instant::now().checked_add(timeout);
             let exited = !timeout.is_zero() && {
                 self.exec_stop(pot, timeout).await;
                 if inst.exit().is_none() {
                     // A failure means the process is already gone; the wait then ends at once.
                     let _ = kill(Pid::from_raw(inst.pid as i32), signal);
                 }
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let left = deadline.map_or(timeout, |d| {
+                    d.saturating_duration_since(tokio::time::Instant::now())
+                });
                 inst.wait_timeout(left).await.is_some()
             };
             if !exited {
@@ -1029,6 +1074,12 @@ impl Engine {
 
     /// Kills the task if needed and removes every trace of the pot.
     pub async fn destroy(&self, pot: &PotName) -> Result<(), EngineError> {
+        // A pot this process neither started nor recovered may be anything (a stale handle, a
+        // pot name of an image): never what the driver did not create. A tracked one passed
+        // this check when it was started or recovered, and its lifecycle costs no extra call.
+        if self.instance(pot).is_none() && self.ownership(pot).await? == Ownership::Foreign {
+            return Err(not_ours(pot.as_str()));
+        }
         if self.instance(pot).is_some_and(|i| i.exit().is_none()) {
             self.stop(pot, Signal::SIGKILL, Duration::ZERO).await?;
         }
@@ -1046,7 +1097,8 @@ impl Engine {
     }
 
     /// Removes the jail, the mounts under the jail root, the pot's datasets and files, and the
-    /// task's state. Each step accepts that its object is already gone.
+    /// task's state. Each step accepts that its object is already gone. Callers have made
+    /// sure the driver created the pot (its start, [`Engine::destroy`], reconcile's owned pots).
     pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
@@ -1098,6 +1150,16 @@ impl Engine {
     /// pot's status file, so that `pot` commands see the pot as started.
     fn status_file(&self, pot: &PotName) -> PathBuf {
         self.cfg.tmp_dir.join(format!("pot_status_{pot}"))
+    }
+}
+
+/// The refusal to remove or replace a dataset the driver did not create.
+fn not_ours(pot: &str) -> EngineError {
+    EngineError::State {
+        pot: pot.to_string(),
+        reason: format!(
+            "its dataset has no {OWNER_PROPERTY} property: the driver did not create it (an image, or a pot made by hand) and leaves it alone"
+        ),
     }
 }
 

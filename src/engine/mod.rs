@@ -176,7 +176,12 @@ impl Engine {
         }
     }
 
+    /// Task events quote job input (commands, exec_stop's stderr): they are bounded like errors.
     fn event(&self, pot: &PotName, message: String) {
+        let message = match crate::text::clip(&message, crate::text::MAX_MESSAGE) {
+            std::borrow::Cow::Borrowed(_) => message,
+            clipped => clipped.into_owned(),
+        };
         (self.events)(pot, message);
     }
 }

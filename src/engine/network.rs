@@ -129,6 +129,14 @@ fn alias_plan(cfg: &NetworkConfig, ip: Option<&str>) -> Result<Vec<AliasAddr>, E
             .ok()
             .filter(|_| nic_ok)
             .ok_or_else(|| bad(format!("ip entry {entry:?} is not `IP` or `NIC|IP`")))?;
+        if let Some(what) = not_a_host_address(ip) {
+            return Err(bad(format!(
+                "ip entry {entry:?}: {ip} is {what}, which a pot cannot hold"
+            )));
+        }
+        if addrs.iter().any(|a: &AliasAddr| a.ip == ip) {
+            return Err(bad(format!("ip entry {entry:?}: {ip} is listed twice")));
+        }
         addrs.push(AliasAddr { nic, ip });
     }
     let stack = cfg.stack;
@@ -144,6 +152,102 @@ fn alias_plan(cfg: &NetworkConfig, ip: Option<&str>) -> Result<Vec<AliasAddr>, E
         )));
     }
     Ok(addrs)
+}
+
+/// What `ip` is when it can never be one host's own address: jail(8) would add it to a NIC.
+fn not_a_host_address(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        _ if ip.is_unspecified() => Some("the unspecified address"),
+        _ if ip.is_multicast() => Some("a multicast address"),
+        IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+        _ => None,
+    }
+}
+
+/// Every address the pots under `fs_root` name in their pot.conf's `ip` (`IP` or `NIC|IP`,
+/// space-separated, whatever the network type), but `except`'s, with the pot naming each.
+fn pot_addresses(fs_root: &Path, except: &PotName) -> BTreeMap<IpAddr, String> {
+    let mut held = BTreeMap::new();
+    let Ok(dirs) = std::fs::read_dir(fs_root.join("jails")) else {
+        return held;
+    };
+    for dir in dirs.flatten() {
+        let name = dir.file_name().to_string_lossy().into_owned();
+        if name == except.as_str() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.path().join("conf/pot.conf")) else {
+            continue;
+        };
+        let conf = PotConf::parse(&text);
+        for entry in conf.get("ip").unwrap_or_default().split_whitespace() {
+            let ip = entry.split_once('|').map_or(entry, |(_, ip)| ip);
+            if let Ok(ip) = ip.parse::<IpAddr>() {
+                held.insert(ip, name.clone());
+            }
+        }
+    }
+    held
+}
+
+/// Refuses alias addresses another pot's pot.conf names. Run under pot's global lock before
+/// the pot's own pot.conf is written, so two starts never claim one address: the loser's
+/// failed `jail -c` would otherwise be undone by taking the address from the winner.
+pub(super) fn check_alias_unclaimed(
+    fs_root: &Path,
+    pot: &PotName,
+    addrs: &[AliasAddr],
+) -> Result<(), EngineError> {
+    let held = pot_addresses(fs_root, pot);
+    for a in addrs {
+        if let Some(other) = held.get(&a.ip) {
+            return Err(EngineError::InvalidInput(format!(
+                "ip {}|{}: {} is already used by pot {other}",
+                a.nic, a.ip, a.ip
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses alias addresses the host already has (on any interface) and the broadcast address
+/// of a subnet on their NIC: those are not the pot's to add, nor to remove at teardown.
+fn check_alias_host(
+    listing: &[crate::host::IfaceInfo],
+    addrs: &[AliasAddr],
+) -> Result<(), EngineError> {
+    for a in addrs {
+        let bad = |why: String| {
+            Err(EngineError::InvalidInput(format!(
+                "ip {}|{}: {why}",
+                a.nic, a.ip
+            )))
+        };
+        for iface in listing {
+            let has = match a.ip {
+                IpAddr::V4(v4) => iface.inet.iter().any(|(ip, _)| *ip == v4),
+                IpAddr::V6(v6) => iface.inet6.contains(&v6),
+            };
+            if has {
+                return bad(format!(
+                    "{} is already an address of the host's {}",
+                    a.ip, iface.name
+                ));
+            }
+        }
+        let IpAddr::V4(v4) = a.ip else { continue };
+        let nic = listing.iter().find(|i| i.name == a.nic);
+        for (ip, len) in nic.into_iter().flat_map(|i| &i.inet) {
+            let broadcast = Ipv4Addr::from(u32::from(*ip) | !prefix_mask(*len));
+            if *len < 31 && broadcast == v4 {
+                return bad(format!(
+                    "{v4} is the broadcast address of {}'s network {ip}/{len}",
+                    a.nic
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A pot on the public bridge or on a private one.
@@ -701,6 +805,22 @@ impl Engine {
         self.host.pf_enable().await.map_err(host_err())?;
         tracing::info!("vnet ready: forwarding on, pot-nat loaded, pf enabled");
         Ok(())
+    }
+
+    /// Checks an alias pot's addresses against the host's interfaces (`ifconfig -a`) and the
+    /// other pots, before anything changes.
+    pub(super) async fn check_alias_addresses(
+        &self,
+        pot: &PotName,
+        addrs: &[AliasAddr],
+    ) -> Result<(), EngineError> {
+        let listing = self
+            .host
+            .ifaces_all()
+            .await
+            .map_err(EngineError::host(pot.as_str()))?;
+        check_alias_unclaimed(&self.cfg.fs_root, pot, addrs)?;
+        check_alias_host(&listing, addrs)
     }
 
     /// Under pot's global lock: picks or validates the address and puts the network keys into

@@ -2,7 +2,7 @@
 
 use super::{Host, HostError, Tool, argv};
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// What the engine reads of an interface in `ifconfig -a` output.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -11,6 +11,8 @@ pub struct IfaceInfo {
     pub description: String,
     /// IPv4 addresses with their prefix length.
     pub inet: Vec<(Ipv4Addr, u8)>,
+    /// IPv6 addresses, without their `%scope`.
+    pub inet6: Vec<Ipv6Addr>,
     pub members: Vec<String>,
 }
 
@@ -36,6 +38,15 @@ impl Host {
             .into_iter()
             .next()
             .ok_or_else(|| parse("no interface in the output".to_string()))
+    }
+
+    /// Every interface of the host with its addresses (`ifconfig -a`), in one call.
+    pub async fn ifaces_all(&self) -> Result<Vec<IfaceInfo>, HostError> {
+        let out = self.run(Tool::Ifconfig, argv!["-a"]).await?;
+        parse_listing(&out.stdout).map_err(|detail| HostError::Parse {
+            command: "ifconfig -a".to_string(),
+            detail,
+        })
     }
 
     /// `ifconfig bridge create descr D group pot`; returns the new bridge's name.
@@ -232,6 +243,15 @@ pub fn parse_listing(text: &str) -> Result<Vec<IfaceInfo>, String> {
                     _ => return Err(format!("bad inet line: {line:?}")),
                 }
             }
+            Some("inet6") => {
+                // Link-local addresses carry their zone: `fe80::1%lo0`.
+                let addr = words
+                    .next()
+                    .map(|a| a.split_once('%').map_or(a, |(a, _)| a))
+                    .and_then(|a| a.parse::<Ipv6Addr>().ok())
+                    .ok_or_else(|| format!("bad inet6 line: {line:?}"))?;
+                cur.inet6.push(addr);
+            }
             _ => {}
         }
     }
@@ -252,14 +272,24 @@ mod tests {
 \tmember: p4abc flags=143<LEARNING,DISCOVER,AUTOEDGE,AUTOPTP>\n\
 \tgroups: bridge pot\n\
 bridge1: flags=8802<BROADCAST,SIMPLEX,MULTICAST> metric 0 mtu 1500\n\
-\tmember: em0 flags=143<LEARNING,DISCOVER,AUTOEDGE,AUTOPTP>\n";
+\tmember: em0 flags=143<LEARNING,DISCOVER,AUTOEDGE,AUTOPTP>\n\
+lo0: flags=1008049<UP,LOOPBACK,RUNNING,MULTICAST,LOWER_UP> metric 0 mtu 16384\n\
+\tinet6 ::1 prefixlen 128\n\
+\tinet6 fe80::1%lo0 prefixlen 64 scopeid 0x2\n\
+\tinet 127.0.0.1 netmask 0xff000000\n";
         let l = parse_listing(text).unwrap();
-        assert_eq!(l.len(), 2);
+        assert_eq!(l.len(), 3);
         assert_eq!(l[0].name, "bridge0");
         assert_eq!(l[0].description, "pot public bridge");
         assert_eq!(l[0].inet, vec![(Ipv4Addr::new(10, 192, 0, 1), 10)]);
         assert_eq!(l[0].members, ["p4abc"]);
         assert_eq!(l[1].members, ["em0"]);
+        assert_eq!(
+            l[2].inet6,
+            [Ipv6Addr::LOCALHOST, "fe80::1".parse::<Ipv6Addr>().unwrap()]
+        );
+        assert_eq!(l[2].inet, vec![(Ipv4Addr::LOCALHOST, 8)]);
+        assert!(parse_listing("lo0: flags=0\n\tinet6 nope prefixlen 64\n").is_err());
         assert!(parse_listing("\tinet 1.2.3.4\n").is_err());
     }
 }

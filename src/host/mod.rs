@@ -35,6 +35,7 @@ pub mod parse {
     pub use super::zfs::{parse_list_tree as zfs_list_tree, parse_snapshots as zfs_snapshots};
 }
 
+use crate::text::clip;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -275,7 +276,11 @@ pub(crate) fn finish(
     Err(HostError::Failed {
         command,
         status: describe_status(output.status),
-        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        stderr: clip(
+            String::from_utf8_lossy(&output.stderr).trim(),
+            MAX_SHOWN_STDERR,
+        )
+        .into_owned(),
     })
 }
 
@@ -289,14 +294,22 @@ pub(crate) fn describe_status(status: std::process::ExitStatus) -> String {
 }
 
 /// `zfs clone -o mountpoint=/x a@1 b`: how commands appear in errors and logs.
+/// Each argument is cut to [`MAX_SHOWN_ARG`] bytes and the line to [`MAX_SHOWN_COMMAND`]: a
+/// job's 10 MB argument fails with E2BIG, and the error must not carry it.
 pub(crate) fn display_command(tool: Tool, args: &[OsString]) -> String {
     let mut s = tool.name().to_string();
     for a in args {
         s.push(' ');
-        s.push_str(&a.to_string_lossy());
+        s.push_str(&clip(&a.to_string_lossy(), MAX_SHOWN_ARG));
     }
-    s
+    clip(&s, MAX_SHOWN_COMMAND).into_owned()
 }
+
+/// How much of one argument, and of a whole command line, errors and logs show.
+const MAX_SHOWN_ARG: usize = 256;
+const MAX_SHOWN_COMMAND: usize = 1024;
+/// How much of a failed tool's stderr an error keeps.
+const MAX_SHOWN_STDERR: usize = 2048;
 
 /// Builds an argv vector from anything path- or string-like.
 macro_rules! argv {
@@ -305,3 +318,27 @@ macro_rules! argv {
     };
 }
 pub(crate) use argv;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_commands_are_bounded() {
+        let huge = "x".repeat(10 << 20);
+        let os = |args: &[&str]| args.iter().map(OsString::from).collect::<Vec<_>>();
+        let shown = display_command(Tool::Jexec, &os(&["web_1", "/bin/sh", "-c", &huge]));
+        assert!(shown.starts_with("jexec web_1 /bin/sh -c xxx"), "{shown}");
+        assert!(
+            shown.ends_with("… (10485504 more bytes)"),
+            "{}",
+            &shown[shown.len() - 40..]
+        );
+        let many: Vec<OsString> = (0..10_000).map(|i| OsString::from(i.to_string())).collect();
+        assert!(display_command(Tool::Jexec, &many).len() < MAX_SHOWN_COMMAND + 32);
+        assert_eq!(
+            display_command(Tool::Zfs, &os(&["destroy", "-r", "zroot/pot/jails/a"])),
+            "zfs destroy -r zroot/pot/jails/a"
+        );
+    }
+}

@@ -93,6 +93,36 @@ impl ImageRef {
         })
     }
 
+    /// A `file://` image's directory must lie under one of the operator's `allowed_image_dirs`
+    /// (none: `file://` is refused). A path outside them is refused before the file system is
+    /// looked at, so a job cannot learn through it what exists on the host; inside, the real
+    /// path must stay inside too (no symlink out).
+    pub fn check_source(&self, allowed: &[PathBuf]) -> Result<(), EngineError> {
+        let Source::File { dir } = &self.source else {
+            return Ok(());
+        };
+        let refused = || {
+            EngineError::InvalidInput(format!(
+                "image \"file://{}\": not under a directory the operator allows images from; an operator can allow one with allowed_image_dirs in the plugin config",
+                dir.display()
+            ))
+        };
+        let climbs = dir
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+        if climbs || !allowed.iter().any(|a| dir.starts_with(a)) {
+            return Err(refused());
+        }
+        let real = std::fs::canonicalize(dir).map_err(|e| {
+            EngineError::InvalidInput(format!("image \"file://{}\": {e}", dir.display()))
+        })?;
+        let inside = |a: &PathBuf| std::fs::canonicalize(a).is_ok_and(|a| real.starts_with(a));
+        match allowed.iter().any(inside) {
+            true => Ok(()),
+            false => Err(refused()),
+        }
+    }
+
     /// `<pot>_<tag>.xz`, the file name pot exports.
     pub fn file_name(&self) -> String {
         format!("{}_{}.xz", self.pot, self.tag)
@@ -290,6 +320,7 @@ pub async fn ensure_imported<'a>(
     image: &ImageRef,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(Imported, ImageLock<'a>), EngineError> {
+    image.check_source(&cfg.allowed_image_dirs)?;
     let lock = locks.shared(&image.local_name()).await;
     let dataset = format!("{}/{}", cfg.jails_dataset(), image.local_name());
     let root = format!("{dataset}/m");

@@ -143,6 +143,8 @@ impl Fixture {
             ..Default::default()
         };
         let mut cfg = super::super::EngineConfig::resolve(&o).unwrap();
+        // The host's image dir, its cache and the test's export dirs.
+        cfg.allowed_image_dirs = vec![sim.tmp.path().to_path_buf()];
         cfg.image.attempts = 3;
         cfg.image.backoff = Duration::from_millis(10);
         cfg.image.idle_timeout = Duration::from_secs(5);
@@ -467,6 +469,49 @@ async fn imports_over_http_into_zfs_and_the_cache() {
     f.import(&server.url()).await.unwrap();
     assert_eq!(server.requests("/demo_1.0.xz").len(), 1);
     f.sim.assert_clean("after imports");
+}
+
+#[test]
+fn file_images_come_only_from_allowed_dirs_and_refusals_reveal_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let allowed = tmp.path().join("images");
+    let outside = tmp.path().join("secret");
+    std::fs::create_dir_all(allowed.join("team")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("link")).unwrap();
+    let check = |dir: &Path, allow: &[PathBuf]| {
+        ImageRef::parse(&format!("file://{}", dir.display()), "demo", "1.0")
+            .unwrap()
+            .check_source(allow)
+    };
+    let ok = [allowed.clone()];
+    check(&allowed, &ok).unwrap();
+    check(&allowed.join("team"), &ok).unwrap();
+    let refusal = |dir: &Path| {
+        let msg = check(dir, &ok).unwrap_err().to_string();
+        assert!(
+            msg.contains("allowed_image_dirs"),
+            "{}: {msg}",
+            dir.display()
+        );
+        msg.replace(&dir.display().to_string(), "DIR")
+    };
+    // Outside, existing or not, through `..` or a symlink: one answer, the path aside.
+    let answer = refusal(&outside);
+    for dir in [
+        tmp.path().join("no-such-dir"),
+        allowed.join("../secret"),
+        allowed.join("link"),
+        PathBuf::from("/etc"),
+    ] {
+        assert_eq!(refusal(&dir), answer, "{}", dir.display());
+    }
+    // No allowed dir: no file:// image at all; http(s) is not concerned.
+    assert!(check(&allowed, &[]).is_err());
+    ImageRef::parse("http://h/x", "demo", "1.0")
+        .unwrap()
+        .check_source(&[])
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -419,7 +419,7 @@ pub fn init(dir: &Path) -> Res<String> {
         let p = root.join(sub);
         fs::create_dir_all(&p).map_err(|e| io_fail("mkdir", &p, e))?;
     }
-    for sub in ["bin", "state/snapshots"] {
+    for sub in ["bin", "state/snapshots", "images"] {
         let p = d.join(sub);
         fs::create_dir_all(&p).map_err(|e| io_fail("mkdir", &p, e))?;
     }
@@ -466,7 +466,8 @@ pub fn init(dir: &Path) -> Res<String> {
         "lock_file": p("root/tmp/pot-lock-file"),
         "network": "10.192.0.0/10", "netmask": "255.192.0.0", "gateway": "10.192.0.1",
         "dns_ip": "10.192.0.2", "extif": "em0",
-        "devd_socket": crate::devd::socket_path(&d).display().to_string()
+        "devd_socket": crate::devd::socket_path(&d).display().to_string(),
+        "allowed_image_dirs": [p("images")]
     });
     Ok(format!("{cfg}\n"))
 }

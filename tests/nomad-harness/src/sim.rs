@@ -101,9 +101,10 @@ impl SimHost {
         c
     }
 
-    /// The directory `image()` writes to.
+    /// The directory `image()` writes to: the host's `DIR/images`, which its agent config
+    /// allows `file://` images from.
     pub fn images_dir(&self) -> PathBuf {
-        self.tmp.path().join("images")
+        self.dir.join("images")
     }
 
     /// Where TestTask puts alloc directories.
