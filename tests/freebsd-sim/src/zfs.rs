@@ -67,10 +67,13 @@ fn parent(name: &str) -> Option<&str> {
     name.rfind('/').map(|i| &name[..i])
 }
 
+/// zfs_namecheck: components of `[A-Za-z0-9_-.:]`, never `.` or `..`.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('/').all(|c| {
             !c.is_empty()
+                && c != "."
+                && c != ".."
                 && c.chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || "_-.:".contains(ch))
         })
@@ -1145,6 +1148,10 @@ fn send(host: &Host, args: &[String]) -> Res<String> {
 }
 
 fn receive(host: &Host, args: &[String]) -> Res<String> {
+    receive_from(host, args, std::io::stdin().lock())
+}
+
+fn receive_from(host: &Host, args: &[String], input: impl std::io::Read) -> Res<String> {
     let (opts, rest) = getopt("zfs", args, "uFvnsdeo:x:", USAGE)?;
     let [name] = rest.as_slice() else {
         return Err(usage(USAGE));
@@ -1170,7 +1177,7 @@ fn receive(host: &Host, args: &[String]) -> Res<String> {
     let staging = host
         .state_dir()
         .join(format!("recv.{}.{}", std::process::id(), now()));
-    let result = stream::receive(std::io::stdin().lock(), &staging, unpack)
+    let result = stream::receive(input, &staging, unpack)
         .map_err(|e| Fail::new(1, format!("cannot receive new filesystem stream: {e}")))
         .and_then(|datasets| {
             commit_receive(host, name, &datasets, &staging, force, &set, &excluded)
@@ -1188,7 +1195,8 @@ fn commit_receive(
     set: &[(String, String)],
     excluded: &[&String],
 ) -> Res<String> {
-    host.update(|st| {
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = host.update(|st| {
         if !parent(name).is_some_and(|p| st.datasets.contains_key(p)) {
             return Err(Fail::new(1, format!("cannot receive new filesystem stream: parent of '{name}' does not exist")));
         }
@@ -1222,6 +1230,7 @@ fn commit_receive(
             st.datasets.insert(full.clone(), Dataset { props, origin, creation: now(), snapshots: vec![Snapshot { name: sd.snap.clone(), creation: sd.creation, id }] });
             let src = staging.join(i.to_string());
             let snapdir = host.snapshot_dir(id);
+            created.push(snapdir.clone());
             stream::copy_tree(&src, &snapdir, &[]).map_err(|e| io_fail("receive copy to", &snapdir, e))?;
             let dir = data_dir(host, st, &full);
             if let Some(p) = dir.parent() {
@@ -1229,9 +1238,17 @@ fn commit_receive(
             }
             let _ = fs::remove_dir(&dir);
             fs::rename(&src, &dir).map_err(|e| io_fail("receive into", &dir, e))?;
+            created.push(dir);
         }
         Ok(String::new())
-    })
+    });
+    // A failed receive leaves nothing behind (the state is not saved): nor the copies it made.
+    if result.is_err() {
+        for path in created.iter().rev() {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+    result
 }
 
 #[cfg(test)]
@@ -1339,6 +1356,68 @@ mod tests {
                 "cannot open 'zroot/pot/jails/img': dataset does not exist"
             )
         );
+        fs::remove_dir_all(&h.dir).unwrap();
+    }
+
+    /// A stream of datasets with the given names relative to the received one, each holding
+    /// one file.
+    fn stream_of(h: &Host, rels: &[&str], props: &[(&str, &str)]) -> Vec<u8> {
+        let src = h.dir.join("src");
+        let _ = fs::remove_dir_all(&src);
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), "data").unwrap();
+        let mut w = StreamWriter::new(Vec::new()).unwrap();
+        for rel in rels {
+            let ds = StreamDataset {
+                rel: rel.to_string(),
+                snap: "1".into(),
+                creation: 7,
+                props: props
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            w.dataset(&ds, &src, &[]).unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        fs::remove_dir_all(&src).unwrap();
+        bytes
+    }
+
+    fn recv(h: &Host, args: &[&str], bytes: &[u8]) -> Res<String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        receive_from(h, &args, bytes)
+    }
+
+    #[test]
+    fn a_failed_receive_leaves_nothing_behind() {
+        let h = host("recvfail");
+        // The second `m` fails the receive after two datasets were laid out.
+        let bad = stream_of(&h, &["", "m", "m"], &[]);
+        let e = recv(&h, &["zroot/pot/jails/img"], &bad).unwrap_err();
+        assert!(
+            e.msg.contains("cannot receive new filesystem stream"),
+            "{}",
+            e.msg
+        );
+        assert_eq!(
+            fs::read_dir(h.state_dir().join("snapshots"))
+                .unwrap()
+                .count(),
+            0,
+            "no snapshot copy stays"
+        );
+        assert!(!h.root().join("opt/pot/jails/img").exists());
+        let good = stream_of(&h, &["", "m"], &[]);
+        recv(&h, &["zroot/pot/jails/img"], &good).unwrap();
+        assert_eq!(
+            fs::read_to_string(h.root().join("opt/pot/jails/img/m/f")).unwrap(),
+            "data"
+        );
+        // ZFS names never hold `.` or `..` components.
+        let dots = stream_of(&h, &["", ".."], &[]);
+        assert!(recv(&h, &["zroot/pot/jails/dots"], &dots).is_err());
+        assert!(!h.root().join("opt/pot/jails/dots").exists());
         fs::remove_dir_all(&h.dir).unwrap();
     }
 

@@ -330,3 +330,55 @@ impl<R: std::io::Read> ReadAll for R {
         self.read_to_end(out).expect("decompress image");
     }
 }
+
+/// `freebsd-sim check` lines naming a live jail process.
+fn jail_processes(host: &Path) -> Vec<String> {
+    let o = Command::new(BIN)
+        .args(["check", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("jail process"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_sigkilled_jexec_takes_its_command_along() {
+    let host: PathBuf = std::env::temp_dir().join(format!("fsim-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host);
+    let init = Command::new(BIN)
+        .args(["init", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let root = host.join("root/opt/pot/jails/k");
+    std::fs::create_dir_all(&root).unwrap();
+    let path = format!("path={}", root.display());
+    ok(&host, "jail", &["-c", "name=k", &path, "persist"]);
+    let mut jexec = Command::new(host.join("bin/jexec"))
+        .args(["k", "sleep", "30"])
+        .env_clear()
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while jail_processes(&host).is_empty() {
+        assert!(Instant::now() < deadline, "jexec never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // On FreeBSD jexec's pid is the command's: SIGKILL to it ends the command.
+    jexec.kill().unwrap();
+    assert_eq!(jexec.wait().unwrap().signal(), Some(9));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !jail_processes(&host).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the command outlived its jexec: {:?}",
+            jail_processes(&host)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(&host, "jail", &["-R", "k"]);
+    std::fs::remove_dir_all(&host).unwrap();
+}
