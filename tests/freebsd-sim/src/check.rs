@@ -57,6 +57,20 @@ pub fn leftovers(host: &Host) -> Res<Vec<String>> {
             out.push(format!("clone {name} (origin {o}) exists"));
         }
     }
+    // pot's datasets live under fs_root; only the cache dataset has a mountpoint of its own.
+    let fs_root = crate::zfs::data_dir(host, &st, "zroot/pot");
+    for name in st.datasets.keys() {
+        let pot_dataset = name.starts_with("zroot/pot/")
+            && name != "zroot/pot/cache"
+            && !name.starts_with("zroot/pot/cache/");
+        let dir = crate::zfs::data_dir(host, &st, name);
+        if pot_dataset && crate::zfs::is_mounted(&st, name) && !dir.starts_with(&fs_root) {
+            out.push(format!(
+                "dataset {name} is mounted at {}, outside fs_root",
+                crate::zfs::mountpoint(&st, name).0
+            ));
+        }
+    }
     let names = |dir: &Path| -> Vec<String> {
         fs::read_dir(dir)
             .map(|rd| {

@@ -25,6 +25,9 @@ pub struct Dataset {
     pub origin: Option<String>,
     pub creation: u64,
     pub snapshots: Vec<Snapshot>,
+    /// Not mounted (`zfs receive -u`, or a received `canmount` of `off`/`noauto`): its files live
+    /// in a private directory until `zfs mount`.
+    pub unmounted: bool,
 }
 
 /// A jexec'd mount namespace. The inode is a cheap first filter, but inodes are recycled, also by

@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 const USAGE: &str =
-    "usage: zfs <list|get|set|create|snapshot|clone|destroy|rename|send|receive> ...";
+    "usage: zfs <list|get|set|create|snapshot|clone|destroy|rename|send|receive|mount> ...";
 
 /// Native properties: (name, default for inheritable ones; `None` = read-only/computed).
 const NATIVE: &[(&str, Option<&str>)] = &[
@@ -20,6 +20,7 @@ const NATIVE: &[(&str, Option<&str>)] = &[
     ("referenced", None),
     ("mountpoint", Some("")),
     ("origin", None),
+    ("mounted", None),
     ("canmount", Some("on")),
     ("compression", Some("off")),
     ("atime", Some("on")),
@@ -105,15 +106,24 @@ pub fn mountpoint(st: &State, name: &str) -> (String, String) {
     }
 }
 
-/// Where a dataset's files live: its mountpoint, or a private directory when it has none.
+/// Whether a dataset is mounted: it has a mountpoint and was not left unmounted.
+pub fn is_mounted(st: &State, name: &str) -> bool {
+    st.datasets.get(name).is_some_and(|d| !d.unmounted) && mountpoint(st, name).0.starts_with('/')
+}
+
+/// Where a dataset's files live: its mountpoint, or a private directory when it is not mounted.
+/// A mountpoint outside the simulated host is placed under `DIR/root`: the simulator never
+/// writes outside its directory.
 pub fn data_dir(host: &Host, st: &State, name: &str) -> PathBuf {
     let (mp, _) = mountpoint(st, name);
-    if mp.starts_with('/') {
-        PathBuf::from(mp)
-    } else {
+    if !is_mounted(st, name) {
         host.state_dir()
             .join("unmounted")
             .join(name.replace('/', "%"))
+    } else if Path::new(&mp).starts_with(&host.dir) {
+        PathBuf::from(mp)
+    } else {
+        host.root().join(mp.trim_start_matches('/'))
     }
 }
 
@@ -266,6 +276,15 @@ impl Ctx<'_> {
             "referenced" => (self.size(self.referenced(name)), "-".into()),
             "origin" => (d.origin.clone().unwrap_or_else(|| "-".into()), "-".into()),
             "mountpoint" => mountpoint(self.st, name),
+            "mounted" => (
+                if is_mounted(self.st, name) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+                "-".into(),
+            ),
             "canmount" => d
                 .props
                 .get(prop)
@@ -357,6 +376,7 @@ pub fn main(host: &Host, args: &[String]) -> Res<String> {
         "rename" => rename(host, rest),
         "send" => send(host, rest),
         "receive" | "recv" => receive(host, rest),
+        "mount" => mount(host, rest),
         _ => Err(Fail::new(
             64,
             format!("unrecognized command '{cmd}'\n{USAGE}"),
@@ -890,6 +910,7 @@ fn clone(host: &Host, args: &[String]) -> Res<String> {
             origin: Some(src.clone()),
             creation: now(),
             snapshots: vec![],
+            unmounted: false,
         };
         st.datasets.insert(dst.clone(), d);
         let dir = data_dir(host, st, dst);
@@ -1147,6 +1168,41 @@ fn send(host: &Host, args: &[String]) -> Res<String> {
     Ok(String::new())
 }
 
+/// `zfs mount NAME`: mounts a dataset left unmounted, as zfs_main.c `share_mount_one` checks.
+fn mount(host: &Host, args: &[String]) -> Res<String> {
+    let (_, rest) = getopt("zfs", args, "vO", USAGE)?;
+    let [name] = rest.as_slice() else {
+        return Err(usage(USAGE));
+    };
+    host.update(|st| {
+        let Some(d) = st.datasets.get(name) else {
+            return Err(no_dataset(name));
+        };
+        let cannot = |why: &str| Err(Fail::new(1, format!("cannot mount '{name}': {why}")));
+        match mountpoint(st, name).0.as_str() {
+            "legacy" => {
+                return cannot("legacy mountpoint\nuse mount(8) to mount this filesystem");
+            }
+            "none" => return cannot("no mountpoint set"),
+            _ => {}
+        }
+        if d.props.get("canmount").is_some_and(|v| v == "off") {
+            return cannot("'canmount' property is set to 'off'");
+        }
+        if !d.unmounted {
+            return cannot("filesystem already mounted");
+        }
+        let old = st.clone();
+        st.datasets.get_mut(name).expect("checked").unmounted = false;
+        let dir = data_dir(host, st, name);
+        if fs::read_dir(&dir).is_ok_and(|mut rd| rd.next().is_some()) {
+            return cannot("directory is not empty");
+        }
+        relocate(host, &old, st, &[(name.clone(), name.clone())])?;
+        Ok(String::new())
+    })
+}
+
 fn receive(host: &Host, args: &[String]) -> Res<String> {
     receive_from(host, args, std::io::stdin().lock())
 }
@@ -1157,6 +1213,7 @@ fn receive_from(host: &Host, args: &[String], input: impl std::io::Read) -> Res<
         return Err(usage(USAGE));
     };
     let force = opts.iter().any(|(c, _)| *c == 'F');
+    let unmounted = opts.iter().any(|(c, _)| *c == 'u');
     let set: Vec<(String, String)> = opts
         .iter()
         .filter(|(c, _)| *c == 'o')
@@ -1180,10 +1237,25 @@ fn receive_from(host: &Host, args: &[String], input: impl std::io::Read) -> Res<
     let result = stream::receive(input, &staging, unpack)
         .map_err(|e| Fail::new(1, format!("cannot receive new filesystem stream: {e}")))
         .and_then(|datasets| {
-            commit_receive(host, name, &datasets, &staging, force, &set, &excluded)
+            let how = Receive {
+                force,
+                unmounted,
+                set: &set,
+                excluded: &excluded,
+            };
+            commit_receive(host, name, &datasets, &staging, &how)
         });
     let _ = fs::remove_dir_all(&staging);
     result
+}
+
+/// The command line of a `zfs receive`.
+struct Receive<'a> {
+    force: bool,
+    /// `-u`: nothing received is mounted.
+    unmounted: bool,
+    set: &'a [(String, String)],
+    excluded: &'a [&'a String],
 }
 
 fn commit_receive(
@@ -1191,10 +1263,14 @@ fn commit_receive(
     name: &str,
     datasets: &[StreamDataset],
     staging: &Path,
-    force: bool,
-    set: &[(String, String)],
-    excluded: &[&String],
+    how: &Receive,
 ) -> Res<String> {
+    let Receive {
+        force,
+        set,
+        excluded,
+        ..
+    } = *how;
     let mut created: Vec<PathBuf> = Vec::new();
     let result = host.update(|st| {
         if !parent(name).is_some_and(|p| st.datasets.contains_key(p)) {
@@ -1216,18 +1292,22 @@ fn commit_receive(
             }
             let mut props: BTreeMap<String, String> = sd.props.iter().filter(|(k, _)| !excluded.contains(&k)).cloned().collect();
             let mut origin = None;
-            if sd.rel.is_empty() {
-                for (k, v) in set {
-                    if k == "origin" {
-                        origin = Some(v.clone());
-                    } else {
-                        props.insert(k.clone(), v.clone());
-                    }
+            // `-o` sets a property on the top dataset; below it the stream's value gives way to
+            // inheritance (zfs-receive(8)).
+            for (k, v) in set {
+                if !sd.rel.is_empty() {
+                    props.remove(k);
+                } else if k == "origin" {
+                    origin = Some(v.clone());
+                } else {
+                    props.insert(k.clone(), v.clone());
                 }
             }
             st.next_snapshot_id += 1;
             let id = st.next_snapshot_id;
-            st.datasets.insert(full.clone(), Dataset { props, origin, creation: now(), snapshots: vec![Snapshot { name: sd.snap.clone(), creation: sd.creation, id }] });
+            // A received canmount of off or noauto leaves the dataset unmounted, as `-u` does.
+            let unmounted = how.unmounted || props.get("canmount").is_some_and(|v| v == "off" || v == "noauto");
+            st.datasets.insert(full.clone(), Dataset { props, origin, creation: now(), snapshots: vec![Snapshot { name: sd.snap.clone(), creation: sd.creation, id }], unmounted });
             let src = staging.join(i.to_string());
             let snapdir = host.snapshot_dir(id);
             created.push(snapdir.clone());

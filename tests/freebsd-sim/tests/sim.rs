@@ -382,3 +382,115 @@ fn a_sigkilled_jexec_takes_its_command_along() {
     ok(&host, "jail", &["-R", "k"]);
     std::fs::remove_dir_all(&host).unwrap();
 }
+
+fn receive_with(host: &Path, args: &[&str], stream: &[u8]) -> Output {
+    let mut recv = Command::new(host.join("bin/zfs"))
+        .arg("receive")
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    recv.stdin.take().unwrap().write_all(stream).unwrap();
+    recv.wait_with_output().unwrap()
+}
+
+fn check(host: &Path) -> String {
+    let o = Command::new(BIN)
+        .args(["check", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn received_properties_place_and_mount_datasets_as_zfs_does() {
+    let host: PathBuf = std::env::temp_dir().join(format!("fsim-props-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host);
+    assert!(
+        Command::new(BIN)
+            .args(["init", host.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let images = host.join("images");
+    let stream = image_stream(
+        &images,
+        &[
+            "--prop",
+            "mountpoint=/anywhere",
+            "--m-prop",
+            "canmount=noauto",
+        ],
+    );
+    // Received as is: the pot mounts where its sender said, its m (canmount=noauto) not at all.
+    let o = receive_with(&host, &["zroot/pot/jails/web_1_0"], &stream);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let props = |name: &str| {
+        ok(
+            &host,
+            "zfs",
+            &[
+                "get",
+                "-H",
+                "-o",
+                "value",
+                "mountpoint,mounted,canmount",
+                name,
+            ],
+        )
+    };
+    assert_eq!(
+        props("zroot/pot/jails/web_1_0"),
+        "/anywhere\nyes\non\n",
+        "the stream's mountpoint applies"
+    );
+    assert_eq!(
+        props("zroot/pot/jails/web_1_0/m"),
+        "/anywhere/m\nno\nnoauto\n"
+    );
+    assert!(host.join("root/anywhere/conf/pot.conf").is_file());
+    let report = check(&host);
+    assert!(
+        report.contains("dataset zroot/pot/jails/web_1_0 is mounted at /anywhere, outside fs_root"),
+        "{report}"
+    );
+    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/web_1_0"]);
+    assert!(!host.join("root/anywhere/conf").exists());
+
+    // Received unmounted, with the stream's mountpoint and canmount excluded: inherited, and
+    // mounted under fs_root only on request.
+    let o = receive_with(
+        &host,
+        &[
+            "-u",
+            "-x",
+            "mountpoint",
+            "-x",
+            "canmount",
+            "zroot/pot/jails/web_1_0",
+        ],
+        &stream,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pot = host.join("root/opt/pot/jails/web_1_0");
+    assert_eq!(
+        props("zroot/pot/jails/web_1_0/m"),
+        format!("{}/m\nno\non\n", pot.display())
+    );
+    assert!(!pot.join("conf").exists(), "-u mounts nothing");
+    ok(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0"]);
+    ok(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0/m"]);
+    assert!(pot.join("conf/pot.conf").is_file() && pot.join("m/etc/sim-image").is_file());
+    let again = tool(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0"]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr),
+        "cannot mount 'zroot/pot/jails/web_1_0': filesystem already mounted\n"
+    );
+    assert_eq!(check(&host), "");
+    std::fs::remove_dir_all(&host).unwrap();
+}
