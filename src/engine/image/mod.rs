@@ -562,19 +562,96 @@ async fn import_once(
     result
 }
 
-/// Marks the received image as the driver's (for GC) and gives it its name.
+/// Properties of the stream that never apply: where and whether its datasets mount, whether
+/// they are shared over the network. pot also excludes `encryption` where ZFS knows it (see
+/// [`receive_exclusions`]).
+const EXCLUDED_PROPS: [&str; 4] = ["mountpoint", "canmount", "sharenfs", "sharesmb"];
+
+/// What `zfs receive` must exclude from an image's stream, as `-x`: [`EXCLUDED_PROPS`] and, as
+/// pot's `_get_zfs_receive_extra_args` does, `encryption` where ZFS has it, so the image inherits
+/// an encrypted pool's encryption instead of arriving unencrypted.
+async fn receive_exclusions(
+    host: &Host,
+    image: &ImageRef,
+    temp: &str,
+) -> Result<Vec<&'static str>, EngineError> {
+    let parent = temp.rsplit_once('/').map_or(temp, |(p, _)| p);
+    let mut excluded = EXCLUDED_PROPS.to_vec();
+    if host
+        .zfs_has_property(parent, "encryption")
+        .await
+        .map_err(|e| image.err(e.to_string(), false))?
+    {
+        excluded.push("encryption");
+    }
+    Ok(excluded)
+}
+
+/// A received image is a pot's two datasets, `<temp>` and `<temp>/m`, unmounted, each mounting
+/// (once asked to) where it inherits to under the jails dataset: a stream carrying other
+/// datasets, or datasets that would mount elsewhere or not at all, is refused.
+async fn check_received(host: &Host, image: &ImageRef, temp: &str) -> Result<(), EngineError> {
+    let err = |e: crate::host::HostError| image.err(e.to_string(), false);
+    let (jails, leaf) = temp.rsplit_once('/').unwrap_or(("", temp));
+    let base = host.zfs_get(jails, "mountpoint").await.map_err(err)?;
+    let expected = [
+        (
+            temp.to_string(),
+            format!("{}/{leaf}", base.trim_end_matches('/')),
+        ),
+        (
+            format!("{temp}/m"),
+            format!("{}/{leaf}/m", base.trim_end_matches('/')),
+        ),
+    ];
+    let found = host.zfs_mount_state(temp).await.map_err(err)?;
+    let names: Vec<&str> = found.iter().map(|d| d.name.as_str()).collect();
+    if names != [expected[0].0.as_str(), expected[1].0.as_str()] {
+        return Err(image.err(
+            format!(
+                "the image's stream holds the datasets {names:?}; a pot image holds its pot and its m only"
+            ),
+            false,
+        ));
+    }
+    for (d, (_, mountpoint)) in found.iter().zip(&expected) {
+        if d.mountpoint != *mountpoint || d.canmount != "on" || d.mounted {
+            return Err(image.err(
+                format!(
+                    "received dataset {} would mount at {} (canmount {}, mounted {}), not at {mountpoint}",
+                    d.name, d.mountpoint, d.canmount, d.mounted
+                ),
+                false,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the received image, marks it as the driver's (for GC), gives it its name and mounts
+/// it where pot keeps it. A failure after the rename removes the image again.
 async fn finish_import(
     host: &Host,
     image: &ImageRef,
     temp: &str,
     dataset: &str,
 ) -> Result<(), EngineError> {
+    let err = |e: crate::host::HostError| image.err(e.to_string(), false);
+    check_received(host, image, temp).await?;
     host.zfs_set(temp, gc::IMAGE_PROP, &gc::stamp(&image.file_name()))
         .await
-        .map_err(|e| image.err(e.to_string(), false))?;
-    host.zfs_rename(temp, dataset)
-        .await
-        .map_err(|e| image.err(e.to_string(), false))
+        .map_err(err)?;
+    host.zfs_rename(temp, dataset).await.map_err(err)?;
+    let mounted = async {
+        host.zfs_mount(dataset).await?;
+        host.zfs_mount(&format!("{dataset}/m")).await
+    }
+    .await;
+    if let Err(e) = mounted {
+        remove_partial_import(host, image, dataset).await;
+        return Err(err(e));
+    }
+    Ok(())
 }
 
 async fn remove_partial_import(host: &Host, image: &ImageRef, temp: &str) {
@@ -856,9 +933,12 @@ async fn stream_into_zfs(
         done: false,
         failure: FirstFailure::default(),
     };
+    let excluded = receive_exclusions(host, image, temp)
+        .await
+        .map_err(StreamFailure::Receive)?;
     let (host2, temp2) = (host.clone(), temp.to_string());
     let receive = tokio::task::spawn_blocking(move || {
-        receive_blocking(&host2, &temp2, checked, verify_on_failure)
+        receive_blocking(&host2, &temp2, &excluded, checked, verify_on_failure)
     });
     let downloaded = match (http, tx) {
         (Some(http), Some(tx)) => {
@@ -885,10 +965,11 @@ async fn stream_into_zfs(
 fn receive_blocking(
     host: &Host,
     temp: &str,
+    excluded: &[&str],
     mut checked: Checked,
     verify_on_failure: bool,
 ) -> Result<(), StreamFailure> {
-    let result = host.zfs_receive_blocking(temp, &mut checked);
+    let result = host.zfs_receive_blocking(temp, excluded, &mut checked);
     if let Some(failure) = checked.failure.take() {
         return Err(StreamFailure::Image(failure));
     }

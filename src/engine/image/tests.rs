@@ -1537,3 +1537,53 @@ async fn export_refuses_what_pot_refuses_and_leaves_no_files() {
     assert!(e.contains("missing.sec"), "{e}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "files left");
 }
+
+/// `freebsd-sim image demo 1.0` with `args` (say `--prop K=V`) into a directory of its own.
+fn hostile_image(f: &Fixture, dir: &str, args: &[&str]) -> PathBuf {
+    let out = f.sim.tmp.path().join(dir);
+    let made = std::process::Command::new(sim_bin())
+        .args(["image", "demo", "1.0"])
+        .arg(&out)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_is_received_where_pot_keeps_it_whatever_its_stream_says() {
+    let f = Fixture::new();
+    let dir = hostile_image(
+        &f,
+        "hostile",
+        &[
+            "--prop",
+            "mountpoint=/anywhere",
+            "--m-prop",
+            "canmount=off",
+            "--m-prop",
+            "sharenfs=on",
+        ],
+    );
+    f.import(&format!("file://{}", dir.display()))
+        .await
+        .unwrap();
+    let pot = f.cfg.jails_dir().join("demo_1_0");
+    let state = f.host.zfs_mount_state(DATASET).await.unwrap();
+    let shown: Vec<(String, String, bool)> = state
+        .iter()
+        .map(|d| (d.mountpoint.clone(), d.canmount.clone(), d.mounted))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (pot.display().to_string(), "on".to_string(), true),
+            (pot.join("m").display().to_string(), "on".to_string(), true),
+        ]
+    );
+    assert!(pot.join("conf/pot.conf").is_file() && pot.join("m/etc/sim-image").is_file());
+    assert!(!f.sim.dir.join("root/anywhere").exists());
+    f.sim
+        .assert_clean("after importing an image that names its own mountpoint");
+}
