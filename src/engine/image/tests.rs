@@ -127,7 +127,10 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let sim = SimHost::create();
+        Fixture::on(SimHost::create())
+    }
+
+    fn on(sim: SimHost) -> Fixture {
         let c = &sim.config;
         let s = |k: &str| Some(c[k].as_str().expect(k).to_string());
         let p = |k: &str| s(k).map(PathBuf::from);
@@ -1586,4 +1589,21 @@ async fn an_image_is_received_where_pot_keeps_it_whatever_its_stream_says() {
     assert!(!f.sim.dir.join("root/anywhere").exists());
     f.sim
         .assert_clean("after importing an image that names its own mountpoint");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_an_encrypted_zfs_root_an_image_inherits_its_encryption() {
+    let f = Fixture::on(SimHost::create_with(&["--encrypted"]));
+    f.import(&format!("file://{}", f.sim.images_dir().display()))
+        .await
+        .unwrap();
+    for ds in [DATASET.to_string(), format!("{DATASET}/m")] {
+        assert_eq!(
+            f.host.zfs_get(&ds, "encryption").await.unwrap(),
+            "aes-256-gcm",
+            "{ds} was received unencrypted"
+        );
+    }
+    f.sim
+        .assert_clean("after an import under an encrypted zfs_root");
 }

@@ -57,6 +57,20 @@ pub fn leftovers(host: &Host) -> Res<Vec<String>> {
             out.push(format!("clone {name} (origin {o}) exists"));
         }
     }
+    // Data written under an encrypted zfs_root is encrypted: pot receives images with
+    // `-x encryption` so they inherit it.
+    let encryption = |name: &str| {
+        crate::zfs::inherited_value(&st, name, "encryption").unwrap_or_else(|| "off".into())
+    };
+    if encryption("zroot/pot") != "off" {
+        for name in st.datasets.keys().filter(|n| n.starts_with("zroot/pot/")) {
+            if encryption(name) == "off" {
+                out.push(format!(
+                    "dataset {name} is not encrypted below the encrypted zroot/pot"
+                ));
+            }
+        }
+    }
     // pot's datasets live under fs_root; only the cache dataset has a mountpoint of its own.
     let fs_root = crate::zfs::data_dir(host, &st, "zroot/pot");
     for name in st.datasets.keys() {

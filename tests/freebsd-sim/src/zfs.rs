@@ -27,6 +27,8 @@ const NATIVE: &[(&str, Option<&str>)] = &[
     ("readonly", Some("off")),
     ("quota", Some("none")),
     ("encryption", Some("off")),
+    ("keyformat", Some("none")),
+    ("keylocation", Some("none")),
 ];
 
 /// Simulated pool size, so `available` has a plausible value.
@@ -104,6 +106,18 @@ pub fn mountpoint(st: &State, name: &str) -> (String, String) {
             None => return (format!("/{name}"), "default".into()),
         }
     }
+}
+
+/// The value of `prop` set on `name` or the nearest ancestor that sets it.
+pub fn inherited_value(st: &State, name: &str, prop: &str) -> Option<String> {
+    let mut cur = Some(name);
+    while let Some(c) = cur {
+        if let Some(v) = st.datasets.get(c).and_then(|d| d.props.get(prop)) {
+            return Some(v.clone());
+        }
+        cur = parent(c);
+    }
+    None
 }
 
 /// Whether a dataset is mounted: it has a mountpoint and was not left unmounted.
@@ -730,7 +744,11 @@ fn set(host: &Host, args: &[String]) -> Res<String> {
         .iter()
         .map(|a| assignment(a))
         .collect::<Res<Vec<_>>>()?;
-    if let Some((k, _)) = kvs.iter().find(|(k, _)| k == "origin") {
+    // Set-once properties: fixed when the dataset is made.
+    if let Some((k, _)) = kvs
+        .iter()
+        .find(|(k, _)| k == "origin" || k == "encryption" || k == "keyformat")
+    {
         return Err(Fail::new(
             1,
             format!("cannot set property for '{}': '{k}' is readonly", names[0]),
@@ -905,8 +923,14 @@ fn clone(host: &Host, args: &[String]) -> Res<String> {
                 format!("cannot create '{dst}': parent does not exist"),
             ));
         }
+        let mut props: BTreeMap<String, String> = props.iter().cloned().collect();
+        // A clone shares its origin's encryption (and key), whatever its new parent's.
+        let (origin_ds, _) = split_snap(src).expect("a snapshot");
+        if let Some(enc) = inherited_value(st, origin_ds, "encryption") {
+            props.insert("encryption".into(), enc);
+        }
         let d = Dataset {
-            props: props.iter().cloned().collect(),
+            props,
             origin: Some(src.clone()),
             creation: now(),
             snapshots: vec![],
@@ -1291,6 +1315,13 @@ fn commit_receive(
                 return Err(Fail::new(1, format!("cannot receive new filesystem stream: invalid or existing dataset '{full}' in stream")));
             }
             let mut props: BTreeMap<String, String> = sd.props.iter().filter(|(k, _)| !excluded.contains(&k)).cloned().collect();
+            // A non-raw stream with properties (`send -R`, `-p`; ours always is one) leaves
+            // `encryption` out; the receiver infers `off` for each new dataset unless `-o` or `-x`
+            // names it, so under an encrypted parent the dataset arrives unencrypted
+            // (libzfs_sendrecv.c `zfs_receive_one`).
+            if !excluded.iter().any(|k| *k == "encryption") && !set.iter().any(|(k, _)| k == "encryption") {
+                props.insert("encryption".into(), "off".into());
+            }
             let mut origin = None;
             // `-o` sets a property on the top dataset; below it the stream's value gives way to
             // inheritance (zfs-receive(8)).

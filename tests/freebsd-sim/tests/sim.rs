@@ -494,3 +494,82 @@ fn received_properties_place_and_mount_datasets_as_zfs_does() {
     assert_eq!(check(&host), "");
     std::fs::remove_dir_all(&host).unwrap();
 }
+
+#[test]
+fn under_an_encrypted_root_an_image_stays_encrypted_only_without_its_encryption_property() {
+    let host: PathBuf = std::env::temp_dir().join(format!("fsim-enc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host);
+    let init = Command::new(BIN)
+        .args(["init", "--encrypted", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let enc = |name: &str| {
+        ok(
+            &host,
+            "zfs",
+            &["get", "-H", "-o", "value", "encryption", name],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(enc("zroot/pot/jails"), "aes-256-gcm");
+    // pot asks whether ZFS knows the property before it passes `-x encryption`.
+    let props = ok(
+        &host,
+        "zfs",
+        &["get", "-H", "-o", "property", "all", "zroot/pot"],
+    );
+    assert!(props.lines().any(|p| p == "encryption"), "{props}");
+    let stream = image_stream(&host.join("images"), &[]);
+
+    // A plain receive of a non-raw replication stream: accepted, and unencrypted.
+    let o = receive_with(&host, &["zroot/pot/jails/plain"], &stream);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(enc("zroot/pot/jails/plain/m"), "off");
+    ok(&host, "zfs", &["create", "zroot/pot/jails/t"]);
+    let snap = ok(
+        &host,
+        "zfs",
+        &[
+            "list",
+            "-H",
+            "-t",
+            "snapshot",
+            "-o",
+            "name",
+            "zroot/pot/jails/plain/m",
+        ],
+    );
+    ok(&host, "zfs", &["clone", snap.trim(), "zroot/pot/jails/t/m"]);
+    assert_eq!(
+        enc("zroot/pot/jails/t/m"),
+        "off",
+        "a clone follows its origin"
+    );
+    let report = check(&host);
+    assert!(
+        report.contains(
+            "dataset zroot/pot/jails/plain/m is not encrypted below the encrypted zroot/pot"
+        ),
+        "{report}"
+    );
+    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/t"]);
+    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/plain"]);
+
+    // With `-x encryption`, as pot receives: the datasets inherit the root's encryption.
+    let o = receive_with(&host, &["-x", "encryption", "zroot/pot/jails/web"], &stream);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(enc("zroot/pot/jails/web/m"), "aes-256-gcm");
+    let set = tool(
+        &host,
+        "zfs",
+        &["set", "encryption=off", "zroot/pot/jails/web"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&set.stderr),
+        "cannot set property for 'zroot/pot/jails/web': 'encryption' is readonly\n"
+    );
+    assert_eq!(check(&host), "");
+    std::fs::remove_dir_all(&host).unwrap();
+}
