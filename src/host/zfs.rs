@@ -91,6 +91,22 @@ impl Host {
             .map(drop)
     }
 
+    /// `zfs set prop=value.. name`: several properties in one call.
+    pub async fn zfs_set_props(
+        &self,
+        name: &str,
+        props: &[(&str, String)],
+    ) -> Result<(), HostError> {
+        let mut args = argv!["set"];
+        args.extend(
+            props
+                .iter()
+                .map(|(k, v)| OsString::from(format!("{k}={v}"))),
+        );
+        args.push(name.into());
+        self.zfs(args).await.map(drop)
+    }
+
     /// `zfs clone -o mountpoint=... snapshot target`.
     pub async fn zfs_clone(
         &self,

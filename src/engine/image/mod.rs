@@ -15,6 +15,7 @@
 mod export;
 mod fetch;
 mod gc;
+mod provenance;
 #[cfg(test)]
 mod tests;
 mod trust;
@@ -28,6 +29,7 @@ use super::{EngineError, ImagePolicy};
 use crate::host::Host;
 use fetch::{Chunk, Http};
 use libsignify::Codeable;
+use provenance::{Place, Provenance, Signer};
 use skein::{Digest, Skein1024, U128};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -96,6 +98,11 @@ impl ImageRef {
     /// `<pot>_<tag>.xz`, the file name pot exports.
     pub fn file_name(&self) -> String {
         format!("{}_{}.xz", self.pot, self.tag)
+    }
+
+    /// Where the `.xz` comes from, as recorded on the imported image: its URL or `file://` path.
+    pub fn source(&self) -> String {
+        self.display_location(&self.file_name())
     }
 
     /// `<pot>_<tag>`, as users name the image.
@@ -281,8 +288,16 @@ pub struct Imported {
     pub snapshot: String,
 }
 
-/// Imports `image` unless a pot of that name already exists. The image stays locked until the
-/// returned lock is dropped.
+impl Imported {
+    /// The image's pot name: pot's `<pot>_<tag>`, or its own name beside another source's image.
+    pub fn local_name(&self) -> &str {
+        self.dataset.rsplit('/').next().unwrap_or(&self.dataset)
+    }
+}
+
+/// Imports `image` unless this host holds it from the same source, acceptable to the current
+/// policy (see [`provenance`]). The image stays locked until the returned lock is dropped; every
+/// source of one `<pot>_<tag>` shares pot's name as the lock's key.
 pub async fn ensure_imported<'a>(
     host: &Host,
     locks: &'a ImageLocks,
@@ -290,30 +305,30 @@ pub async fn ensure_imported<'a>(
     image: &ImageRef,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(Imported, ImageLock<'a>), EngineError> {
+    let jails = cfg.jails_dataset();
     let lock = locks.shared(&image.local_name()).await;
-    let dataset = format!("{}/{}", cfg.jails_dataset(), image.local_name());
-    let root = format!("{dataset}/m");
-    let host_err = |e| image.err(format!("{e}"), false);
-    // One zfs call when the image is there; concurrent starts of it do not wait for each other.
-    let (snapshots, lock) = match host.zfs_snapshots(&root).await {
-        Err(e) if e.is_absent() => {
+    // Concurrent starts of a present image do not wait for each other.
+    let (dataset, lock) = match provenance::find(host, &jails, &cfg.image, image).await? {
+        Place::Present(dataset) => (dataset, lock),
+        Place::Free(_) => {
             drop(lock);
             let lock = locks.exclusive(&image.local_name()).await;
             // The waiters of a shared import find it done.
-            let snapshots = match host.zfs_snapshots(&root).await {
-                Err(e) if e.is_absent() => {
+            let dataset = match provenance::find(host, &jails, &cfg.image, image).await? {
+                Place::Present(dataset) => dataset,
+                Place::Free(dataset) => {
                     import(host, &cfg.image, &cfg.cache_dir, image, &dataset, progress).await?;
                     progress(format!("Imported image {}", image.display_name()));
-                    host.zfs_snapshots(&root).await
+                    dataset
                 }
-                found => found,
             };
-            (snapshots, lock.downgrade())
+            (dataset, lock.downgrade())
         }
-        found => (found, lock),
     };
-    let snapshot = snapshots
-        .map_err(host_err)?
+    let snapshot = host
+        .zfs_snapshots(&format!("{dataset}/m"))
+        .await
+        .map_err(|e| image.err(e.to_string(), false))?
         .pop()
         .ok_or_else(|| image.err(format!("{dataset}/m has no snapshot to clone"), false))?;
     Ok((Imported { dataset, snapshot }, lock))
@@ -321,13 +336,14 @@ pub async fn ensure_imported<'a>(
 
 impl super::Engine {
     /// Imports `image` unless it is already there: the first step of a task start, on its own.
-    /// Its progress goes to the event sink, under the image's local name.
-    pub async fn prepare_image(&self, image: &ImageRef) -> Result<(), EngineError> {
+    /// Its progress goes to the event sink, under the image's local name. Returns the name of the
+    /// pot that holds the image.
+    pub async fn prepare_image(&self, image: &ImageRef) -> Result<String, EngineError> {
         let name = super::PotName::new(&image.local_name())?;
         let progress = |msg: String| self.event(&name, msg);
         ensure_imported(&self.host, &self.images, &self.cfg, image, &progress)
             .await
-            .map(drop)
+            .map(|(imported, _lock)| imported.local_name().to_string())
     }
 }
 
@@ -345,7 +361,8 @@ async fn import(
     let cache = CacheFiles::new(cache_dir, &image.file_name());
     // A file:// image in the cache dir is read as its source, below.
     let mut unusable = None;
-    if cache.holds_image() && !image.is_kept_in(cache_dir) {
+    // Cached files of another source are another image: neither used nor replaced here.
+    if cache.holds_image() && !image.is_kept_in(cache_dir) && cache.serves(&image.source()) {
         progress(format!(
             "Importing image {} from the cache",
             image.display_name()
@@ -433,8 +450,13 @@ async fn import_cached(
     } else {
         read(&cache.sig)?
     };
-    verify_signature(image, policy, &skein, sig.as_deref(), &shown(&cache.sig))
+    let signer = verify_signature(image, policy, &skein, sig.as_deref(), &shown(&cache.sig))
         .map_err(Cached::Unusable)?;
+    let provenance = Provenance {
+        source: image.source(),
+        skein: hex(&expected),
+        signer,
+    };
     let meta = read(&cache.meta)?.unwrap_or_default();
     // A valid image of a kind not supported: the URL would serve the same.
     check_origin(image, &meta).map_err(Cached::Failed)?;
@@ -463,7 +485,8 @@ async fn import_cached(
             StreamFailure::Image(e) => Cached::Unusable(e),
             StreamFailure::Receive(e) => Cached::Failed(e),
         })?;
-        finish_import(host, image, &temp, dataset)
+        let file = image.file_name();
+        finish_import(host, image, &temp, dataset, &provenance, &file)
             .await
             .map_err(Cached::Failed)
     }
@@ -506,13 +529,18 @@ async fn import_once(
     } else {
         read_small(image, http.as_ref(), &sig_file).await?
     };
-    verify_signature(
+    let signer = verify_signature(
         image,
         policy,
         &skein,
         sig.as_deref(),
         &image.display_location(&sig_file),
     )?;
+    let provenance = Provenance {
+        source: image.source(),
+        skein: hex(&expected),
+        signer,
+    };
     // pot treats a missing .meta as an empty one (images from before layering).
     let meta = read_small(image, http.as_ref(), &format!("{xz}.meta"))
         .await?
@@ -520,8 +548,10 @@ async fn import_once(
     check_origin(image, &meta)?;
 
     let cache = CacheFiles::new(cache_dir, &xz);
-    // Already where the cache would keep them: not copied onto themselves, nor removed.
+    // Already where the cache would keep them: not copied onto themselves, nor removed. Cached
+    // files of another source stay as they are: this import is not cached then.
     let in_cache = image.is_kept_in(cache_dir);
+    let caching = !in_cache && (!cache.holds_image() || cache.serves(&provenance.source));
     std::fs::create_dir_all(cache_dir).map_err(|e| {
         image.err(
             format!("create cache dir {}: {e}", cache_dir.display()),
@@ -540,22 +570,28 @@ async fn import_once(
                 location: image.display_location(&xz),
             },
         };
-        let copy = (!in_cache).then_some(cache.part.as_path());
+        let copy = caching.then_some(cache.part.as_path());
         stream_into_zfs(
             host, policy, image, feed, &temp, copy, &meta, expected, progress,
         )
         .await?;
-        if !in_cache {
+        if caching {
             cache
-                .store(&meta, &skein, sig.as_deref())
+                .store(&meta, &skein, sig.as_deref(), &provenance.source)
                 .map_err(|e| image.err(format!("cache dir {}: {e}", cache_dir.display()), false))?;
         }
-        finish_import(host, image, &temp, dataset).await
+        // The image owns cache files it wrote, or read in place: GC removes them with it.
+        let file = if caching || in_cache {
+            xz
+        } else {
+            String::new()
+        };
+        finish_import(host, image, &temp, dataset, &provenance, &file).await
     }
     .await;
     if result.is_err() {
         remove_partial_import(host, image, &temp).await;
-        if !in_cache {
+        if caching {
             cache.remove();
         }
     }
@@ -628,19 +664,22 @@ async fn check_received(host: &Host, image: &ImageRef, temp: &str) -> Result<(),
     Ok(())
 }
 
-/// Checks the received image, marks it as the driver's (for GC), gives it its name and mounts
-/// it where pot keeps it. A failure after the rename removes the image again.
+/// Checks the received image, marks it as the driver's (for GC, with the cache file it owns, if
+/// any) with its provenance, gives it its name and mounts it where pot keeps it. A failure after
+/// the rename removes the image again.
 async fn finish_import(
     host: &Host,
     image: &ImageRef,
     temp: &str,
     dataset: &str,
+    provenance: &Provenance,
+    cache_file: &str,
 ) -> Result<(), EngineError> {
     let err = |e: crate::host::HostError| image.err(e.to_string(), false);
     check_received(host, image, temp).await?;
-    host.zfs_set(temp, gc::IMAGE_PROP, &gc::stamp(&image.file_name()))
-        .await
-        .map_err(err)?;
+    let mut props = vec![(gc::IMAGE_PROP, gc::stamp(cache_file))];
+    props.extend(provenance.props());
+    host.zfs_set_props(temp, &props).await.map_err(err)?;
     host.zfs_rename(temp, dataset).await.map_err(err)?;
     let mounted = async {
         host.zfs_mount(dataset).await?;
@@ -723,7 +762,7 @@ fn verify_signature(
     skein: &[u8],
     sig: Option<&[u8]>,
     sig_location: &str,
-) -> Result<(), EngineError> {
+) -> Result<Signer, EngineError> {
     let Some(sig) = sig else {
         if policy.require_signature {
             return Err(image.err(
@@ -733,7 +772,7 @@ fn verify_signature(
                 false,
             ));
         }
-        return Ok(());
+        return Ok(Signer::Unsigned);
     };
     let (signature, _) = libsignify::Signature::from_base64(
         std::str::from_utf8(sig).unwrap_or_default(),
@@ -745,26 +784,21 @@ fn verify_signature(
         )
     })?;
     let signer = signature.signer_keynum();
-    for path in &policy.pubkeys {
-        let key = std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                libsignify::PublicKey::from_base64(&text)
-                    .map(|(k, _)| k)
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(|e| image.err(format!("public key {}: {e}", path.display()), false))?;
+    for (path, key) in load_pubkeys(image, policy)? {
         if key.keynum() == signer {
-            return key.verify(skein, &signature).map_err(|e| {
-                image.err(
-                    format!(
-                        "{sig_location}: bad signature of {}.skein with key {}: {e}",
-                        image.file_name(),
-                        path.display()
-                    ),
-                    false,
-                )
-            });
+            return key
+                .verify(skein, &signature)
+                .map(|()| Signer::Key(hex(signer.as_ref())))
+                .map_err(|e| {
+                    image.err(
+                        format!(
+                            "{sig_location}: bad signature of {}.skein with key {}: {e}",
+                            image.file_name(),
+                            path.display()
+                        ),
+                        false,
+                    )
+                });
         }
     }
     Err(image.err(
@@ -774,6 +808,27 @@ fn verify_signature(
         ),
         false,
     ))
+}
+
+/// The configured signify public keys, each with its file.
+fn load_pubkeys(
+    image: &ImageRef,
+    policy: &ImagePolicy,
+) -> Result<Vec<(PathBuf, libsignify::PublicKey)>, EngineError> {
+    policy
+        .pubkeys
+        .iter()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    libsignify::PublicKey::from_base64(&text)
+                        .map(|(k, _)| (path.clone(), k))
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| image.err(format!("public key {}: {e}", path.display()), false))
+        })
+        .collect()
 }
 
 /// `.meta` holds the origin of a layered image (`<pot>:<tag>@<snap>`) or `-`.
@@ -797,6 +852,9 @@ struct CacheFiles {
     meta: PathBuf,
     skein: PathBuf,
     sig: PathBuf,
+    /// The source URL of files the driver downloaded; absent for files put there by pot or the
+    /// operator, which serve every source of their name.
+    source: PathBuf,
 }
 
 impl CacheFiles {
@@ -807,6 +865,16 @@ impl CacheFiles {
             meta: dir.join(format!("{xz}.meta")),
             skein: dir.join(format!("{xz}.skein")),
             sig: dir.join(format!("{xz}.skein.sig")),
+            source: dir.join(format!("{xz}.source")),
+        }
+    }
+
+    /// Whether the cached files may stand in for `source`: the operator's (or pot's), or ones the
+    /// driver downloaded from that very source. A job's download never serves another's request.
+    fn serves(&self, source: &str) -> bool {
+        match std::fs::read_to_string(&self.source) {
+            Ok(recorded) => recorded.trim_end() == source,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         }
     }
 
@@ -815,7 +883,14 @@ impl CacheFiles {
         self.xz.is_file() && self.skein.is_file()
     }
 
-    fn store(&self, meta: &[u8], skein: &[u8], sig: Option<&[u8]>) -> std::io::Result<()> {
+    fn store(
+        &self,
+        meta: &[u8],
+        skein: &[u8],
+        sig: Option<&[u8]>,
+        source: &str,
+    ) -> std::io::Result<()> {
+        std::fs::write(&self.source, format!("{source}\n"))?;
         std::fs::write(&self.meta, meta)?;
         std::fs::write(&self.skein, skein)?;
         match sig {
@@ -826,7 +901,14 @@ impl CacheFiles {
     }
 
     fn remove(&self) {
-        for f in [&self.part, &self.xz, &self.meta, &self.skein, &self.sig] {
+        for f in [
+            &self.part,
+            &self.xz,
+            &self.meta,
+            &self.skein,
+            &self.sig,
+            &self.source,
+        ] {
             if let Err(e) = remove_if_exists(f) {
                 tracing::error!(file = %f.display(), error = %e, "could not remove a cache file");
             }
