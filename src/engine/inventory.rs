@@ -514,7 +514,9 @@ impl Engine {
                     used: d.used.unwrap_or(0),
                     driver: d.image_prop.is_some(),
                     imported_at_ms: stamp.and_then(|(_, ms)| ms.parse().ok()),
-                    file: stamp.map(|(file, _)| file.to_string()),
+                    file: stamp
+                        .map(|(file, _)| file.to_string())
+                        .filter(|f| !f.is_empty()),
                     users: users.get(name).cloned().unwrap_or_default(),
                 }
             })

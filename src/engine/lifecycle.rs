@@ -225,7 +225,7 @@ impl Engine {
         let image_conf_path = self
             .cfg
             .jails_dir()
-            .join(spec.image.local_name())
+            .join(imported.local_name())
             .join("conf/pot.conf");
         let image_conf = std::fs::read_to_string(&image_conf_path)
             .map(|t| PotConf::parse(&t))

@@ -20,7 +20,7 @@ pub use ifconfig::IfaceInfo;
 pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
 pub use rctl::{RctlAction, RctlResource, RctlRule, ResourceUsage};
-pub use zfs::DatasetEntry;
+pub use zfs::{DatasetEntry, MountState};
 
 /// The parsers of the tools' output, public so that the fuzz targets (`fuzz/`) reach the very
 /// code the typed operations run.

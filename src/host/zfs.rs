@@ -91,6 +91,22 @@ impl Host {
             .map(drop)
     }
 
+    /// `zfs set prop=value.. name`: several properties in one call.
+    pub async fn zfs_set_props(
+        &self,
+        name: &str,
+        props: &[(&str, String)],
+    ) -> Result<(), HostError> {
+        let mut args = argv!["set"];
+        args.extend(
+            props
+                .iter()
+                .map(|(k, v)| OsString::from(format!("{k}={v}"))),
+        );
+        args.push(name.into());
+        self.zfs(args).await.map(drop)
+    }
+
     /// `zfs clone -o mountpoint=... snapshot target`.
     pub async fn zfs_clone(
         &self,
@@ -124,9 +140,51 @@ impl Host {
         self.zfs(argv!["destroy", "-f", "-r", name]).await.map(drop)
     }
 
-    /// Streams `stream` into `zfs receive name`. Blocking: call from a blocking thread.
-    pub fn zfs_receive_blocking(&self, name: &str, stream: &mut dyn Read) -> Result<(), HostError> {
-        let args = argv!["receive", name];
+    /// Whether `dataset`'s ZFS knows property `prop` (`zfs get -H -o property all`), as pot's
+    /// `_is_zfs_property_supported` asks.
+    pub async fn zfs_has_property(&self, dataset: &str, prop: &str) -> Result<bool, HostError> {
+        let out = self
+            .zfs(argv!["get", "-H", "-o", "property", "all", dataset])
+            .await?;
+        Ok(out.lines().any(|l| l.trim() == prop))
+    }
+
+    /// Every filesystem and volume of the tree `root` with where and whether it mounts.
+    pub async fn zfs_mount_state(&self, root: &str) -> Result<Vec<MountState>, HostError> {
+        let out = self
+            .zfs(argv![
+                "list",
+                "-H",
+                "-r",
+                "-t",
+                "filesystem,volume",
+                "-o",
+                "name,mountpoint,canmount,mounted",
+                root
+            ])
+            .await?;
+        Ok(parse_mount_state(&out))
+    }
+
+    /// `zfs mount name`.
+    pub async fn zfs_mount(&self, name: &str) -> Result<(), HostError> {
+        self.zfs(argv!["mount", name]).await.map(drop)
+    }
+
+    /// Streams `stream` into `zfs receive -u [-x prop].. name`: nothing received is mounted,
+    /// and each `excluded` property of the stream gives way to the receiving side's (inherited
+    /// or default) value. Blocking: call from a blocking thread.
+    pub fn zfs_receive_blocking(
+        &self,
+        name: &str,
+        excluded: &[&str],
+        stream: &mut dyn Read,
+    ) -> Result<(), HostError> {
+        let mut args = argv!["receive", "-u"];
+        for prop in excluded {
+            args.extend(argv!["-x", *prop]);
+        }
+        args.push(name.into());
         let command = display_command(Tool::Zfs, &args);
         let mut cmd = self.command(Tool::Zfs, &args)?;
         cmd.stdin(std::process::Stdio::piped());
@@ -233,6 +291,30 @@ pub struct DatasetEntry {
     /// The snapshot this dataset was cloned from.
     pub origin: Option<String>,
     pub user_prop: Option<String>,
+}
+
+/// One line of [`Host::zfs_mount_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountState {
+    pub name: String,
+    pub mountpoint: String,
+    pub canmount: String,
+    pub mounted: bool,
+}
+
+/// `zfs list -H -o name,mountpoint,canmount,mounted` output; short lines are skipped.
+pub fn parse_mount_state(text: &str) -> Vec<MountState> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some(MountState {
+                name: f.next()?.to_string(),
+                mountpoint: f.next()?.to_string(),
+                canmount: f.next()?.to_string(),
+                mounted: f.next()? == "yes",
+            })
+        })
+        .collect()
 }
 
 /// Snapshot names (after the `@`) in `zfs list -H -t snapshot -o name` output, sorted.

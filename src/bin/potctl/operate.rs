@@ -428,18 +428,14 @@ pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<Exi
         .map_err(|e| anyhow!("{}: {e}", args.job.display()))?;
     let decoded = DecodedConfig::decode(&msgpack)?;
     let image = ImageRef::parse(&decoded.image, &decoded.pot, &decoded.tag)?;
-    engine.prepare_image(&image).await?;
+    let local = engine.prepare_image(&image).await?;
     if json {
         println!(
             "{}",
-            json!({"image": image.local_name(), "source": decoded.image, "ready": true})
+            json!({"image": local, "source": decoded.image, "ready": true})
         );
     } else {
-        println!(
-            "image {} from {} is imported",
-            image.local_name(),
-            decoded.image
-        );
+        println!("image {local} from {} is imported", decoded.image);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,8 +5,9 @@ use super::CacheFiles;
 use crate::engine::{Engine, EngineError};
 use std::collections::BTreeMap;
 
-/// Set on every image this driver imports: `<file>.xz@<unix ms>`. Images without it (imported
-/// by the `pot` CLI, or pots created by hand) are never removed.
+/// Set on every image this driver imports: `<file>.xz@<unix ms>`, where the file is the cache
+/// file the image owns (empty when it owns none). Images without it (imported by the `pot` CLI,
+/// or pots created by hand) are never removed.
 pub(in crate::engine) const IMAGE_PROP: &str = "nomad-pot-driver:image";
 
 pub(super) fn stamp(xz_file: &str) -> String {
@@ -85,8 +86,14 @@ impl Engine {
         let mut excess = order.len().saturating_sub(max);
         let mut report = GcReport::default();
         for (name, img) in order {
+            // Starts lock an image under pot's name, whichever name its dataset has.
             let lock = (excess > 0 && !img.used)
-                .then(|| self.images.try_exclusive(name))
+                .then(|| {
+                    super::provenance::lock_names(name)
+                        .iter()
+                        .map(|n| self.images.try_exclusive(n))
+                        .collect::<Option<Vec<_>>>()
+                })
                 .flatten();
             let Some(_lock) = lock else {
                 report.kept.push(name.clone());
@@ -97,7 +104,9 @@ impl Engine {
                     .zfs_destroy_recursive(&img.dataset)
                     .await
                     .map_err(|e| gc_err(e.to_string()))?;
-                CacheFiles::new(&self.cfg.cache_dir, &img.xz_file).remove();
+                if !img.xz_file.is_empty() {
+                    CacheFiles::new(&self.cfg.cache_dir, &img.xz_file).remove();
+                }
                 tracing::info!(image = %name, "removed unused image");
             }
             report.removed.push(name.clone());

@@ -15,6 +15,7 @@
 mod export;
 mod fetch;
 mod gc;
+mod provenance;
 #[cfg(test)]
 mod tests;
 mod trust;
@@ -28,6 +29,7 @@ use super::{EngineError, ImagePolicy};
 use crate::host::Host;
 use fetch::{Chunk, Http};
 use libsignify::Codeable;
+use provenance::{Place, Provenance, Signer};
 use skein::{Digest, Skein1024, U128};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -126,6 +128,11 @@ impl ImageRef {
     /// `<pot>_<tag>.xz`, the file name pot exports.
     pub fn file_name(&self) -> String {
         format!("{}_{}.xz", self.pot, self.tag)
+    }
+
+    /// Where the `.xz` comes from, as recorded on the imported image: its URL or `file://` path.
+    pub fn source(&self) -> String {
+        self.display_location(&self.file_name())
     }
 
     /// `<pot>_<tag>`, as users name the image.
@@ -311,8 +318,16 @@ pub struct Imported {
     pub snapshot: String,
 }
 
-/// Imports `image` unless a pot of that name already exists. The image stays locked until the
-/// returned lock is dropped.
+impl Imported {
+    /// The image's pot name: pot's `<pot>_<tag>`, or its own name beside another source's image.
+    pub fn local_name(&self) -> &str {
+        self.dataset.rsplit('/').next().unwrap_or(&self.dataset)
+    }
+}
+
+/// Imports `image` unless this host holds it from the same source, acceptable to the current
+/// policy (see [`provenance`]). The image stays locked until the returned lock is dropped; every
+/// source of one `<pot>_<tag>` shares pot's name as the lock's key.
 pub async fn ensure_imported<'a>(
     host: &Host,
     locks: &'a ImageLocks,
@@ -321,30 +336,30 @@ pub async fn ensure_imported<'a>(
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<(Imported, ImageLock<'a>), EngineError> {
     image.check_source(&cfg.allowed_image_dirs)?;
+    let jails = cfg.jails_dataset();
     let lock = locks.shared(&image.local_name()).await;
-    let dataset = format!("{}/{}", cfg.jails_dataset(), image.local_name());
-    let root = format!("{dataset}/m");
-    let host_err = |e| image.err(format!("{e}"), false);
-    // One zfs call when the image is there; concurrent starts of it do not wait for each other.
-    let (snapshots, lock) = match host.zfs_snapshots(&root).await {
-        Err(e) if e.is_absent() => {
+    // Concurrent starts of a present image do not wait for each other.
+    let (dataset, lock) = match provenance::find(host, &jails, &cfg.image, image).await? {
+        Place::Present(dataset) => (dataset, lock),
+        Place::Free(_) => {
             drop(lock);
             let lock = locks.exclusive(&image.local_name()).await;
             // The waiters of a shared import find it done.
-            let snapshots = match host.zfs_snapshots(&root).await {
-                Err(e) if e.is_absent() => {
+            let dataset = match provenance::find(host, &jails, &cfg.image, image).await? {
+                Place::Present(dataset) => dataset,
+                Place::Free(dataset) => {
                     import(host, &cfg.image, &cfg.cache_dir, image, &dataset, progress).await?;
                     progress(format!("Imported image {}", image.display_name()));
-                    host.zfs_snapshots(&root).await
+                    dataset
                 }
-                found => found,
             };
-            (snapshots, lock.downgrade())
+            (dataset, lock.downgrade())
         }
-        found => (found, lock),
     };
-    let snapshot = snapshots
-        .map_err(host_err)?
+    let snapshot = host
+        .zfs_snapshots(&format!("{dataset}/m"))
+        .await
+        .map_err(|e| image.err(e.to_string(), false))?
         .pop()
         .ok_or_else(|| image.err(format!("{dataset}/m has no snapshot to clone"), false))?;
     Ok((Imported { dataset, snapshot }, lock))
@@ -352,13 +367,14 @@ pub async fn ensure_imported<'a>(
 
 impl super::Engine {
     /// Imports `image` unless it is already there: the first step of a task start, on its own.
-    /// Its progress goes to the event sink, under the image's local name.
-    pub async fn prepare_image(&self, image: &ImageRef) -> Result<(), EngineError> {
+    /// Its progress goes to the event sink, under the image's local name. Returns the name of the
+    /// pot that holds the image.
+    pub async fn prepare_image(&self, image: &ImageRef) -> Result<String, EngineError> {
         let name = super::PotName::new(&image.local_name())?;
         let progress = |msg: String| self.event(&name, msg);
         ensure_imported(&self.host, &self.images, &self.cfg, image, &progress)
             .await
-            .map(drop)
+            .map(|(imported, _lock)| imported.local_name().to_string())
     }
 }
 
@@ -376,7 +392,8 @@ async fn import(
     let cache = CacheFiles::new(cache_dir, &image.file_name());
     // A file:// image in the cache dir is read as its source, below.
     let mut unusable = None;
-    if cache.holds_image() && !image.is_kept_in(cache_dir) {
+    // Cached files of another source are another image: neither used nor replaced here.
+    if cache.holds_image() && !image.is_kept_in(cache_dir) && cache.serves(&image.source()) {
         progress(format!(
             "Importing image {} from the cache",
             image.display_name()
@@ -464,8 +481,13 @@ async fn import_cached(
     } else {
         read(&cache.sig)?
     };
-    verify_signature(image, policy, &skein, sig.as_deref(), &shown(&cache.sig))
+    let signer = verify_signature(image, policy, &skein, sig.as_deref(), &shown(&cache.sig))
         .map_err(Cached::Unusable)?;
+    let provenance = Provenance {
+        source: image.source(),
+        skein: hex(&expected),
+        signer,
+    };
     let meta = read(&cache.meta)?.unwrap_or_default();
     // A valid image of a kind not supported: the URL would serve the same.
     check_origin(image, &meta).map_err(Cached::Failed)?;
@@ -494,7 +516,8 @@ async fn import_cached(
             StreamFailure::Image(e) => Cached::Unusable(e),
             StreamFailure::Receive(e) => Cached::Failed(e),
         })?;
-        finish_import(host, image, &temp, dataset)
+        let file = image.file_name();
+        finish_import(host, image, &temp, dataset, &provenance, &file)
             .await
             .map_err(Cached::Failed)
     }
@@ -537,13 +560,18 @@ async fn import_once(
     } else {
         read_small(image, http.as_ref(), &sig_file).await?
     };
-    verify_signature(
+    let signer = verify_signature(
         image,
         policy,
         &skein,
         sig.as_deref(),
         &image.display_location(&sig_file),
     )?;
+    let provenance = Provenance {
+        source: image.source(),
+        skein: hex(&expected),
+        signer,
+    };
     // pot treats a missing .meta as an empty one (images from before layering).
     let meta = read_small(image, http.as_ref(), &format!("{xz}.meta"))
         .await?
@@ -551,8 +579,10 @@ async fn import_once(
     check_origin(image, &meta)?;
 
     let cache = CacheFiles::new(cache_dir, &xz);
-    // Already where the cache would keep them: not copied onto themselves, nor removed.
+    // Already where the cache would keep them: not copied onto themselves, nor removed. Cached
+    // files of another source stay as they are: this import is not cached then.
     let in_cache = image.is_kept_in(cache_dir);
+    let caching = !in_cache && (!cache.holds_image() || cache.serves(&provenance.source));
     std::fs::create_dir_all(cache_dir).map_err(|e| {
         image.err(
             format!("create cache dir {}: {e}", cache_dir.display()),
@@ -571,41 +601,127 @@ async fn import_once(
                 location: image.display_location(&xz),
             },
         };
-        let copy = (!in_cache).then_some(cache.part.as_path());
+        let copy = caching.then_some(cache.part.as_path());
         stream_into_zfs(
             host, policy, image, feed, &temp, copy, &meta, expected, progress,
         )
         .await?;
-        if !in_cache {
+        if caching {
             cache
-                .store(&meta, &skein, sig.as_deref())
+                .store(&meta, &skein, sig.as_deref(), &provenance.source)
                 .map_err(|e| image.err(format!("cache dir {}: {e}", cache_dir.display()), false))?;
         }
-        finish_import(host, image, &temp, dataset).await
+        // The image owns cache files it wrote, or read in place: GC removes them with it.
+        let file = if caching || in_cache {
+            xz
+        } else {
+            String::new()
+        };
+        finish_import(host, image, &temp, dataset, &provenance, &file).await
     }
     .await;
     if result.is_err() {
         remove_partial_import(host, image, &temp).await;
-        if !in_cache {
+        if caching {
             cache.remove();
         }
     }
     result
 }
 
-/// Marks the received image as the driver's (for GC) and gives it its name.
+/// Properties of the stream that never apply: where and whether its datasets mount, whether
+/// they are shared over the network. pot also excludes `encryption` where ZFS knows it (see
+/// [`receive_exclusions`]).
+const EXCLUDED_PROPS: [&str; 4] = ["mountpoint", "canmount", "sharenfs", "sharesmb"];
+
+/// What `zfs receive` must exclude from an image's stream, as `-x`: [`EXCLUDED_PROPS`] and, as
+/// pot's `_get_zfs_receive_extra_args` does, `encryption` where ZFS has it, so the image inherits
+/// an encrypted pool's encryption instead of arriving unencrypted.
+async fn receive_exclusions(
+    host: &Host,
+    image: &ImageRef,
+    temp: &str,
+) -> Result<Vec<&'static str>, EngineError> {
+    let parent = temp.rsplit_once('/').map_or(temp, |(p, _)| p);
+    let mut excluded = EXCLUDED_PROPS.to_vec();
+    if host
+        .zfs_has_property(parent, "encryption")
+        .await
+        .map_err(|e| image.err(e.to_string(), false))?
+    {
+        excluded.push("encryption");
+    }
+    Ok(excluded)
+}
+
+/// A received image is a pot's two datasets, `<temp>` and `<temp>/m`, unmounted, each mounting
+/// (once asked to) where it inherits to under the jails dataset: a stream carrying other
+/// datasets, or datasets that would mount elsewhere or not at all, is refused.
+async fn check_received(host: &Host, image: &ImageRef, temp: &str) -> Result<(), EngineError> {
+    let err = |e: crate::host::HostError| image.err(e.to_string(), false);
+    let (jails, leaf) = temp.rsplit_once('/').unwrap_or(("", temp));
+    let base = host.zfs_get(jails, "mountpoint").await.map_err(err)?;
+    let expected = [
+        (
+            temp.to_string(),
+            format!("{}/{leaf}", base.trim_end_matches('/')),
+        ),
+        (
+            format!("{temp}/m"),
+            format!("{}/{leaf}/m", base.trim_end_matches('/')),
+        ),
+    ];
+    let found = host.zfs_mount_state(temp).await.map_err(err)?;
+    let names: Vec<&str> = found.iter().map(|d| d.name.as_str()).collect();
+    if names != [expected[0].0.as_str(), expected[1].0.as_str()] {
+        return Err(image.err(
+            format!(
+                "the image's stream holds the datasets {names:?}; a pot image holds its pot and its m only"
+            ),
+            false,
+        ));
+    }
+    for (d, (_, mountpoint)) in found.iter().zip(&expected) {
+        if d.mountpoint != *mountpoint || d.canmount != "on" || d.mounted {
+            return Err(image.err(
+                format!(
+                    "received dataset {} would mount at {} (canmount {}, mounted {}), not at {mountpoint}",
+                    d.name, d.mountpoint, d.canmount, d.mounted
+                ),
+                false,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the received image, marks it as the driver's (for GC, with the cache file it owns, if
+/// any) with its provenance, gives it its name and mounts it where pot keeps it. A failure after
+/// the rename removes the image again.
 async fn finish_import(
     host: &Host,
     image: &ImageRef,
     temp: &str,
     dataset: &str,
+    provenance: &Provenance,
+    cache_file: &str,
 ) -> Result<(), EngineError> {
-    host.zfs_set(temp, gc::IMAGE_PROP, &gc::stamp(&image.file_name()))
-        .await
-        .map_err(|e| image.err(e.to_string(), false))?;
-    host.zfs_rename(temp, dataset)
-        .await
-        .map_err(|e| image.err(e.to_string(), false))
+    let err = |e: crate::host::HostError| image.err(e.to_string(), false);
+    check_received(host, image, temp).await?;
+    let mut props = vec![(gc::IMAGE_PROP, gc::stamp(cache_file))];
+    props.extend(provenance.props());
+    host.zfs_set_props(temp, &props).await.map_err(err)?;
+    host.zfs_rename(temp, dataset).await.map_err(err)?;
+    let mounted = async {
+        host.zfs_mount(dataset).await?;
+        host.zfs_mount(&format!("{dataset}/m")).await
+    }
+    .await;
+    if let Err(e) = mounted {
+        remove_partial_import(host, image, dataset).await;
+        return Err(err(e));
+    }
+    Ok(())
 }
 
 async fn remove_partial_import(host: &Host, image: &ImageRef, temp: &str) {
@@ -677,7 +793,7 @@ fn verify_signature(
     skein: &[u8],
     sig: Option<&[u8]>,
     sig_location: &str,
-) -> Result<(), EngineError> {
+) -> Result<Signer, EngineError> {
     let Some(sig) = sig else {
         if policy.require_signature {
             return Err(image.err(
@@ -687,7 +803,7 @@ fn verify_signature(
                 false,
             ));
         }
-        return Ok(());
+        return Ok(Signer::Unsigned);
     };
     let (signature, _) = libsignify::Signature::from_base64(
         std::str::from_utf8(sig).unwrap_or_default(),
@@ -699,26 +815,21 @@ fn verify_signature(
         )
     })?;
     let signer = signature.signer_keynum();
-    for path in &policy.pubkeys {
-        let key = std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| {
-                libsignify::PublicKey::from_base64(&text)
-                    .map(|(k, _)| k)
-                    .map_err(|e| e.to_string())
-            })
-            .map_err(|e| image.err(format!("public key {}: {e}", path.display()), false))?;
+    for (path, key) in load_pubkeys(image, policy)? {
         if key.keynum() == signer {
-            return key.verify(skein, &signature).map_err(|e| {
-                image.err(
-                    format!(
-                        "{sig_location}: bad signature of {}.skein with key {}: {e}",
-                        image.file_name(),
-                        path.display()
-                    ),
-                    false,
-                )
-            });
+            return key
+                .verify(skein, &signature)
+                .map(|()| Signer::Key(hex(signer.as_ref())))
+                .map_err(|e| {
+                    image.err(
+                        format!(
+                            "{sig_location}: bad signature of {}.skein with key {}: {e}",
+                            image.file_name(),
+                            path.display()
+                        ),
+                        false,
+                    )
+                });
         }
     }
     Err(image.err(
@@ -728,6 +839,27 @@ fn verify_signature(
         ),
         false,
     ))
+}
+
+/// The configured signify public keys, each with its file.
+fn load_pubkeys(
+    image: &ImageRef,
+    policy: &ImagePolicy,
+) -> Result<Vec<(PathBuf, libsignify::PublicKey)>, EngineError> {
+    policy
+        .pubkeys
+        .iter()
+        .map(|path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| {
+                    libsignify::PublicKey::from_base64(&text)
+                        .map(|(k, _)| (path.clone(), k))
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| image.err(format!("public key {}: {e}", path.display()), false))
+        })
+        .collect()
 }
 
 /// `.meta` holds the origin of a layered image (`<pot>:<tag>@<snap>`) or `-`.
@@ -751,6 +883,9 @@ struct CacheFiles {
     meta: PathBuf,
     skein: PathBuf,
     sig: PathBuf,
+    /// The source URL of files the driver downloaded; absent for files put there by pot or the
+    /// operator, which serve every source of their name.
+    source: PathBuf,
 }
 
 impl CacheFiles {
@@ -761,6 +896,16 @@ impl CacheFiles {
             meta: dir.join(format!("{xz}.meta")),
             skein: dir.join(format!("{xz}.skein")),
             sig: dir.join(format!("{xz}.skein.sig")),
+            source: dir.join(format!("{xz}.source")),
+        }
+    }
+
+    /// Whether the cached files may stand in for `source`: the operator's (or pot's), or ones the
+    /// driver downloaded from that very source. A job's download never serves another's request.
+    fn serves(&self, source: &str) -> bool {
+        match std::fs::read_to_string(&self.source) {
+            Ok(recorded) => recorded.trim_end() == source,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         }
     }
 
@@ -769,7 +914,14 @@ impl CacheFiles {
         self.xz.is_file() && self.skein.is_file()
     }
 
-    fn store(&self, meta: &[u8], skein: &[u8], sig: Option<&[u8]>) -> std::io::Result<()> {
+    fn store(
+        &self,
+        meta: &[u8],
+        skein: &[u8],
+        sig: Option<&[u8]>,
+        source: &str,
+    ) -> std::io::Result<()> {
+        std::fs::write(&self.source, format!("{source}\n"))?;
         std::fs::write(&self.meta, meta)?;
         std::fs::write(&self.skein, skein)?;
         match sig {
@@ -780,7 +932,14 @@ impl CacheFiles {
     }
 
     fn remove(&self) {
-        for f in [&self.part, &self.xz, &self.meta, &self.skein, &self.sig] {
+        for f in [
+            &self.part,
+            &self.xz,
+            &self.meta,
+            &self.skein,
+            &self.sig,
+            &self.source,
+        ] {
             if let Err(e) = remove_if_exists(f) {
                 tracing::error!(file = %f.display(), error = %e, "could not remove a cache file");
             }
@@ -887,9 +1046,12 @@ async fn stream_into_zfs(
         done: false,
         failure: FirstFailure::default(),
     };
+    let excluded = receive_exclusions(host, image, temp)
+        .await
+        .map_err(StreamFailure::Receive)?;
     let (host2, temp2) = (host.clone(), temp.to_string());
     let receive = tokio::task::spawn_blocking(move || {
-        receive_blocking(&host2, &temp2, checked, verify_on_failure)
+        receive_blocking(&host2, &temp2, &excluded, checked, verify_on_failure)
     });
     let downloaded = match (http, tx) {
         (Some(http), Some(tx)) => {
@@ -916,10 +1078,11 @@ async fn stream_into_zfs(
 fn receive_blocking(
     host: &Host,
     temp: &str,
+    excluded: &[&str],
     mut checked: Checked,
     verify_on_failure: bool,
 ) -> Result<(), StreamFailure> {
-    let result = host.zfs_receive_blocking(temp, &mut checked);
+    let result = host.zfs_receive_blocking(temp, excluded, &mut checked);
     if let Some(failure) = checked.failure.take() {
         return Err(StreamFailure::Image(failure));
     }

@@ -127,7 +127,10 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let sim = SimHost::create();
+        Fixture::on(SimHost::create())
+    }
+
+    fn on(sim: SimHost) -> Fixture {
         let c = &sim.config;
         let s = |k: &str| Some(c[k].as_str().expect(k).to_string());
         let p = |k: &str| s(k).map(PathBuf::from);
@@ -209,8 +212,11 @@ impl Fixture {
                 .await
                 .unwrap()
         );
+        // pot's files; the driver's downloads also record their source beside them.
+        let mut files = self.cache_files();
+        files.retain(|f| f != "demo_1.0.xz.source");
         assert_eq!(
-            self.cache_files(),
+            files,
             ["demo_1.0.xz", "demo_1.0.xz.meta", "demo_1.0.xz.skein"]
         );
         let cached = std::fs::read(self.cfg.cache_dir.join("demo_1.0.xz")).unwrap();
@@ -1177,7 +1183,8 @@ async fn destroyed_image_is_reimported_from_the_cache_without_a_download() {
     use std::os::unix::fs::MetadataExt;
     let f = Fixture::new();
     let server = f.serve(vec![Reply::body(&f.xz.clone())]);
-    f.import(&server.url()).await.unwrap();
+    let url = server.url();
+    f.import(&url).await.unwrap();
     let stat = |file| std::fs::metadata(f.cached(file)).unwrap();
     let before = stat("demo_1.0.xz");
     let served = server.request_count();
@@ -1208,7 +1215,7 @@ async fn destroyed_image_is_reimported_from_the_cache_without_a_download() {
     // And with the server gone.
     f.destroy_image();
     drop(server);
-    f.import(&refused_url()).await.unwrap();
+    f.import(&url).await.unwrap();
     f.assert_imported().await;
     f.sim.assert_clean("after imports from the cache");
 }
@@ -1321,7 +1328,8 @@ async fn required_signature_is_required_of_the_cache_too() {
     // Unsigned in the cache: fetched again, with the signature the server has.
     f.seed_cache();
     let server = f.serve_signed(Some(sig.clone()));
-    f.import(&server.url()).await.unwrap();
+    let url = server.url();
+    f.import(&url).await.unwrap();
     assert_eq!(server.requests("/demo_1.0.xz").len(), 1);
     assert_eq!(
         std::fs::read(f.cached("demo_1.0.xz.skein.sig")).unwrap(),
@@ -1331,11 +1339,12 @@ async fn required_signature_is_required_of_the_cache_too() {
     // Signed in the cache: verified there, no network.
     f.destroy_image();
     drop(server);
-    f.import(&refused_url()).await.unwrap();
+    f.import(&url).await.unwrap();
     assert!(f.host.zfs_exists(DATASET).await.unwrap());
 
-    // A signature by another key in the cache is no better than none.
+    // A signature by another key in files an operator put in the cache is no better than none.
     f.destroy_image();
+    std::fs::remove_file(f.cached("demo_1.0.xz.source")).unwrap();
     let (_, stranger) = keypair(&f.keys_dir(), "stranger");
     std::fs::write(f.cached("demo_1.0.xz.skein.sig"), sign(&stranger, &f.skein)).unwrap();
     let server = f.serve_signed(Some(sig));
@@ -1345,6 +1354,7 @@ async fn required_signature_is_required_of_the_cache_too() {
     // Unsigned in the cache, and nowhere to fetch a signature from.
     f.destroy_image();
     std::fs::remove_file(f.cached("demo_1.0.xz.skein.sig")).unwrap();
+    std::fs::remove_file(f.cached("demo_1.0.xz.source")).unwrap();
     let e = f.import_err(&refused_url()).await;
     let msg = e.to_string();
     assert!(
@@ -1581,4 +1591,191 @@ async fn export_refuses_what_pot_refuses_and_leaves_no_files() {
     let e = engine.export(&bad_key).await.unwrap_err().to_string();
     assert!(e.contains("missing.sec"), "{e}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "files left");
+}
+
+/// `freebsd-sim image demo 1.0` with `args` (say `--prop K=V`) into a directory of its own.
+fn hostile_image(f: &Fixture, dir: &str, args: &[&str]) -> PathBuf {
+    let out = f.sim.tmp.path().join(dir);
+    let made = std::process::Command::new(sim_bin())
+        .args(["image", "demo", "1.0"])
+        .arg(&out)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_is_received_where_pot_keeps_it_whatever_its_stream_says() {
+    let f = Fixture::new();
+    let dir = hostile_image(
+        &f,
+        "hostile",
+        &[
+            "--prop",
+            "mountpoint=/anywhere",
+            "--m-prop",
+            "canmount=off",
+            "--m-prop",
+            "sharenfs=on",
+        ],
+    );
+    f.import(&format!("file://{}", dir.display()))
+        .await
+        .unwrap();
+    let pot = f.cfg.jails_dir().join("demo_1_0");
+    let state = f.host.zfs_mount_state(DATASET).await.unwrap();
+    let shown: Vec<(String, String, bool)> = state
+        .iter()
+        .map(|d| (d.mountpoint.clone(), d.canmount.clone(), d.mounted))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (pot.display().to_string(), "on".to_string(), true),
+            (pot.join("m").display().to_string(), "on".to_string(), true),
+        ]
+    );
+    assert!(pot.join("conf/pot.conf").is_file() && pot.join("m/etc/sim-image").is_file());
+    assert!(!f.sim.dir.join("root/anywhere").exists());
+    f.sim
+        .assert_clean("after importing an image that names its own mountpoint");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_an_encrypted_zfs_root_an_image_inherits_its_encryption() {
+    let f = Fixture::on(SimHost::create_with(&["--encrypted"]));
+    f.import(&format!("file://{}", f.sim.images_dir().display()))
+        .await
+        .unwrap();
+    for ds in [DATASET.to_string(), format!("{DATASET}/m")] {
+        assert_eq!(
+            f.host.zfs_get(&ds, "encryption").await.unwrap(),
+            "aes-256-gcm",
+            "{ds} was received unencrypted"
+        );
+    }
+    f.sim
+        .assert_clean("after an import under an encrypted zfs_root");
+}
+
+// ---- which image a request gets -------------------------------------------------------------
+
+impl Fixture {
+    async fn import_of(&self, url: &str, tag: &str) -> Imported {
+        let image = ImageRef::parse(url, "demo", tag).unwrap();
+        ensure_imported(&self.host, &self.locks, &self.cfg, &image, &|_| {})
+            .await
+            .map(|(imported, _lock)| imported)
+            .unwrap()
+    }
+
+    /// Whether the image in `dataset` is the one with filler data (another job's).
+    fn has_filler(&self, dataset: &str) -> bool {
+        let local = dataset.rsplit('/').next().unwrap();
+        self.cfg
+            .jails_dir()
+            .join(local)
+            .join("m/var/filler")
+            .exists()
+    }
+
+    fn recorded(&self, dataset: &str, prop: &str) -> String {
+        self.sim
+            .tool_ok("zfs", &["get", "-H", "-o", "value", prop, dataset])
+            .trim()
+            .to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_start_never_gets_an_image_another_source_imported_under_its_name() {
+    let f = Fixture::new();
+    // Another job's demo:1.0, from its own directory: different bytes.
+    let other = hostile_image(&f, "other", &["--filler-mb", "1"]);
+    let other_url = format!("file://{}", other.display());
+    let theirs = f.import_of(&other_url, "1.0").await;
+    assert_eq!(theirs.dataset, DATASET, "the first import takes pot's name");
+    assert!(f.has_filler(&theirs.dataset));
+    assert_eq!(
+        f.recorded(DATASET, "nomad-pot-driver:source"),
+        format!("{other_url}/demo_1.0.xz")
+    );
+    assert_eq!(
+        f.recorded(DATASET, "nomad-pot-driver:skein"),
+        String::from_utf8(std::fs::read(other.join("demo_1.0.xz.skein")).unwrap())
+            .unwrap()
+            .trim()
+    );
+    assert_eq!(
+        f.recorded(DATASET, "nomad-pot-driver:signature"),
+        "unsigned"
+    );
+
+    let url = format!("file://{}", f.sim.images_dir().display());
+    let ours = f.import_of(&url, "1.0").await;
+    assert_ne!(ours.dataset, DATASET, "imported again, into its own name");
+    assert!(ours.dataset.starts_with(&format!("{DATASET}_")));
+    assert!(!f.has_filler(&ours.dataset));
+    assert_eq!(f.import_of(&url, "1.0").await, ours, "then reused");
+    assert_eq!(f.import_of(&other_url, "1.0").await, theirs);
+
+    // Tag 1_0 is pot's demo_1_0 too, but not the same image.
+    f.sim.image("demo", "1_0");
+    let underscore = f.import_of(&url, "1_0").await;
+    assert!(underscore.dataset != theirs.dataset && underscore.dataset != ours.dataset);
+    f.sim.assert_clean("after three images of one pot name");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_sources_download_in_the_cache_is_not_imported_for_a_request() {
+    let f = Fixture::new();
+    let other = hostile_image(&f, "other", &["--filler-mb", "1"]);
+    let read = |file: &str| std::fs::read(other.join(file)).unwrap();
+    let theirs = Server::start(vec![
+        (
+            "/demo_1.0.xz.skein",
+            vec![Reply::body(&read("demo_1.0.xz.skein"))],
+        ),
+        (
+            "/demo_1.0.xz.meta",
+            vec![Reply::body(&read("demo_1.0.xz.meta"))],
+        ),
+        ("/demo_1.0.xz", vec![Reply::body(&read("demo_1.0.xz"))]),
+    ]);
+    f.import_of(&theirs.url(), "1.0").await;
+    assert!(f.cached("demo_1.0.xz").exists(), "their download is cached");
+
+    let server = f.serve(vec![Reply::body(&f.xz.clone())]);
+    let ours = f.import_of(&server.url(), "1.0").await;
+    assert_eq!(
+        server.requests("/demo_1.0.xz").len(),
+        1,
+        "downloaded from the URL the request names"
+    );
+    assert!(!f.has_filler(&ours.dataset));
+    assert_eq!(
+        std::fs::read(f.cached("demo_1.0.xz")).unwrap(),
+        read("demo_1.0.xz"),
+        "the other source's cached files stay as they were"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsigned_image_is_not_reused_once_signatures_are_required() {
+    let mut f = Fixture::new();
+    let url = format!("file://{}", f.sim.images_dir().display());
+    f.import_of(&url, "1.0").await;
+    let (key, _) = keypair(&f.keys_dir(), "release");
+    f.cfg.image.pubkeys = vec![key];
+    f.cfg.image.require_signature = true;
+    let msg = f.import_err(&url).await.to_string();
+    assert!(
+        msg.contains(&format!(
+            "{DATASET} holds this image from {url}/demo_1.0.xz, but it was imported unsigned and require_signature is set now"
+        )),
+        "{msg}"
+    );
+    assert_eq!(f.locks.active(), 0);
 }

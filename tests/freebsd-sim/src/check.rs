@@ -72,6 +72,34 @@ pub fn leftovers(host: &Host) -> Res<Vec<String>> {
             out.push(format!("clone {name} (origin {o}) exists"));
         }
     }
+    // Data written under an encrypted zfs_root is encrypted: pot receives images with
+    // `-x encryption` so they inherit it.
+    let encryption = |name: &str| {
+        crate::zfs::inherited_value(&st, name, "encryption").unwrap_or_else(|| "off".into())
+    };
+    if encryption("zroot/pot") != "off" {
+        for name in st.datasets.keys().filter(|n| n.starts_with("zroot/pot/")) {
+            if encryption(name) == "off" {
+                out.push(format!(
+                    "dataset {name} is not encrypted below the encrypted zroot/pot"
+                ));
+            }
+        }
+    }
+    // pot's datasets live under fs_root; only the cache dataset has a mountpoint of its own.
+    let fs_root = crate::zfs::data_dir(host, &st, "zroot/pot");
+    for name in st.datasets.keys() {
+        let pot_dataset = name.starts_with("zroot/pot/")
+            && name != "zroot/pot/cache"
+            && !name.starts_with("zroot/pot/cache/");
+        let dir = crate::zfs::data_dir(host, &st, name);
+        if pot_dataset && crate::zfs::is_mounted(&st, name) && !dir.starts_with(&fs_root) {
+            out.push(format!(
+                "dataset {name} is mounted at {}, outside fs_root",
+                crate::zfs::mountpoint(&st, name).0
+            ));
+        }
+    }
     let names = |dir: &Path| -> Vec<String> {
         fs::read_dir(dir)
             .map(|rd| {

@@ -10,7 +10,14 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-const USAGE: &str = "usage: freebsd-sim image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY]";
+const USAGE: &str = "usage: freebsd-sim image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] [--prop KEY=VALUE].. [--m-prop KEY=VALUE]..";
+
+/// Properties set locally on the sent datasets (the pot's own, and its `m`).
+#[derive(Default)]
+struct Props {
+    top: Vec<(String, String)>,
+    m: Vec<(String, String)>,
+}
 
 const POT_ATTRS: &[(&str, &str)] = &[
     ("no-rc-script", "NO"),
@@ -99,7 +106,7 @@ fn build_tree(dir: &Path, name: &str, tag: &str, filler_mb: u64) -> std::io::Res
     Ok(())
 }
 
-fn write_xz(tree: &Path, snap: &str, xz: &Path) -> std::io::Result<()> {
+fn write_xz(tree: &Path, snap: &str, xz: &Path, props: &Props) -> std::io::Result<()> {
     let stream = liblzma::stream::MtStreamBuilder::new()
         .preset(6)
         .threads(2)
@@ -115,14 +122,14 @@ fn write_xz(tree: &Path, snap: &str, xz: &Path) -> std::io::Result<()> {
         rel: String::new(),
         snap: snap.into(),
         creation,
-        props: vec![],
+        props: props.top.clone(),
     };
     w.dataset(&top, tree, &[tree.join("m")])?;
     let m = StreamDataset {
         rel: "m".into(),
         snap: snap.into(),
         creation,
-        props: vec![],
+        props: props.m.clone(),
     };
     w.dataset(&m, &tree.join("m"), &[])?;
     w.finish()?.finish()?.flush()
@@ -134,6 +141,7 @@ pub fn main(args: &[String]) -> Res<String> {
     };
     let mut filler_mb = 0;
     let mut seckey = None;
+    let mut props = Props::default();
     for pair in opts.chunks(2) {
         match pair {
             [flag, mb] if flag == "--filler-mb" => {
@@ -145,6 +153,15 @@ pub fn main(args: &[String]) -> Res<String> {
                 })?
             }
             [flag, key] if flag == "--sign" => seckey = Some(Path::new(key)),
+            [flag, kv] if flag == "--prop" || flag == "--m-prop" => {
+                let (k, v) = kv.split_once('=').ok_or_else(|| usage(USAGE))?;
+                let list = if flag == "--prop" {
+                    &mut props.top
+                } else {
+                    &mut props.m
+                };
+                list.push((k.to_string(), v.to_string()));
+            }
             _ => return Err(usage(USAGE)),
         }
     }
@@ -155,7 +172,7 @@ pub fn main(args: &[String]) -> Res<String> {
     let _ = fs::remove_dir_all(&tree);
     let xz = out.join(format!("{base}.xz"));
     let result = build_tree(&tree, name, tag, filler_mb)
-        .and_then(|_| write_xz(&tree, &now().to_string(), &xz));
+        .and_then(|_| write_xz(&tree, &now().to_string(), &xz, &props));
     let _ = fs::remove_dir_all(&tree);
     result.map_err(|e| io_fail("write image", &xz, e))?;
     let meta = out.join(format!("{base}.xz.meta"));

@@ -478,6 +478,8 @@ struct Plan {
     user: Option<User>,
     login: bool,
     argv: Vec<CString>,
+    /// This jexec: the command must not outlive it.
+    parent: Pid,
 }
 
 fn cstr(s: &str) -> Res<CString> {
@@ -512,6 +514,7 @@ pub fn run_in_jail(
         binds,
         login,
         argv: argv.iter().map(|a| cstr(a)).collect::<Res<_>>()?,
+        parent: nix::unistd::getpid(),
     };
     let mut set = SigSet::empty();
     FORWARDED.iter().for_each(|s| set.add(*s));
@@ -689,6 +692,16 @@ fn child(host: &Host, plan: &Plan, restore_signals: impl FnOnce()) -> Fail {
             ];
             e.extend(std::env::var("TERM").ok().map(|t| format!("TERM={t}")));
             env = Some(e.iter().map(|s| cstr(s)).collect::<Res<_>>()?);
+        }
+        // FreeBSD's jexec execs the command in its own process, so a SIGKILL sent to jexec's pid
+        // kills the command. Ours waits in a parent: that death must reach the command too. Set
+        // after setuid, which clears it; a parent already gone is caught by the ppid check.
+        sys(
+            "prctl(PR_SET_PDEATHSIG)",
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
+        )?;
+        if nix::unistd::getppid() != plan.parent {
+            return Ok(Fail::new(1, "jexec: killed before exec".to_string()));
         }
         restore_signals();
         let err = match &env {

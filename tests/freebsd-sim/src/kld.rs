@@ -116,7 +116,7 @@ mod tests {
     fn host(tag: &str) -> Host {
         let d = std::env::temp_dir().join(format!("fsim-kld-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
-        crate::state::init(&d).unwrap();
+        crate::state::init(&d, false).unwrap();
         Host::new(d)
     }
 

@@ -166,9 +166,12 @@ fn print_out(out: &str) {
 }
 
 fn own_main(args: &[String]) -> Res<String> {
-    const USAGE: &str = "usage: freebsd-sim init DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] | keygen DIR | check DIR | reboot DIR | fault DIR ... | receiver DIR [write|drain] | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT | shm DIR JAIL PATH [BYTES] | dying DIR [SECS]";
+    const USAGE: &str = "usage: freebsd-sim init [--encrypted] DIR | image NAME TAG OUTDIR [--filler-mb N] [--sign SECKEY] [--prop K=V].. [--m-prop K=V].. | keygen DIR | check DIR | reboot DIR | fault DIR ... | receiver DIR [write|drain] | devd DIR [-l N] | usage DIR JAIL RESOURCE AMOUNT | shm DIR JAIL PATH [BYTES] | dying DIR [SECS]";
     match args.first().map(String::as_str) {
-        Some("init") if args.len() == 2 => state::init(Path::new(&args[1])),
+        Some("init") if args.len() == 2 => state::init(Path::new(&args[1]), false),
+        Some("init") if args.len() == 3 && args[1] == "--encrypted" => {
+            state::init(Path::new(&args[2]), true)
+        }
         Some("image") => image::main(&args[1..]),
         Some("keygen") if args.len() == 2 => sign::keygen(Path::new(&args[1])),
         Some("check") if args.len() == 2 => check::main(Path::new(&args[1])),

@@ -25,6 +25,9 @@ pub struct Dataset {
     pub origin: Option<String>,
     pub creation: u64,
     pub snapshots: Vec<Snapshot>,
+    /// Not mounted (`zfs receive -u`, or a received `canmount` of `off`/`noauto`): its files live
+    /// in a private directory until `zfs mount`.
+    pub unmounted: bool,
 }
 
 /// A jexec'd mount namespace. The inode is a cheap first filter, but inodes are recycled, also by
@@ -402,8 +405,10 @@ pub fn reboot(dir: &Path) -> Res<String> {
     })
 }
 
-/// `freebsd-sim init DIR`: lays out the host (idempotent) and prints the driver's plugin config.
-pub fn init(dir: &Path) -> Res<String> {
+/// `freebsd-sim init [--encrypted] DIR`: lays out the host (idempotent) and prints the driver's
+/// plugin config. `encrypted` makes a new host's `zroot/pot` an encryption root (aes-256-gcm, as
+/// `zfs create -o encryption=on` chooses), which its descendants inherit.
+pub fn init(dir: &Path, encrypted: bool) -> Res<String> {
     fs::create_dir_all(dir).map_err(|e| io_fail("mkdir", dir, e))?;
     let host = Host::new(dir.to_path_buf());
     let d = host.dir.clone();
@@ -443,7 +448,17 @@ pub fn init(dir: &Path) -> Res<String> {
                 ..Default::default()
             };
             st.datasets.insert("zroot".into(), mk(Some("none")));
-            st.datasets.insert("zroot/pot".into(), mk(Some(&pot)));
+            let mut pot_ds = mk(Some(&pot));
+            if encrypted {
+                for (k, v) in [
+                    ("encryption", "aes-256-gcm"),
+                    ("keyformat", "passphrase"),
+                    ("keylocation", "prompt"),
+                ] {
+                    pot_ds.props.insert(k.into(), v.into());
+                }
+            }
+            st.datasets.insert("zroot/pot".into(), pot_ds);
             for child in ["bases", "jails", "fscomp"] {
                 st.datasets.insert(format!("zroot/pot/{child}"), mk(None));
             }

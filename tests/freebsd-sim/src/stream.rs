@@ -374,6 +374,28 @@ pub fn receive(inp: impl Read, staging: &Path, unpack: Unpack) -> io::Result<Vec
     Ok(out)
 }
 
+/// A ZFS stream addresses objects, not paths: nothing in it can reach outside the dataset. Our
+/// path-based entries could, through a link entry followed by an entry below or on that link;
+/// such a stream is malformed.
+fn check_placement(dir: &Path, p: &Path) -> io::Result<()> {
+    let mut cur = dir.to_path_buf();
+    let last = p.components().count();
+    for (i, c) in p.components().enumerate() {
+        cur.push(c);
+        let misplaced = match fs::symlink_metadata(&cur) {
+            Ok(m) => i + 1 == last || m.file_type().is_symlink(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if misplaced {
+            return Err(bad(
+                "invalid stream (an entry on or below an earlier link or entry)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path, unpack: Unpack) -> io::Result<()> {
     let write = unpack == Unpack::Write;
     let mut dirs = Vec::new();
@@ -387,6 +409,7 @@ fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path, unpack: Unpack)
                 if !write {
                     continue;
                 }
+                check_placement(dir, &p)?;
                 fs::create_dir(dir.join(&p))?;
                 std::os::unix::fs::lchown(dir.join(&p), Some(uid), Some(gid))?;
                 dirs.push((p, mode));
@@ -396,7 +419,12 @@ fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path, unpack: Unpack)
                 let mode = r.u32()?;
                 let (uid, gid) = r.owner()?;
                 let mut left = r.u64()?;
-                let mut f = write.then(|| fs::File::create(dir.join(&p))).transpose()?;
+                if write {
+                    check_placement(dir, &p)?;
+                }
+                let mut f = write
+                    .then(|| fs::File::create_new(dir.join(&p)))
+                    .transpose()?;
                 while left > 0 {
                     let n = left.min(buf.len() as u64) as usize;
                     r.get(&mut buf[..n])?;
@@ -418,6 +446,7 @@ fn receive_entries<R: Read>(r: &mut StreamReader<R>, dir: &Path, unpack: Unpack)
                 if !write {
                     continue;
                 }
+                check_placement(dir, &p)?;
                 std::os::unix::fs::symlink(target, dir.join(&p))?;
                 std::os::unix::fs::lchown(dir.join(&p), Some(uid), Some(gid))?;
             }
@@ -457,6 +486,77 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// A stream of one dataset with hand-made entries, as a crafted image would carry them.
+    fn crafted(entries: impl FnOnce(&mut StreamWriter<Vec<u8>>) -> io::Result<()>) -> Vec<u8> {
+        let mut w = StreamWriter::new(Vec::new()).unwrap();
+        w.put(b"S").unwrap();
+        w.put_str(b"").unwrap();
+        w.put_str(b"1").unwrap();
+        w.put_u64(7).unwrap();
+        w.put_u32(0).unwrap();
+        entries(&mut w).unwrap();
+        w.put(b"E").unwrap();
+        w.finish().unwrap()
+    }
+
+    fn link(w: &mut StreamWriter<Vec<u8>>, path: &str, target: &Path) -> io::Result<()> {
+        w.put(b"L")?;
+        w.put_str(path.as_bytes())?;
+        w.put_str(target.as_os_str().as_encoded_bytes())?;
+        w.put_u32(0)?;
+        w.put_u32(0)
+    }
+
+    fn file(w: &mut StreamWriter<Vec<u8>>, path: &str) -> io::Result<()> {
+        w.put(b"F")?;
+        w.put_str(path.as_bytes())?;
+        w.put_u32(0o644)?;
+        w.put_u32(0)?;
+        w.put_u32(0)?;
+        w.put_u64(4)?;
+        w.put(b"evil")
+    }
+
+    #[test]
+    fn entries_never_write_through_a_link() {
+        let t = tmpdir("link");
+        let outside = t.join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), "safe").unwrap();
+        // A file below a link to a directory outside, a file on a link to a file outside, and a
+        // directory below such a link.
+        let streams = [
+            crafted(|w| {
+                link(w, "a", &outside)?;
+                file(w, "a/planted")
+            }),
+            crafted(|w| {
+                link(w, "a", &outside.join("victim"))?;
+                file(w, "a")
+            }),
+            crafted(|w| {
+                link(w, "a", &outside)?;
+                w.put(b"D")?;
+                w.put_str(b"a/dir")?;
+                w.put_u32(0o755)?;
+                w.put_u32(0)?;
+                w.put_u32(0)
+            }),
+        ];
+        for (i, bytes) in streams.iter().enumerate() {
+            let _ = fs::remove_dir_all(t.join("s"));
+            let e = receive(&bytes[..], &t.join("s"), Unpack::Write).unwrap_err();
+            assert!(e.to_string().contains("invalid stream"), "stream {i}: {e}");
+        }
+        assert_eq!(fs::read_to_string(outside.join("victim")).unwrap(), "safe");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            1,
+            "nothing planted"
+        );
+        fs::remove_dir_all(&t).unwrap();
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 const USAGE: &str =
-    "usage: zfs <list|get|set|create|snapshot|clone|destroy|rename|send|receive> ...";
+    "usage: zfs <list|get|set|create|snapshot|clone|destroy|rename|send|receive|mount> ...";
 
 /// Native properties: (name, default for inheritable ones; `None` = read-only/computed).
 const NATIVE: &[(&str, Option<&str>)] = &[
@@ -20,12 +20,15 @@ const NATIVE: &[(&str, Option<&str>)] = &[
     ("referenced", None),
     ("mountpoint", Some("")),
     ("origin", None),
+    ("mounted", None),
     ("canmount", Some("on")),
     ("compression", Some("off")),
     ("atime", Some("on")),
     ("readonly", Some("off")),
     ("quota", Some("none")),
     ("encryption", Some("off")),
+    ("keyformat", Some("none")),
+    ("keylocation", Some("none")),
 ];
 
 /// Simulated pool size, so `available` has a plausible value.
@@ -67,10 +70,13 @@ fn parent(name: &str) -> Option<&str> {
     name.rfind('/').map(|i| &name[..i])
 }
 
+/// zfs_namecheck: components of `[A-Za-z0-9_-.:]`, never `.` or `..`.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('/').all(|c| {
             !c.is_empty()
+                && c != "."
+                && c != ".."
                 && c.chars()
                     .all(|ch| ch.is_ascii_alphanumeric() || "_-.:".contains(ch))
         })
@@ -102,15 +108,36 @@ pub fn mountpoint(st: &State, name: &str) -> (String, String) {
     }
 }
 
-/// Where a dataset's files live: its mountpoint, or a private directory when it has none.
+/// The value of `prop` set on `name` or the nearest ancestor that sets it.
+pub fn inherited_value(st: &State, name: &str, prop: &str) -> Option<String> {
+    let mut cur = Some(name);
+    while let Some(c) = cur {
+        if let Some(v) = st.datasets.get(c).and_then(|d| d.props.get(prop)) {
+            return Some(v.clone());
+        }
+        cur = parent(c);
+    }
+    None
+}
+
+/// Whether a dataset is mounted: it has a mountpoint and was not left unmounted.
+pub fn is_mounted(st: &State, name: &str) -> bool {
+    st.datasets.get(name).is_some_and(|d| !d.unmounted) && mountpoint(st, name).0.starts_with('/')
+}
+
+/// Where a dataset's files live: its mountpoint, or a private directory when it is not mounted.
+/// A mountpoint outside the simulated host is placed under `DIR/root`: the simulator never
+/// writes outside its directory.
 pub fn data_dir(host: &Host, st: &State, name: &str) -> PathBuf {
     let (mp, _) = mountpoint(st, name);
-    if mp.starts_with('/') {
-        PathBuf::from(mp)
-    } else {
+    if !is_mounted(st, name) {
         host.state_dir()
             .join("unmounted")
             .join(name.replace('/', "%"))
+    } else if Path::new(&mp).starts_with(&host.dir) {
+        PathBuf::from(mp)
+    } else {
+        host.root().join(mp.trim_start_matches('/'))
     }
 }
 
@@ -263,6 +290,15 @@ impl Ctx<'_> {
             "referenced" => (self.size(self.referenced(name)), "-".into()),
             "origin" => (d.origin.clone().unwrap_or_else(|| "-".into()), "-".into()),
             "mountpoint" => mountpoint(self.st, name),
+            "mounted" => (
+                if is_mounted(self.st, name) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+                "-".into(),
+            ),
             "canmount" => d
                 .props
                 .get(prop)
@@ -354,6 +390,7 @@ pub fn main(host: &Host, args: &[String]) -> Res<String> {
         "rename" => rename(host, rest),
         "send" => send(host, rest),
         "receive" | "recv" => receive(host, rest),
+        "mount" => mount(host, rest),
         _ => Err(Fail::new(
             64,
             format!("unrecognized command '{cmd}'\n{USAGE}"),
@@ -707,7 +744,11 @@ fn set(host: &Host, args: &[String]) -> Res<String> {
         .iter()
         .map(|a| assignment(a))
         .collect::<Res<Vec<_>>>()?;
-    if let Some((k, _)) = kvs.iter().find(|(k, _)| k == "origin") {
+    // Set-once properties: fixed when the dataset is made.
+    if let Some((k, _)) = kvs
+        .iter()
+        .find(|(k, _)| k == "origin" || k == "encryption" || k == "keyformat")
+    {
         return Err(Fail::new(
             1,
             format!("cannot set property for '{}': '{k}' is readonly", names[0]),
@@ -882,11 +923,18 @@ fn clone(host: &Host, args: &[String]) -> Res<String> {
                 format!("cannot create '{dst}': parent does not exist"),
             ));
         }
+        let mut props: BTreeMap<String, String> = props.iter().cloned().collect();
+        // A clone shares its origin's encryption (and key), whatever its new parent's.
+        let (origin_ds, _) = split_snap(src).expect("a snapshot");
+        if let Some(enc) = inherited_value(st, origin_ds, "encryption") {
+            props.insert("encryption".into(), enc);
+        }
         let d = Dataset {
-            props: props.iter().cloned().collect(),
+            props,
             origin: Some(src.clone()),
             creation: now(),
             snapshots: vec![],
+            unmounted: false,
         };
         st.datasets.insert(dst.clone(), d);
         let dir = data_dir(host, st, dst);
@@ -1148,12 +1196,52 @@ fn send(host: &Host, args: &[String]) -> Res<String> {
     Ok(String::new())
 }
 
+/// `zfs mount NAME`: mounts a dataset left unmounted, as zfs_main.c `share_mount_one` checks.
+fn mount(host: &Host, args: &[String]) -> Res<String> {
+    let (_, rest) = getopt("zfs", args, "vO", USAGE)?;
+    let [name] = rest.as_slice() else {
+        return Err(usage(USAGE));
+    };
+    host.update(|st| {
+        let Some(d) = st.datasets.get(name) else {
+            return Err(no_dataset(name));
+        };
+        let cannot = |why: &str| Err(Fail::new(1, format!("cannot mount '{name}': {why}")));
+        match mountpoint(st, name).0.as_str() {
+            "legacy" => {
+                return cannot("legacy mountpoint\nuse mount(8) to mount this filesystem");
+            }
+            "none" => return cannot("no mountpoint set"),
+            _ => {}
+        }
+        if d.props.get("canmount").is_some_and(|v| v == "off") {
+            return cannot("'canmount' property is set to 'off'");
+        }
+        if !d.unmounted {
+            return cannot("filesystem already mounted");
+        }
+        let old = st.clone();
+        st.datasets.get_mut(name).expect("checked").unmounted = false;
+        let dir = data_dir(host, st, name);
+        if fs::read_dir(&dir).is_ok_and(|mut rd| rd.next().is_some()) {
+            return cannot("directory is not empty");
+        }
+        relocate(host, &old, st, &[(name.clone(), name.clone())])?;
+        Ok(String::new())
+    })
+}
+
 fn receive(host: &Host, args: &[String]) -> Res<String> {
+    receive_from(host, args, std::io::stdin().lock())
+}
+
+fn receive_from(host: &Host, args: &[String], input: impl std::io::Read) -> Res<String> {
     let (opts, rest) = getopt("zfs", args, "uFvnsdeo:x:", USAGE)?;
     let [name] = rest.as_slice() else {
         return Err(usage(USAGE));
     };
     let force = opts.iter().any(|(c, _)| *c == 'F');
+    let unmounted = opts.iter().any(|(c, _)| *c == 'u');
     let set: Vec<(String, String)> = opts
         .iter()
         .filter(|(c, _)| *c == 'o')
@@ -1174,13 +1262,28 @@ fn receive(host: &Host, args: &[String]) -> Res<String> {
     let staging = host
         .state_dir()
         .join(format!("recv.{}.{}", std::process::id(), now()));
-    let result = stream::receive(std::io::stdin().lock(), &staging, unpack)
+    let result = stream::receive(input, &staging, unpack)
         .map_err(|e| Fail::new(1, format!("cannot receive new filesystem stream: {e}")))
         .and_then(|datasets| {
-            commit_receive(host, name, &datasets, &staging, force, &set, &excluded)
+            let how = Receive {
+                force,
+                unmounted,
+                set: &set,
+                excluded: &excluded,
+            };
+            commit_receive(host, name, &datasets, &staging, &how)
         });
     let _ = fs::remove_dir_all(&staging);
     result
+}
+
+/// The command line of a `zfs receive`.
+struct Receive<'a> {
+    force: bool,
+    /// `-u`: nothing received is mounted.
+    unmounted: bool,
+    set: &'a [(String, String)],
+    excluded: &'a [&'a String],
 }
 
 fn commit_receive(
@@ -1188,11 +1291,16 @@ fn commit_receive(
     name: &str,
     datasets: &[StreamDataset],
     staging: &Path,
-    force: bool,
-    set: &[(String, String)],
-    excluded: &[&String],
+    how: &Receive,
 ) -> Res<String> {
-    host.update(|st| {
+    let Receive {
+        force,
+        set,
+        excluded,
+        ..
+    } = *how;
+    let mut created: Vec<PathBuf> = Vec::new();
+    let result = host.update(|st| {
         if !parent(name).is_some_and(|p| st.datasets.contains_key(p)) {
             return Err(Fail::new(1, format!("cannot receive new filesystem stream: parent of '{name}' does not exist")));
         }
@@ -1211,21 +1319,33 @@ fn commit_receive(
                 return Err(Fail::new(1, format!("cannot receive new filesystem stream: invalid or existing dataset '{full}' in stream")));
             }
             let mut props: BTreeMap<String, String> = sd.props.iter().filter(|(k, _)| !excluded.contains(&k)).cloned().collect();
+            // A non-raw stream with properties (`send -R`, `-p`; ours always is one) leaves
+            // `encryption` out; the receiver infers `off` for each new dataset unless `-o` or `-x`
+            // names it, so under an encrypted parent the dataset arrives unencrypted
+            // (libzfs_sendrecv.c `zfs_receive_one`).
+            if !excluded.iter().any(|k| *k == "encryption") && !set.iter().any(|(k, _)| k == "encryption") {
+                props.insert("encryption".into(), "off".into());
+            }
             let mut origin = None;
-            if sd.rel.is_empty() {
-                for (k, v) in set {
-                    if k == "origin" {
-                        origin = Some(v.clone());
-                    } else {
-                        props.insert(k.clone(), v.clone());
-                    }
+            // `-o` sets a property on the top dataset; below it the stream's value gives way to
+            // inheritance (zfs-receive(8)).
+            for (k, v) in set {
+                if !sd.rel.is_empty() {
+                    props.remove(k);
+                } else if k == "origin" {
+                    origin = Some(v.clone());
+                } else {
+                    props.insert(k.clone(), v.clone());
                 }
             }
             st.next_snapshot_id += 1;
             let id = st.next_snapshot_id;
-            st.datasets.insert(full.clone(), Dataset { props, origin, creation: now(), snapshots: vec![Snapshot { name: sd.snap.clone(), creation: sd.creation, id }] });
+            // A received canmount of off or noauto leaves the dataset unmounted, as `-u` does.
+            let unmounted = how.unmounted || props.get("canmount").is_some_and(|v| v == "off" || v == "noauto");
+            st.datasets.insert(full.clone(), Dataset { props, origin, creation: now(), snapshots: vec![Snapshot { name: sd.snap.clone(), creation: sd.creation, id }], unmounted });
             let src = staging.join(i.to_string());
             let snapdir = host.snapshot_dir(id);
+            created.push(snapdir.clone());
             stream::copy_tree(&src, &snapdir, &[]).map_err(|e| io_fail("receive copy to", &snapdir, e))?;
             let dir = data_dir(host, st, &full);
             if let Some(p) = dir.parent() {
@@ -1233,9 +1353,17 @@ fn commit_receive(
             }
             let _ = fs::remove_dir(&dir);
             fs::rename(&src, &dir).map_err(|e| io_fail("receive into", &dir, e))?;
+            created.push(dir);
         }
         Ok(String::new())
-    })
+    });
+    // A failed receive leaves nothing behind (the state is not saved): nor the copies it made.
+    if result.is_err() {
+        for path in created.iter().rev() {
+            let _ = fs::remove_dir_all(path);
+        }
+    }
+    result
 }
 
 #[cfg(test)]
@@ -1245,7 +1373,7 @@ mod tests {
     fn host(tag: &str) -> Host {
         let d = std::env::temp_dir().join(format!("fsim-zfs-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
-        crate::state::init(&d).unwrap();
+        crate::state::init(&d, false).unwrap();
         Host::new(d)
     }
 
@@ -1343,6 +1471,68 @@ mod tests {
                 "cannot open 'zroot/pot/jails/img': dataset does not exist"
             )
         );
+        fs::remove_dir_all(&h.dir).unwrap();
+    }
+
+    /// A stream of datasets with the given names relative to the received one, each holding
+    /// one file.
+    fn stream_of(h: &Host, rels: &[&str], props: &[(&str, &str)]) -> Vec<u8> {
+        let src = h.dir.join("src");
+        let _ = fs::remove_dir_all(&src);
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), "data").unwrap();
+        let mut w = StreamWriter::new(Vec::new()).unwrap();
+        for rel in rels {
+            let ds = StreamDataset {
+                rel: rel.to_string(),
+                snap: "1".into(),
+                creation: 7,
+                props: props
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            };
+            w.dataset(&ds, &src, &[]).unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        fs::remove_dir_all(&src).unwrap();
+        bytes
+    }
+
+    fn recv(h: &Host, args: &[&str], bytes: &[u8]) -> Res<String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        receive_from(h, &args, bytes)
+    }
+
+    #[test]
+    fn a_failed_receive_leaves_nothing_behind() {
+        let h = host("recvfail");
+        // The second `m` fails the receive after two datasets were laid out.
+        let bad = stream_of(&h, &["", "m", "m"], &[]);
+        let e = recv(&h, &["zroot/pot/jails/img"], &bad).unwrap_err();
+        assert!(
+            e.msg.contains("cannot receive new filesystem stream"),
+            "{}",
+            e.msg
+        );
+        assert_eq!(
+            fs::read_dir(h.state_dir().join("snapshots"))
+                .unwrap()
+                .count(),
+            0,
+            "no snapshot copy stays"
+        );
+        assert!(!h.root().join("opt/pot/jails/img").exists());
+        let good = stream_of(&h, &["", "m"], &[]);
+        recv(&h, &["zroot/pot/jails/img"], &good).unwrap();
+        assert_eq!(
+            fs::read_to_string(h.root().join("opt/pot/jails/img/m/f")).unwrap(),
+            "data"
+        );
+        // ZFS names never hold `.` or `..` components.
+        let dots = stream_of(&h, &["", ".."], &[]);
+        assert!(recv(&h, &["zroot/pot/jails/dots"], &dots).is_err());
+        assert!(!h.root().join("opt/pot/jails/dots").exists());
         fs::remove_dir_all(&h.dir).unwrap();
     }
 

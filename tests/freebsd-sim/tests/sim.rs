@@ -330,3 +330,246 @@ impl<R: std::io::Read> ReadAll for R {
         self.read_to_end(out).expect("decompress image");
     }
 }
+
+/// `freebsd-sim check` lines naming a live jail process.
+fn jail_processes(host: &Path) -> Vec<String> {
+    let o = Command::new(BIN)
+        .args(["check", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("jail process"))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_sigkilled_jexec_takes_its_command_along() {
+    let host: PathBuf = std::env::temp_dir().join(format!("fsim-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host);
+    let init = Command::new(BIN)
+        .args(["init", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success());
+    let root = host.join("root/opt/pot/jails/k");
+    std::fs::create_dir_all(&root).unwrap();
+    let path = format!("path={}", root.display());
+    ok(&host, "jail", &["-c", "name=k", &path, "persist"]);
+    let mut jexec = Command::new(host.join("bin/jexec"))
+        .args(["k", "sleep", "30"])
+        .env_clear()
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while jail_processes(&host).is_empty() {
+        assert!(Instant::now() < deadline, "jexec never registered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // On FreeBSD jexec's pid is the command's: SIGKILL to it ends the command.
+    jexec.kill().unwrap();
+    assert_eq!(jexec.wait().unwrap().signal(), Some(9));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !jail_processes(&host).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the command outlived its jexec: {:?}",
+            jail_processes(&host)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(&host, "jail", &["-R", "k"]);
+    std::fs::remove_dir_all(&host).unwrap();
+}
+
+fn receive_with(host: &Path, args: &[&str], stream: &[u8]) -> Output {
+    let mut recv = Command::new(host.join("bin/zfs"))
+        .arg("receive")
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    recv.stdin.take().unwrap().write_all(stream).unwrap();
+    recv.wait_with_output().unwrap()
+}
+
+fn check(host: &Path) -> String {
+    let o = Command::new(BIN)
+        .args(["check", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn received_properties_place_and_mount_datasets_as_zfs_does() {
+    let host: PathBuf = std::env::temp_dir().join(format!("fsim-props-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host);
+    assert!(
+        Command::new(BIN)
+            .args(["init", host.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let images = host.join("images");
+    let stream = image_stream(
+        &images,
+        &[
+            "--prop",
+            "mountpoint=/anywhere",
+            "--m-prop",
+            "canmount=noauto",
+        ],
+    );
+    // Received as is: the pot mounts where its sender said, its m (canmount=noauto) not at all.
+    let o = receive_with(&host, &["zroot/pot/jails/web_1_0"], &stream);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let props = |name: &str| {
+        ok(
+            &host,
+            "zfs",
+            &[
+                "get",
+                "-H",
+                "-o",
+                "value",
+                "mountpoint,mounted,canmount",
+                name,
+            ],
+        )
+    };
+    assert_eq!(
+        props("zroot/pot/jails/web_1_0"),
+        "/anywhere\nyes\non\n",
+        "the stream's mountpoint applies"
+    );
+    assert_eq!(
+        props("zroot/pot/jails/web_1_0/m"),
+        "/anywhere/m\nno\nnoauto\n"
+    );
+    assert!(host.join("root/anywhere/conf/pot.conf").is_file());
+    let report = check(&host);
+    assert!(
+        report.contains("dataset zroot/pot/jails/web_1_0 is mounted at /anywhere, outside fs_root"),
+        "{report}"
+    );
+    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/web_1_0"]);
+    assert!(!host.join("root/anywhere/conf").exists());
+
+    // Received unmounted, with the stream's mountpoint and canmount excluded: inherited, and
+    // mounted under fs_root only on request.
+    let o = receive_with(
+        &host,
+        &[
+            "-u",
+            "-x",
+            "mountpoint",
+            "-x",
+            "canmount",
+            "zroot/pot/jails/web_1_0",
+        ],
+        &stream,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pot = host.join("root/opt/pot/jails/web_1_0");
+    assert_eq!(
+        props("zroot/pot/jails/web_1_0/m"),
+        format!("{}/m\nno\non\n", pot.display())
+    );
+    assert!(!pot.join("conf").exists(), "-u mounts nothing");
+    ok(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0"]);
+    ok(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0/m"]);
+    assert!(pot.join("conf/pot.conf").is_file() && pot.join("m/etc/sim-image").is_file());
+    let again = tool(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0"]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr),
+        "cannot mount 'zroot/pot/jails/web_1_0': filesystem already mounted\n"
+    );
+    assert_eq!(check(&host), "");
+    std::fs::remove_dir_all(&host).unwrap();
+}
+
+#[test]
+fn under_an_encrypted_root_an_image_stays_encrypted_only_without_its_encryption_property() {
+    let host: PathBuf = std::env::temp_dir().join(format!("fsim-enc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host);
+    let init = Command::new(BIN)
+        .args(["init", "--encrypted", host.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{init:?}");
+    let enc = |name: &str| {
+        ok(
+            &host,
+            "zfs",
+            &["get", "-H", "-o", "value", "encryption", name],
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(enc("zroot/pot/jails"), "aes-256-gcm");
+    // pot asks whether ZFS knows the property before it passes `-x encryption`.
+    let props = ok(
+        &host,
+        "zfs",
+        &["get", "-H", "-o", "property", "all", "zroot/pot"],
+    );
+    assert!(props.lines().any(|p| p == "encryption"), "{props}");
+    let stream = image_stream(&host.join("images"), &[]);
+
+    // A plain receive of a non-raw replication stream: accepted, and unencrypted.
+    let o = receive_with(&host, &["zroot/pot/jails/plain"], &stream);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(enc("zroot/pot/jails/plain/m"), "off");
+    ok(&host, "zfs", &["create", "zroot/pot/jails/t"]);
+    let snap = ok(
+        &host,
+        "zfs",
+        &[
+            "list",
+            "-H",
+            "-t",
+            "snapshot",
+            "-o",
+            "name",
+            "zroot/pot/jails/plain/m",
+        ],
+    );
+    ok(&host, "zfs", &["clone", snap.trim(), "zroot/pot/jails/t/m"]);
+    assert_eq!(
+        enc("zroot/pot/jails/t/m"),
+        "off",
+        "a clone follows its origin"
+    );
+    let report = check(&host);
+    assert!(
+        report.contains(
+            "dataset zroot/pot/jails/plain/m is not encrypted below the encrypted zroot/pot"
+        ),
+        "{report}"
+    );
+    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/t"]);
+    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/plain"]);
+
+    // With `-x encryption`, as pot receives: the datasets inherit the root's encryption.
+    let o = receive_with(&host, &["-x", "encryption", "zroot/pot/jails/web"], &stream);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(enc("zroot/pot/jails/web/m"), "aes-256-gcm");
+    let set = tool(
+        &host,
+        "zfs",
+        &["set", "encryption=off", "zroot/pot/jails/web"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&set.stderr),
+        "cannot set property for 'zroot/pot/jails/web': 'encryption' is readonly\n"
+    );
+    assert_eq!(check(&host), "");
+    std::fs::remove_dir_all(&host).unwrap();
+}

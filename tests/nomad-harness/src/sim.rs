@@ -61,6 +61,11 @@ pub struct SimHost {
 impl SimHost {
     /// `freebsd-sim init <tempdir>/host`.
     pub fn create() -> SimHost {
+        SimHost::create_with(&[])
+    }
+
+    /// `freebsd-sim init FLAGS.. <tempdir>/host` (`--encrypted`).
+    pub fn create_with(flags: &[&str]) -> SimHost {
         let tmp = tempfile::Builder::new()
             .prefix("freebsd-sim-")
             .tempdir()
@@ -68,6 +73,7 @@ impl SimHost {
         let dir = tmp.path().join("host");
         let out = Command::new(sim_bin())
             .arg("init")
+            .args(flags)
             .arg(&dir)
             .output()
             .expect("run freebsd-sim init");
