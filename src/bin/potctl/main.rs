@@ -207,14 +207,19 @@ fn main() -> ExitCode {
             Command::Run(args) => operate(cli.config, cli.sim)
                 .and_then(|e| rt.block_on(operate::run(&e, &reporter, &args, json))),
             Command::Init(args) => {
-                engine(cli.config, cli.sim).and_then(|e| rt.block_on(setup::init(&e, &args, json)))
+                let sim = cli.sim.clone();
+                engine(cli.config, cli.sim)
+                    .and_then(|e| rt.block_on(setup::init(&e, &args, sim.as_deref(), json)))
             }
             Command::Doctor(args) => {
+                let sim = cli.sim.clone();
                 let agent = match (&cli.config, &cli.sim) {
                     (None, None) => Ok(None),
                     _ => agent_json(cli.config, cli.sim).map(Some),
                 };
-                agent.and_then(|agent| rt.block_on(doctor::doctor(&args, agent, json)))
+                agent.and_then(|agent| {
+                    rt.block_on(doctor::doctor(&args, agent, sim.as_deref(), json))
+                })
             }
             Command::PluginCheck(args) => agent_json(cli.config, cli.sim)
                 .and_then(|agent| rt.block_on(plugin_check::plugin_check(&args, agent, json))),

@@ -350,6 +350,7 @@ pub fn init(dir: &Path) -> Res<String> {
     let d = host.dir.clone();
     let root = host.root();
     for sub in [
+        "etc",
         "opt/pot",
         "var/cache/pot",
         "tmp",
