@@ -446,9 +446,15 @@ pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<Exi
 }
 
 /// `potctl start`: starts the task in the background; its logs go to files.
-pub async fn start(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitCode> {
+/// `cpu_hard_limit` is the agent's default for the task, as in the plugin.
+pub async fn start(
+    engine: &Engine,
+    args: &TaskArgs,
+    cpu_hard_limit: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let task = prepare_task(engine, args, false).await?;
-    let spec = driver::task_spec(&task.config).map_err(status_error)?;
+    let spec = driver::task_spec(&task.config, cpu_hard_limit).map_err(status_error)?;
     let instance = match engine.start(spec).await {
         Ok(i) => i,
         Err(e) => {
@@ -598,6 +604,7 @@ pub async fn run(
     engine: &Engine,
     reporter: &Reporter,
     args: &TaskArgs,
+    cpu_hard_limit: bool,
     json: bool,
 ) -> Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -606,7 +613,7 @@ pub async fn run(
     let task = prepare_task(engine, args, true).await?;
     let pot = task.pot.clone();
     let result: Result<RunEnd> = async {
-        let spec = driver::task_spec(&task.config).map_err(status_error)?;
+        let spec = driver::task_spec(&task.config, cpu_hard_limit).map_err(status_error)?;
         let stdout = stream(&task.config.stdout_path, std::io::stdout());
         let stderr = stream(&task.config.stderr_path, std::io::stderr());
         let instance = tokio::select! {
