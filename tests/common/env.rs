@@ -270,3 +270,13 @@ pub fn engine_for(sim: &SimHost) -> nomad_pot_driver::engine::Engine {
     let cfg = EngineConfig::resolve(&agent.engine).expect("engine config");
     Engine::new(cfg, std::sync::Arc::new(|_: &_, _| {}))
 }
+
+/// The pot the driver names for task `t`.
+pub fn pot_of(t: &TestTask) -> nomad_pot_driver::engine::PotName {
+    nomad_pot_driver::engine::PotName::for_task(
+        &t.task_name,
+        t.id().rsplit('/').next().unwrap(),
+        &t.alloc_id,
+    )
+    .unwrap()
+}
