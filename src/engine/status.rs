@@ -50,8 +50,8 @@ pub(super) fn interfaces(host_epairs: &[String]) -> String {
 /// The interfaces of the status line in `text` (set-status.sh's `cut -d, -f2`).
 pub(super) fn interfaces_of(text: &str) -> String {
     text.lines()
-        .filter_map(|l| l.strip_prefix("pot.status="))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("pot.status="))
         .and_then(|v| v.split_once(','))
         .map(|(_, ifs)| ifs.to_string())
         .unwrap_or_default()
