@@ -433,13 +433,13 @@ pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<Exi
     if json {
         println!(
             "{}",
-            json!({"image": image.local_name(), "source": decoded.image, "ready": true})
+            json!({"image": image.local_name(), "source": image.source(), "ready": true})
         );
     } else {
         println!(
             "image {} from {} is imported",
             image.local_name(),
-            decoded.image
+            image.source()
         );
     }
     Ok(ExitCode::SUCCESS)
