@@ -43,5 +43,8 @@ plugin "nomad-pot-driver" {
     # devd(8)'s client socket: how a jail reaching its memory limit is noticed (oom_killed);
     # "" turns that off.
     devd_socket       = "/var/run/devd.seqpacket.pipe"
+    # Tasks without cpu_hard_limit: true makes Nomad's cpu an rctl pcpu cap, false keeps it a
+    # reservation (FreeBSD has no CPU weights for jails).
+    cpu_hard_limit    = false
   }
 }

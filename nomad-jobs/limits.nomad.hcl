@@ -1,6 +1,6 @@
-# Resource limits: Nomad's memory and cpu become rctl rules on the jail (memoryuse, pcpu), the
-# task config adds rctl limits of its own and a ZFS quota. All of them are removed when the task
-# stops. The task only sleeps, so the rules can be inspected from the host:
+# Resource limits: Nomad's memory and, with cpu_hard_limit, cpu become rctl rules on the jail
+# (memoryuse, pcpu), the task config adds rctl limits of its own and a ZFS quota. All of them are
+# removed when the task stops. The task only sleeps, so the rules can be inspected from the host:
 # `rctl | grep jail:limits_`.
 job "limits" {
   datacenters = ["dc1"]
@@ -21,6 +21,8 @@ job "limits" {
         vmemoryuse = "1G"
         writebps   = "50M"
         quota      = "2G"
+        # cpu below is a cap (rctl pcpu), not only the scheduler's reservation.
+        cpu_hard_limit = true
       }
 
       resources {

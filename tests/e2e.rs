@@ -2337,6 +2337,7 @@ async fn limits_are_applied_before_the_task_and_removed_after() {
     ] {
         cfg[k] = json!(v);
     }
+    cfg["cpu_hard_limit"] = json!(true);
     let t = env.limited_task("limited", &cfg, "2-3");
     env.start(&t).await;
     env.wait_ready(&t).await;
@@ -2416,6 +2417,63 @@ async fn limits_are_applied_before_the_task_and_removed_after() {
     env.wait(&t.id(), 10.0).await;
     env.destroy(&t.id()).await;
     assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
+    env.finish().await;
+}
+
+/// The pcpu rules on the host's rctl list (`jail:<pot>:pcpu:deny=N`).
+fn pcpu_rules(env: &Env) -> Vec<String> {
+    env.host_tool("rctl", &[])
+        .lines()
+        .filter(|r| r.contains(":pcpu:"))
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
+    // The agent's default is a reservation; a task's own `cpu_hard_limit = true` caps it.
+    let env = Env::new().await;
+    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    let reserved = env.limited_task("reserved", &gated_task_config(&env, 0), "");
+    env.start(&reserved).await;
+    env.wait_ready(&reserved).await;
+    assert_eq!(pcpu_rules(&env), Vec::<String>::new());
+    let mut cfg = gated_task_config(&env, 0);
+    cfg["cpu_hard_limit"] = json!(true);
+    let capped = env.limited_task("capped", &cfg, "");
+    env.start(&capped).await;
+    env.wait_ready(&capped).await;
+    assert_eq!(
+        pcpu_rules(&env),
+        [format!("jail:{}:pcpu:deny=50", env.pot_of(&capped))]
+    );
+    for t in [&reserved, &capped] {
+        open_gate(t);
+        env.wait(&t.id(), 10.0).await;
+        env.destroy(&t.id()).await;
+    }
+    env.finish().await;
+
+    // The agent's `cpu_hard_limit = true` caps every task that does not say otherwise.
+    let env = Env::with_agent_config(json!({"cpu_hard_limit": true})).await;
+    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    let capped = env.limited_task("capped", &gated_task_config(&env, 0), "");
+    let mut cfg = gated_task_config(&env, 0);
+    cfg["cpu_hard_limit"] = json!(false);
+    let reserved = env.limited_task("reserved", &cfg, "");
+    for t in [&capped, &reserved] {
+        env.start(t).await;
+        env.wait_ready(t).await;
+    }
+    assert_eq!(
+        pcpu_rules(&env),
+        [format!("jail:{}:pcpu:deny=50", env.pot_of(&capped))]
+    );
+    for t in [&reserved, &capped] {
+        open_gate(t);
+        env.wait(&t.id(), 10.0).await;
+        env.destroy(&t.id()).await;
+    }
     env.finish().await;
 }
 

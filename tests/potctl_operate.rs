@@ -257,13 +257,11 @@ fn run_applies_the_jobs_env_user_and_resources() {
         .unwrap_or_else(|| panic!("no rctl rule: {rules:?}"))
         .to_string();
     assert!(pot.starts_with("show_"), "{rules:?}");
-    // memory_max wins over memory (and is reported); 500 MHz of 8 CPUs at 2000 MHz is a
-    // quarter of one.
+    // memory_max wins over memory (and is reported); cpu is a reservation, not a cap.
     assert_eq!(
         rules,
         [
             format!("jail:{pot}:memoryuse:deny={}", 128 << 20),
-            format!("jail:{pot}:pcpu:deny=25"),
             format!("jail:{pot}:memoryuse:devctl={}", 128 << 20),
         ]
     );
@@ -296,7 +294,8 @@ fn run_stops_with_the_jobs_kill_signal_and_timeout() {
         stderr.contains("SIGTERM: stopping the task with SIGUSR1 (kill_timeout 1s)"),
         "{stderr}"
     );
-    // One reserved core: CPU 0, and all of one CPU's time; Nomad's default memory, 300 MB.
+    // One reserved core: CPU 0 (no pcpu cap without cpu_hard_limit); Nomad's default memory,
+    // 300 MB.
     let (rules, cpusets) = limit_calls(&sim);
     assert_eq!(cpusets, ["cpuset -l 0 -j 1"]);
     let rules: Vec<&str> = rules
@@ -307,7 +306,6 @@ fn run_stops_with_the_jobs_kill_signal_and_timeout() {
         rules,
         [
             format!("memoryuse:deny={}", 300 << 20),
-            "pcpu:deny=100".to_string(),
             format!("memoryuse:devctl={}", 300 << 20)
         ]
     );

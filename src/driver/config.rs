@@ -14,6 +14,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     pub enabled: bool,
+    /// Tasks without `cpu_hard_limit` take this.
+    pub cpu_hard_limit: bool,
     pub engine: Overrides,
 }
 
@@ -23,6 +25,7 @@ impl AgentConfig {
         let path = |k: &str| o.string(k).map(PathBuf::from);
         Ok(AgentConfig {
             enabled: o.bool("enabled").unwrap_or(true),
+            cpu_hard_limit: o.bool("cpu_hard_limit").unwrap_or(false),
             engine: Overrides {
                 tool_path: o.string("tool_path"),
                 zfs_root: o.string("zfs_root"),
@@ -120,6 +123,8 @@ pub struct TaskConfig {
     pub attributes: Vec<(String, String)>,
     /// `maxproc` … `writebps` and `quota`.
     pub limits: Limits,
+    /// Whether Nomad's `cpu` caps the task; absent: the agent's default.
+    pub cpu_hard_limit: Option<bool>,
 }
 
 impl TaskConfig {
@@ -204,6 +209,7 @@ impl TaskConfig {
             extra_hosts,
             attributes,
             limits,
+            cpu_hard_limit: o.bool("cpu_hard_limit"),
         };
         Ok(config)
     }
@@ -451,6 +457,7 @@ mod tests {
             extra_hosts: vec![],
             attributes: vec![],
             limits: Limits::default(),
+            cpu_hard_limit: None,
         };
         let pm = |label: &str, value: i32, to: i32| PortMapping {
             label: label.into(),

@@ -98,6 +98,8 @@ pub const AGENT: &[AttrDef] = &[
     attr("image_ca_file", Ty::String),
     // No default: absent means devd's own socket, empty turns memory-limit reports off.
     attr("devd_socket", Ty::String),
+    // The default of the task option of that name (docker's and podman's meaning).
+    with_default("cpu_hard_limit", Ty::Bool, "false"),
 ];
 
 /// A job's `config { … }`: the Go driver's schema, key for key.
@@ -125,6 +127,9 @@ pub const TASK: &[AttrDef] = &[
     attr("readbps", Ty::String),
     attr("writebps", Ty::String),
     attr("quota", Ty::String),
+    // Docker's and podman's key: `cpu` becomes a cap (rctl pcpu) instead of a reservation. No
+    // default, so that the agent's `cpu_hard_limit` applies when a job does not say.
+    attr("cpu_hard_limit", Ty::Bool),
 ];
 
 /// The hclspec Object Nomad converts into its decoder.
@@ -202,6 +207,10 @@ mod tests {
             ]
         );
         let req: Vec<&str> = TASK.iter().filter(|a| a.required).map(|a| a.name).collect();
+        let ty =
+            |attrs: &[AttrDef], name: &str| attrs.iter().find(|a| a.name == name).map(|a| a.ty);
+        assert_eq!(ty(TASK, "cpu_hard_limit"), Some(Ty::Bool));
+        assert_eq!(ty(AGENT, "cpu_hard_limit"), Some(Ty::Bool));
         assert_eq!(req, ["image", "pot", "tag"]);
         assert_eq!(TASK[5].ty.expr(), "list(map(string))");
     }

@@ -475,7 +475,8 @@ impl Driver for PotDriver {
             .into_inner()
             .task
             .ok_or_else(|| Status::invalid_argument("StartTask without a task"))?;
-        let engine = self.engine()?;
+        let configured = self.configured()?;
+        let engine = configured.engine;
         // A retry after a plugin crash or a lost response gets the same handle back.
         if let Some(entry) = self.task(&cfg.id) {
             return Ok(Response::new(drivers::StartTaskResponse {
@@ -483,7 +484,7 @@ impl Driver for PotDriver {
                 ..Default::default()
             }));
         }
-        let spec = task_spec(&cfg)?;
+        let spec = task_spec(&cfg, configured.agent.cpu_hard_limit)?;
         let pot = spec.pot.clone();
         self.route(&pot, &cfg);
         tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");
@@ -816,8 +817,9 @@ impl Driver for PotDriver {
 
 /// What the engine runs for Nomad's `cfg`: the decoded task config, the task's dirs, its log
 /// FIFOs, mounts, network, limits and environment. `potctl run` builds its task through this
-/// too, so that it runs exactly what the plugin would.
-pub fn task_spec(cfg: &drivers::TaskConfig) -> Result<TaskSpec, Status> {
+/// too, so that it runs exactly what the plugin would. `cpu_hard_limit` is the agent's default
+/// for tasks that do not set it.
+pub fn task_spec(cfg: &drivers::TaskConfig, cpu_hard_limit: bool) -> Result<TaskSpec, Status> {
     let (alloc, task_name, invocation) = split_task_id(&cfg.id)?;
     let tc = TaskConfig::decode(&cfg.msgpack_driver_config)
         .map_err(|e| status::invalid_argument(e.to_string()))?;
@@ -863,7 +865,8 @@ pub fn task_spec(cfg: &drivers::TaskConfig) -> Result<TaskSpec, Status> {
     let network = tc
         .network_request(nomad_ports, &cfg.env)
         .map_err(|e| status::invalid_argument(format!("task config: {e}")))?;
-    let limits = nomad_limits(cfg, tc.limits)?;
+    let cpu_hard_limit = tc.cpu_hard_limit.unwrap_or(cpu_hard_limit);
+    let limits = nomad_limits(cfg, tc.limits, cpu_hard_limit)?;
     Ok(TaskSpec {
         pot,
         image,
@@ -893,8 +896,15 @@ pub fn task_spec(cfg: &drivers::TaskConfig) -> Result<TaskSpec, Status> {
 
 /// The environment of commands exec'd in a task: the task's own, as `docker exec` does.
 /// The task config's limits plus Nomad's resources: memory (`memory_max` when higher, as with
-/// oversubscription), the cpu share, reserved cores.
-fn nomad_limits(cfg: &drivers::TaskConfig, from_job: Limits) -> Result<Limits, Status> {
+/// oversubscription), reserved cores, and the cpu share as a cap only with `cpu_hard_limit`.
+/// Nomad's `cpu` is a reservation that docker and podman turn into a weight; FreeBSD has no CPU
+/// weight for jails, and a `pcpu` cap would hold a default task (100 MHz) to a few percent of
+/// one core, so without `cpu_hard_limit` the scheduler's reservation is all there is.
+fn nomad_limits(
+    cfg: &drivers::TaskConfig,
+    from_job: Limits,
+    cpu_hard_limit: bool,
+) -> Result<Limits, Status> {
     let resources = cfg.resources.as_ref();
     let memory_mb = resources
         .and_then(|r| r.allocated_resources.as_ref())
@@ -906,7 +916,9 @@ fn nomad_limits(cfg: &drivers::TaskConfig, from_job: Limits) -> Result<Limits, S
         .map_err(|e| status::from_engine(&e))?;
     Ok(Limits {
         memory_bytes: memory_mb.map(|mb| (mb as u64) << 20),
-        cpu_share: linux.map(|l| l.percent_ticks).filter(|t| *t > 0.0),
+        cpu_share: linux
+            .map(|l| l.percent_ticks)
+            .filter(|t| *t > 0.0 && cpu_hard_limit),
         cpus,
         ..from_job
     })
@@ -1072,6 +1084,27 @@ mod tests {
             ("a-1", "web", "0f3c")
         );
         assert!(split_task_id("a/web").is_err());
+    }
+
+    #[test]
+    fn nomad_cpu_becomes_a_pcpu_cap_only_with_cpu_hard_limit() {
+        let cfg = drivers::TaskConfig {
+            resources: Some(drivers::Resources {
+                linux_resources: Some(drivers::LinuxResources {
+                    percent_ticks: 0.25,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let share = |hard| {
+            nomad_limits(&cfg, Limits::default(), hard)
+                .unwrap()
+                .cpu_share
+        };
+        assert_eq!(share(false), None);
+        assert_eq!(share(true), Some(0.25));
     }
 
     #[test]

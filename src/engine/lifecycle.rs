@@ -14,6 +14,7 @@ use super::mounts::{MountRecord, RecordedMount};
 use super::network::{self, BridgePlan, NetworkPlan, NetworkRecord, NetworkRequest};
 use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
+use super::status::{self, State};
 use super::{Engine, EngineError, oom, shim};
 use crate::host::{JailParams, JexecSpec, RctlAction, RctlRule};
 use nix::sys::signal::{Signal, kill};
@@ -535,6 +536,7 @@ impl Engine {
         } = booting;
         let pot = &spec.pot;
         let p = pot.as_str();
+        status::set(pot, &self.status_file(pot), State::Starting, "", false)?;
         if let Some(quota) = spec.limits.quota {
             self.host
                 .zfs_set_quota(&format!("{}/{}", self.cfg.jails_dataset(), p), quota)
@@ -812,7 +814,17 @@ impl Engine {
                 pot: p.to_string(),
                 reason: "the task supervisor recorded no pids".to_string(),
             })?;
-        write_file(p, &self.status_file(pot), b"pot.status=started,\n")?;
+        let epairs = self
+            .network_record(pot)
+            .map(|r| r.epairs)
+            .unwrap_or_default();
+        status::set(
+            pot,
+            &self.status_file(pot),
+            State::Started,
+            &status::interfaces(&epairs),
+            false,
+        )?;
         let (tx, rx) = watch::channel(None);
         self.event(pot, format!("Task started (pid {})", pids.task));
         let (events, pot2) = (self.events.clone(), pot.clone());
@@ -987,6 +999,23 @@ impl Engine {
         signal: Signal,
         timeout: Duration,
     ) -> Result<(), EngineError> {
+        self.stop_task(pot, signal, timeout).await?;
+        status::set(pot, &self.status_file(pot), State::Stopped, "", true)
+    }
+
+    /// [`Engine::stop`] between set-status's `stopping` and `stopped`.
+    async fn stop_task(
+        &self,
+        pot: &PotName,
+        signal: Signal,
+        timeout: Duration,
+    ) -> Result<(), EngineError> {
+        let status_file = self.status_file(pot);
+        // stop.sh carries the interfaces over into `stopping`.
+        let interfaces = std::fs::read_to_string(&status_file)
+            .map(|t| status::interfaces_of(&t))
+            .unwrap_or_default();
+        status::set(pot, &status_file, State::Stopping, &interfaces, true)?;
         if let Some(inst) = self.instance(pot).filter(|i| i.exit().is_none()) {
             // `timeout` may come from a client: far enough to overflow the clock is forever.
             let deadline = tokio::time::Instant::now().checked_add(timeout);
@@ -1147,7 +1176,7 @@ impl Engine {
         self.cfg.state_dir.join("tasks").join(pot.as_str())
     }
 
-    /// pot's status file, so that `pot` commands see the pot as started.
+    /// pot's status file, so that `pot` commands see the pot's state (see [`status`]).
     fn status_file(&self, pot: &PotName) -> PathBuf {
         self.cfg.tmp_dir.join(format!("pot_status_{pot}"))
     }

@@ -22,6 +22,7 @@ mod potconf;
 mod relay;
 mod setup;
 pub mod shim;
+mod status;
 
 pub use config::{
     ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,

@@ -2,6 +2,7 @@
 //! the engine; the Nomad side (the plugin binary in `plugin_dir`, the agent's `plugin` block and
 //! its config) is checked here.
 
+use super::setup::{DEFAULT_PF_CONF, host_default};
 use anyhow::{Context, Result};
 use clap::Args;
 use nomad_pot_driver::driver::AgentConfig;
@@ -18,15 +19,17 @@ const DEFAULT_PLUGIN_DIR: &str = "/usr/local/libexec/nomad/plugins";
 
 #[derive(Args)]
 pub struct DoctorArgs {
-    /// The pf rules file pf loads at boot.
-    #[arg(long, value_name = "FILE", default_value = super::setup::DEFAULT_PF_CONF)]
-    pub pf_conf: PathBuf,
+    /// The pf rules file pf loads at boot. Default: /etc/pf.conf (with --sim, the simulated
+    /// host's DIR/root/etc/pf.conf).
+    #[arg(long, value_name = "FILE")]
+    pub pf_conf: Option<PathBuf>,
     /// The Nomad agent's config file (HCL): its plugin_dir and `plugin "nomad-pot-driver"`
     /// block are checked, and that block's config is the one checked against the host (unless
     /// --config or --sim is given).
     #[arg(long, value_name = "FILE")]
     pub nomad_config: Option<PathBuf>,
-    /// The plugin binary. Default: nomad-pot-driver in the agent's plugin_dir.
+    /// The plugin binary. Default: nomad-pot-driver in the agent's plugin_dir, else in
+    /// /usr/local/libexec/nomad/plugins (with --sim, under the simulated host's DIR/root).
     #[arg(long, value_name = "FILE")]
     pub plugin: Option<PathBuf>,
 }
@@ -39,7 +42,16 @@ struct NomadSide {
     plugin_dir: Option<PathBuf>,
 }
 
-pub async fn doctor(args: &DoctorArgs, agent: Option<Json>, json: bool) -> Result<ExitCode> {
+pub async fn doctor(
+    args: &DoctorArgs,
+    agent: Option<Json>,
+    sim: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let pf_conf = args
+        .pf_conf
+        .clone()
+        .unwrap_or_else(|| host_default(sim, DEFAULT_PF_CONF));
     let nomad = match &args.nomad_config {
         Some(file) => nomad_side(file)?,
         None => NomadSide {
@@ -56,7 +68,7 @@ pub async fn doctor(args: &DoctorArgs, agent: Option<Json>, json: bool) -> Resul
     {
         Ok(cfg) => {
             let engine = Engine::new(cfg, std::sync::Arc::new(|_, _| {}));
-            checks.extend(engine.readiness(&args.pf_conf).await);
+            checks.extend(engine.readiness(&pf_conf).await);
         }
         Err(e) => checks.push(Check::fail(
             "pot_conf",
@@ -69,7 +81,7 @@ pub async fn doctor(args: &DoctorArgs, agent: Option<Json>, json: bool) -> Resul
         nomad
             .plugin_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PLUGIN_DIR))
+            .unwrap_or_else(|| host_default(sim, DEFAULT_PLUGIN_DIR))
             .join(PLUGIN_FILE)
     });
     checks.push(check_plugin_binary(&plugin));

@@ -196,26 +196,31 @@ fn main() -> ExitCode {
             } => engine(cli.config, cli.sim)
                 .and_then(|engine| rt.block_on(images_gc(&engine, dry_run, keep))),
             Command::Prepare(args) => operate(cli.config, cli.sim)
-                .and_then(|e| rt.block_on(operate::prepare(&e, &args, json))),
+                .and_then(|(e, _)| rt.block_on(operate::prepare(&e, &args, json))),
             Command::Start(args) => operate(cli.config, cli.sim)
-                .and_then(|e| rt.block_on(operate::start(&e, &args, json))),
+                .and_then(|(e, hard)| rt.block_on(operate::start(&e, &args, hard, json))),
             Command::Stop(args) => operate(cli.config, cli.sim)
-                .and_then(|e| rt.block_on(operate::stop(&e, &args, json))),
+                .and_then(|(e, _)| rt.block_on(operate::stop(&e, &args, json))),
             Command::Destroy { pot } => operate(cli.config, cli.sim)
-                .and_then(|e| rt.block_on(operate::destroy(&e, &pot, json))),
+                .and_then(|(e, _)| rt.block_on(operate::destroy(&e, &pot, json))),
             Command::Exec(args) => operate(cli.config, cli.sim)
-                .and_then(|e| rt.block_on(operate::exec(&e, &args, json))),
+                .and_then(|(e, _)| rt.block_on(operate::exec(&e, &args, json))),
             Command::Run(args) => operate(cli.config, cli.sim)
-                .and_then(|e| rt.block_on(operate::run(&e, &reporter, &args, json))),
+                .and_then(|(e, hard)| rt.block_on(operate::run(&e, &reporter, &args, hard, json))),
             Command::Init(args) => {
-                engine(cli.config, cli.sim).and_then(|e| rt.block_on(setup::init(&e, &args, json)))
+                let sim = cli.sim.clone();
+                engine(cli.config, cli.sim)
+                    .and_then(|e| rt.block_on(setup::init(&e, &args, sim.as_deref(), json)))
             }
             Command::Doctor(args) => {
+                let sim = cli.sim.clone();
                 let agent = match (&cli.config, &cli.sim) {
                     (None, None) => Ok(None),
                     _ => agent_json(cli.config, cli.sim).map(Some),
                 };
-                agent.and_then(|agent| rt.block_on(doctor::doctor(&args, agent, json)))
+                agent.and_then(|agent| {
+                    rt.block_on(doctor::doctor(&args, agent, sim.as_deref(), json))
+                })
             }
             Command::PluginCheck(args) => agent_json(cli.config, cli.sim)
                 .and_then(|agent| rt.block_on(plugin_check::plugin_check(&args, agent, json))),
@@ -266,18 +271,18 @@ fn engine_from(overrides: &nomad_pot_driver::engine::Overrides) -> Result<Engine
     Ok(Engine::new(cfg, Arc::new(|_, _| {})))
 }
 
-/// [`engine`], with its events shown by `reporter`.
+/// [`engine`], with its events shown by `reporter`, and the agent's `cpu_hard_limit` (the
+/// default of tasks that do not set it).
 fn engine_with(
     config: Option<PathBuf>,
     sim: Option<PathBuf>,
     reporter: &Arc<operate::Reporter>,
-) -> Result<Engine> {
-    let cfg = EngineConfig::resolve(&agent_config(config, sim)?)?;
+) -> Result<(Engine, bool)> {
+    let agent = AgentConfig::from_json(&agent_json(config, sim)?)?;
+    let cfg = EngineConfig::resolve(&agent.engine)?;
     let reporter = reporter.clone();
-    Ok(Engine::new(
-        cfg,
-        Arc::new(move |pot, msg| reporter.event(pot, &msg)),
-    ))
+    let engine = Engine::new(cfg, Arc::new(move |pot, msg| reporter.event(pot, &msg)));
+    Ok((engine, agent.cpu_hard_limit))
 }
 
 /// How the agent config was chosen, for `potctl config`.

@@ -432,10 +432,10 @@ pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<Exi
     if json {
         println!(
             "{}",
-            json!({"image": local, "source": decoded.image, "ready": true})
+            json!({"image": local, "source": image.base_url(), "ready": true})
         );
     } else {
-        println!("image {local} from {} is imported", decoded.image);
+        println!("image {local} from {} is imported", image.base_url());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -447,10 +447,16 @@ const EARLY_EXIT_WINDOW: Duration = Duration::from_secs(1);
 const EARLY_EXIT_LINES: usize = 10;
 
 /// `potctl start`: starts the task in the background; its logs go to files.
-pub async fn start(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitCode> {
+/// `cpu_hard_limit` is the agent's default for the task, as in the plugin.
+pub async fn start(
+    engine: &Engine,
+    args: &TaskArgs,
+    cpu_hard_limit: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let task = prepare_task(engine, args, false).await?;
     note(&task.notes, json);
-    let spec = driver::task_spec(&task.config).map_err(status_error)?;
+    let spec = driver::task_spec(&task.config, cpu_hard_limit).map_err(status_error)?;
     let instance = match engine.start(spec).await {
         Ok(i) => i,
         Err(e) => {
@@ -658,6 +664,7 @@ pub async fn run(
     engine: &Engine,
     reporter: &Reporter,
     args: &TaskArgs,
+    cpu_hard_limit: bool,
     json: bool,
 ) -> Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -670,7 +677,7 @@ pub async fn run(
     }
     let pot = task.pot.clone();
     let result: Result<RunEnd> = async {
-        let spec = driver::task_spec(&task.config).map_err(status_error)?;
+        let spec = driver::task_spec(&task.config, cpu_hard_limit).map_err(status_error)?;
         let stdout = stream(&task.config.stdout_path, std::io::stdout());
         let stderr = stream(&task.config.stderr_path, std::io::stderr());
         let instance = tokio::select! {

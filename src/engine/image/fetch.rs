@@ -166,20 +166,28 @@ impl<'a> Http<'a> {
         }
     }
 
-    /// GET `url`, following redirects within its scheme only.
+    /// GET `url`, following redirects within its scheme only. Like fetch(3), the image URL's
+    /// credentials are sent only when the server asks for them (401 with `WWW-Authenticate`),
+    /// and only to the image URL's own host.
     async fn get(
         &self,
         url: &str,
         headers: &[(header::HeaderName, String)],
     ) -> Result<(String, Response<Incoming>), EngineError> {
         let mut url = url.to_string();
-        for _ in 0..=MAX_REDIRECTS {
+        let mut authorize = false;
+        let mut redirects = 0;
+        loop {
             let uri: hyper::Uri = url
                 .parse()
                 .map_err(|e| self.image.err(format!("bad URL {url}: {e}"), false))?;
             let mut request = Request::get(uri.clone());
             for (name, value) in headers {
                 request = request.header(name, value);
+            }
+            let credentials = self.image.credentials_for(&uri);
+            if let Some(c) = credentials.filter(|_| authorize) {
+                request = request.header(header::AUTHORIZATION, c.basic());
             }
             let request = request
                 .body(Empty::new())
@@ -192,9 +200,24 @@ impl<'a> Http<'a> {
                         .err(format!("GET {url}: no response within {idle:?}"), true)
                 })?
                 .map_err(|e| self.request_error(&url, &e))?;
+            if response.status() == StatusCode::UNAUTHORIZED
+                && !authorize
+                && credentials.is_some()
+                && response.headers().contains_key(header::WWW_AUTHENTICATE)
+            {
+                authorize = true;
+                continue;
+            }
             if !is_redirect(response.status()) {
                 return Ok((url, response));
             }
+            if redirects == MAX_REDIRECTS {
+                return Err(self.image.err(
+                    format!("GET {url}: more than {MAX_REDIRECTS} redirects"),
+                    false,
+                ));
+            }
+            redirects += 1;
             let location = response
                 .headers()
                 .get(header::LOCATION)
@@ -212,10 +235,6 @@ impl<'a> Http<'a> {
                 )
             })?;
         }
-        Err(self.image.err(
-            format!("GET {url}: more than {MAX_REDIRECTS} redirects"),
-            false,
-        ))
     }
 
     async fn request(

@@ -53,8 +53,96 @@ pub struct ImageRef {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
-    Http { base: String },
-    File { dir: PathBuf },
+    /// `base` without the URL's `user:password@`, which is kept apart so that no message,
+    /// event or log line can carry it.
+    Http {
+        base: String,
+        credentials: Option<Credentials>,
+    },
+    File {
+        dir: PathBuf,
+    },
+}
+
+/// The `user:password` of an image URL, percent-decoded as fetch(3)'s `fetchParseURL` does.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+impl Credentials {
+    /// The `Authorization` value, as fetch(3)'s `http_basic_auth` sends it.
+    pub(super) fn basic(&self) -> String {
+        format!(
+            "Basic {}",
+            base64(format!("{}:{}", self.user, self.password).as_bytes())
+        )
+    }
+}
+
+/// RFC 4648 base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `%XX` escapes decoded; anything else kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An image URL fit for messages: its `user:password@`, if any, replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[authority_end..]),
+        None => url.to_string(),
+    }
 }
 
 impl ImageRef {
@@ -62,22 +150,39 @@ impl ImageRef {
     pub fn parse(image: &str, pot: &str, tag: &str) -> Result<ImageRef, EngineError> {
         check_name("pot", pot)?;
         check_name("tag", tag)?;
-        let source = if let Some(rest) = image
-            .strip_prefix("http://")
-            .or_else(|| image.strip_prefix("https://"))
-        {
-            if rest.is_empty() || rest.starts_with('/') {
+        let shown = redact_url(image);
+        let http = ["http://", "https://"]
+            .iter()
+            .find_map(|scheme| image.strip_prefix(scheme).map(|rest| (scheme, rest)));
+        let source = if let Some((scheme, rest)) = http {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let (credentials, host) = match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                    let credentials = Credentials {
+                        user: percent_decode(user),
+                        password: percent_decode(password),
+                    };
+                    (Some(credentials), host)
+                }
+                None => (None, authority),
+            };
+            if host.is_empty() {
                 return Err(EngineError::InvalidInput(format!(
-                    "image {image:?}: missing host"
+                    "image {shown:?}: missing host"
                 )));
             }
             Source::Http {
-                base: image.trim_end_matches('/').to_string(),
+                base: format!("{scheme}{host}{path}")
+                    .trim_end_matches('/')
+                    .to_string(),
+                credentials,
             }
         } else if let Some(path) = image.strip_prefix("file://") {
             if !path.starts_with('/') {
                 return Err(EngineError::InvalidInput(format!(
-                    "image {image:?}: file:// needs an absolute path (file:///srv/images)"
+                    "image {shown:?}: file:// needs an absolute path (file:///srv/images)"
                 )));
             }
             Source::File {
@@ -85,7 +190,7 @@ impl ImageRef {
             }
         } else {
             return Err(EngineError::InvalidInput(format!(
-                "image {image:?}: unsupported URL scheme (supported: http://, https://, file://)"
+                "image {shown:?}: unsupported URL scheme (supported: http://, https://, file://)"
             )));
         };
         Ok(ImageRef {
@@ -146,12 +251,32 @@ impl ImageRef {
     }
 
     fn is_https(&self) -> bool {
-        matches!(&self.source, Source::Http { base } if base.starts_with("https://"))
+        matches!(&self.source, Source::Http { base, .. } if base.starts_with("https://"))
+    }
+
+    /// Where the image's files are read from, without credentials: for messages and output.
+    pub fn base_url(&self) -> String {
+        match &self.source {
+            Source::Http { base, .. } => base.clone(),
+            Source::File { dir } => format!("file://{}", dir.display()),
+        }
+    }
+
+    /// The URL's credentials, for a request to `uri`: only on the image URL's own host and
+    /// port, as fetch(3) hands them on through a redirect only when the host is the same.
+    fn credentials_for(&self, uri: &hyper::Uri) -> Option<&Credentials> {
+        let Source::Http { base, credentials } = &self.source else {
+            return None;
+        };
+        let base: hyper::Uri = base.parse().ok()?;
+        credentials
+            .as_ref()
+            .filter(|_| base.authority() == uri.authority())
     }
 
     fn location(&self, file: &str) -> String {
         match &self.source {
-            Source::Http { base } => format!("{base}/{file}"),
+            Source::Http { base, .. } => format!("{base}/{file}"),
             Source::File { dir } => dir.join(file).display().to_string(),
         }
     }

@@ -293,20 +293,31 @@ type Logged = (String, Option<String>);
 struct Server {
     port: u16,
     tls: bool,
+    /// `Authorization` values of every request, in order.
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
     log: Arc<Mutex<Vec<Logged>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl Server {
     fn start(routes: Vec<(&str, Vec<Reply>)>) -> Server {
-        Server::listen(routes, None)
+        Server::listen(routes, None, None)
     }
 
     fn start_tls(routes: Vec<(&str, Vec<Reply>)>, cert: TestCert) -> Server {
-        Server::listen(routes, Some(nomad_harness::tls::server_config(cert)))
+        Server::listen(routes, Some(nomad_harness::tls::server_config(cert)), None)
     }
 
-    fn listen(routes: Vec<(&str, Vec<Reply>)>, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+    /// A server that answers 401 with a Basic challenge unless `Authorization` is `auth`.
+    fn start_with_auth(routes: Vec<(&str, Vec<Reply>)>, auth: &'static str) -> Server {
+        Server::listen(routes, None, Some(auth))
+    }
+
+    fn listen(
+        routes: Vec<(&str, Vec<Reply>)>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        auth: Option<&'static str>,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let routes: HashMap<String, VecDeque<Reply>> = routes
@@ -315,8 +326,10 @@ impl Server {
             .collect();
         let routes = Arc::new(Mutex::new(routes));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (log2, stop2, is_tls) = (log.clone(), stop.clone(), tls.is_some());
+        let seen = authorizations.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -324,16 +337,17 @@ impl Server {
                 }
                 let Ok(conn) = conn else { continue };
                 let (routes, log, tls) = (routes.clone(), log2.clone(), tls.clone());
+                let seen = seen.clone();
                 std::thread::spawn(move || match tls {
                     None => {
                         let mut conn = conn;
-                        serve_one(&mut conn, &routes, &log);
+                        serve_one(&mut conn, &routes, &log, (auth, &seen));
                         let _ = conn.shutdown(std::net::Shutdown::Both);
                     }
                     Some(config) => {
                         let session = rustls::ServerConnection::new(config).unwrap();
                         let mut stream = rustls::StreamOwned::new(session, conn);
-                        serve_one(&mut stream, &routes, &log);
+                        serve_one(&mut stream, &routes, &log, (auth, &seen));
                         stream.conn.send_close_notify();
                         let _ = stream.flush();
                         let _ = stream.sock.shutdown(std::net::Shutdown::Both);
@@ -344,6 +358,7 @@ impl Server {
         Server {
             port,
             tls: is_tls,
+            authorizations,
             log,
             stop,
         }
@@ -372,10 +387,12 @@ impl Drop for Server {
     }
 }
 
+/// `auth`: the required `Authorization` and where every request's one is noted.
 fn serve_one(
     s: &mut (impl Read + Write),
     routes: &Mutex<HashMap<String, VecDeque<Reply>>>,
     log: &Mutex<Vec<Logged>>,
+    auth: (Option<&str>, &Mutex<Vec<Option<String>>>),
 ) {
     let mut line = String::new();
     let mut headers = HashMap::new();
@@ -395,6 +412,17 @@ fn serve_one(
         }
     }
     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let given = headers.get("authorization").cloned();
+    auth.1.lock().unwrap().push(given.clone());
+    if let Some(required) = auth.0
+        && given.as_deref() != Some(required)
+    {
+        let _ = s.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"images\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = s.flush();
+        return;
+    }
     log.lock()
         .unwrap()
         .push((path.clone(), headers.get("range").cloned()));
@@ -1778,4 +1806,56 @@ async fn an_unsigned_image_is_not_reused_once_signatures_are_required() {
         "{msg}"
     );
     assert_eq!(f.locks.active(), 0);
+}
+
+#[test]
+fn url_credentials_are_kept_apart_and_never_shown() {
+    let i = ImageRef::parse(
+        "http://alice:s3cr%40t@r.example:8080/images/",
+        "demo",
+        "1.0",
+    )
+    .unwrap();
+    assert_eq!(i.location("x.xz"), "http://r.example:8080/images/x.xz");
+    assert_eq!(i.base_url(), "http://r.example:8080/images");
+    assert_eq!(i.source(), "http://r.example:8080/images/demo_1.0.xz");
+    assert!(!format!("{i:?}").contains("s3cr"), "{i:?}");
+    let on = |u: &str| {
+        i.credentials_for(&u.parse().unwrap())
+            .map(Credentials::basic)
+    };
+    // base64("alice:s3cr@t")
+    let basic = Some("Basic YWxpY2U6czNjckB0".to_string());
+    assert_eq!(on("http://r.example:8080/images/x.xz"), basic);
+    assert_eq!(on("http://mirror.example/images/x.xz"), None);
+    assert_eq!(on("http://r.example/images/x.xz"), None);
+    for bad in ["http://alice:pw0rd@/x", "ftp://alice:pw0rd@h/x"] {
+        let e = ImageRef::parse(bad, "demo", "1.0").unwrap_err().to_string();
+        assert!(!e.contains("pw0rd") && e.contains("***@"), "{e}");
+    }
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"a"), "YQ==");
+    assert_eq!(base64(b"ab"), "YWI=");
+    assert_eq!(base64(b"abc"), "YWJj");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn basic_auth_from_the_url_is_sent_when_the_server_asks() {
+    let f = Fixture::new();
+    let basic = "Basic YWxpY2U6czNjcmV0";
+    let server = Server::start_with_auth(f.routes(vec![Reply::body(&f.xz)]), basic);
+    let with = |password: &str| {
+        server
+            .url()
+            .replacen("://", &format!("://alice:{password}@"), 1)
+    };
+    let e = f.import_err(&with("wrong")).await.to_string();
+    assert!(e.contains("401") && !e.contains("wrong"), "{e}");
+    f.assert_nothing_left().await;
+    f.import(&with("s3cret")).await.unwrap();
+    f.assert_imported().await;
+    // As fetch(3): the first request of each file goes without, the retry with the password.
+    let seen = server.authorizations.lock().unwrap().clone();
+    assert_eq!(seen.first(), Some(&None));
+    assert!(seen.contains(&Some(basic.to_string())), "{seen:?}");
 }

@@ -414,6 +414,7 @@ pub fn init(dir: &Path, encrypted: bool) -> Res<String> {
     let d = host.dir.clone();
     let root = host.root();
     for sub in [
+        "etc",
         "opt/pot",
         "var/cache/pot",
         "tmp",
