@@ -59,6 +59,7 @@ impl std::fmt::Display for PotName {
 }
 
 /// Paths of one pot.
+#[derive(Clone)]
 pub struct PotPaths {
     /// `$ROOT/jails/<p>`
     pub dir: PathBuf,

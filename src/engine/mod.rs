@@ -5,6 +5,7 @@ pub mod command;
 mod config;
 mod error;
 mod exec;
+mod files;
 mod gc;
 mod image;
 mod inventory;
