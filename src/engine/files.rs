@@ -79,13 +79,21 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         // A plain open would wait here for a writer that never comes.
         let e = read_regular(&fifo, 10).unwrap_err();
-        assert!(e.to_string().contains("is a FIFO, not a regular file"), "{e}");
+        assert!(
+            e.to_string().contains("is a FIFO, not a regular file"),
+            "{e}"
+        );
         let e = open_regular(d.path()).unwrap_err();
         assert!(e.to_string().contains("is a directory"), "{e}");
         assert_eq!(read_regular(&d.path().join("absent"), 10).unwrap(), None);
         let file = d.path().join("f");
         std::fs::write(&file, "0123456789").unwrap();
         assert_eq!(read_regular(&file, 10).unwrap().unwrap(), b"0123456789");
-        assert!(read_regular(&file, 9).unwrap_err().to_string().contains("larger than 9"));
+        assert!(
+            read_regular(&file, 9)
+                .unwrap_err()
+                .to_string()
+                .contains("larger than 9")
+        );
     }
 }

@@ -1027,6 +1027,11 @@ impl Engine {
     pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
+        if !self.task_state_dir(pot).join(shim::PIDS_FILE).exists() {
+            // A supervisor still waiting for a reader of its log FIFOs would start the task
+            // later, in a pot no one tracks any more.
+            self.kill_unstarted_supervisor(pot).await;
+        }
         self.remove_jail(pot).await?;
         self.remove_rctl_rules(pot).await?;
         self.unplug(pot).await?;

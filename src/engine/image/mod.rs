@@ -421,11 +421,7 @@ async fn import_cached(
     image: &ImageRef,
     dataset: &str,
 ) -> Result<(), Cached> {
-    let read = async |path: &Path| {
-        read_small_file(image, path)
-            .await
-            .map_err(Cached::Unusable)
-    };
+    let read = async |path: &Path| read_small_file(image, path).await.map_err(Cached::Unusable);
     let shown = |path: &Path| path.display().to_string();
     // Removed since it was seen: by `potctl images gc`, say, in another process.
     let skein = read(&cache.skein).await?.ok_or_else(|| {
