@@ -70,7 +70,7 @@ impl PotDriver {
             }
             let (slot, joined) = {
                 let mut map = self.inner.starting.lock().expect("starting poisoned");
-                match map.get(&cfg.id) {
+                let found = match map.get(&cfg.id) {
                     Some(slot) => (slot.clone(), !*slot.cancel.borrow()),
                     None => {
                         let slot = Arc::new(Starting {
@@ -88,15 +88,21 @@ impl PotDriver {
                         ));
                         (slot, true)
                     }
+                };
+                if found.1 {
+                    // Under the lock, so that no leaving caller cancels the start meanwhile.
+                    found
+                        .0
+                        .waiters
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
+                found
             };
             if !joined {
                 // A rollback is under way; the pot is free again once it is done.
                 let _ = slot.outcome().await;
                 continue;
             }
-            slot.waiters
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _waiter = Waiter {
                 driver: self.clone(),
                 slot: slot.clone(),
