@@ -10,24 +10,10 @@ use std::time::Duration;
 
 use common::env::*;
 use common::{TestTask, within};
-use nomad_pot_driver::engine::PotName;
 use nomad_pot_driver::proto::drivers::{
     DestroyTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest, TaskHandle,
 };
 use serde_json::json;
-
-/// The pot the plugin makes for `t` (the Go driver's naming).
-fn pot_of(t: &TestTask) -> PotName {
-    PotName::for_task(
-        &t.task_name,
-        t.id()
-            .rsplit('/')
-            .next()
-            .expect("task id has an invocation"),
-        &t.alloc_id,
-    )
-    .expect("pot name")
-}
 
 async fn try_start(env: &Env, t: &TestTask) -> Result<StartTaskResponse, tonic::Status> {
     let req = StartTaskRequest {
@@ -57,29 +43,6 @@ async fn try_destroy(env: &Env, id: &str) -> Result<(), tonic::Status> {
     within(60.0, "DestroyTask", env.plugin.driver().destroy_task(req))
         .await
         .map(drop)
-}
-
-/// Datasets under the jails dataset other than imported images: clones, pot datasets, and the
-/// temporary dataset of an interrupted import. `check` does not see the last two.
-fn stray_datasets(env: &Env) -> Vec<String> {
-    let out = std::process::Command::new(env.sim.dir.join("bin/zfs"))
-        .args(["list", "-H", "-r", "-o", "name", "zroot/pot/jails"])
-        .output()
-        .expect("zfs list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| {
-            let rel = l.strip_prefix("zroot/pot/jails").unwrap_or(l);
-            !rel.is_empty() && rel != "/demo_1_0" && rel != "/demo_1_0/m"
-        })
-        .map(str::to_string)
-        .collect()
-}
-
-fn assert_no_debris(env: &Env, when: &str) {
-    env.sim.assert_clean(when);
-    let stray = stray_datasets(env);
-    assert!(stray.is_empty(), "stray datasets {when}: {stray:?}");
 }
 
 /// A task that runs until stopped, and exits at once on SIGTERM.
@@ -137,7 +100,7 @@ async fn tool_failure_at_each_start_step_rolls_back() {
             e.message().contains(named) && e.message().contains("injected-failure"),
             "{step}: the error should name `{named}` and carry the tool's stderr: {e:?}"
         );
-        assert_no_debris(&env, &format!("right after StartTask failed at {step}"));
+        env.assert_no_debris(&format!("right after StartTask failed at {step}"));
         env.sim.clear_faults();
         try_start(&env, &t)
             .await
@@ -245,7 +208,7 @@ async fn tool_failure_at_each_stop_and_destroy_step_is_reported_and_retry_cleans
                 t.logs.wait_for_eof(Duration::from_secs(5)).await,
                 "{step}: FIFO write ends still open after DestroyTask"
             );
-            assert_no_debris(&env, &format!("after {step} and a retry"));
+            env.assert_no_debris(&format!("after {step} and a retry"));
             env.finish().await;
         }
     }
@@ -296,7 +259,7 @@ async fn without_a_mount_record_teardown_reads_the_mount_table() {
         .filter(|c| c.argv[0] == "mount" && c.argv.iter().any(|a| a == "-p"))
         .count();
     assert_eq!(listed, 2, "the table is read once per DestroyTask");
-    assert_no_debris(&env, "after a teardown from the mount table");
+    env.assert_no_debris("after a teardown from the mount table");
     env.finish().await;
 }
 
@@ -373,7 +336,7 @@ async fn plugin_killed_at_each_start_step_then_start_retried() {
             try_destroy(&env, &t.id())
                 .await
                 .unwrap_or_else(|e| panic!("{step}: DestroyTask: {e:?}"));
-            assert_no_debris(&env, &format!("after {step}"));
+            env.assert_no_debris(&format!("after {step}"));
             env.finish().await;
         }
     }
@@ -438,7 +401,7 @@ async fn plugin_killed_at_each_stop_and_destroy_step_then_recovered() {
             try_destroy(&env, &t.id())
                 .await
                 .unwrap_or_else(|e| panic!("{step}: DestroyTask: {e:?}"));
-            assert_no_debris(&env, &format!("after {step}"));
+            env.assert_no_debris(&format!("after {step}"));
             env.finish().await;
         }
     }
@@ -481,7 +444,7 @@ async fn supervisor_killed_while_its_task_runs() {
     assert!(r.err.contains("exit status unknown"), "{r:?}");
     assert_ne!(r.result.expect("result").exit_code, 0, "{:?}", r.err);
     env.destroy(&t.id()).await;
-    assert_no_debris(&env, "after destroying a task whose supervisor was killed");
+    env.assert_no_debris("after destroying a task whose supervisor was killed");
     env.finish().await;
 }
 
@@ -507,7 +470,7 @@ async fn supervisor_and_plugin_killed_and_task_gone_then_destroy_cleans_up() {
     try_destroy(&env, &t.id())
         .await
         .expect("DestroyTask after a failed recovery");
-    assert_no_debris(&env, "after DestroyTask of an unrecoverable task");
+    env.assert_no_debris("after DestroyTask of an unrecoverable task");
     env.finish().await;
 }
 
@@ -546,7 +509,7 @@ async fn destroy_right_after_start_under_load() {
     let results = within(120.0, "starts and destroys", calls.join_all()).await;
     let failed: Vec<_> = results.into_iter().filter_map(Result::err).collect();
     assert!(failed.is_empty(), "{failed:#?}\n{}", env.stderr_tail());
-    assert_no_debris(&env, "after destroying tasks right after their start");
+    env.assert_no_debris("after destroying tasks right after their start");
     env.finish().await;
 }
 
@@ -640,6 +603,6 @@ async fn plugin_killed_while_the_supervisor_starts_then_start_retried() {
     try_destroy(&env, &t.id()).await.expect("DestroyTask");
     let out = String::from_utf8_lossy(&reader.join().expect("reader")).into_owned();
     assert_eq!(out.matches("ready").count(), 1, "task output: {out:?}");
-    assert_no_debris(&env, "after the retried start");
+    env.assert_no_debris("after the retried start");
     env.finish().await;
 }

@@ -21,6 +21,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+mod starting;
+
 /// How often the fingerprint is re-sent (the Go drivers use the same period).
 const FINGERPRINT_PERIOD: Duration = Duration::from_secs(30);
 /// Reconcile waits this long after the long-lived plugin starts: Nomad recovers the tasks it
@@ -38,6 +40,8 @@ pub struct PotDriver {
 struct Inner {
     configured: RwLock<Option<Configured>>,
     tasks: Mutex<HashMap<String, Arc<TaskEntry>>>,
+    /// Starts under way, by task id (see [`starting`]).
+    starting: Mutex<HashMap<String, Arc<starting::Starting>>>,
     /// Pots of tasks whose recovery failed, by task id: Nomad follows a failed RecoverTask with
     /// DestroyTask, which must then remove what the task left.
     unrecovered: Mutex<HashMap<String, PotName>>,
@@ -485,23 +489,8 @@ impl Driver for PotDriver {
             }));
         }
         let spec = task_spec(&cfg, configured.agent.cpu_hard_limit)?;
-        let pot = spec.pot.clone();
-        self.route(&pot, &cfg);
-        tracing::info!(task_id = %cfg.id, pot = %pot, "starting task");
-        let instance = match engine.start(spec).await {
-            Ok(instance) => instance,
-            Err(e) => {
-                tracing::error!(task_id = %cfg.id, pot = %pot, error = %e, "start failed");
-                self.inner
-                    .routes
-                    .lock()
-                    .expect("routes poisoned")
-                    .remove(&pot);
-                return Err(status::from_engine(&e));
-            }
-        };
-        let network_override = network_override(&engine, &pot);
-        let entry = self.register(cfg, pot, instance);
+        let entry = self.start_tracked(engine.clone(), cfg, spec).await?;
+        let network_override = network_override(&engine, &entry.pot);
         Ok(Response::new(drivers::StartTaskResponse {
             handle: Some(handle_for(&entry)),
             network_override,
@@ -602,6 +591,8 @@ impl Driver for PotDriver {
         request: Request<drivers::DestroyTaskRequest>,
     ) -> Result<Response<drivers::DestroyTaskResponse>, Status> {
         let req = request.into_inner();
+        // A start under way is rolled back, and what it made removed, before this answers.
+        self.cancel_start(&req.task_id).await;
         let Some(entry) = self.task(&req.task_id) else {
             let unrecovered = self
                 .inner

@@ -60,6 +60,64 @@ pub struct ExecSession {
 
 const CHUNK: usize = 32 * 1024;
 
+/// What a one-shot exec keeps of each of its output streams: the last 4 KiB, as Nomad's own
+/// executor does for script checks (`CheckBufSize`, a circular buffer). The rest is read and
+/// dropped, so a check that prints gigabytes neither fills the plugin's memory nor blocks on
+/// a full pipe.
+pub const EXEC_OUTPUT_KEPT: usize = 4 * 1024;
+
+/// The last [`EXEC_OUTPUT_KEPT`] bytes of a stream, and how many came before them.
+#[derive(Debug, Default)]
+struct Tail {
+    buf: Vec<u8>,
+    total: u64,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        self.total += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        // Trimmed in batches: the buffer stays under three times what it keeps.
+        if self.buf.len() > 2 * EXEC_OUTPUT_KEPT {
+            self.buf.drain(..self.buf.len() - EXEC_OUTPUT_KEPT);
+        }
+    }
+
+    /// The kept bytes; when some were dropped, after one line that says how many.
+    fn into_output(mut self) -> Vec<u8> {
+        if self.buf.len() > EXEC_OUTPUT_KEPT {
+            self.buf.drain(..self.buf.len() - EXEC_OUTPUT_KEPT);
+        }
+        let dropped = self.total - self.buf.len() as u64;
+        if dropped == 0 {
+            return self.buf;
+        }
+        let mut out = format!(
+            "[nomad-pot-driver: {dropped} bytes of output discarded, only the last {} kept]\n",
+            self.buf.len()
+        )
+        .into_bytes();
+        out.append(&mut self.buf);
+        out
+    }
+}
+
+/// Reads `reader` to its end, keeping only its tail.
+async fn keep_tail<R: tokio::io::AsyncRead + Unpin>(reader: Option<R>) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut tail = Tail::default();
+    if let Some(mut reader) = reader {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match reader.read(&mut buf).await? {
+                0 => break,
+                n => tail.push(&buf[..n]),
+            }
+        }
+    }
+    Ok(tail.into_output())
+}
+
 impl Engine {
     /// `user`: the task's jail user, who runs exec'd commands too; root when `None`.
     fn exec_command(
@@ -106,11 +164,20 @@ impl Engine {
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, EngineError> {
         let p = pot.as_str();
-        let child = self
+        let mut child = self
             .exec_command(pot, user, argv, env)?
             .spawn()
             .map_err(EngineError::io(p, "spawn jexec for", Path::new(&argv[0])))?;
-        let output = child.wait_with_output();
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let output = async {
+            let (stdout, stderr, status) =
+                tokio::try_join!(keep_tail(stdout), keep_tail(stderr), child.wait())?;
+            Ok::<_, std::io::Error>(ExecOutput {
+                stdout,
+                stderr,
+                exit: exit_info(status),
+            })
+        };
         let output = match timeout.filter(|t| !t.is_zero()) {
             Some(t) => tokio::time::timeout(t, output)
                 .await
@@ -121,11 +188,7 @@ impl Engine {
             None => output.await,
         }
         .map_err(EngineError::io(p, "wait for", Path::new(&argv[0])))?;
-        Ok(ExecOutput {
-            stdout: output.stdout,
-            stderr: output.stderr,
-            exit: exit_info(output.status),
-        })
+        Ok(output)
     }
 
     /// Starts an interactive command in the task's jail, on pipes or, with `tty`, on a pty of
@@ -324,5 +387,28 @@ fn resize(master: &std::fs::File, size: TtySize) -> std::io::Result<()> {
     match unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ as _, &ws) } {
         -1 => Err(std::io::Error::last_os_error()),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn exec_output_keeps_its_last_4_kib_and_says_what_it_dropped() {
+        let small = keep_tail(Some(&b"ok\n"[..])).await.unwrap();
+        assert_eq!(small, b"ok\n");
+        let mut big: Vec<u8> = (0..10_000_000u32).map(|i| (i % 251) as u8).collect();
+        big.extend_from_slice(b"the end\n");
+        let out = keep_tail(Some(&big[..])).await.unwrap();
+        let dropped = big.len() - EXEC_OUTPUT_KEPT;
+        let note = format!(
+            "[nomad-pot-driver: {dropped} bytes of output discarded, only the last 4096 kept]\n"
+        );
+        assert!(out.starts_with(note.as_bytes()), "{:?}", &out[..80]);
+        assert_eq!(&out[note.len()..], &big[dropped..]);
+        let exact = vec![b'x'; EXEC_OUTPUT_KEPT];
+        assert_eq!(keep_tail(Some(&exact[..])).await.unwrap(), exact);
+        assert_eq!(keep_tail(None::<&[u8]>).await.unwrap(), b"");
     }
 }

@@ -94,14 +94,27 @@ pub fn write_file(root: &Path, target: &Path, bytes: &[u8], mode: u32) -> io::Re
     Ok(path)
 }
 
+/// Creates or replaces a regular file. A FIFO or device the image put there is refused before
+/// it is opened (an open of a FIFO waits for a reader, of a device may act on it), and
+/// `O_NONBLOCK` keeps even a swap in between from waiting.
 fn create_nofollow(path: &Path, mode: u32) -> io::Result<std::fs::File> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.is_file() && !m.file_type().is_symlink() => {
+            return Err(super::files::not_regular(path, m.file_type()));
+        }
+        _ => {}
+    }
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(super::files::not_regular(path, kind));
+    }
     file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     Ok(file)
 }
@@ -144,7 +157,7 @@ fn copy_tree(root: &Path, source: &Path, dest: &JailPath) -> io::Result<()> {
         }
         Ok(())
     } else if ft.is_file() {
-        let mut from = std::fs::File::open(source)?;
+        let mut from = super::files::open_regular(source)?;
         let mut to = create_nofollow(&dest.host, meta.mode() & 0o7777)?;
         io::copy(&mut from, &mut to)?;
         std::os::unix::fs::fchown(&to, Some(meta.uid()), Some(meta.gid()))
@@ -219,6 +232,25 @@ mod tests {
         // The link was resolved inside the root instead.
         let inside = root.join(victim.strip_prefix("/").unwrap());
         assert_eq!(std::fs::read_to_string(inside).unwrap(), "jail");
+    }
+
+    #[test]
+    fn fifos_in_the_image_or_the_source_are_refused_without_waiting() {
+        let (d, root) = jail();
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
+        nix::unistd::mkfifo(&root.join("etc/hosts"), mode).unwrap();
+        let e = write_file(&root, Path::new("/etc/hosts"), b"x", 0o644).unwrap_err();
+        assert!(e.to_string().contains("is a FIFO"), "{e}");
+        let src = d.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        nix::unistd::mkfifo(&src.join("pipe"), mode).unwrap();
+        let e = copy_in(&root, &src, Path::new("/opt")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        nix::unistd::mkfifo(&root.join("etc/target"), mode).unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let e = copy_in(&root, &file, Path::new("/etc/target")).unwrap_err();
+        assert!(e.to_string().contains("is a FIFO"), "{e}");
     }
 
     #[test]

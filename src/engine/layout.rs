@@ -110,6 +110,7 @@ pub fn task_id_of_owner(value: &str) -> String {
 }
 
 /// Paths of one pot.
+#[derive(Clone)]
 pub struct PotPaths {
     /// `$ROOT/jails/<p>`
     pub dir: PathBuf,

@@ -15,7 +15,7 @@ use super::network::{self, BridgePlan, NetworkPlan, NetworkRecord, NetworkReques
 use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
 use super::status::{self, State};
-use super::{Engine, EngineError, oom, shim};
+use super::{Engine, EngineError, files, oom, shim};
 use crate::host::{JailParams, JexecSpec, RctlAction, RctlRule};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -37,6 +37,8 @@ const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// pot's `POT_HOSTNAME_MAX_LENGTH`.
 const HOSTNAME_MAX_LENGTH: usize = 64;
+/// Far more than any image's pot.conf; a bigger one is refused rather than read whole.
+const POT_CONF_LIMIT: u64 = 1 << 20;
 
 /// Everything the engine needs to run one task.
 #[derive(Debug, Clone)]
@@ -228,9 +230,15 @@ impl Engine {
             .jails_dir()
             .join(imported.local_name())
             .join("conf/pot.conf");
-        let image_conf = std::fs::read_to_string(&image_conf_path)
-            .map(|t| PotConf::parse(&t))
-            .map_err(EngineError::io(pot.as_str(), "read", &image_conf_path))?;
+        // The image's own file: read like every file a job controls (see `files`).
+        let conf_path = image_conf_path.clone();
+        let image_conf = files::off_runtime(move || {
+            files::read_regular(&conf_path, POT_CONF_LIMIT)?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        })
+        .await
+        .map(|bytes| PotConf::parse(&String::from_utf8_lossy(&bytes)))
+        .map_err(EngineError::io(pot.as_str(), "read", &image_conf_path))?;
         let argv = command::resolve(
             spec.command.as_deref(),
             &spec.args,
@@ -544,12 +552,18 @@ impl Engine {
                 .map_err(EngineError::host(p))?;
         }
         // pot copy-in runs before the mounts, so copies land in the pot's own file system.
-        for (source, target) in &checked.copies {
-            jailfs::copy_in(&paths.root, source, Path::new(target)).map_err(EngineError::io(
-                p,
-                "copy into the jail",
-                source,
-            ))?;
+        // File-system work on the job's files runs on the blocking pool from here on.
+        let (root, copies) = (paths.root.clone(), checked.copies.clone());
+        let copied = files::off_runtime(move || {
+            for (source, target) in &copies {
+                jailfs::copy_in(&root, source, Path::new(target))
+                    .map_err(|e| (source.clone(), e))?;
+            }
+            Ok(())
+        })
+        .await;
+        if let Err((source, e)) = copied {
+            return Err(EngineError::io(p, "copy into the jail", &source)(e));
         }
         // Top-down like pot's `_pot_mount`, each target resolved inside the jail root just before
         // its mount (pot: `chroot $M realpath`), so it sees the mounts above it and a symlink in
@@ -557,7 +571,9 @@ impl Engine {
         let mut fscomp = Vec::new();
         let mut mounted = MountRecord::default();
         for m in spec.mounts.iter().chain(&checked.mounts) {
-            let target = jailfs::create_dir(&paths.root, Path::new(&m.target))
+            let (root, in_jail) = (paths.root.clone(), m.target.clone());
+            let target = files::off_runtime(move || jailfs::create_dir(&root, Path::new(&in_jail)))
+                .await
                 .map_err(EngineError::io(p, "create", Path::new(&m.target)))?;
             mounted.mounts.push(RecordedMount {
                 source: Some(m.source.clone()),
@@ -581,26 +597,30 @@ impl Engine {
             layout::fscomp_lines(&fscomp).as_bytes(),
         )?;
         if let Some(user) = &spec.user {
-            let known = options::jail_has_user(&paths.root, user).map_err(EngineError::io(
-                p,
-                "read",
-                Path::new("/etc/passwd"),
-            ))?;
+            let (root, name) = (paths.root.clone(), user.clone());
+            let known = files::off_runtime(move || options::jail_has_user(&root, &name))
+                .await
+                .map_err(EngineError::io(p, "read", Path::new("/etc/passwd")))?;
             if !known {
                 return Err(EngineError::InvalidInput(format!(
                     "user {user:?} does not exist in the image's /etc/passwd"
                 )));
             }
         }
-        self.write_resolv_conf(p, spec.dns.as_ref(), paths)?;
         let etc_hosts = layout::etc_hosts(hostname, &hosts_lines(spec));
-        jailfs::write_file(
-            &paths.root,
-            Path::new("/etc/hosts"),
-            etc_hosts.as_bytes(),
-            0o644,
-        )
-        .map_err(EngineError::io(p, "write", Path::new("/etc/hosts")))?;
+        let (owned, dns, paths2) = (p.to_string(), spec.dns.clone(), paths.clone());
+        files::off_runtime(move || {
+            write_resolv_conf(&owned, dns.as_ref(), &paths2)?;
+            jailfs::write_file(
+                &paths2.root,
+                Path::new("/etc/hosts"),
+                etc_hosts.as_bytes(),
+                0o644,
+            )
+            .map_err(EngineError::io(&owned, "write", Path::new("/etc/hosts")))
+            .map(drop)
+        })
+        .await?;
         let osrelease = conf.get("osrelease").unwrap_or_default();
         let mut params = jail_params(pot, hostname, &osrelease, &paths.root, attributes);
         let mut record = None;
@@ -711,32 +731,6 @@ impl Engine {
             lock_file: self.cfg.state_dir.join("devd.lock"),
             tasks_dir: self.cfg.state_dir.join("tasks"),
         })
-    }
-
-    /// pot's `_js_resolv`: `custom` writes `conf/resolv.conf` and copies it into the jail;
-    /// `inherit` copies the host's `/etc/resolv.conf` when there is one.
-    fn write_resolv_conf(
-        &self,
-        p: &str,
-        dns: Option<&Dns>,
-        paths: &PotPaths,
-    ) -> Result<(), EngineError> {
-        let target = Path::new("/etc/resolv.conf");
-        let text = match dns {
-            Some(dns) => {
-                let text = dns.render();
-                write_file(p, &paths.conf_dir.join("resolv.conf"), text.as_bytes())?;
-                text
-            }
-            None => match std::fs::read_to_string(HOST_RESOLV_CONF) {
-                Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(EngineError::io(p, "read", Path::new(HOST_RESOLV_CONF))(e)),
-            },
-        };
-        jailfs::write_file(&paths.root, target, text.as_bytes(), 0o644)
-            .map_err(EngineError::io(p, "write", target))?;
-        Ok(())
     }
 
     /// Hands the task to its supervisor (see [`shim`]), which runs it through jexec in its own
@@ -1131,6 +1125,11 @@ impl Engine {
     pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
+        if !self.task_state_dir(pot).join(shim::PIDS_FILE).exists() {
+            // A supervisor still waiting for a reader of its log FIFOs would start the task
+            // later, in a pot no one tracks any more.
+            self.kill_unstarted_supervisor(pot).await;
+        }
         self.remove_jail(pot).await?;
         self.remove_shm(pot).await?;
         self.remove_rctl_rules(pot).await?;
@@ -1236,6 +1235,27 @@ enum Attach<'a> {
         record: NetworkRecord,
     },
     Alias(&'a [network::AliasAddr]),
+}
+
+/// pot's `_js_resolv`: `custom` writes `conf/resolv.conf` and copies it into the jail;
+/// `inherit` copies the host's `/etc/resolv.conf` when there is one.
+fn write_resolv_conf(p: &str, dns: Option<&Dns>, paths: &PotPaths) -> Result<(), EngineError> {
+    let target = Path::new("/etc/resolv.conf");
+    let text = match dns {
+        Some(dns) => {
+            let text = dns.render();
+            write_file(p, &paths.conf_dir.join("resolv.conf"), text.as_bytes())?;
+            text
+        }
+        None => match std::fs::read_to_string(HOST_RESOLV_CONF) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(EngineError::io(p, "read", Path::new(HOST_RESOLV_CONF))(e)),
+        },
+    };
+    jailfs::write_file(&paths.root, target, text.as_bytes(), 0o644)
+        .map_err(EngineError::io(p, "write", target))?;
+    Ok(())
 }
 
 /// `pot.hosts` lines (`<ip> <name>`) from the job's `extra_hosts`.

@@ -6,6 +6,7 @@ mod config;
 mod dying;
 mod error;
 mod exec;
+mod files;
 mod gc;
 mod image;
 mod inventory;

@@ -94,6 +94,9 @@ pub fn check_user(user: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// More than any real passwd file; an image's bigger one is refused rather than read whole.
+const PASSWD_LIMIT: u64 = 16 << 20;
+
 /// Whether the jail's passwd (resolved inside the jail root) knows `user`; numeric ids need
 /// no entry, as with jexec.
 pub fn jail_has_user(root: &Path, user: &str) -> std::io::Result<bool> {
@@ -101,10 +104,11 @@ pub fn jail_has_user(root: &Path, user: &str) -> std::io::Result<bool> {
         return Ok(true);
     }
     let passwd = super::jailfs::resolve(root, Path::new("/etc/passwd"))?;
-    let text = match std::fs::read_to_string(&passwd.host) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        other => other?,
+    // The image's file: it may be a FIFO, which is refused rather than waited on.
+    let Some(bytes) = super::files::read_regular(&passwd.host, PASSWD_LIMIT)? else {
+        return Ok(false);
     };
+    let text = String::from_utf8_lossy(&bytes);
     Ok(text.lines().any(|l| l.split(':').next() == Some(user)))
 }
 
@@ -283,6 +287,15 @@ mod tests {
         assert!(jail_has_user(d.path(), "www").unwrap());
         assert!(jail_has_user(d.path(), "1234").unwrap());
         assert!(!jail_has_user(d.path(), "ww").unwrap());
+        // An image's passwd that is a FIFO is refused at once instead of waited on.
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let e = jail_has_user(d.path(), "www").unwrap_err();
+        assert!(e.to_string().contains("is a FIFO"), "{e}");
     }
 
     #[test]

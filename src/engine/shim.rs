@@ -52,6 +52,7 @@ pub const EXIT_FILE: &str = "exit.json";
 
 /// Entry point of `nomad-pot-driver shim`.
 pub fn main() -> ExitCode {
+    let plugin = nix::unistd::getppid();
     let mut input = Vec::new();
     let spec = std::io::stdin()
         .read_to_end(&mut input)
@@ -60,7 +61,7 @@ pub fn main() -> ExitCode {
             serde_json::from_slice::<ShimSpec>(&input).map_err(|e| format!("bad spec: {e}"))
         });
     let result = spec.and_then(|spec| {
-        let child = start(&spec)?;
+        let child = start(&spec, plugin)?;
         Ok((spec, child))
     });
     match result {
@@ -93,7 +94,8 @@ pub fn main() -> ExitCode {
 }
 
 /// Opens the log FIFOs, spawns the task with them as its stdout and stderr, records the pids.
-fn start(spec: &ShimSpec) -> Result<std::process::Child, String> {
+/// `plugin` is the process that spawned the supervisor and waits for its answer.
+fn start(spec: &ShimSpec, plugin: nix::unistd::Pid) -> Result<std::process::Child, String> {
     super::relay::start(&spec.relays)?;
     if let Some(watch) = spec.memory_watch.clone() {
         std::thread::spawn(move || super::oom::listen(&watch));
@@ -101,6 +103,11 @@ fn start(spec: &ShimSpec) -> Result<std::process::Child, String> {
     let deadline = Instant::now() + FIFO_OPEN_TIMEOUT;
     let stdout = open_log(&spec.stdout, deadline)?;
     let stderr = open_log(&spec.stderr, deadline)?;
+    // The logs may only get a reader long after the plugin died: a task started now would be
+    // nobody's (its start was never answered), so it is not started.
+    if nix::unistd::getppid() != plugin {
+        return Err("the plugin that started this task is gone".to_string());
+    }
     let mut cmd = spec.invocation.command();
     cmd.stdout(stdout).stderr(stderr);
     let child = cmd

@@ -263,6 +263,45 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Datasets under the jails dataset other than the `demo_1.0` image: clones, pot datasets,
+    /// and the temporary dataset of an interrupted import. `check` does not see the last two.
+    pub fn stray_datasets(&self) -> Vec<String> {
+        let out = std::process::Command::new(self.sim.dir.join("bin/zfs"))
+            .args(["list", "-H", "-r", "-o", "name", "zroot/pot/jails"])
+            .output()
+            .expect("zfs list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                let rel = l.strip_prefix("zroot/pot/jails").unwrap_or(l);
+                !rel.is_empty() && rel != "/demo_1_0" && rel != "/demo_1_0/m"
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The simulated host is clean and no pot dataset is left.
+    pub fn assert_no_debris(&self, when: &str) {
+        self.sim.assert_clean(when);
+        let stray = self.stray_datasets();
+        assert!(stray.is_empty(), "stray datasets {when}: {stray:?}");
+    }
+}
+
+/// The pot the plugin makes for `t` (the Go driver's naming).
+pub fn pot_of(t: &TestTask) -> nomad_pot_driver::engine::PotName {
+    nomad_pot_driver::engine::PotName::for_task(
+        &t.task_name,
+        t.id()
+            .rsplit('/')
+            .next()
+            .expect("task id has an invocation"),
+        &t.alloc_id,
+    )
+    .expect("pot name")
+}
+
 /// The task waits for a file in its /local, so the test decides when it exits.
 pub fn gated_task_config(env: &Env, code: i32) -> Json {
     json!({
@@ -275,18 +314,6 @@ pub fn gated_task_config(env: &Env, code: i32) -> Json {
 
 pub fn open_gate(t: &TestTask) {
     std::fs::write(t.alloc_dir.join(&t.task_name).join("local/go"), b"").expect("open the gate");
-}
-
-/// The pot the plugin makes for `t` (the Go driver's naming).
-pub fn pot_of(t: &TestTask) -> nomad_pot_driver::engine::PotName {
-    let invocation = t
-        .id()
-        .rsplit('/')
-        .next()
-        .expect("task id has an invocation")
-        .to_string();
-    nomad_pot_driver::engine::PotName::for_task(&t.task_name, &invocation, &t.alloc_id)
-        .expect("pot name")
 }
 
 /// An engine on the same simulated host, configured from the agent config as the plugin is.

@@ -629,11 +629,14 @@ fn remove_potctl_dir(engine: &Engine, pot: &PotName) -> Result<()> {
     }
 }
 
-/// `potctl exec`: runs a command in the pot's jail and exits with its code.
+/// `potctl exec`: runs a command in the pot's jail and exits with its code. Its output is
+/// streamed as it comes (a one-shot exec keeps only the tail, as Nomad's checks do); with
+/// `--json` it is gathered into the one JSON object.
 pub async fn exec(engine: &Engine, args: &ExecArgs, json: bool) -> Result<ExitCode> {
+    use nomad_pot_driver::engine::ExecOutputEvent;
     let pot = PotName::new(&args.pot)?;
-    let out = engine
-        .exec(
+    let session = engine
+        .exec_session(
             &pot,
             args.user.as_deref(),
             &args.command,
@@ -641,21 +644,35 @@ pub async fn exec(engine: &Engine, args: &ExecArgs, json: bool) -> Result<ExitCo
             None,
         )
         .await?;
+    // No input: the command's stdin is closed.
+    drop(session.input);
+    let mut output = session.output;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    while let Some(event) = output.recv().await {
+        match (event, json) {
+            (ExecOutputEvent::Stdout(d), true) => stdout.extend_from_slice(&d),
+            (ExecOutputEvent::Stderr(d), true) => stderr.extend_from_slice(&d),
+            (ExecOutputEvent::Stdout(d), false) => std::io::stdout().write_all(&d)?,
+            (ExecOutputEvent::Stderr(d), false) => std::io::stderr().write_all(&d)?,
+            (ExecOutputEvent::StdoutClosed | ExecOutputEvent::StderrClosed, _) => {}
+        }
+    }
+    let exit = session
+        .exit
+        .await
+        .unwrap_or_else(|_| ExitInfo::unknown("the command's waiter vanished".to_string()));
     if json {
         println!(
             "{}",
             json!({
                 "pot": pot.as_str(),
-                "stdout": String::from_utf8_lossy(&out.stdout),
-                "stderr": String::from_utf8_lossy(&out.stderr),
-                "exit": exit_json(Some(&out.exit)),
+                "stdout": String::from_utf8_lossy(&stdout),
+                "stderr": String::from_utf8_lossy(&stderr),
+                "exit": exit_json(Some(&exit)),
             })
         );
-    } else {
-        std::io::stdout().write_all(&out.stdout)?;
-        std::io::stderr().write_all(&out.stderr)?;
     }
-    Ok(exit_code(&out.exit))
+    Ok(exit_code(&exit))
 }
 
 /// `potctl run`: the task in the foreground, its logs streamed, its exit code returned; on

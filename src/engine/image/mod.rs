@@ -25,7 +25,7 @@ pub use gc::GcReport;
 pub(super) use gc::IMAGE_PROP;
 pub(crate) use trust::read_ca_file;
 
-use super::{EngineError, ImagePolicy};
+use super::{EngineError, ImagePolicy, files};
 use crate::host::Host;
 use fetch::{Chunk, Http};
 use libsignify::Codeable;
@@ -594,17 +594,17 @@ async fn import_cached(
     image: &ImageRef,
     dataset: &str,
 ) -> Result<(), Cached> {
-    let read = |path: &Path| read_small_file(image, path).map_err(Cached::Unusable);
+    let read = async |path: &Path| read_small_file(image, path).await.map_err(Cached::Unusable);
     let shown = |path: &Path| path.display().to_string();
     // Removed since it was seen: by `potctl images gc`, say, in another process.
-    let skein = read(&cache.skein)?.ok_or_else(|| {
+    let skein = read(&cache.skein).await?.ok_or_else(|| {
         Cached::Unusable(image.err(format!("{} vanished", shown(&cache.skein)), false))
     })?;
     let expected = parse_skein(image, &shown(&cache.skein), &skein).map_err(Cached::Unusable)?;
     let sig = if policy.pubkeys.is_empty() {
         None
     } else {
-        read(&cache.sig)?
+        read(&cache.sig).await?
     };
     let signer = verify_signature(image, policy, &skein, sig.as_deref(), &shown(&cache.sig))
         .map_err(Cached::Unusable)?;
@@ -613,7 +613,7 @@ async fn import_cached(
         skein: hex(&expected),
         signer,
     };
-    let meta = read(&cache.meta)?.unwrap_or_default();
+    let meta = read(&cache.meta).await?.unwrap_or_default();
     // A valid image of a kind not supported: the URL would serve the same.
     check_origin(image, &meta).map_err(Cached::Failed)?;
     let temp = format!("{dataset}_importing");
@@ -870,26 +870,17 @@ async fn read_small(
 ) -> Result<Option<Vec<u8>>, EngineError> {
     match http {
         Some(http) => http.small(file, SMALL_FILE_LIMIT).await,
-        None => read_small_file(image, Path::new(&image.location(file))),
+        None => read_small_file(image, Path::new(&image.location(file))).await,
     }
 }
 
-/// A whole small local file; `None` when it does not exist.
-fn read_small_file(image: &ImageRef, path: &Path) -> Result<Option<Vec<u8>>, EngineError> {
-    let read = std::fs::File::open(path).and_then(|f| {
-        let mut out = Vec::new();
-        f.take(SMALL_FILE_LIMIT + 1).read_to_end(&mut out)?;
-        Ok(out)
-    });
-    match read {
-        Ok(bytes) if bytes.len() as u64 > SMALL_FILE_LIMIT => Err(image.err(
-            format!("{}: larger than {SMALL_FILE_LIMIT} bytes", path.display()),
-            false,
-        )),
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(image.err(format!("read {}: {e}", path.display()), false)),
-    }
+/// A whole small local file; `None` when it does not exist. Read on the blocking pool, and only
+/// when it is a regular file: a job can make a `file://` image's `.skein` a FIFO.
+async fn read_small_file(image: &ImageRef, path: &Path) -> Result<Option<Vec<u8>>, EngineError> {
+    let owned = path.to_path_buf();
+    files::off_runtime(move || files::read_regular(&owned, SMALL_FILE_LIMIT))
+        .await
+        .map_err(|e| image.err(format!("read {}: {e}", path.display()), false))
 }
 
 /// A `.skein` file is the hex digest and a newline, as `skein1024 -q` prints it.
@@ -1147,7 +1138,8 @@ async fn stream_into_zfs(
             (Some(http), Some(tx))
         }
         Feed::File { path, location } => {
-            tee.inner = Box::new(std::fs::File::open(&path).map_err(|e| {
+            // Never waits on a FIFO: the read itself runs on the blocking pool.
+            tee.inner = Box::new(files::open_regular(&path).map_err(|e| {
                 StreamFailure::Image(image.err(format!("read {location}: {e}"), false))
             })?);
             tee.location = location;
