@@ -8,7 +8,8 @@
 # archive's name) and dist/SHA256SUMS, then checks every binary in it with
 # packaging/check-release.sh. VERSION must be Cargo.toml's. Missing tools are installed:
 # cargo-zigbuild and zig from PyPI, FreeBSD's std with rustup. The archive's bytes depend only on
-# the inputs (sorted names, owner root, times from the last commit).
+# the inputs (sorted names, owner root, times from the last commit). Needs python3 (with venv),
+# rustup, GNU tar and readelf.
 #
 # Only amd64: Rust has no prebuilt std for aarch64-unknown-freebsd (a tier 3 target), so an
 # aarch64 build needs a nightly toolchain with -Zbuild-std.
@@ -26,9 +27,16 @@ TARGET=x86_64-unknown-freebsd
 NAME=nomad-pot-driver_${VERSION}_freebsd_amd64
 DIST=${DIST:-dist}
 
+# cargo-zigbuild and zig (PyPI's ziglang, which cargo-zigbuild runs as `python3 -m ziglang`)
+# go into a virtualenv under target/ when they are not installed already.
 if ! command -v cargo-zigbuild >/dev/null 2>&1; then
-    python3 -m pip install --quiet ziglang cargo-zigbuild
+    tools=target/release-tools
+    [ -x "$tools/bin/cargo-zigbuild" ] ||
+        { python3 -m venv "$tools" && "$tools/bin/pip" install --quiet ziglang cargo-zigbuild; }
+    PATH=$PWD/$tools/bin:$PATH
 fi
+command -v rustup >/dev/null 2>&1 ||
+    { echo "$0: needs rustup, for Rust's std for $TARGET" >&2; exit 1; }
 if ! rustup target list --installed | grep -qx "$TARGET"; then
     rustup target add "$TARGET"
 fi
