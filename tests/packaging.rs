@@ -55,8 +55,14 @@ fn the_ports_crate_list_and_distinfo_are_cargo_locks() {
         listed == names,
         "Makefile.crates and Cargo.lock disagree (only in the port: {:?}; only in the lock: \
          {:?}): {STALE}",
-        listed.iter().filter(|c| !names.contains(c)).collect::<Vec<_>>(),
-        names.iter().filter(|c| !listed.contains(c)).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .filter(|c| !names.contains(c))
+            .collect::<Vec<_>>(),
+        names
+            .iter()
+            .filter(|c| !listed.contains(c))
+            .collect::<Vec<_>>(),
     );
 
     let distinfo = read("packaging/freebsd/distinfo");
@@ -64,8 +70,12 @@ fn the_ports_crate_list_and_distinfo_are_cargo_locks() {
         .lines()
         .filter(|l| !l.starts_with("TIMESTAMP = "))
         .map(|l| {
-            let (key, value) = l.split_once(") = ").unwrap_or_else(|| panic!("distinfo: {l}"));
-            let (kind, file) = key.split_once(" (").unwrap_or_else(|| panic!("distinfo: {l}"));
+            let (key, value) = l
+                .split_once(") = ")
+                .unwrap_or_else(|| panic!("distinfo: {l}"));
+            let (kind, file) = key
+                .split_once(" (")
+                .unwrap_or_else(|| panic!("distinfo: {l}"));
             (kind, file, value)
         })
         .collect();
@@ -105,4 +115,22 @@ fn the_port_installs_the_man_pages() {
             "the port's Makefile does not install {page}"
         );
     }
+}
+
+#[test]
+fn the_release_commands_name_the_crate_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    for file in ["README.md", "Vagrantfile"] {
+        let text = read(file);
+        assert!(
+            [" ", "\n"]
+                .iter()
+                .any(|end| text.contains(&format!("packaging/release.sh {version}{end}"))),
+            "{file}: `packaging/release.sh {version}` (Cargo.toml's version)"
+        );
+    }
+    assert!(
+        read("README.md").contains(&format!("nomad-pot-driver_{version}_freebsd_amd64.tar.gz")),
+        "README.md: the archive's name at Cargo.toml's version"
+    );
 }
