@@ -9,7 +9,7 @@
 # - its FreeBSD ABI note (NT_FREEBSD_ABI_TAG, the __FreeBSD_version it was linked for) at most
 #   14.0's: 14.0-RELEASE is 1400097, 14.1's versions start at 1401000;
 # - every symbol version it needs is one 14.0's libraries define: FBSD_1.0 … FBSD_1.7
-#   (freebsd-src lib/libc/Versions.def; FBSD_1.8 is 15.0's), never FBSDprivate_*, and every
+#   (freebsd-src lib/libc/Versions.def; later ones are newer releases'), never FBSDprivate_*, and every
 #   symbol it needs at FBSD_1.7, the version 14.x keeps adding to, is one 14.0 already had
 #   (packaging/fbsd_1.7-in-14.0.txt).
 # Prints one line per binary, or what is wrong; exits 1 on any failure.
