@@ -134,3 +134,50 @@ fn the_release_commands_name_the_crate_version() {
         "README.md: the archive's name at Cargo.toml's version"
     );
 }
+
+/// check-release.sh refuses an archive whose binaries are this (Linux) machine's.
+#[test]
+fn the_release_check_refuses_binaries_that_are_not_freebsds() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "nomad-pot-driver_0.0.0_freebsd_amd64";
+    let top = dir.path().join(name);
+    std::fs::create_dir_all(top.join("driver-config")).unwrap();
+    for (file, from) in [
+        ("nomad-pot-driver", env!("CARGO_BIN_EXE_nomad-pot-driver")),
+        ("potctl", env!("CARGO_BIN_EXE_potctl")),
+    ] {
+        std::fs::copy(from, top.join(file)).unwrap();
+    }
+    for file in ["LICENSE", "README.md", "nomad-pot-driver.8", "potctl.8"] {
+        std::fs::write(top.join(file), "").unwrap();
+    }
+    for file in ["minimal.hcl", "full.hcl", "dev.hcl"] {
+        std::fs::write(top.join("driver-config").join(file), "").unwrap();
+    }
+    let archive = dir.path().join(format!("{name}.tar.gz"));
+    let tar = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(dir.path())
+        .arg(name)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let out = std::process::Command::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/check-release.sh"),
+    )
+    .arg(&archive)
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for why in [
+        "OS/ABI is not FreeBSD",
+        "not /libexec/ld-elf.so.1",
+        "not a base library",
+        "no FreeBSD ABI note",
+    ] {
+        assert!(stdout.contains(why), "no `{why}` in:\n{stdout}");
+    }
+}
