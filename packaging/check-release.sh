@@ -4,10 +4,14 @@
 #
 #   packaging/check-release.sh dist/nomad-pot-driver_<version>_freebsd_amd64.tar.gz
 #
-# - an ELF64 x86-64 executable for FreeBSD (OS/ABI "FreeBSD"), interpreter /libexec/ld-elf.so.1;
+# - an ELF64 x86-64 executable for FreeBSD: OS/ABI "FreeBSD", or "System V" with the FreeBSD ABI
+#   note, which the kernel then brands it by (zig leaves OS/ABI at 0); interpreter
+#   /libexec/ld-elf.so.1;
 # - NEEDED only from FreeBSD's base libraries (/lib, /usr/lib of every 14.x and 15.x);
 # - its FreeBSD ABI note (NT_FREEBSD_ABI_TAG, the __FreeBSD_version it was linked for) at most
-#   14.0's: 14.0-RELEASE is 1400097, 14.1's versions start at 1401000;
+#   14.0: below 1401000, where 14.1's versions start (14.0-RELEASE is 1400097; zig writes
+#   1400500, 14.0-STABLE's first, for a 14.0 target). The kernel uses the note to brand the
+#   binary and to pick compatibility behaviour, not to refuse it;
 # - every symbol version it needs is one 14.0's libraries define: FBSD_1.0 … FBSD_1.7
 #   (freebsd-src lib/libc/Versions.def; later ones are newer releases'), never FBSDprivate_*, and every
 #   symbol it needs at FBSD_1.7, the version 14.x keeps adding to, is one 14.0 already had
@@ -20,7 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 FBSD_17_IN_140=$here/fbsd_1.7-in-14.0.txt
 BASE_LIBS="libc.so.7 libthr.so.3 libutil.so.9 libm.so.5 libgcc_s.so.1 libexecinfo.so.1
 libkvm.so.7 libprocstat.so.1 libelf.so.2 libz.so.6 libmd.so.6 libcrypt.so.5 librt.so.1"
-MAX_OSREL=1400097
+MAX_OSREL=1400999
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -47,7 +51,6 @@ for file in $(find "$work" -type f | sort); do
     name=${file#"$work"/}
     header=$(readelf -hW "$file")
     echo "$header" | grep -q 'Class: *ELF64' || bad "not ELF64"
-    echo "$header" | grep -q 'OS/ABI: *UNIX - FreeBSD' || bad "OS/ABI is not FreeBSD"
     echo "$header" | grep -q 'Machine: *Advanced Micro Devices X86-64' || bad "not x86-64"
     echo "$header" | grep -Eq 'Type: *(EXEC|DYN)' || bad "not an executable"
 
@@ -69,8 +72,9 @@ for file in $(find "$work" -type f | sort); do
     osrel=${tag:+$((0x$tag))}
     if [ -z "$osrel" ]; then
         bad "no FreeBSD ABI note"
+        echo "$header" | grep -q 'OS/ABI: *UNIX - FreeBSD' || bad "OS/ABI is not FreeBSD"
     elif [ "$osrel" -gt "$MAX_OSREL" ]; then
-        bad "ABI note $osrel is above 14.0's $MAX_OSREL: it would not run on 14.0"
+        bad "ABI note $osrel is above 14.0 ($MAX_OSREL): it is for a newer FreeBSD"
     fi
 
     versions=$(readelf -VW "$file" | sed -n 's/.*Name: \([^ ]*\) .*/\1/p' | sort -u)
