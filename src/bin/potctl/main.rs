@@ -2,6 +2,7 @@
 
 mod doctor;
 mod inspect;
+mod man;
 mod operate;
 mod output;
 mod plugin_check;
@@ -132,6 +133,9 @@ enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
+    /// Print potctl(8) in roff (packaging/man/potctl.8 is its output).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -246,6 +250,10 @@ fn main() -> ExitCode {
                     "potctl",
                     &mut std::io::stdout(),
                 );
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man => {
+                man::render(&mut std::io::stdout()).context("writing potctl(8)")?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Gc { apply } => {
