@@ -75,7 +75,7 @@ async fn wait_clean(env: &Env, what: &str) {
     }
 }
 
-/// A `file://` image whose `.skein` is a FIFO, in a directory a job could write: a start
+/// A `file://` image whose `.skein` is a FIFO, in an allowed directory a job could write: a start
 /// importing it is refused at once, and even a start stuck in a hung tool leaves health,
 /// InspectTask and other starts answering.
 #[tokio::test(flavor = "multi_thread")]
@@ -91,7 +91,9 @@ async fn a_fifo_in_an_image_or_a_stuck_start_wedges_nothing() {
     let stuck_start = spawn_start(&env, &stuck);
     env.sim.wait_for_hang("jail", "-c", Duration::from_secs(60));
 
-    let evil = running.alloc_dir.join("alloc/data/images");
+    // Inside a directory the operator allows images from, which a job can also write to (a
+    // host volume, say).
+    let evil = env.sim.images_dir().join("from-a-job");
     std::fs::create_dir_all(&evil).unwrap();
     std::fs::write(evil.join("evil_1.0.xz"), b"").unwrap();
     nix::unistd::mkfifo(

@@ -87,14 +87,16 @@ impl Engine {
     pub(super) async fn ownership(&self, pot: &PotName) -> Result<Ownership, EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         match self.host.zfs_list_tree(&dataset, OWNER_PROPERTY).await {
-            Ok(entries) => Ok(entries
-                .into_iter()
-                .find(|e| e.name == dataset)
-                .map_or(Ownership::Absent, |e| {
-                    e.user_prop.map_or(Ownership::Foreign, |v| {
-                        Ownership::Task(task_id_of_owner(&v))
-                    })
-                })),
+            Ok(entries) => {
+                Ok(entries
+                    .into_iter()
+                    .find(|e| e.name == dataset)
+                    .map_or(Ownership::Absent, |e| {
+                        e.user_prop.map_or(Ownership::Foreign, |v| {
+                            Ownership::Task(task_id_of_owner(&v))
+                        })
+                    }))
+            }
             Err(e) if e.is_absent() => Ok(Ownership::Absent),
             Err(e) => Err(EngineError::host(pot.as_str())(e)),
         }

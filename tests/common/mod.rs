@@ -5,8 +5,8 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod env;
-pub mod potctl;
 pub mod names;
+pub mod potctl;
 
 pub use nomad_harness::*;
 
