@@ -8,4 +8,5 @@ pub mod engine;
 pub mod host;
 pub mod jobspec;
 pub mod plugin;
+pub mod skein;
 pub use nomad_plugin_proto as proto;
