@@ -8,5 +8,6 @@ pub mod engine;
 pub mod host;
 pub mod jobspec;
 pub mod plugin;
+pub mod skein;
 pub mod text;
 pub use nomad_plugin_proto as proto;

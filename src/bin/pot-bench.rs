@@ -163,22 +163,18 @@ async fn bench(filler_mb: u64) -> Result<()> {
         ">= 0.90x",
         import_ratio >= 0.9,
     );
-    // Not judged: the row above is the import as it runs; this one says how much of its gap
-    // is the pipeline's own and how much the simulated receiver's.
-    println!(
-        "{:<48} {:<46} {:<12} {}",
+    // The row above is the import as it runs; this one is the pipeline's own cost (download,
+    // Skein-1024, cache copy, decode, the pipe into `zfs receive`) without the simulated
+    // receiver's checksum and writes.
+    row(
         "... draining receiver: the pipeline's own cost",
         format!(
             "{:.0} vs {:.0} MB/s = {drained_ratio:.2}x",
             rate(drained),
             rate(decode)
         ),
-        ">= 0.90x",
-        if drained_ratio >= 0.9 {
-            "not judged (within)"
-        } else {
-            "not judged (below)"
-        }
+        ">= 0.95x",
+        drained_ratio >= 0.95,
     );
     row(
         &format!(

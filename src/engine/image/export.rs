@@ -4,8 +4,8 @@
 use super::{check_name, hex};
 use crate::engine::{Engine, EngineError};
 use crate::host::Host;
+use crate::skein::Skein1024;
 use libsignify::Codeable;
-use skein::{Digest, Skein1024, U128};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -170,7 +170,7 @@ fn write_image(
     let mut encoder = liblzma::write::XzEncoder::new_stream(
         HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, out),
-            hasher: Skein1024::<U128>::new(),
+            hasher: Skein1024::new(),
         },
         stream,
     );
@@ -211,7 +211,7 @@ fn sign(seckey: &Path, message: &[u8]) -> Result<Vec<u8>, String> {
 
 struct HashingWriter<W> {
     inner: W,
-    hasher: Skein1024<U128>,
+    hasher: Skein1024,
 }
 
 impl<W: Write> Write for HashingWriter<W> {

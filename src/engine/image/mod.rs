@@ -27,10 +27,10 @@ pub(crate) use trust::read_ca_file;
 
 use super::{EngineError, ImagePolicy, files};
 use crate::host::Host;
+use crate::skein::Skein1024;
 use fetch::{Chunk, Http};
 use libsignify::Codeable;
 use provenance::{Place, Provenance, Signer};
-use skein::{Digest, Skein1024, U128};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -1121,7 +1121,7 @@ async fn stream_into_zfs(
     let mut tee = Tee {
         inner: Box::new(std::io::empty()),
         out,
-        hasher: Skein1024::<U128>::new(),
+        hasher: Skein1024::new(),
         read: 0,
         max_size: policy.max_size,
         failure: FirstFailure::default(),
@@ -1272,7 +1272,7 @@ struct Tee {
     inner: Box<dyn Read + Send>,
     /// The cache copy; none when reading from the cache.
     out: Option<BufWriter<std::fs::File>>,
-    hasher: Skein1024<U128>,
+    hasher: Skein1024,
     read: u64,
     max_size: u64,
     failure: FirstFailure,

@@ -10,7 +10,7 @@
 
 use super::{EngineError, ImagePolicy, ImageRef};
 use crate::host::Host;
-use skein::{Digest, Skein512, U32};
+use crate::skein::Skein1024;
 
 /// The `.xz`'s URL (or `file://` path) the image was imported from.
 pub(in crate::engine) const SOURCE_PROP: &str = "nomad-pot-driver:source";
@@ -79,7 +79,7 @@ impl Provenance {
 
 /// The name an image from this source gets when pot's name holds another image.
 pub(super) fn own_name(image: &ImageRef) -> String {
-    let digest = Skein512::<U32>::digest(image.source().as_bytes());
+    let digest = Skein1024::digest(image.source().as_bytes());
     format!("{}_{}", image.local_name(), &super::hex(&digest)[..16])
 }
 
