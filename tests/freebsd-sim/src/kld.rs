@@ -113,11 +113,20 @@ pub fn kldunload_main(host: &Host, args: &[String]) -> Res<String> {
 mod tests {
     use super::*;
 
-    fn host(tag: &str) -> Host {
+    /// A simulated host in the temp dir, removed again when the guard drops.
+    struct Scratch(Host, std::path::PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+
+    fn host(tag: &str) -> Scratch {
         let d = std::env::temp_dir().join(format!("fsim-kld-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         crate::state::init(&d, false).unwrap();
-        Host::new(d)
+        Scratch(Host::new(d.clone()), d)
     }
 
     fn s(args: &[&str]) -> Vec<String> {
@@ -126,36 +135,37 @@ mod tests {
 
     #[test]
     fn unload_load_and_status() {
-        let h = host("status");
-        assert!(kldstat_main(&h, &s(&["-q", "-m", "pf"])).is_ok());
-        assert!(kldstat_main(&h, &[]).unwrap().contains(" pf.ko\n"));
-        kldunload_main(&h, &s(&["pf"])).unwrap();
-        let quiet = kldstat_main(&h, &s(&["-q", "-m", "pf"])).unwrap_err();
+        let scratch = host("status");
+        let h = &scratch.0;
+        assert!(kldstat_main(h, &s(&["-q", "-m", "pf"])).is_ok());
+        assert!(kldstat_main(h, &[]).unwrap().contains(" pf.ko\n"));
+        kldunload_main(h, &s(&["pf"])).unwrap();
+        let quiet = kldstat_main(h, &s(&["-q", "-m", "pf"])).unwrap_err();
         assert_eq!((quiet.code, quiet.msg.as_str()), (1, ""));
         assert!(
-            kldstat_main(&h, &s(&["-m", "pf"]))
+            kldstat_main(h, &s(&["-m", "pf"]))
                 .unwrap_err()
                 .msg
                 .contains("can't find module pf")
         );
-        assert!(!kldstat_main(&h, &[]).unwrap().contains(" pf.ko\n"));
+        assert!(!kldstat_main(h, &[]).unwrap().contains(" pf.ko\n"));
         assert!(
-            kldunload_main(&h, &s(&["pf"]))
+            kldunload_main(h, &s(&["pf"]))
                 .unwrap_err()
                 .msg
                 .contains("can't find file pf")
         );
-        kldload_main(&h, &s(&["-n", "/boot/kernel/pf.ko"])).unwrap();
-        assert!(kldstat_main(&h, &s(&["-q", "-m", "pf"])).is_ok());
+        kldload_main(h, &s(&["-n", "/boot/kernel/pf.ko"])).unwrap();
+        assert!(kldstat_main(h, &s(&["-q", "-m", "pf"])).is_ok());
         assert!(
-            kldload_main(&h, &s(&["pf"]))
+            kldload_main(h, &s(&["pf"]))
                 .unwrap_err()
                 .msg
                 .contains("already loaded")
         );
-        kldload_main(&h, &s(&["-n", "pf"])).unwrap();
+        kldload_main(h, &s(&["-n", "pf"])).unwrap();
         assert!(
-            kldload_main(&h, &s(&["nosuch"]))
+            kldload_main(h, &s(&["nosuch"]))
                 .unwrap_err()
                 .msg
                 .contains("No such file")
@@ -164,14 +174,15 @@ mod tests {
 
     #[test]
     fn unloading_pf_drops_its_rules() {
-        let h = host("rules");
+        let scratch = host("rules");
+        let h = &scratch.0;
         h.update(|st| {
             st.pf_enabled = true;
             st.anchors.insert("pot-nat".into(), Default::default());
             Ok(())
         })
         .unwrap();
-        kldunload_main(&h, &s(&["pf"])).unwrap();
+        kldunload_main(h, &s(&["pf"])).unwrap();
         let st = h.load().unwrap();
         assert!(!st.pf_enabled && st.anchors.is_empty());
     }

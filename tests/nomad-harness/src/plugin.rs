@@ -433,25 +433,30 @@ impl Plugin {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.remove_socket_dir();
+    }
+
+    /// A SIGKILLed plugin cannot remove its socket dir: the harness does, so that test runs
+    /// leave nothing in the temp dir.
+    fn remove_socket_dir(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        if let Some(dir) = self.socket.parent()
+            && dir != std::env::temp_dir()
+            && dir != Path::new("/tmp")
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
 impl Drop for Plugin {
     fn drop(&mut self) {
         if let Some(c) = self.child.as_mut() {
-            let killed = matches!(c.try_wait(), Ok(None)) && c.kill().is_ok();
-            let _ = c.wait();
-            // A SIGKILLed plugin cannot clean up: remove its socket dir so failed runs do not
-            // litter the temp dir.
-            if killed {
-                let _ = std::fs::remove_file(&self.socket);
-                if let Some(dir) = self.socket.parent()
-                    && dir != std::env::temp_dir()
-                    && dir != Path::new("/tmp")
-                {
-                    let _ = std::fs::remove_dir(dir);
-                }
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
             }
+            let _ = c.wait();
+            self.remove_socket_dir();
         }
     }
 }
