@@ -125,9 +125,10 @@ const START_STEPS: &[(&str, &str, u32)] = &[
     ("mount", "nullfs", 3),
     ("jail", "-c", 1),
 ];
-/// Steps of DestroyTask after the task ended.
+/// Steps of DestroyTask after the task ended (after a StopTask by the same plugin, DestroyTask
+/// does not repeat its `jail -R`, so that is no step of its own).
 const DESTROY_STEPS: &[(&str, &str, u32)] = &[
-    ("jail", "-R", 1),
+    ("umount", "-f", 1),
     ("umount", "-f", 2),
     ("zfs", "destroy", 1),
 ];

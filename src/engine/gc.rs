@@ -115,6 +115,8 @@ impl Engine {
                 reason: "a start of this task is already under way".to_string(),
             });
         }
+        // A new jail of this name may come: its teardown must remove it again.
+        self.stopped.lock().expect("stopped set poisoned").remove(pot);
         Ok(StartingGuard {
             engine: self,
             pot: pot.clone(),

@@ -994,6 +994,10 @@ impl Engine {
         timeout: Duration,
     ) -> Result<(), EngineError> {
         self.stop_task(pot, signal, timeout).await?;
+        self.stopped
+            .lock()
+            .expect("stopped set poisoned")
+            .insert(pot.clone());
         status::set(pot, &self.status_file(pot), State::Stopped, "", true)
     }
 
@@ -1130,9 +1134,18 @@ impl Engine {
             // later, in a pot no one tracks any more.
             self.kill_unstarted_supervisor(pot).await;
         }
-        self.remove_jail(pot).await?;
-        self.remove_shm(pot).await?;
-        self.remove_rctl_rules(pot).await?;
+        // What this process's stop removed is gone for good: no jail of the name can come back
+        // before a new start, which forgets the stop.
+        let stopped = self
+            .stopped
+            .lock()
+            .expect("stopped set poisoned")
+            .remove(pot);
+        if !stopped {
+            self.remove_jail(pot).await?;
+            self.remove_shm(pot).await?;
+            self.remove_rctl_rules(pot).await?;
+        }
         self.unplug(pot).await?;
         self.unmount_all(pot, &paths).await?;
         self.destroy_pot_datasets(pot).await?;

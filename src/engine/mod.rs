@@ -72,6 +72,9 @@ pub struct Engine {
     instances: Mutex<HashMap<PotName, Arc<Instance>>>,
     /// Pots between the start of `start` and their first tracked instance.
     starting: Mutex<HashSet<PotName>>,
+    /// Pots whose jail, shm objects and rctl rules a stop in this process has removed: their
+    /// teardown skips those three calls. A restarted plugin knows none and repeats them.
+    stopped: Mutex<HashSet<PotName>>,
     events: EventSink,
     /// Once `vnet-start` has been done by this process: the bridges ready, by gateway address.
     vnet: tokio::sync::Mutex<Option<std::collections::BTreeMap<std::net::Ipv4Addr, String>>>,
@@ -90,6 +93,7 @@ impl Engine {
             images: image::ImageLocks::default(),
             instances: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
+            stopped: Mutex::new(HashSet::new()),
             events,
             vnet: tokio::sync::Mutex::new(None),
             vnet6: tokio::sync::Mutex::new(None),
