@@ -116,7 +116,10 @@ impl Engine {
             });
         }
         // A new jail of this name may come: its teardown must remove it again.
-        self.stopped.lock().expect("stopped set poisoned").remove(pot);
+        self.stopped
+            .lock()
+            .expect("stopped set poisoned")
+            .remove(pot);
         Ok(StartingGuard {
             engine: self,
             pot: pot.clone(),
