@@ -90,7 +90,7 @@ pub fn take(host: &Host, tool: &str, args: &[String]) -> Res<Option<Action>> {
     })
 }
 
-/// Sleeps for a hang; returns false when the caller went away first.
+/// Sleeps for a hang; returns false when the caller went away first (even before the hang).
 pub fn hang(secs: Option<f64>) -> bool {
     let parent = nix::unistd::getppid();
     let deadline = secs.map(|s| Instant::now() + Duration::from_secs_f64(s));
@@ -98,7 +98,10 @@ pub fn hang(secs: Option<f64>) -> bool {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return true;
         }
-        if nix::unistd::getppid() != parent {
+        // A caller that died before this process first looked had already handed it to init
+        // (pid 1), which never runs a simulated tool: that is gone too.
+        let now = nix::unistd::getppid();
+        if now != parent || now.as_raw() == 1 {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
