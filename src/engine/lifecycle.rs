@@ -925,9 +925,12 @@ impl Engine {
         let dir = self.task_state_dir(pot);
         let pids: shim::Pids = read_json(&dir.join(shim::PIDS_FILE))
             .ok_or_else(|| EngineError::NotFound { pot: p.to_string() })?;
-        let exit = read_json::<ExitInfo>(&dir.join(shim::EXIT_FILE));
+        let read_exit = || read_json::<ExitInfo>(&dir.join(shim::EXIT_FILE));
+        let mut exit = read_exit();
         // A task without an exit status can only still run inside its jail; once the jail is
         // gone (a host reboot, a jail removed by hand) its pids may name other processes.
+        // Each "gone" is read after the exit status, which the supervisor may have written
+        // meanwhile: it writes the status before it ends, so the status is read once more.
         if exit.is_none()
             && !self
                 .host
@@ -935,16 +938,22 @@ impl Engine {
                 .await
                 .map_err(EngineError::host(p))?
         {
-            return Err(EngineError::State {
-                pot: p.to_string(),
-                reason: "its jail is gone (the host restarted, or the jail was removed by hand) and the task left no exit status".to_string(),
-            });
+            exit = read_exit();
+            if exit.is_none() {
+                return Err(EngineError::State {
+                    pot: p.to_string(),
+                    reason: "its jail is gone (the host restarted, or the jail was removed by hand) and the task left no exit status".to_string(),
+                });
+            }
         }
         if exit.is_none() && !alive(pids.shim) && !alive(pids.task) {
-            return Err(EngineError::State {
-                pot: p.to_string(),
-                reason: "the task is no longer running and left no exit status".to_string(),
-            });
+            exit = read_exit();
+            if exit.is_none() {
+                return Err(EngineError::State {
+                    pot: p.to_string(),
+                    reason: "the task is no longer running and left no exit status".to_string(),
+                });
+            }
         }
         let (tx, rx) = watch::channel(exit);
         if rx.borrow().is_none() {
