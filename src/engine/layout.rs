@@ -87,6 +87,11 @@ pub fn owner_value(task_id: &str) -> String {
 
 /// The task id back from an owner property value; a `%` without two hex digits is kept.
 pub fn task_id_of_owner(value: &str) -> String {
+    percent_decode(value)
+}
+
+/// `%XX` escapes decoded; anything else, a `%` without two hex digits included, kept as it is.
+pub(crate) fn percent_decode(value: &str) -> String {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

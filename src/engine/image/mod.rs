@@ -26,6 +26,7 @@ pub(super) use gc::IMAGE_PROP;
 pub(crate) use trust::read_ca_file;
 
 use super::{EngineError, ImagePolicy, files};
+use crate::engine::layout::percent_decode;
 use crate::host::Host;
 use crate::skein::Skein1024;
 use fetch::{Chunk, Http};
@@ -107,30 +108,6 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// `%XX` escapes decoded; anything else kept as it is.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An image URL fit for messages: its `user:password@`, if any, replaced by `***@`.
