@@ -2,7 +2,7 @@
 //! real plugin tears down pots whose jails are dying, removes the POSIX shm objects that would
 //! keep them dying, retries busy datasets, and hands what it cannot finish to the reconciler.
 //!
-//! Needs `cargo build --workspace` first (for the simulator) and root, like tests/e2e.rs.
+//! Needs `cargo build --workspace` first (for the simulator) and root, like tests/e2e/.
 
 mod common;
 

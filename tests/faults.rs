@@ -2,7 +2,7 @@
 //! task's life (through `freebsd-sim fault`), the plugin SIGKILLed in the middle of a step, and
 //! the per-task supervisor killed under a running task. After every scenario the host is clean.
 //!
-//! Needs `cargo build --workspace` first (for the simulator) and root, like tests/e2e.rs.
+//! Needs `cargo build --workspace` first (for the simulator) and root, like tests/e2e/.
 
 mod common;
 

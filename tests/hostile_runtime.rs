@@ -2,7 +2,7 @@
 //! script check that prints without end, starts that their caller gives up on or that outlive
 //! the plugin. Each scenario drives the real plugin on the simulated host and ends clean.
 //!
-//! Needs `cargo build --workspace` first (for the simulator) and root, like tests/e2e.rs.
+//! Needs `cargo build --workspace` first (for the simulator) and root, like tests/e2e/.
 
 mod common;
 

@@ -1,0 +1,126 @@
+//! End-to-end scenarios: the real plugin binary, driven like Nomad drives it, against a
+//! simulated FreeBSD host (`freebsd-sim`). Needs `cargo build --workspace` first (for the sim).
+//!
+//! Every scenario has its own sim host and plugin process and ends with: `freebsd-sim check`
+//! clean, nothing on the plugin's stdout after the handshake, every stderr line hclog JSON, and
+//! a clean `GRPCController.Shutdown`.
+//!
+//! One test binary, a module per section; the helpers here serve several sections.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod hostile;
+mod images;
+mod lifecycle;
+mod limits;
+mod mounts;
+mod nomad_features;
+mod recovery;
+mod schemas;
+
+use std::time::{Duration, Instant};
+
+use crate::common::env::*;
+use crate::common::{TestTask, within};
+use nomad_pot_driver::proto::drivers::StartTaskRequest;
+use serde_json::Value as Json;
+
+/// Collects the messages of `TaskEvents` for one task id, from now on.
+fn collect_events(env: &Env, task_id: String) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use nomad_pot_driver::proto::drivers::TaskEventsRequest;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (mut driver, out) = (env.plugin.driver(), seen.clone());
+    tokio::spawn(async move {
+        let Ok(stream) = driver.task_events(TaskEventsRequest {}).await else {
+            return;
+        };
+        let mut stream = stream.into_inner();
+        while let Ok(Some(ev)) = stream.message().await {
+            if ev.task_id == task_id {
+                out.lock().unwrap().push(ev.message);
+            }
+        }
+    });
+    seen
+}
+
+async fn wait_for_event(
+    events: &std::sync::Mutex<Vec<String>>,
+    needle: &str,
+    secs: f64,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        let seen = events.lock().unwrap().clone();
+        if seen.iter().any(|m| m.contains(needle)) || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Env {
+    /// StartTask that must fail; returns the status.
+    async fn start_err(&self, t: &TestTask) -> tonic::Status {
+        let req = StartTaskRequest {
+            task: Some(t.config.clone()),
+        };
+        match within(60.0, "StartTask", self.plugin.driver().start_task(req)).await {
+            Ok(_) => panic!("StartTask accepted {}", t.id()),
+            Err(s) => s,
+        }
+    }
+
+    /// The pot (jail) name of a started task: `<task>_<invocation>_<alloc>`.
+    fn pot_of(&self, t: &TestTask) -> String {
+        let invocation = t.id().rsplit('/').next().unwrap().to_string();
+        format!("{}_{}_{}", t.task_name, invocation, t.alloc_id)
+    }
+
+    fn jail_root(&self, pot: &str) -> std::path::PathBuf {
+        std::path::Path::new(self.sim.config["fs_root"].as_str().unwrap())
+            .join("jails")
+            .join(pot)
+    }
+
+    /// Calls whose argv starts with `prefix`.
+    fn calls_starting(&self, prefix: &[&str]) -> Vec<Vec<String>> {
+        self.sim
+            .calls()
+            .into_iter()
+            .map(|c| c.argv)
+            .filter(|a| a.len() >= prefix.len() && a.iter().zip(prefix).all(|(x, y)| x == y))
+            .collect()
+    }
+}
+
+impl Env {
+    /// Runs a tool of the simulated host, as an operator would; returns its stdout.
+    fn host_tool(&self, tool: &str, args: &[&str]) -> String {
+        let out = std::process::Command::new(self.sim.dir.join("bin").join(tool))
+            .args(args)
+            .output()
+            .expect("run a sim tool");
+        assert!(out.status.success(), "{tool} {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A gated task with Nomad resources: memory 64 MiB (max 128), an eighth of an
+    /// 8-CPU node, cores `cores`.
+    fn limited_task(&self, name: &str, cfg: &Json, cores: &str) -> TestTask {
+        let mut t = self.task(name, cfg);
+        let r = t.config.resources.as_mut().unwrap();
+        r.allocated_resources
+            .as_mut()
+            .unwrap()
+            .memory
+            .as_mut()
+            .unwrap()
+            .memory_max_mb = 128;
+        let linux = r.linux_resources.as_mut().unwrap();
+        linux.percent_ticks = 0.0625;
+        linux.cpuset_cpus = cores.into();
+        t
+    }
+}
