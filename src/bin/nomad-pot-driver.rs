@@ -3,7 +3,7 @@
 
 fn main() -> std::process::ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
-        return nomad_pot_driver::engine::shim::main();
+        return nomad_pot_driver::engine::supervisor::main();
     }
     nomad_pot_driver::plugin::run()
 }

@@ -3,6 +3,10 @@
 use super::EngineError;
 use std::collections::BTreeMap;
 
+/// FreeBSD's login PATH, for tasks whose environment has none (IMAGE isolation passes no host env).
+pub(super) const DEFAULT_JAIL_PATH: &str =
+    "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
+
 /// How a task's command line became an argv.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Argv {

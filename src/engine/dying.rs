@@ -73,7 +73,7 @@ impl Engine {
         let dir = self.task_state_dir(pot);
         std::fs::create_dir_all(&dir).map_err(EngineError::io(p, "create", &dir))?;
         let file = dir.join(DEFERRED_FILE);
-        super::lifecycle::write_atomic(&file, error.to_string().as_bytes())
+        super::state::write_atomic(&file, error.to_string().as_bytes())
             .map_err(EngineError::io(p, "write", &file))?;
         tracing::warn!(pot = %pot, error = %error, "teardown deferred to the reconciler: the pot's datasets are busy (its jail is dying)");
         self.event(

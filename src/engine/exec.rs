@@ -1,7 +1,8 @@
 //! Commands run in a running task's jail: one-shot with captured output (script checks), or
 //! interactive sessions over pipes or a pty (`nomad alloc exec`).
 
-use super::lifecycle::{DEFAULT_JAIL_PATH, ExitInfo, exit_info};
+use super::command::DEFAULT_JAIL_PATH;
+use super::state::{ExitInfo, exit_info};
 use super::{Engine, EngineError, PotName};
 use crate::host::JexecSpec;
 use std::collections::BTreeMap;

@@ -5,9 +5,9 @@
 //! is not being started, and neither its supervisor nor its task is alive. Running but
 //! unclaimed tasks are reported, not killed: Nomad may still recover them.
 
-use super::layout::task_id_of_owner;
-use super::lifecycle::OWNER_PROPERTY;
-use super::{Engine, EngineError, PotName, shim};
+use super::layout::{OWNER_PROPERTY, task_id_of_owner};
+use super::state::{self, EXIT_FILE, PIDS_FILE, Pids, alive, read_json};
+use super::{Engine, EngineError, PotName};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -149,7 +149,7 @@ impl Engine {
         }
         // State without a dataset: debris of a start interrupted before the clone, or of a
         // teardown interrupted after it.
-        if let Ok(dirs) = std::fs::read_dir(self.cfg.state_dir.join("tasks")) {
+        if let Ok(dirs) = std::fs::read_dir(state::tasks_dir(&self.cfg.state_dir)) {
             for dir in dirs.flatten() {
                 if let Ok(pot) = PotName::new(&dir.file_name().to_string_lossy()) {
                     owned
@@ -205,15 +205,12 @@ impl Engine {
             return Verdict::Collect(format!("dying: finishing a deferred teardown ({reason})"));
         }
         let dir = self.task_state_dir(pot);
-        let pids: Option<shim::Pids> = super::lifecycle::read_json(&dir.join(shim::PIDS_FILE));
+        let pids: Option<Pids> = read_json(&dir.join(PIDS_FILE));
         match pids {
-            Some(p)
-                if has_jail
-                    && (super::lifecycle::alive(p.shim) || super::lifecycle::alive(p.task)) =>
-            {
+            Some(p) if has_jail && (alive(p.shim) || alive(p.task)) => {
                 Verdict::Keep("running, not claimed by Nomad yet".to_string())
             }
-            Some(_) if dir.join(shim::EXIT_FILE).exists() => {
+            Some(_) if dir.join(EXIT_FILE).exists() => {
                 Verdict::Collect("task exited and no one claimed it".to_string())
             }
             Some(_) => Verdict::Collect("task gone without an exit status".to_string()),

@@ -7,11 +7,11 @@
 
 use super::attributes;
 use super::image::IMAGE_PROP;
-use super::layout::{PotName, PotPaths, task_id_of_owner};
-use super::lifecycle::{ExitInfo, OWNER_PROPERTY, read_json};
+use super::layout::{OWNER_PROPERTY, PotName, PotPaths, task_id_of_owner};
 use super::network::{AliasAddr, PortSpec};
 use super::potconf::PotConf;
-use super::{Engine, EngineError, shim};
+use super::state::{self, ExitInfo, read_json};
+use super::{Engine, EngineError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -259,7 +259,7 @@ impl Engine {
                 let jid = jails.get(&name).copied();
                 let state = match (ds, jid) {
                     _ if state_dir.join(super::dying::DEFERRED_FILE).exists() => PotState::Dying,
-                    _ if state_dir.join(shim::EXIT_FILE).exists() => PotState::Exited,
+                    _ if state_dir.join(state::EXIT_FILE).exists() => PotState::Exited,
                     (_, Some(_)) => PotState::Running,
                     _ if dying.contains(&name) => PotState::Dying,
                     (Some(_), None) => PotState::Stopped,
@@ -372,9 +372,9 @@ impl Engine {
                 rctl,
             },
             disk_used,
-            started_at_ms: read_json::<shim::Pids>(&dir.join(shim::PIDS_FILE))
+            started_at_ms: read_json::<state::Pids>(&dir.join(state::PIDS_FILE))
                 .map(|p| p.started_at_ms),
-            last_exit: read_json(&dir.join(shim::EXIT_FILE)),
+            last_exit: read_json(&dir.join(state::EXIT_FILE)),
             summary,
         })
     }

@@ -67,6 +67,10 @@ impl std::fmt::Display for PotName {
     }
 }
 
+/// ZFS user property marking the pots this driver created, with the owning task's id. Only
+/// pots carrying it are ever garbage-collected.
+pub const OWNER_PROPERTY: &str = "nomad-pot-driver:task";
+
 /// The value of the owner property for a Nomad task id: `%` and control characters (a task
 /// name may hold tabs and newlines) percent-encoded, since `zfs list -H` prints values raw
 /// between tabs and newlines.

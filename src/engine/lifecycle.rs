@@ -4,33 +4,33 @@
 //! both to roll back a failed start and to destroy a finished task.
 
 use super::attributes::JailAttributes;
-use super::command::{self, Argv};
+use super::command::{self, Argv, DEFAULT_JAIL_PATH};
 use super::gc::Ownership;
 use super::image::{self, ImageRef};
 use super::jailfs;
-use super::layout::{self, MountSpec, PotName, PotPaths};
+use super::layout::{self, MountSpec, OWNER_PROPERTY, PotName, PotPaths};
 use super::limits::Limits;
 use super::mounts::{MountRecord, RecordedMount};
 use super::network::{self, BridgePlan, NetworkPlan, NetworkRecord, NetworkRequest};
 use super::options::{self, CopyIn, Dns, HostEntry, HostMount, HostPathPolicy};
 use super::potconf::PotConf;
+use super::state::{
+    EXIT_FILE, ExitInfo, PIDS_FILE, Pids, SHIM_PID_FILE, alive, read_json, write_atomic,
+};
 use super::status::{self, State};
-use super::{Engine, EngineError, files, oom, shim};
+use super::{Engine, EngineError, files};
+use super::{state, supervisor};
 use crate::host::{JailParams, JexecSpec, RctlAction, RctlRule};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
-/// FreeBSD's login PATH, for tasks whose environment has none (IMAGE isolation passes no host env).
-pub(super) const DEFAULT_JAIL_PATH: &str =
-    "/sbin:/bin:/usr/sbin:/usr/bin:/usr/local/sbin:/usr/local/bin";
 /// What pot's `inherit` DNS mode copies into the jail.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 /// How long a killed task may take to be reaped.
@@ -78,35 +78,6 @@ struct CheckedOptions {
     /// Empty when racct is off and only Nomad's own resources asked for limits.
     rctl_rules: Vec<RctlRule>,
 }
-/// ZFS user property marking the pots this driver created, with the owning task's id. Only
-/// pots carrying it are ever garbage-collected.
-pub const OWNER_PROPERTY: &str = "nomad-pot-driver:task";
-
-/// How a task ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitInfo {
-    pub exit_code: i32,
-    pub signal: i32,
-    pub finished_at_ms: u64,
-    /// Set when the status could not be observed.
-    pub error: Option<String>,
-    /// The memory limit (bytes) the task's jail reached while it ran, if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_limit_hit: Option<u64>,
-}
-
-impl ExitInfo {
-    /// An exit whose status could not be observed.
-    pub fn unknown(reason: String) -> ExitInfo {
-        ExitInfo {
-            exit_code: -1,
-            signal: 0,
-            finished_at_ms: now_ms(),
-            error: Some(reason),
-            memory_limit_hit: None,
-        }
-    }
-}
 
 /// A task the engine tracks: its main process and its exit, once known.
 #[derive(Debug)]
@@ -132,7 +103,7 @@ impl Instance {
         done.unwrap_or_else(|_| ExitInfo {
             exit_code: -1,
             signal: 0,
-            finished_at_ms: now_ms(),
+            finished_at_ms: state::now_ms(),
             error: Some("task waiter vanished".to_string()),
             memory_limit_hit: None,
         })
@@ -153,7 +124,7 @@ impl Engine {
         if let Some(instance) = self.instance(&pot) {
             return Ok(instance);
         }
-        if self.task_state_dir(&pot).join(shim::PIDS_FILE).exists() {
+        if self.task_state_dir(&pot).join(PIDS_FILE).exists() {
             match self.recover(&pot).await {
                 Ok(instance) => return Ok(instance),
                 Err(e) => tracing::info!(pot = %pot, reason = %e, "cleaning up an earlier start"),
@@ -725,22 +696,22 @@ impl Engine {
     }
 
     /// How supervisors learn that a jail reached its memory limit, when devd is configured.
-    fn memory_watch(&self) -> Option<oom::MemoryWatch> {
-        Some(oom::MemoryWatch {
+    fn memory_watch(&self) -> Option<supervisor::oom::MemoryWatch> {
+        Some(supervisor::oom::MemoryWatch {
             devd_socket: self.cfg.devd_socket.clone()?,
             lock_file: self.cfg.state_dir.join("devd.lock"),
-            tasks_dir: self.cfg.state_dir.join("tasks"),
+            tasks_dir: state::tasks_dir(&self.cfg.state_dir),
         })
     }
 
-    /// Hands the task to its supervisor (see [`shim`]), which runs it through jexec in its own
+    /// Hands the task to its supervisor (see [`supervisor`]), which runs it through jexec in its own
     /// session with stdout and stderr on Nomad's log FIFOs, and watches for its exit.
     async fn spawn_task(
         &self,
         spec: &TaskSpec,
         argv: &[String],
-        relays: Vec<super::relay::Relay>,
-        memory_watch: Option<oom::MemoryWatch>,
+        relays: Vec<supervisor::relay::Relay>,
+        memory_watch: Option<supervisor::oom::MemoryWatch>,
     ) -> Result<Arc<Instance>, EngineError> {
         let pot = &spec.pot;
         let p = pot.as_str();
@@ -758,7 +729,7 @@ impl Engine {
             .map_err(EngineError::host(p))?;
         let state_dir = self.task_state_dir(pot);
         std::fs::create_dir_all(&state_dir).map_err(EngineError::io(p, "create", &state_dir))?;
-        let shim_spec = shim::ShimSpec {
+        let shim_spec = supervisor::ShimSpec {
             invocation,
             stdout: spec.stdout.clone(),
             stderr: spec.stderr.clone(),
@@ -788,7 +759,7 @@ impl Engine {
         if let Some(pid) = child.id() {
             write_file(
                 p,
-                &state_dir.join(shim::SHIM_PID_FILE),
+                &state_dir.join(SHIM_PID_FILE),
                 pid.to_string().as_bytes(),
             )?;
         }
@@ -803,8 +774,8 @@ impl Engine {
                     .to_string(),
             })?;
         tracing::debug!(pot = %pot, task_pid = started, "task running");
-        let pids: shim::Pids =
-            read_json(&state_dir.join(shim::PIDS_FILE)).ok_or_else(|| EngineError::State {
+        let pids: Pids =
+            read_json(&state_dir.join(PIDS_FILE)).ok_or_else(|| EngineError::State {
                 pot: p.to_string(),
                 reason: "the task supervisor recorded no pids".to_string(),
             })?;
@@ -836,7 +807,7 @@ impl Engine {
     /// it was still opening the log FIFOs): left alone, it would go on to start the task in
     /// the pot that replaces this one.
     async fn kill_unstarted_supervisor(&self, pot: &PotName) {
-        let path = self.task_state_dir(pot).join(shim::SHIM_PID_FILE);
+        let path = self.task_state_dir(pot).join(SHIM_PID_FILE);
         let Some(pid) = std::fs::read_to_string(&path)
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
@@ -858,7 +829,7 @@ impl Engine {
         &self,
         pot: &PotName,
         child: &mut tokio::process::Child,
-        spec: &shim::ShimSpec,
+        spec: &supervisor::ShimSpec,
     ) -> Result<String, EngineError> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
         let p = pot.as_str();
@@ -869,7 +840,7 @@ impl Engine {
         drop(stdin);
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut line = String::new();
-        let deadline = shim::FIFO_OPEN_TIMEOUT + Duration::from_secs(10);
+        let deadline = supervisor::FIFO_OPEN_TIMEOUT + Duration::from_secs(10);
         tokio::time::timeout(
             deadline,
             tokio::io::BufReader::new(stdout).read_line(&mut line),
@@ -890,7 +861,7 @@ impl Engine {
     fn track(
         &self,
         pot: &PotName,
-        pids: shim::Pids,
+        pids: Pids,
         exit: watch::Receiver<Option<ExitInfo>>,
     ) -> Arc<Instance> {
         let instance = Arc::new(Instance {
@@ -923,9 +894,9 @@ impl Engine {
         }
         let p = pot.as_str();
         let dir = self.task_state_dir(pot);
-        let pids: shim::Pids = read_json(&dir.join(shim::PIDS_FILE))
+        let pids: Pids = read_json(&dir.join(PIDS_FILE))
             .ok_or_else(|| EngineError::NotFound { pot: p.to_string() })?;
-        let read_exit = || read_json::<ExitInfo>(&dir.join(shim::EXIT_FILE));
+        let read_exit = || read_json::<ExitInfo>(&dir.join(EXIT_FILE));
         let mut exit = read_exit();
         // A task without an exit status can only still run inside its jail; once the jail is
         // gone (a host reboot, a jail removed by hand) its pids may name other processes.
@@ -960,7 +931,7 @@ impl Engine {
             let (events, pot2) = (self.events.clone(), pot.clone());
             tokio::spawn(async move {
                 let info = loop {
-                    if let Some(info) = read_json(&dir.join(shim::EXIT_FILE)) {
+                    if let Some(info) = read_json(&dir.join(EXIT_FILE)) {
                         break info;
                     }
                     if !alive(pids.shim) {
@@ -1138,7 +1109,7 @@ impl Engine {
     pub(super) async fn teardown(&self, pot: &PotName) -> Result<(), EngineError> {
         let p = pot.as_str();
         let paths = PotPaths::new(&self.cfg.jails_dir(), pot);
-        if !self.task_state_dir(pot).join(shim::PIDS_FILE).exists() {
+        if !self.task_state_dir(pot).join(PIDS_FILE).exists() {
             // A supervisor still waiting for a reader of its log FIFOs would start the task
             // later, in a pot no one tracks any more.
             self.kill_unstarted_supervisor(pot).await;
@@ -1194,7 +1165,7 @@ impl Engine {
     }
 
     pub(super) fn task_state_dir(&self, pot: &PotName) -> PathBuf {
-        self.cfg.state_dir.join("tasks").join(pot.as_str())
+        state::task_dir(&state::tasks_dir(&self.cfg.state_dir), pot)
     }
 
     /// pot's status file, so that `pot` commands see the pot's state (see [`status`]).
@@ -1322,32 +1293,16 @@ impl StopAttrs {
 /// How a recovered task's supervisor is watched: it is not our child, so it is polled.
 const RECOVERED_POLL: Duration = Duration::from_millis(200);
 
-/// Whether `pid` runs. A zombie does not: an orphan is only reaped when its new parent gets to
-/// it, which some init processes (of containers, for one) never do. Where /proc exists its
-/// state says so; elsewhere a zombie is gone as soon as init reaps it.
-pub(super) fn alive(pid: u32) -> bool {
-    kill(Pid::from_raw(pid as i32), None).is_ok() && !is_zombie(pid)
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        // The state follows the parenthesised command name, which may itself contain ')'.
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            == Some("Z")
-    })
-}
-
 /// The task's status once its supervisor is gone: recorded, or lost if the supervisor was
 /// killed before its task (then we can only wait for the task itself to go).
 async fn exit_after_supervisor(state_dir: &Path, task_pid: u32) -> ExitInfo {
-    if let Some(info) = read_json(&state_dir.join(shim::EXIT_FILE)) {
+    if let Some(info) = read_json(&state_dir.join(EXIT_FILE)) {
         return info;
     }
     while alive(task_pid) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    read_json(&state_dir.join(shim::EXIT_FILE)).unwrap_or_else(|| {
+    read_json(&state_dir.join(EXIT_FILE)).unwrap_or_else(|| {
         ExitInfo::unknown(
             "the task supervisor died before its task: exit status unknown".to_string(),
         )
@@ -1379,39 +1334,8 @@ fn human_bytes(bytes: u64) -> String {
     format!("{amount} {unit}")
 }
 
-pub(super) fn exit_info(status: std::process::ExitStatus) -> ExitInfo {
-    use std::os::unix::process::ExitStatusExt;
-    ExitInfo {
-        exit_code: status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-        signal: status.signal().unwrap_or(0),
-        finished_at_ms: now_ms(),
-        error: None,
-        memory_limit_hit: None,
-    }
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn write_file(pot: &str, path: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     write_atomic(path, bytes).map_err(EngineError::io(pot, "write", path))
-}
-
-/// Writes through a temporary file and a rename, so readers never see half a file.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
-
-pub(super) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 fn remove_all(pot: &str, path: &Path) -> Result<(), EngineError> {

@@ -16,14 +16,13 @@ mod lifecycle;
 mod limits;
 mod mounts;
 mod network;
-mod oom;
 mod options;
 mod ports;
 mod potconf;
-mod relay;
 mod setup;
-pub mod shim;
+mod state;
 mod status;
+pub mod supervisor;
 
 pub use config::{
     ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,
@@ -37,13 +36,14 @@ pub use inventory::{
     CacheFile, ConfEntry, ImageInfo, Images, LimitsInfo, MountInfo, NodeCpu, Owner, PotDetails,
     PotInfo, PotState, PotSummary, PotUsage, Published,
 };
-pub use layout::{MountSpec, PotName};
-pub use lifecycle::{ExitInfo, Instance, OWNER_PROPERTY, TaskSpec};
+pub use layout::{MountSpec, OWNER_PROPERTY, PotName};
+pub use lifecycle::{Instance, TaskSpec};
 pub use limits::{Limits, parse_count, parse_cpu_list, parse_size};
 pub use network::{AliasAddr, NetworkRecord, NetworkRequest, PortSpec};
 pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 pub use setup::{Check, InitReport, PF_ANCHOR_LINES, with_pot_anchors};
+pub use state::ExitInfo;
 
 use crate::host::{self, Host};
 use std::collections::{HashMap, HashSet};
@@ -81,7 +81,7 @@ pub struct Engine {
     /// The IPv6 bridge, once this process has found or made it.
     vnet6: tokio::sync::Mutex<Option<String>>,
     /// The executable run as `<supervisor> shim` for every task: the running binary, which must
-    /// dispatch that argument to [`shim::main`].
+    /// dispatch that argument to [`supervisor::main`].
     supervisor: PathBuf,
 }
 

@@ -6,7 +6,7 @@
 
 use super::attributes::JailAttributes;
 use super::layout::{PotName, PotPaths};
-use super::lifecycle::{read_json, write_atomic};
+use super::state::{read_json, write_atomic};
 use super::{Engine, EngineError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

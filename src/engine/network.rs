@@ -25,14 +25,15 @@
 //!   looks for interfaces with `descr <pot>`, pot's own convention). The address needs no
 //!   release: it is free once the pot's `pot.conf` is gone.
 //! * Ports are also reachable from the host itself (pf's rdr does not see locally originated
-//!   traffic): the task's supervisor relays them (see [`super::relay`]) instead of pot's copied
+//!   traffic): the task's supervisor relays them (see [`super::supervisor::relay`]) instead of pot's copied
 //!   `ncat` binaries.
 
 use super::config::{NetworkConfig, prefix_mask};
 use super::layout::PotName;
 use super::potconf::PotConf;
-use super::relay::{Proto, Relay};
-use super::{Engine, EngineError, lifecycle};
+use super::state::{self, read_json, write_atomic};
+use super::supervisor::relay::{Proto, Relay};
+use super::{Engine, EngineError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
@@ -1042,7 +1043,7 @@ impl Engine {
 
     /// Every task with a network record (bridged or alias), by pot name.
     pub fn network_records(&self) -> Vec<(PotName, NetworkRecord)> {
-        let Ok(dirs) = std::fs::read_dir(self.cfg.state_dir.join("tasks")) else {
+        let Ok(dirs) = std::fs::read_dir(state::tasks_dir(&self.cfg.state_dir)) else {
             return Vec::new();
         };
         let mut out: Vec<(PotName, NetworkRecord)> = dirs
@@ -1056,7 +1057,7 @@ impl Engine {
 
     /// What the task's network looks like, if it is bridged.
     pub fn network_record(&self, pot: &PotName) -> Option<NetworkRecord> {
-        lifecycle::read_json(&self.task_state_dir(pot).join(RECORD_FILE))
+        read_json(&self.task_state_dir(pot).join(RECORD_FILE))
     }
 
     pub(super) fn save_record(
@@ -1068,7 +1069,7 @@ impl Engine {
         let path = dir.join(RECORD_FILE);
         std::fs::create_dir_all(&dir)
             .and_then(|_| {
-                lifecycle::write_atomic(
+                write_atomic(
                     &path,
                     &serde_json::to_vec(record).expect("record serializes"),
                 )

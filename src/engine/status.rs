@@ -6,7 +6,7 @@
 
 use super::EngineError;
 use super::layout::PotName;
-use super::lifecycle::write_atomic;
+use super::state::write_atomic;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

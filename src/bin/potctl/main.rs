@@ -163,7 +163,7 @@ enum ImagesCommand {
 fn main() -> ExitCode {
     // The engine runs every task under `<its own binary> shim`, as the plugin does.
     if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
-        return nomad_pot_driver::engine::shim::main();
+        return nomad_pot_driver::engine::supervisor::main();
     }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {

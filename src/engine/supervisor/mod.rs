@@ -5,8 +5,15 @@
 //! Protocol with the engine: the spec arrives as JSON on stdin (so the task's environment never
 //! touches the disk); the shim answers one line on stdout, `started <pid>` or `error <reason>`,
 //! then keeps running silently until the task exits and its status is recorded in the state dir.
+//!
+//! Being its own process, it depends only on [`crate::host`] and the task's on-disk state
+//! ([`super::state`]), with its two helpers: the memory-limit watch ([`oom`]) and the localhost
+//! port relays ([`relay`]).
 
-use super::lifecycle::{ExitInfo, exit_info, write_atomic};
+pub mod oom;
+pub mod relay;
+
+use super::state::{EXIT_FILE, ExitInfo, PIDS_FILE, Pids, exit_info, now_ms, write_atomic};
 use crate::host::Invocation;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -28,27 +35,14 @@ pub struct ShimSpec {
     pub state_dir: PathBuf,
     /// Published ports to relay from the host itself, for the task's lifetime.
     #[serde(default)]
-    pub relays: Vec<super::relay::Relay>,
-    /// Set when the jail has a memory limit the kernel reports (see [`super::oom`]).
+    pub relays: Vec<relay::Relay>,
+    /// Set when the jail has a memory limit the kernel reports (see [`oom`]).
     #[serde(default)]
-    pub memory_watch: Option<super::oom::MemoryWatch>,
+    pub memory_watch: Option<oom::MemoryWatch>,
 }
 
-/// Written once the task runs: who to signal and who to watch.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Pids {
-    pub shim: u32,
-    pub task: u32,
-    pub started_at_ms: u64,
-}
-
-pub const PIDS_FILE: &str = "pids.json";
 /// How long a task killed by a signal waits for a memory-limit report still on its way.
 const LIMIT_REPORT_GRACE: Duration = Duration::from_millis(200);
-
-/// The supervisor's pid, written by the engine as soon as it is spawned, before the task runs.
-pub const SHIM_PID_FILE: &str = "shim.pid";
-pub const EXIT_FILE: &str = "exit.json";
 
 /// Entry point of `nomad-pot-driver shim`.
 pub fn main() -> ExitCode {
@@ -78,7 +72,7 @@ pub fn main() -> ExitCode {
                 } else {
                     Duration::ZERO
                 };
-                info.memory_limit_hit = super::oom::limit_hit(&spec.state_dir, grace);
+                info.memory_limit_hit = oom::limit_hit(&spec.state_dir, grace);
             }
             let bytes = serde_json::to_vec(&info).expect("exit info serializes");
             match write_atomic(&spec.state_dir.join(EXIT_FILE), &bytes) {
@@ -96,9 +90,9 @@ pub fn main() -> ExitCode {
 /// Opens the log FIFOs, spawns the task with them as its stdout and stderr, records the pids.
 /// `plugin` is the process that spawned the supervisor and waits for its answer.
 fn start(spec: &ShimSpec, plugin: nix::unistd::Pid) -> Result<std::process::Child, String> {
-    super::relay::start(&spec.relays)?;
+    relay::start(&spec.relays)?;
     if let Some(watch) = spec.memory_watch.clone() {
-        std::thread::spawn(move || super::oom::listen(&watch));
+        std::thread::spawn(move || oom::listen(&watch));
     }
     let deadline = Instant::now() + FIFO_OPEN_TIMEOUT;
     let stdout = open_log(&spec.stdout, deadline)?;
@@ -116,7 +110,7 @@ fn start(spec: &ShimSpec, plugin: nix::unistd::Pid) -> Result<std::process::Chil
     let pids = Pids {
         shim: std::process::id(),
         task: child.id(),
-        started_at_ms: super::lifecycle::now_ms(),
+        started_at_ms: now_ms(),
     };
     let bytes = serde_json::to_vec(&pids).expect("pids serialize");
     write_atomic(&spec.state_dir.join(PIDS_FILE), &bytes)

@@ -9,8 +9,7 @@
 //! passes to another waiting supervisor. Like the rest of a supervisor's work this goes on
 //! while the plugin is down.
 
-use super::layout::PotName;
-use super::lifecycle::{now_ms, write_atomic};
+use crate::engine::state::{jail_task_dir, now_ms, write_atomic};
 use crate::host::devd;
 use crate::host::{RctlAction, RctlResource};
 use serde::{Deserialize, Serialize};
@@ -77,11 +76,9 @@ pub fn record(tasks_dir: &Path, notification: &str) {
     if m.rule.resource != RctlResource::MemoryUse || m.rule.action != RctlAction::Devctl {
         return;
     }
-    // A jail name is only used as a path component when it is a valid pot name.
-    let Ok(pot) = PotName::new(&m.rule.jail) else {
+    let Some(dir) = jail_task_dir(tasks_dir, &m.rule.jail) else {
         return;
     };
-    let dir = tasks_dir.join(pot.as_str());
     let path = dir.join(MEMORY_LIMIT_FILE);
     if !dir.is_dir() || path.exists() {
         return;
