@@ -3,8 +3,8 @@
 use super::cty::{self, CtyError};
 use super::schema;
 use crate::engine::{
-    CopyIn, HostEntry, HostMount, Limits, NetworkRequest, Overrides, PortSpec, parse_count,
-    parse_size,
+    CopyIn, HostEntry, HostMount, Limits, NetworkMode, NetworkRequest, Overrides, PortSpec,
+    parse_count, parse_size,
 };
 use crate::proto::drivers::PortMapping;
 use std::collections::BTreeMap;
@@ -111,7 +111,7 @@ pub struct TaskConfig {
     pub command: Option<String>,
     pub args: Vec<String>,
     pub port_map: BTreeMap<String, String>,
-    pub network_mode: Option<String>,
+    pub network_mode: Option<NetworkMode>,
     /// An explicit pot address (bridge types).
     pub ip: Option<String>,
     /// The private bridge of a private-bridge task.
@@ -194,6 +194,14 @@ impl TaskConfig {
             quota: size("quota").map_err(engine_err)?,
             ..Limits::default()
         };
+        let network_mode = o
+            .string("network_mode")
+            .map(|m| m.parse::<NetworkMode>())
+            .transpose()
+            .map_err(|e| CtyError {
+                block: "task config",
+                reason: e.to_string(),
+            })?;
         let config = TaskConfig {
             image: required("image"),
             pot: required("pot"),
@@ -201,7 +209,7 @@ impl TaskConfig {
             command: o.string("command"),
             args: o.strings("args"),
             port_map: o.merged_map("port_map"),
-            network_mode: o.string("network_mode"),
+            network_mode,
             ip: o.string("ip"),
             bridge: o.string("bridge"),
             mounts,
@@ -267,11 +275,11 @@ impl TaskConfig {
             }
         }
         // With network_mode "host" the task uses the host's ports directly: nothing to publish.
-        if matches!(self.network_mode.as_deref(), Some("host" | "inherit")) {
+        if self.network_mode == Some(NetworkMode::Inherit) {
             specs.clear();
         }
         Ok(NetworkRequest {
-            network_type: self.network_mode.clone(),
+            mode: self.network_mode,
             ip: self.ip.clone(),
             bridge: self.bridge.clone(),
             ports: specs,
@@ -417,6 +425,21 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_network_mode_is_refused_naming_the_key() {
+        let m = vec![
+            ("image", "http://h/".into()),
+            ("pot", "p".into()),
+            ("tag", "1".into()),
+            ("network_mode", "vlan".into()),
+        ];
+        let e = TaskConfig::decode(&encode(m)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("task config: unknown network_mode \"vlan\""),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn network_options_are_decoded() {
         let m = vec![
             ("image", "http://h/".into()),
@@ -428,12 +451,12 @@ mod tests {
         ];
         let c = TaskConfig::decode(&encode(m)).unwrap();
         assert_eq!(
+            (c.network_mode, c.ip.as_deref(), c.bridge.as_deref()),
             (
-                c.network_mode.as_deref(),
-                c.ip.as_deref(),
-                c.bridge.as_deref()
-            ),
-            (Some("private-bridge"), Some("10.192.0.9"), Some("backend"))
+                Some(NetworkMode::PrivateBridge),
+                Some("10.192.0.9"),
+                Some("backend")
+            )
         );
     }
 
@@ -449,7 +472,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            network_mode: mode.map(str::to_string),
+            network_mode: mode.map(|m| m.parse().unwrap()),
             ip: None,
             bridge: None,
             mounts: vec![],

@@ -5,7 +5,8 @@ use super::handle::{DriverState, HANDLE_VERSION};
 use super::{API_VERSION, DRIVER_NAME, PLUGIN_VERSION, schema, status};
 use crate::engine::{
     Dns, Engine, EngineConfig, EngineError, EventSink, ExecInput, ExecOutputEvent, ExitInfo,
-    HostMount, ImageRef, Instance, Limits, MountSpec, PotName, TaskSpec, TtySize, parse_cpu_list,
+    HostMount, ImageRef, Instance, Limits, MountSpec, NetworkRecord, PotName, TaskSpec, TaskUsage,
+    TtySize, parse_cpu_list,
 };
 use crate::proto::base::{self, base_plugin_server::BasePlugin};
 use crate::proto::drivers::{self, driver_server::Driver};
@@ -490,7 +491,7 @@ impl Driver for PotDriver {
         }
         let spec = task_spec(&cfg, configured.agent.cpu_hard_limit)?;
         let entry = self.start_tracked(engine.clone(), cfg, spec).await?;
-        let network_override = network_override(&engine, &entry.pot);
+        let network_override = network_override(entry.instance.network.as_ref());
         Ok(Response::new(drivers::StartTaskResponse {
             handle: Some(handle_for(&entry)),
             network_override,
@@ -673,7 +674,7 @@ impl Driver for PotDriver {
                     ("pid".to_string(), entry.instance.pid.to_string()),
                 ]),
             }),
-            network_override: network_override(&*self.engine()?, &entry.pot),
+            network_override: network_override(entry.instance.network.as_ref()),
         }))
     }
 
@@ -982,8 +983,8 @@ async fn forward_exec_output(
 /// `address_mode = "driver"`; Nomad keeps advertising the host's address otherwise, which the
 /// rdr rules serve, so `auto_advertise` stays off. An alias pot is only reachable on its own
 /// addresses: its first one is advertised.
-fn network_override(engine: &Engine, pot: &PotName) -> Option<drivers::NetworkOverride> {
-    let record = engine.network_record(pot)?;
+fn network_override(record: Option<&NetworkRecord>) -> Option<drivers::NetworkOverride> {
+    let record = record?;
     if let Some(alias) = record.aliases.first() {
         let ip = record
             .aliases
@@ -1011,21 +1012,18 @@ fn network_override(engine: &Engine, pot: &PotName) -> Option<drivers::NetworkOv
 
 /// One TaskStats sample. Without usage (racct off, jail gone) the sample is still sent, with no
 /// measured fields, because Nomad dereferences it unconditionally.
-fn stats_sample(
-    task_id: &str,
-    usage: Option<crate::host::ResourceUsage>,
-) -> drivers::TaskStatsResponse {
+fn stats_sample(task_id: &str, usage: Option<TaskUsage>) -> drivers::TaskStatsResponse {
     use drivers::{cpu_usage, memory_usage};
     let (cpu, memory) = match usage {
         Some(u) => (
             drivers::CpuUsage {
-                percent: u.pcpu,
+                percent: u.cpu_percent,
                 measured_fields: vec![cpu_usage::Fields::Percent as i32],
                 ..Default::default()
             },
             drivers::MemoryUsage {
-                rss: u.memoryuse,
-                swap: u.swapuse,
+                rss: u.memory_bytes,
+                swap: u.swap_bytes,
                 measured_fields: vec![
                     memory_usage::Fields::Rss as i32,
                     memory_usage::Fields::Swap as i32,

@@ -37,9 +37,11 @@ pub use inventory::{
     PotInfo, PotState, PotSummary, PotUsage, Published,
 };
 pub use layout::{MountSpec, OWNER_PROPERTY, PotName};
-pub use lifecycle::{Instance, TaskSpec};
+pub use lifecycle::{Instance, TaskSpec, TaskUsage};
 pub use limits::{Limits, parse_count, parse_cpu_list, parse_size};
-pub use network::{AliasAddr, NetworkRecord, NetworkRequest, PortSpec};
+pub use network::{
+    AliasAddr, NetworkMode, NetworkRecord, NetworkRequest, PortSpec, UnknownNetworkMode,
+};
 pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 pub use setup::{Check, InitReport, PF_ANCHOR_LINES, with_pot_anchors};

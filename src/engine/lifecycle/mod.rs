@@ -18,7 +18,7 @@ mod supervise;
 use super::image::ImageRef;
 use super::layout::{MountSpec, OWNER_PROPERTY, PotName};
 use super::limits::Limits;
-use super::network::NetworkRequest;
+use super::network::{NetworkRecord, NetworkRequest};
 use super::options::{CopyIn, Dns, HostEntry, HostMount};
 use super::state::{self, ExitInfo, write_atomic};
 use super::{Engine, EngineError};
@@ -60,12 +60,24 @@ pub struct TaskSpec {
     pub network: NetworkRequest,
 }
 
+/// A task's resource use, as rctl measures its jail.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskUsage {
+    /// Resident memory (rctl's `memoryuse`).
+    pub memory_bytes: u64,
+    pub swap_bytes: u64,
+    /// Of one CPU: a task using two fully is at 200.
+    pub cpu_percent: f64,
+}
+
 /// A task the engine tracks: its main process and its exit, once known.
 #[derive(Debug)]
 pub struct Instance {
     pub pot: PotName,
     pub pid: u32,
     pub started_at_ms: u64,
+    /// What the task's network got: its record, for a bridged or an alias pot.
+    pub network: Option<NetworkRecord>,
     exit: watch::Receiver<Option<ExitInfo>>,
 }
 
@@ -106,11 +118,17 @@ impl Engine {
     }
 
     /// Current resource usage of the task's jail.
-    pub async fn usage(&self, pot: &PotName) -> Result<crate::host::ResourceUsage, EngineError> {
-        self.host
+    pub async fn usage(&self, pot: &PotName) -> Result<TaskUsage, EngineError> {
+        let u = self
+            .host
             .rctl_usage(pot.as_str())
             .await
-            .map_err(EngineError::host(pot.as_str()))
+            .map_err(EngineError::host(pot.as_str()))?;
+        Ok(TaskUsage {
+            memory_bytes: u.memoryuse,
+            swap_bytes: u.swapuse,
+            cpu_percent: u.pcpu,
+        })
     }
 
     /// pot's global lock; `what` names the holder in errors.

@@ -70,6 +70,6 @@ impl Engine {
                 let _ = tx.send(Some(info));
             });
         }
-        Ok(self.track(pot, pids, rx))
+        Ok(self.track(pot, pids, self.network_record(pot), rx))
     }
 }

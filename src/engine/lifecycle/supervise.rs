@@ -4,6 +4,7 @@
 use super::{Instance, TaskSpec, write_file};
 use crate::engine::command::DEFAULT_JAIL_PATH;
 use crate::engine::layout::PotName;
+use crate::engine::network::NetworkRecord;
 use crate::engine::state::{EXIT_FILE, ExitInfo, PIDS_FILE, Pids, SHIM_PID_FILE, alive, read_json};
 use crate::engine::status::{self, State};
 use crate::engine::supervisor;
@@ -93,15 +94,13 @@ impl Engine {
                 pot: p.to_string(),
                 reason: "the task supervisor recorded no pids".to_string(),
             })?;
-        let epairs = self
-            .network_record(pot)
-            .map(|r| r.epairs)
-            .unwrap_or_default();
+        let network = self.network_record(pot);
+        let epairs = network.as_ref().map_or(&[][..], |r| &r.epairs);
         status::set(
             pot,
             &self.status_file(pot),
             State::Started,
-            &status::interfaces(&epairs),
+            &status::interfaces(epairs),
             false,
         )?;
         let (tx, rx) = watch::channel(None);
@@ -114,7 +113,7 @@ impl Engine {
             events(&pot2, exit_event(&info));
             let _ = tx.send(Some(info));
         });
-        Ok(self.track(pot, pids, rx))
+        Ok(self.track(pot, pids, network, rx))
     }
 
     /// Kills the supervisor of a start interrupted before its task ran (the plugin died while
@@ -176,12 +175,14 @@ impl Engine {
         &self,
         pot: &PotName,
         pids: Pids,
+        network: Option<NetworkRecord>,
         exit: watch::Receiver<Option<ExitInfo>>,
     ) -> Arc<Instance> {
         let instance = Arc::new(Instance {
             pot: pot.clone(),
             pid: pids.task,
             started_at_ms: pids.started_at_ms,
+            network,
             exit,
         });
         self.instances

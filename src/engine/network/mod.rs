@@ -41,7 +41,9 @@ mod vnet;
 pub(in crate::engine) use addresses::check_alias_unclaimed;
 pub(in crate::engine) use attach::Attach;
 pub(in crate::engine) use pf::nat_rules;
-pub use plan::{BridgePlan, NetworkPlan, NetworkRequest, PortSpec, plan};
+pub use plan::{
+    BridgePlan, NetworkMode, NetworkPlan, NetworkRequest, PortSpec, UnknownNetworkMode, plan,
+};
 
 use super::layout::PotName;
 use super::state::{self, read_json, write_atomic};

@@ -13,14 +13,45 @@ use std::path::Path;
 /// The network a task asks for, in pot's terms (the driver has resolved Nomad's ports).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NetworkRequest {
-    /// pot's network type (`host` is `inherit`); `None` picks public-bridge when ports are
-    /// published, inherit otherwise.
-    pub network_type: Option<String>,
+    /// `None` picks public-bridge when ports are published, inherit otherwise.
+    pub mode: Option<NetworkMode>,
     /// An explicit address instead of the next free one.
     pub ip: Option<String>,
     /// The private bridge (`<fs_root>/bridges/<name>`) of a private-bridge task.
     pub bridge: Option<String>,
     pub ports: Vec<PortSpec>,
+}
+
+/// pot's network types, decided once where the task config is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The host's network stack; Nomad's `host` names it too.
+    Inherit,
+    PublicBridge,
+    PrivateBridge,
+    /// Static addresses on host NICs.
+    Alias,
+}
+
+/// A `network_mode` that is none of pot's network types.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown network_mode {0:?} (pot's types: \"inherit\" (or \"host\"), \"public-bridge\", \"private-bridge\", \"alias\")"
+)]
+pub struct UnknownNetworkMode(pub String);
+
+impl std::str::FromStr for NetworkMode {
+    type Err = UnknownNetworkMode;
+
+    fn from_str(s: &str) -> Result<NetworkMode, UnknownNetworkMode> {
+        match s {
+            "host" | "inherit" => Ok(NetworkMode::Inherit),
+            "public-bridge" => Ok(NetworkMode::PublicBridge),
+            "private-bridge" => Ok(NetworkMode::PrivateBridge),
+            "alias" => Ok(NetworkMode::Alias),
+            other => Err(UnknownNetworkMode(other.to_string())),
+        }
+    }
 }
 
 /// One published port: traffic to the host's `host_port` goes to the pot's `pot_port`.
@@ -91,20 +122,12 @@ pub fn plan(
     req: &NetworkRequest,
 ) -> Result<NetworkPlan, EngineError> {
     let bad = |m: String| Err(EngineError::InvalidInput(m));
-    let ty = match req.network_type.as_deref() {
-        Some("host") | Some("inherit") => "inherit",
-        Some("public-bridge") => "public-bridge",
-        Some("private-bridge") => "private-bridge",
-        Some("alias") => "alias",
-        Some(other) => {
-            return bad(format!(
-                "unknown network_mode {other:?} (pot's types: \"inherit\" (or \"host\"), \"public-bridge\", \"private-bridge\", \"alias\")"
-            ));
-        }
-        None if req.ports.is_empty() => "inherit",
-        None => "public-bridge",
+    let mode = match req.mode {
+        Some(mode) => mode,
+        None if req.ports.is_empty() => NetworkMode::Inherit,
+        None => NetworkMode::PublicBridge,
     };
-    if ty == "inherit" {
+    if mode == NetworkMode::Inherit {
         if let Some(ip) = &req.ip {
             return bad(format!(
                 "ip {ip:?} needs a bridge network_mode; inherit shares the host's addresses"
@@ -112,7 +135,7 @@ pub fn plan(
         }
         return Ok(NetworkPlan::Inherit);
     }
-    if ty == "alias" {
+    if mode == NetworkMode::Alias {
         if let Some(b) = &req.bridge {
             return bad(format!(
                 "bridge {b:?} is only used with network_mode \"private-bridge\""
@@ -121,12 +144,12 @@ pub fn plan(
         // pot publishes no ports for alias pots: the task listens on its own addresses.
         return Ok(NetworkPlan::Alias(alias_plan(cfg, req.ip.as_deref())?));
     }
-    if let (Some(b), false) = (&req.bridge, ty == "private-bridge") {
+    if let (Some(b), false) = (&req.bridge, mode == NetworkMode::PrivateBridge) {
         return bad(format!(
             "bridge {b:?} is only used with network_mode \"private-bridge\""
         ));
     }
-    let private = if ty == "private-bridge" {
+    let private = if mode == NetworkMode::PrivateBridge {
         // pot refuses ipv6 and treats dual as ipv4: private bridges are IPv4 only.
         if cfg.stack == Stack::Ipv6 {
             return bad(
@@ -331,10 +354,25 @@ mod tests {
     use crate::engine::network::testing::{cfg, port};
 
     #[test]
+    fn network_modes_are_pots_types_and_host() {
+        let parse = |s: &str| s.parse::<NetworkMode>();
+        assert_eq!(parse("host"), Ok(NetworkMode::Inherit));
+        assert_eq!(parse("inherit"), Ok(NetworkMode::Inherit));
+        assert_eq!(parse("public-bridge"), Ok(NetworkMode::PublicBridge));
+        assert_eq!(parse("private-bridge"), Ok(NetworkMode::PrivateBridge));
+        assert_eq!(parse("alias"), Ok(NetworkMode::Alias));
+        let e = parse("vlan").unwrap_err().to_string();
+        assert!(
+            e.starts_with("unknown network_mode \"vlan\" (pot's types: "),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn plan_defaults_and_refusals() {
         let c = cfg();
         let req = |t: Option<&str>, ip: Option<&str>, ports: Vec<PortSpec>| NetworkRequest {
-            network_type: t.map(str::to_string),
+            mode: t.map(|t| t.parse().unwrap()),
             ip: ip.map(str::to_string),
             bridge: None,
             ports,
@@ -365,7 +403,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(err(req(Some("vlan"), None, vec![])).contains("unknown network_mode \"vlan\""));
         assert!(
             err(req(Some("public-bridge"), Some("10.1.2.3.4"), vec![])).contains("not an IPv4")
         );
@@ -420,7 +457,7 @@ mod tests {
     fn alias_addresses_follow_pot() {
         let mut c = cfg();
         let req = |ip: Option<&str>| NetworkRequest {
-            network_type: Some("alias".into()),
+            mode: Some(NetworkMode::Alias),
             ip: ip.map(str::to_string),
             bridge: None,
             ports: vec![port("http", 8080, 80)],
@@ -478,7 +515,7 @@ mod tests {
         .unwrap();
         std::fs::write(root.path().join("bridges/broken"), "net=10.192.0.16\n").unwrap();
         let req = |bridge: Option<&str>, ip: Option<&str>| NetworkRequest {
-            network_type: Some("private-bridge".into()),
+            mode: Some(NetworkMode::PrivateBridge),
             ip: ip.map(str::to_string),
             bridge: bridge.map(str::to_string),
             ports: vec![],
