@@ -4,7 +4,8 @@
 //! first host change, and ends one of two ways: registered as a task, or rolled back. It is
 //! rolled back when the last caller waiting for it is gone, or when DestroyTask asks.
 
-use super::{PotDriver, TaskEntry, status};
+use super::{PotDriver, TaskEntry};
+use crate::driver::status;
 use crate::engine::{Engine, PotName, TaskSpec};
 use crate::proto::drivers;
 use std::sync::Arc;
