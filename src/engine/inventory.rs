@@ -1,6 +1,6 @@
 //! What is on the node, for an operator (`potctl`): every pot with its state and owner, one pot
-//! in detail, published ports, resource usage, images and the image cache. Read-only: nothing
-//! here changes the host.
+//! in detail, published ports ([`published`]), resource usage ([`usage`]), images and the image
+//! cache ([`images`]). Read-only: nothing here changes the host.
 //!
 //! Pots are the direct children of pot's jails dataset, whoever made them; the driver's carry
 //! [`OWNER_PROPERTY`] with the Nomad task id, and their task's state lives under `state_dir`.
@@ -8,14 +8,20 @@
 use super::attributes;
 use super::image::IMAGE_PROP;
 use super::layout::{OWNER_PROPERTY, PotName, PotPaths, task_id_of_owner};
-use super::network::{AliasAddr, PortSpec};
 use super::potconf::PotConf;
 use super::state::{self, ExitInfo, read_json};
 use super::{Engine, EngineError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+mod images;
+mod published;
+mod usage;
+
+pub use images::{CacheFile, ImageInfo, Images};
+pub use published::Published;
+pub use usage::{NodeCpu, PotUsage};
 
 /// Where a pot is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -126,72 +132,6 @@ pub struct LimitsInfo {
     pub rctl: Vec<String>,
 }
 
-/// What one task publishes: ports redirected by pf, or addresses on host NICs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Published {
-    pub pot: String,
-    pub ip: Option<Ipv4Addr>,
-    pub ports: Vec<PortSpec>,
-    pub aliases: Vec<AliasAddr>,
-    /// `pot-rdr/<anchor>` and the rules pf holds in it now.
-    pub anchor: Option<String>,
-    pub pf_rules: Vec<String>,
-}
-
-/// A running pot's resource usage, as pot's `get-rss` reads it from rctl.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PotUsage {
-    pub pot: String,
-    /// Bytes.
-    pub memoryuse: u64,
-    pub vmemoryuse: u64,
-    pub swapuse: u64,
-    /// Percent of one CPU.
-    pub pcpu: f64,
-    /// Seconds.
-    pub cputime: u64,
-    /// `hw.clockrate * pcpu / 100`, get-rss's `TotalTicks`.
-    pub cputime_mhz: f64,
-}
-
-/// An imported image: a pot others are cloned from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImageInfo {
-    pub name: String,
-    /// Bytes used by its datasets.
-    pub used: u64,
-    /// Imported by this driver (so `potctl images gc` may remove it once unused).
-    pub driver: bool,
-    pub imported_at_ms: Option<u64>,
-    /// The cache file it was imported from.
-    pub file: Option<String>,
-    /// Pots cloned from it.
-    pub users: Vec<String>,
-}
-
-/// A file in the image cache.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CacheFile {
-    pub file: String,
-    pub size: u64,
-    /// The imported image made from it, if it is still there.
-    pub image: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Images {
-    pub images: Vec<ImageInfo>,
-    pub cache: Vec<CacheFile>,
-}
-
-/// The node's CPUs as Nomad's fingerprint counts them: its compute is `cpus × mhz` MHz.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct NodeCpu {
-    pub cpus: u32,
-    /// Clock rate of one CPU (`hw.clockrate`).
-    pub mhz: u64,
-}
-
 /// A direct child of the jails dataset, with what ZFS knows of it.
 struct PotDataset {
     owner: Option<String>,
@@ -202,29 +142,6 @@ struct PotDataset {
 }
 
 impl Engine {
-    /// `hw.ncpu` and `hw.clockrate`, from which a Nomad client derives a task's CPU share.
-    pub async fn node_cpu(&self) -> Result<NodeCpu, EngineError> {
-        let read = |name: &'static str| async move {
-            let v = self
-                .host
-                .sysctl(name)
-                .await
-                .map_err(EngineError::node(&format!("read {name}")))?;
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| EngineError::Node {
-                    what: format!("read {name}"),
-                    reason: format!("{v:?} is not a positive number"),
-                })
-        };
-        let cpus = read("hw.ncpu").await?;
-        Ok(NodeCpu {
-            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
-            mhz: read("hw.clockrate").await?,
-        })
-    }
-
     /// Every pot on the node, and the driver's task state without a pot, by name.
     pub async fn pots(&self) -> Result<Vec<PotSummary>, EngineError> {
         let datasets = self.pot_datasets().await?;
@@ -404,149 +321,6 @@ impl Engine {
             attributes,
             jail_attributes,
         })
-    }
-
-    /// What each task publishes, with the rules pf holds for it now.
-    pub async fn published(&self) -> Result<Vec<Published>, EngineError> {
-        let mut out = Vec::new();
-        for (pot, _) in self.network_records() {
-            if let Some(p) = self.published_of(&pot).await? {
-                out.push(p);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn published_of(&self, pot: &PotName) -> Result<Option<Published>, EngineError> {
-        let Some(record) = self.network_record(pot) else {
-            return Ok(None);
-        };
-        let pf_rules = match &record.anchor {
-            Some(anchor) => match self.host.pf_nat_rules(anchor).await {
-                Ok(rules) => rules,
-                // An anchor pf has dropped (or never loaded) holds no rules.
-                Err(crate::host::HostError::Failed { .. }) => Vec::new(),
-                Err(e) => return Err(EngineError::host(pot.as_str())(e)),
-            },
-            None => Vec::new(),
-        };
-        Ok(Some(Published {
-            pot: pot.to_string(),
-            ip: record.ip,
-            ports: record.ports,
-            aliases: record.aliases,
-            anchor: record.anchor,
-            pf_rules,
-        }))
-    }
-
-    /// rctl usage of every running pot (or of `only`), as pot's `get-rss` reports it. Needs
-    /// `kern.racct.enable=1`.
-    pub async fn usage_report(&self, only: Option<&PotName>) -> Result<Vec<PotUsage>, EngineError> {
-        let racct = self.host.sysctl("kern.racct.enable").await;
-        if !racct.as_ref().is_ok_and(|v| v == "1") {
-            return Err(EngineError::Node {
-                what: "resource usage".to_string(),
-                reason: "kern.racct.enable is 0: set kern.racct.enable=1 in /boot/loader.conf and reboot".to_string(),
-            });
-        }
-        let clockrate: f64 = self
-            .host
-            .sysctl("hw.clockrate")
-            .await
-            .map_err(EngineError::node("read hw.clockrate"))?
-            .trim()
-            .parse()
-            .unwrap_or(0.0);
-        let mut running = self
-            .host
-            .jail_names()
-            .await
-            .map_err(EngineError::node("list jails"))?;
-        if let Some(pot) = only {
-            if !running.contains(pot.as_str()) {
-                return Err(EngineError::State {
-                    pot: pot.to_string(),
-                    reason: "not running (no jail)".to_string(),
-                });
-            }
-            running.retain(|n| n == pot.as_str());
-        }
-        let mut out = Vec::new();
-        for name in running {
-            let u = self
-                .host
-                .rctl_usage(&name)
-                .await
-                .map_err(EngineError::host(&name))?;
-            out.push(PotUsage {
-                memoryuse: u.memoryuse,
-                vmemoryuse: u.vmemoryuse,
-                swapuse: u.swapuse,
-                pcpu: u.pcpu,
-                cputime: u.cputime,
-                // get-rss computes it with bc at scale 3.
-                cputime_mhz: (clockrate * u.pcpu / 100.0 * 1000.0).round() / 1000.0,
-                pot: name,
-            });
-        }
-        Ok(out)
-    }
-
-    /// Imported images (pots that others are cloned from, or that this driver imported) and
-    /// the files in the image cache.
-    pub async fn images(&self) -> Result<Images, EngineError> {
-        let datasets = self.pot_datasets().await?;
-        let jails = self.cfg.jails_dataset();
-        let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, d) in &datasets {
-            if let Some(image) = d.origin.as_deref().and_then(|o| image_of_origin(&jails, o)) {
-                users.entry(image).or_default().push(name.clone());
-            }
-        }
-        let images: Vec<ImageInfo> = datasets
-            .iter()
-            .filter(|(name, d)| d.image_prop.is_some() || users.contains_key(*name))
-            .map(|(name, d)| {
-                let stamp = d.image_prop.as_deref().and_then(|v| v.rsplit_once('@'));
-                ImageInfo {
-                    name: name.clone(),
-                    used: d.used.unwrap_or(0),
-                    driver: d.image_prop.is_some(),
-                    imported_at_ms: stamp.and_then(|(_, ms)| ms.parse().ok()),
-                    file: stamp
-                        .map(|(file, _)| file.to_string())
-                        .filter(|f| !f.is_empty()),
-                    users: users.get(name).cloned().unwrap_or_default(),
-                }
-            })
-            .collect();
-        let mut cache = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&self.cfg.cache_dir) {
-            for e in entries.flatten() {
-                let file = e.file_name().to_string_lossy().into_owned();
-                if !(file.ends_with(".xz") || file.ends_with(".xz.part")) {
-                    continue;
-                }
-                // The driver records its source file; pot imports `<pot>_<tag>.xz` as
-                // `<pot>_<tag>` with dots turned into underscores.
-                let image = images
-                    .iter()
-                    .find(|i| i.file.as_deref() == Some(file.as_str()))
-                    .or_else(|| {
-                        let local = file.strip_suffix(".xz")?.replace('.', "_");
-                        images.iter().find(|i| i.name == local)
-                    })
-                    .map(|i| i.name.clone());
-                cache.push(CacheFile {
-                    size: e.metadata().map(|m| m.len()).unwrap_or(0),
-                    image,
-                    file,
-                });
-            }
-        }
-        cache.sort_by(|a, b| a.file.cmp(&b.file));
-        Ok(Images { images, cache })
     }
 
     /// The direct children of the jails dataset, by pot name.
