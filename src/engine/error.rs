@@ -38,9 +38,16 @@ pub enum EngineError {
     /// No such pot or task.
     #[error("pot {pot} not found")]
     NotFound { pot: String },
-    /// A node-wide operation (about no single pot) failed or cannot be done on this node.
+    /// A node-wide operation (about no single pot) cannot be done on this node.
     #[error("{what}: {reason}")]
     Node { what: String, reason: String },
+    /// A host operation about the whole node, `what` naming it ("list jails"), failed.
+    #[error("{what}: {source}")]
+    NodeHost {
+        what: String,
+        #[source]
+        source: HostError,
+    },
 }
 
 impl EngineError {
@@ -62,9 +69,9 @@ impl EngineError {
 
     /// For a host operation about the whole node, `what` naming it ("list jails").
     pub(crate) fn node(what: &str) -> impl FnOnce(HostError) -> EngineError + '_ {
-        move |source| EngineError::Node {
+        move |source| EngineError::NodeHost {
             what: what.to_string(),
-            reason: source.to_string(),
+            source,
         }
     }
 
@@ -79,5 +86,27 @@ impl EngineError {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn node_errors_keep_the_host_error_and_its_text() {
+        let e = EngineError::node("list jails")(HostError::Failed {
+            command: "jls".into(),
+            status: "exit status 1".into(),
+            stderr: "jls: boom".into(),
+        });
+        assert_eq!(
+            e.to_string(),
+            "list jails: jls failed (exit status 1): jls: boom"
+        );
+        let source = e.source().and_then(|s| s.downcast_ref::<HostError>());
+        assert!(matches!(source, Some(HostError::Failed { .. })), "{e:?}");
+        assert!(!e.is_transient());
     }
 }
