@@ -10,7 +10,7 @@ mod status;
 
 pub use config::{AgentConfig, TaskConfig};
 pub use handle::{DriverState, HANDLE_VERSION};
-pub use service::{PotDriver, task_spec};
+pub use service::{PotDriver, TaskSpecError, task_spec};
 
 /// Reported as `PluginInfo.plugin_version`: above the Go driver's v0.10.0 so that Nomad prefers
 /// this plugin when both are installed.

@@ -21,7 +21,7 @@ mod exec;
 mod fingerprint;
 mod starting;
 
-pub use convert::task_spec;
+pub use convert::{TaskSpecError, task_spec};
 
 /// The driver plugin: shared by the BasePlugin and Driver services.
 #[derive(Clone, Default)]

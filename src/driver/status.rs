@@ -1,5 +1,6 @@
 //! Engine errors → gRPC statuses, with Nomad's recoverable-error detail for transient failures.
 
+use super::TaskSpecError;
 use crate::engine::EngineError;
 use crate::proto::structs::RecoverableError;
 use crate::text::{MAX_MESSAGE, clip};
@@ -65,6 +66,14 @@ pub fn from_engine(e: &EngineError) -> Status {
     }
 }
 
+/// A task that cannot be made: bad input is INVALID_ARGUMENT, the engine's errors map as above.
+pub fn from_task_spec(e: &TaskSpecError) -> Status {
+    match e {
+        TaskSpecError::Config(_) | TaskSpecError::Network(_) => invalid_argument(e.to_string()),
+        TaskSpecError::Engine(e) => from_engine(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +107,31 @@ mod tests {
             transient: false,
         };
         assert_eq!(from_engine(&permanent).code(), Code::Unknown);
+    }
+
+    #[test]
+    fn task_spec_errors_are_invalid_arguments_unless_the_engine_says_otherwise() {
+        use crate::driver::cty::CtyError;
+        let config = TaskSpecError::Config(CtyError {
+            block: "task config",
+            reason: "image: required".into(),
+        });
+        let s = from_task_spec(&config);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "task config: image: required")
+        );
+        let s = from_task_spec(&TaskSpecError::Network("port \"http\": to 0".into()));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::InvalidArgument, "task config: port \"http\": to 0")
+        );
+        let transient = TaskSpecError::Engine(EngineError::Image {
+            image: "a_1".into(),
+            reason: "HTTP 503".into(),
+            transient: true,
+        });
+        assert_eq!(from_task_spec(&transient).code(), Code::FailedPrecondition);
     }
 
     #[test]

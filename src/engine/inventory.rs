@@ -10,6 +10,7 @@ use super::image::IMAGE_PROP;
 use super::layout::{OWNER_PROPERTY, PotName, PotPaths, task_id_of_owner};
 use super::potconf::PotConf;
 use super::state::{self, ExitInfo, read_json};
+use super::task_id::TaskId;
 use super::{Engine, EngineError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,24 +53,29 @@ impl PotState {
     }
 }
 
-/// The Nomad task a driver pot belongs to, from its task id `<alloc>/<task>/<hex>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The Nomad task a driver pot belongs to, from the task id on its dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    pub task_id: String,
-    pub alloc_id: String,
-    pub task: String,
+    pub task: TaskId,
 }
 
 impl Owner {
-    fn parse(task_id: &str) -> Owner {
-        let mut parts = task_id.splitn(3, '/');
-        let alloc_id = parts.next().unwrap_or_default().to_string();
-        let task = parts.next().unwrap_or_default().to_string();
-        Owner {
-            task_id: task_id.to_string(),
-            alloc_id,
-            task,
-        }
+    /// `None` for an owner property that is not a task id: the driver records only ids it
+    /// has parsed, so another value was set by hand.
+    fn parse(task_id: &str) -> Option<Owner> {
+        TaskId::parse(task_id).ok().map(|task| Owner { task })
+    }
+}
+
+/// `{"task_id", "alloc_id", "task"}`, the form `potctl ls --json` has always printed.
+impl Serialize for Owner {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut o = s.serialize_struct("Owner", 3)?;
+        o.serialize_field("task_id", &self.task.to_string())?;
+        o.serialize_field("alloc_id", &self.task.alloc_id)?;
+        o.serialize_field("task", &self.task.task_name)?;
+        o.end()
     }
 }
 
@@ -191,7 +197,7 @@ impl Engine {
                         .and_then(|c| c.get_raw("ip").map(str::trim).map(str::to_string))
                         .filter(|ip| !ip.is_empty()),
                     jid,
-                    owner: ds.and_then(|d| d.owner.as_deref()).map(Owner::parse),
+                    owner: ds.and_then(|d| d.owner.as_deref()).and_then(Owner::parse),
                     image: ds
                         .and_then(|d| d.origin.as_deref())
                         .and_then(|o| image_of_origin(&jails_dataset, o)),
@@ -414,10 +420,19 @@ mod tests {
 
     #[test]
     fn owners_come_from_nomad_task_ids() {
-        let o = Owner::parse("4fe1de8e-eab5/web/a510890d");
-        assert_eq!(o.alloc_id, "4fe1de8e-eab5");
-        assert_eq!(o.task, "web");
-        assert_eq!(o.task_id, "4fe1de8e-eab5/web/a510890d");
+        let o = Owner::parse("4fe1de8e-eab5/web/a510890d").unwrap();
+        assert_eq!(o.task.alloc_id, "4fe1de8e-eab5");
+        assert_eq!(o.task.task_name, "web");
+        assert_eq!(o.task.to_string(), "4fe1de8e-eab5/web/a510890d");
+        assert_eq!(
+            serde_json::to_value(&o).unwrap(),
+            serde_json::json!({
+                "task_id": "4fe1de8e-eab5/web/a510890d",
+                "alloc_id": "4fe1de8e-eab5",
+                "task": "web",
+            })
+        );
+        assert_eq!(Owner::parse("set-by-hand"), None);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod setup;
 mod state;
 mod status;
 pub mod supervisor;
+mod task_id;
 
 pub use config::{
     ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,
@@ -46,6 +47,7 @@ pub use options::{CopyIn, Dns, HostEntry, HostMount};
 pub use potconf::PotConf;
 pub use setup::{Check, InitReport, PF_ANCHOR_LINES, with_pot_anchors};
 pub use state::ExitInfo;
+pub use task_id::TaskId;
 
 use crate::host::{self, Host};
 use std::collections::{HashMap, HashSet};

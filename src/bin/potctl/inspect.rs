@@ -130,8 +130,8 @@ fn pots(list: Vec<PotSummary>, as_json: bool) -> String {
             or_dash(p.pot_type),
             or_dash(p.network_type),
             or_dash(p.ip),
-            or_dash(owner.map(|o| &o.alloc_id)),
-            or_dash(owner.map(|o| &o.task)),
+            or_dash(owner.map(|o| &o.task.alloc_id)),
+            or_dash(owner.map(|o| &o.task.task_name)),
             or_dash(p.image),
         ]);
     }
@@ -167,9 +167,9 @@ fn show(d: &PotDetails, as_json: bool) -> String {
         match &s.owner {
             Some(o) => format!(
                 "alloc {} task {} (task id {})",
-                o.alloc_id,
-                visible(&o.task),
-                visible(&o.task_id)
+                o.task.alloc_id,
+                visible(&o.task.task_name),
+                visible(&o.task.to_string())
             ),
             None => "- (not created by the driver)".to_string(),
         },

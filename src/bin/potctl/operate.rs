@@ -411,10 +411,6 @@ fn task_env(
     Ok(env)
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", s.message())
-}
-
 /// `potctl prepare`: imports the task's image, the first step of every start.
 pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<ExitCode> {
     let hcl = std::fs::read_to_string(&args.job)
@@ -456,7 +452,7 @@ pub async fn start(
 ) -> Result<ExitCode> {
     let task = prepare_task(engine, args, false).await?;
     note(&task.notes, json);
-    let spec = driver::task_spec(&task.config, cpu_hard_limit).map_err(status_error)?;
+    let spec = driver::task_spec(&task.config, cpu_hard_limit)?;
     let instance = match engine.start(spec).await {
         Ok(i) => i,
         Err(e) => {
@@ -694,7 +690,7 @@ pub async fn run(
     }
     let pot = task.pot.clone();
     let result: Result<RunEnd> = async {
-        let spec = driver::task_spec(&task.config, cpu_hard_limit).map_err(status_error)?;
+        let spec = driver::task_spec(&task.config, cpu_hard_limit)?;
         let stdout = stream(&task.config.stdout_path, std::io::stdout());
         let stderr = stream(&task.config.stderr_path, std::io::stderr());
         let instance = tokio::select! {

@@ -3,11 +3,12 @@
 
 use super::TaskEntry;
 use crate::driver::config::TaskConfig;
+use crate::driver::cty::CtyError;
 use crate::driver::handle::{DriverState, HANDLE_VERSION};
 use crate::driver::status;
 use crate::engine::{
-    Dns, ExitInfo, HostMount, ImageRef, Limits, MountSpec, NetworkRecord, PotName, TaskSpec,
-    TaskUsage, parse_cpu_list,
+    Dns, EngineError, ExitInfo, HostMount, ImageRef, Limits, MountSpec, NetworkRecord, TaskId,
+    TaskSpec, TaskUsage, parse_cpu_list,
 };
 use crate::proto::drivers;
 use nix::sys::signal::Signal;
@@ -17,18 +18,33 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::Status;
 
+/// Why a task cannot be made from what Nomad sent; [`crate::driver::status`] turns it into the
+/// gRPC status at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskSpecError {
+    /// The task's `config {}` block does not decode.
+    #[error(transparent)]
+    Config(#[from] CtyError),
+    /// The task's ports or network settings are unusable.
+    #[error("task config: {0}")]
+    Network(String),
+    /// The engine rejects the task id, image, pot name or resources.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
 /// What the engine runs for Nomad's `cfg`: the decoded task config, the task's dirs, its log
 /// FIFOs, mounts, network, limits and environment. `potctl run` builds its task through this
 /// too, so that it runs exactly what the plugin would. `cpu_hard_limit` is the agent's default
 /// for tasks that do not set it.
-pub fn task_spec(cfg: &drivers::TaskConfig, cpu_hard_limit: bool) -> Result<TaskSpec, Status> {
-    let (alloc, task_name, invocation) = split_task_id(&cfg.id)?;
-    let tc = TaskConfig::decode(&cfg.msgpack_driver_config)
-        .map_err(|e| status::invalid_argument(e.to_string()))?;
-    let image =
-        ImageRef::parse(&tc.image, &tc.pot, &tc.tag).map_err(|e| status::from_engine(&e))?;
-    let pot =
-        PotName::for_task(task_name, invocation, alloc).map_err(|e| status::from_engine(&e))?;
+pub fn task_spec(
+    cfg: &drivers::TaskConfig,
+    cpu_hard_limit: bool,
+) -> Result<TaskSpec, TaskSpecError> {
+    let id = TaskId::parse(&cfg.id)?;
+    let tc = TaskConfig::decode(&cfg.msgpack_driver_config)?;
+    let image = ImageRef::parse(&tc.image, &tc.pot, &tc.tag)?;
+    let pot = id.pot_name()?;
     let alloc_dir = Path::new(&cfg.alloc_dir);
     let task_dir = alloc_dir.join(&cfg.name);
     let mounts = vec![
@@ -66,7 +82,7 @@ pub fn task_spec(cfg: &drivers::TaskConfig, cpu_hard_limit: bool) -> Result<Task
         .unwrap_or_default();
     let network = tc
         .network_request(nomad_ports, &cfg.env)
-        .map_err(|e| status::invalid_argument(format!("task config: {e}")))?;
+        .map_err(TaskSpecError::Network)?;
     let cpu_hard_limit = tc.cpu_hard_limit.unwrap_or(cpu_hard_limit);
     let limits = nomad_limits(cfg, tc.limits, cpu_hard_limit)?;
     Ok(TaskSpec {
@@ -105,7 +121,7 @@ fn nomad_limits(
     cfg: &drivers::TaskConfig,
     from_job: Limits,
     cpu_hard_limit: bool,
-) -> Result<Limits, Status> {
+) -> Result<Limits, EngineError> {
     let resources = cfg.resources.as_ref();
     let memory_mb = resources
         .and_then(|r| r.allocated_resources.as_ref())
@@ -113,8 +129,7 @@ fn nomad_limits(
         .map(|m| m.memory_mb.max(m.memory_max_mb))
         .filter(|mb| *mb > 0);
     let linux = resources.and_then(|r| r.linux_resources.as_ref());
-    let cpus = parse_cpu_list(linux.map_or("", |l| l.cpuset_cpus.as_str()))
-        .map_err(|e| status::from_engine(&e))?;
+    let cpus = parse_cpu_list(linux.map_or("", |l| l.cpuset_cpus.as_str()))?;
     Ok(Limits {
         memory_bytes: memory_mb.map(|mb| (mb as u64) << 20),
         cpu_share: linux
@@ -123,19 +138,6 @@ fn nomad_limits(
         cpus,
         ..from_job
     })
-}
-
-/// `<alloc_id>/<task_name>/<invocation>`, the task id Nomad generates per start.
-fn split_task_id(id: &str) -> Result<(&str, &str, &str), Status> {
-    let mut parts = id.splitn(3, '/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(t), Some(i)) if !a.is_empty() && !t.is_empty() && !i.is_empty() => {
-            Ok((a, t, i))
-        }
-        _ => Err(status::invalid_argument(format!(
-            "task id {id:?} is not of the form <alloc>/<task>/<invocation>"
-        ))),
-    }
 }
 
 pub(super) fn handle_for(entry: &TaskEntry) -> drivers::TaskHandle {
@@ -295,12 +297,24 @@ mod tests {
     }
 
     #[test]
-    fn splits_nomad_task_ids() {
-        assert_eq!(
-            split_task_id("a-1/web/0f3c").unwrap(),
-            ("a-1", "web", "0f3c")
+    fn task_spec_errors_say_which_input_is_bad() {
+        let cfg = |id: &str, config: Vec<u8>| drivers::TaskConfig {
+            id: id.to_string(),
+            msgpack_driver_config: config,
+            ..Default::default()
+        };
+        let e = task_spec(&cfg("a/web", Vec::new()), false).unwrap_err();
+        assert!(
+            matches!(e, TaskSpecError::Engine(EngineError::InvalidInput(_))),
+            "{e:?}"
         );
-        assert!(split_task_id("a/web").is_err());
+        assert_eq!(
+            e.to_string(),
+            r#"task id "a/web" is not of the form <alloc>/<task>/<invocation>"#
+        );
+        // 0xc1 is no msgpack value at all.
+        let e = task_spec(&cfg("a/web/0f3c", vec![0xc1]), false).unwrap_err();
+        assert!(matches!(e, TaskSpecError::Config(_)), "{e:?}");
     }
 
     #[test]

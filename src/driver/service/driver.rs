@@ -99,7 +99,8 @@ impl Driver for PotDriver {
                 ..Default::default()
             }));
         }
-        let spec = task_spec(&cfg, configured.agent.cpu_hard_limit)?;
+        let spec = task_spec(&cfg, configured.agent.cpu_hard_limit)
+            .map_err(|e| status::from_task_spec(&e))?;
         let entry = self.start_tracked(engine.clone(), cfg, spec).await?;
         let network_override = network_override(entry.instance.network.as_ref());
         Ok(Response::new(drivers::StartTaskResponse {
