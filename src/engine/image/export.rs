@@ -1,7 +1,8 @@
 //! `pot export`: a single pot's snapshot as pot's image files, the `.xz` multi-block so the
 //! multi-threaded decoder can use every core on import.
 
-use super::{check_name, hex};
+use super::reference::check_name;
+use super::verify::hex;
 use crate::engine::{Engine, EngineError};
 use crate::host::Host;
 use crate::skein::Skein1024;

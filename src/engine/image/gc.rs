@@ -1,7 +1,7 @@
 //! Bounding the image cache: imported images no pot is cloned from are removed, oldest first,
 //! with their compressed files in the cache dir.
 
-use super::CacheFiles;
+use super::cache::CacheFiles;
 use crate::engine::{Engine, EngineError};
 use std::collections::BTreeMap;
 

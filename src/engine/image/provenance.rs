@@ -8,7 +8,8 @@
 //! own, `<pot>_<tag>_<16 hex digits of its source's hash>`. So a job naming another server, or
 //! tag `1_0` beside `1.0`, never runs what an earlier job imported under pot's name.
 
-use super::{EngineError, ImagePolicy, ImageRef};
+use super::ImageRef;
+use crate::engine::{EngineError, ImagePolicy};
 use crate::host::Host;
 use crate::skein::Skein1024;
 
@@ -80,7 +81,11 @@ impl Provenance {
 /// The name an image from this source gets when pot's name holds another image.
 pub(super) fn own_name(image: &ImageRef) -> String {
     let digest = Skein1024::digest(image.source().as_bytes());
-    format!("{}_{}", image.local_name(), &super::hex(&digest)[..16])
+    format!(
+        "{}_{}",
+        image.local_name(),
+        &super::verify::hex(&digest)[..16]
+    )
 }
 
 /// pot's name for an image whose dataset may carry [`own_name`]'s suffix: the key of its lock.
@@ -173,9 +178,9 @@ async fn recorded(
 }
 
 fn configured_keynums(image: &ImageRef, policy: &ImagePolicy) -> Result<Vec<String>, EngineError> {
-    super::load_pubkeys(image, policy).map(|keys| {
+    super::verify::load_pubkeys(image, policy).map(|keys| {
         keys.iter()
-            .map(|(_, k)| super::hex(k.keynum().as_ref()))
+            .map(|(_, k)| super::verify::hex(k.keynum().as_ref()))
             .collect()
     })
 }
