@@ -1,6 +1,6 @@
 //! Typed agent and task configs, decoded from Nomad's msgpack.
 
-use super::cty::{self, CtyError};
+use super::cty::{self, CtyError, CtyObject};
 use super::schema;
 use crate::engine::{
     CopyIn, HostEntry, HostMount, Limits, NetworkMode, NetworkRequest, Overrides, PortSpec,
@@ -8,7 +8,6 @@ use crate::engine::{
 };
 use crate::proto::drivers::PortMapping;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 /// The agent's `config {}` block.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,52 +21,30 @@ pub struct AgentConfig {
 impl AgentConfig {
     pub fn decode(bytes: &[u8]) -> Result<AgentConfig, CtyError> {
         let o = cty::decode("agent config", bytes, schema::AGENT)?;
-        let path = |k: &str| o.string(k).map(PathBuf::from);
         Ok(AgentConfig {
             enabled: o.bool("enabled").unwrap_or(true),
             cpu_hard_limit: o.bool("cpu_hard_limit").unwrap_or(false),
-            engine: Overrides {
-                tool_path: o.string("tool_path"),
-                zfs_root: o.string("zfs_root"),
-                fs_root: path("fs_root"),
-                cache_dir: path("cache_dir"),
-                tmp_dir: path("tmp_dir"),
-                state_dir: path("state_dir"),
-                lock_file: path("lock_file"),
-                pot_conf_dir: path("pot_conf_dir"),
-                network: o.string("network"),
-                netmask: o.string("netmask"),
-                gateway: o.string("gateway"),
-                dns_ip: o.string("dns_ip"),
-                extif: o.string("extif"),
-                extra_extif: o.merged_map("extra_extif"),
-                extif_addr: o.string("extif_addr"),
-                vpn_extif: o.string("vpn_extif"),
-                vpn_networks: o.strings("vpn_networks"),
-                isolate_vnet_pots: o.bool("isolate_vnet_pots"),
-                network_stack: o.string("network_stack"),
-                args_quote_compat: o.bool("args_quote_compat"),
-                allowed_host_paths: o
-                    .strings("allowed_host_paths")
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .collect(),
-                allowed_attributes: o.strings("allowed_attributes"),
-                allowed_image_dirs: o
-                    .strings("allowed_image_dirs")
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .collect(),
-                signature_pubkeys: Some(o.strings("signature_pubkeys"))
-                    .filter(|keys| !keys.is_empty())
-                    .map(|keys| keys.into_iter().map(PathBuf::from).collect()),
-                require_signature: o.bool("require_signature"),
-                image_max_size: o.string("image_max_size"),
-                image_cache_max: o.string("image_cache_max"),
-                image_ca_file: path("image_ca_file"),
-                devd_socket: o.string("devd_socket"),
-            },
+            engine: Overrides::from_values(&o),
         })
+    }
+}
+
+/// The engine's settings table reads its keys from the decoded agent config through this.
+impl crate::engine::Values for CtyObject {
+    fn text(&self, key: &str) -> Option<String> {
+        self.string(key)
+    }
+
+    fn flag(&self, key: &str) -> Option<bool> {
+        self.bool(key)
+    }
+
+    fn texts(&self, key: &str) -> Vec<String> {
+        self.strings(key)
+    }
+
+    fn pairs(&self, key: &str) -> BTreeMap<String, String> {
+        self.merged_map(key)
     }
 }
 
@@ -297,6 +274,7 @@ fn port_number(label: &str, what: &str, n: i64) -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn encode(pairs: Vec<(&str, rmpv::Value)>) -> Vec<u8> {
         let map = rmpv::Value::Map(pairs.into_iter().map(|(k, v)| (k.into(), v)).collect());
@@ -377,10 +355,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.engine.zfs_root.as_deref(), Some("tank/pot"));
-        assert_eq!(
-            c.engine.signature_pubkeys,
-            Some(vec![PathBuf::from("/k.pub")])
-        );
+        assert_eq!(c.engine.signature_pubkeys, [PathBuf::from("/k.pub")]);
         let e = AgentConfig::from_json(&serde_json::json!({"zfs_root": 3})).unwrap_err();
         assert!(e.reason.contains("\"zfs_root\" must be string"), "{e}");
         assert!(AgentConfig::from_json(&serde_json::json!({"nope": 1})).is_err());
@@ -402,10 +377,10 @@ mod tests {
         let e = AgentConfig::decode(&bytes).unwrap().engine;
         assert_eq!(
             e.signature_pubkeys,
-            Some(vec![
+            [
                 PathBuf::from("/etc/pot/a.pub"),
                 PathBuf::from("/etc/pot/b.pub")
-            ])
+            ]
         );
         assert_eq!(e.require_signature, Some(false));
         assert_eq!(e.image_max_size.as_deref(), Some("20G"));
@@ -419,7 +394,7 @@ mod tests {
             .engine;
         assert_eq!(
             (e.signature_pubkeys, e.require_signature),
-            (None, None),
+            (vec![], None),
             "absent options keep pot's behaviour"
         );
     }

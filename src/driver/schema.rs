@@ -1,6 +1,7 @@
 //! The agent and task config schemas: one table each, from which both the HCL spec sent to Nomad
 //! and the msgpack decoder are derived, so the two can never disagree.
 
+use crate::engine::{Kind, SETTINGS};
 use crate::proto::hclspec::{self, spec::Block};
 use std::collections::HashMap;
 
@@ -62,45 +63,36 @@ const fn with_default(name: &'static str, ty: Ty, default: &'static str) -> Attr
     }
 }
 
-/// `plugin "nomad-pot-driver" { config { … } }`. Engine settings have no default in the schema:
-/// absent means "take pot's own configuration", which an HCL default would hide.
-pub const AGENT: &[AttrDef] = &[
-    with_default("enabled", Ty::Bool, "true"),
-    attr("tool_path", Ty::String),
-    attr("zfs_root", Ty::String),
-    attr("fs_root", Ty::String),
-    attr("cache_dir", Ty::String),
-    attr("tmp_dir", Ty::String),
-    attr("state_dir", Ty::String),
-    attr("lock_file", Ty::String),
-    attr("pot_conf_dir", Ty::String),
-    attr("network", Ty::String),
-    attr("netmask", Ty::String),
-    attr("gateway", Ty::String),
-    attr("dns_ip", Ty::String),
-    attr("extif", Ty::String),
-    attr("extra_extif", Ty::ListMapString),
-    attr("extif_addr", Ty::String),
-    attr("vpn_extif", Ty::String),
-    attr("vpn_networks", Ty::ListString),
-    attr("isolate_vnet_pots", Ty::Bool),
-    attr("network_stack", Ty::String),
-    with_default("args_quote_compat", Ty::Bool, "true"),
-    attr("allowed_host_paths", Ty::ListString),
-    attr("allowed_attributes", Ty::ListString),
-    attr("allowed_image_dirs", Ty::ListString),
-    attr("signature_pubkeys", Ty::ListString),
-    // No default: absent means "required exactly when keys are configured".
-    attr("require_signature", Ty::Bool),
-    attr("image_max_size", Ty::String),
-    // A count; HCL turns `image_cache_max = 10` into the string Nomad sends.
-    attr("image_cache_max", Ty::String),
-    attr("image_ca_file", Ty::String),
-    // No default: absent means devd's own socket, empty turns memory-limit reports off.
-    attr("devd_socket", Ty::String),
+/// `plugin "nomad-pot-driver" { config { … } }`: the driver's `enabled`, the engine's settings
+/// ([`SETTINGS`]), and the driver's `cpu_hard_limit`.
+pub const AGENT: &[AttrDef] = &agent();
+
+const AGENT_LEN: usize = SETTINGS.len() + 2;
+
+const fn agent() -> [AttrDef; AGENT_LEN] {
+    // First, as in the Go driver, whose agent schema is this one attribute.
+    let mut attrs = [with_default("enabled", Ty::Bool, "true"); AGENT_LEN];
+    // A `while`: `for` is not allowed in a const fn.
+    let mut i = 0;
+    while i < SETTINGS.len() {
+        let def = &SETTINGS[i];
+        attrs[i + 1] = AttrDef {
+            name: def.name,
+            ty: match def.kind {
+                Kind::Text => Ty::String,
+                Kind::Flag => Ty::Bool,
+                Kind::Texts => Ty::ListString,
+                Kind::Pairs => Ty::ListMapString,
+            },
+            required: false,
+            default: def.schema_default,
+        };
+        i += 1;
+    }
     // The default of the task option of that name (docker's and podman's meaning).
-    with_default("cpu_hard_limit", Ty::Bool, "false"),
-];
+    attrs[AGENT_LEN - 1] = with_default("cpu_hard_limit", Ty::Bool, "false");
+    attrs
+}
 
 /// A job's `config { … }`: the Go driver's schema, key for key.
 pub const TASK: &[AttrDef] = &[
@@ -213,5 +205,72 @@ mod tests {
         assert_eq!(ty(AGENT, "cpu_hard_limit"), Some(Ty::Bool));
         assert_eq!(req, ["image", "pot", "tag"]);
         assert_eq!(TASK[5].ty.expr(), "list(map(string))");
+    }
+
+    /// What an operator may write in `plugin "nomad-pot-driver" { config { … } }`, as Nomad
+    /// receives it: every attribute with its type and default, sorted by name (the wire map has
+    /// no order). A change here is a change of the plugin's interface.
+    #[test]
+    fn agent_schema_is_pinned() {
+        let Some(Block::Object(object)) = to_spec(AGENT).block else {
+            panic!("the agent schema is not an object");
+        };
+        let block = |s: &Option<Box<hclspec::Spec>>| s.as_deref().and_then(|s| s.block.clone());
+        let mut lines: Vec<String> = object
+            .attributes
+            .iter()
+            .map(|(key, s)| {
+                let (attr, default) = match &s.block {
+                    Some(Block::Attr(a)) => (a.clone(), String::new()),
+                    Some(Block::Default(d)) => match (block(&d.primary), block(&d.default)) {
+                        (Some(Block::Attr(a)), Some(Block::Literal(l))) => {
+                            (a, format!(" = {}", l.value))
+                        }
+                        other => panic!("{key}: {other:?}"),
+                    },
+                    other => panic!("{key}: {other:?}"),
+                };
+                assert_eq!(&attr.name, key);
+                assert!(!attr.required, "{key} is required");
+                format!("{key}: {}{default}", attr.r#type)
+            })
+            .collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "allowed_attributes: list(string)",
+                "allowed_host_paths: list(string)",
+                "allowed_image_dirs: list(string)",
+                "args_quote_compat: bool = true",
+                "cache_dir: string",
+                "cpu_hard_limit: bool = false",
+                "devd_socket: string",
+                "dns_ip: string",
+                "enabled: bool = true",
+                "extif: string",
+                "extif_addr: string",
+                "extra_extif: list(map(string))",
+                "fs_root: string",
+                "gateway: string",
+                "image_ca_file: string",
+                "image_cache_max: string",
+                "image_max_size: string",
+                "isolate_vnet_pots: bool",
+                "lock_file: string",
+                "netmask: string",
+                "network: string",
+                "network_stack: string",
+                "pot_conf_dir: string",
+                "require_signature: bool",
+                "signature_pubkeys: list(string)",
+                "state_dir: string",
+                "tmp_dir: string",
+                "tool_path: string",
+                "vpn_extif: string",
+                "vpn_networks: list(string)",
+                "zfs_root: string",
+            ]
+        );
     }
 }

@@ -27,7 +27,7 @@ mod task_id;
 
 pub use config::{
     ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,
-    ImagePolicy, NetworkConfig, Overrides, Setting, Source, Stack,
+    ImagePolicy, Kind, NetworkConfig, Overrides, SETTINGS, Setting, Source, Stack, Values,
 };
 pub use error::EngineError;
 pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession, TtySize};

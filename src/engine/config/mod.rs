@@ -3,12 +3,14 @@
 mod explain;
 mod parse;
 mod pot_files;
+mod table;
 #[cfg(test)]
 mod tests;
 
 pub use explain::{Setting, Source};
 use parse::{parse_cidr, parse_ip, parse_size, validate_dataset_name, validate_nic};
 use pot_files::PotSettings;
+pub use table::{Kind, SETTINGS, Values};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -137,7 +139,8 @@ impl Stack {
     }
 }
 
-/// Agent-config values that override pot's; `None` keeps pot's value.
+/// Agent-config values that override pot's; `None` keeps pot's value. One field per row of
+/// [`SETTINGS`], which fills them from the decoded agent config ([`Overrides::from_values`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Overrides {
     pub tool_path: Option<String>,
@@ -165,7 +168,8 @@ pub struct Overrides {
     pub allowed_host_paths: Vec<PathBuf>,
     pub allowed_attributes: Vec<String>,
     pub allowed_image_dirs: Vec<PathBuf>,
-    pub signature_pubkeys: Option<Vec<PathBuf>>,
+    /// Empty: only pot's key, if any.
+    pub signature_pubkeys: Vec<PathBuf>,
     pub require_signature: Option<bool>,
     pub image_max_size: Option<String>,
     pub image_cache_max: Option<String>,
@@ -196,23 +200,33 @@ pub const DEFAULT_IMAGE_MAX_SIZE: u64 = 64 << 30;
 
 impl EngineConfig {
     /// pot's defaults, then `pot.default.conf` and `pot.conf` from the config dir, then `o`.
+    ///
+    /// Key by key on purpose: each setting becomes a typed field by a rule of its own (pot's
+    /// fallback, parsing, a default that depends on another key). Which pot variable backs a
+    /// setting, and pot's default for it, come from [`SETTINGS`].
     pub fn resolve(o: &Overrides) -> Result<EngineConfig, ConfigError> {
         let conf_dir = o
             .pot_conf_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_POT_CONF_DIR));
-        let mut pot = PotSettings::defaults();
-        for file in ["pot.default.conf", "pot.conf"] {
-            pot.overlay_file(&conf_dir.join(file))?;
-        }
-        let pick = |agent: &Option<String>, potv: &str| agent.clone().unwrap_or(potv.to_string());
-        let network = pick(&o.network, &pot.network);
-        let netmask = pick(&o.netmask, &pot.netmask);
-        let gateway = pick(&o.gateway, &pot.gateway);
-        let dns_ip = pick(&o.dns_ip, &pot.dns_ip);
-        let extif_addr = pick(&o.extif_addr, &pot.extif_addr);
-        let vpn_extif = pick(&o.vpn_extif, &pot.vpn_extif);
-        let stack = pick(&o.network_stack, &pot.network_stack);
+        let pot = PotSettings::read(&conf_dir)?;
+        let pick = |agent: &Option<String>, setting: &str| {
+            agent
+                .clone()
+                .unwrap_or_else(|| pot.get(setting).to_string())
+        };
+        let pick_path = |agent: &Option<PathBuf>, setting: &str| {
+            agent
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(pot.get(setting)))
+        };
+        let network = pick(&o.network, "network");
+        let netmask = pick(&o.netmask, "netmask");
+        let gateway = pick(&o.gateway, "gateway");
+        let dns_ip = pick(&o.dns_ip, "dns_ip");
+        let extif_addr = pick(&o.extif_addr, "extif_addr");
+        let vpn_extif = pick(&o.vpn_extif, "vpn_extif");
+        let stack = pick(&o.network_stack, "network_stack");
         let extra_extif = if o.extra_extif.is_empty() {
             pot.extra_extif()?
         } else {
@@ -223,7 +237,7 @@ impl EngineConfig {
             parse_cidr("extra_extif", net)?;
         }
         let vpn_networks = if o.vpn_networks.is_empty() {
-            pot.vpn_networks
+            pot.get("vpn_networks")
                 .split_whitespace()
                 .map(str::to_string)
                 .collect()
@@ -236,7 +250,7 @@ impl EngineConfig {
         let isolate = match o.isolate_vnet_pots {
             Some(b) => b,
             None => matches!(
-                pot.isolate.as_str(),
+                pot.get("isolate_vnet_pots"),
                 "YES" | "yes" | "true" | "TRUE" | "on" | "ON" | "1"
             ),
         };
@@ -245,10 +259,10 @@ impl EngineConfig {
                 .tool_path
                 .clone()
                 .unwrap_or_else(|| DEFAULT_TOOL_PATH.to_string()),
-            zfs_root: pick(&o.zfs_root, &pot.zfs_root),
-            fs_root: o.fs_root.clone().unwrap_or_else(|| pot.fs_root.clone()),
-            cache_dir: o.cache_dir.clone().unwrap_or_else(|| pot.cache.clone()),
-            tmp_dir: o.tmp_dir.clone().unwrap_or_else(|| pot.tmp.clone()),
+            zfs_root: pick(&o.zfs_root, "zfs_root"),
+            fs_root: pick_path(&o.fs_root, "fs_root"),
+            cache_dir: pick_path(&o.cache_dir, "cache_dir"),
+            tmp_dir: pick_path(&o.tmp_dir, "tmp_dir"),
             state_dir: o
                 .state_dir
                 .clone()
@@ -267,7 +281,7 @@ impl EngineConfig {
                 } else {
                     Some(parse_ip("dns_ip", &dns_ip)?)
                 },
-                extif: pick(&o.extif, &pot.extif),
+                extif: pick(&o.extif, "extif"),
                 extra_extif,
                 extif_addr: if extif_addr.is_empty() {
                     None
@@ -304,6 +318,8 @@ impl EngineConfig {
         Ok(cfg)
     }
 
+    /// Key by key, in this order, on purpose: the first failure is the one reported, so the
+    /// order is part of what an operator sees.
     fn validate(&self) -> Result<(), ConfigError> {
         if self.tool_path.split(':').all(str::is_empty) {
             return Err(bad("tool_path", "must name at least one directory"));
@@ -398,16 +414,13 @@ impl EngineConfig {
 /// Agent keys come first; pot's `POT_DEFAULT_SIGNATURE_PUBKEY` is added when set. Keys present
 /// make signatures mandatory unless `require_signature = false`, as with pot's default key.
 fn image_policy(o: &Overrides, pot: &PotSettings) -> Result<ImagePolicy, ConfigError> {
-    let mut pubkeys = o.signature_pubkeys.clone().unwrap_or_default();
-    if !pot.signature_pubkey.is_empty() {
-        pubkeys.push(PathBuf::from(&pot.signature_pubkey));
+    let mut pubkeys = o.signature_pubkeys.clone();
+    let pot_key = pot.get("signature_pubkeys");
+    if !pot_key.is_empty() {
+        pubkeys.push(PathBuf::from(pot_key));
     }
     for key in &pubkeys {
-        let key_name = if o
-            .signature_pubkeys
-            .as_ref()
-            .is_some_and(|k| k.contains(key))
-        {
+        let key_name = if o.signature_pubkeys.contains(key) {
             "signature_pubkeys"
         } else {
             "POT_DEFAULT_SIGNATURE_PUBKEY"

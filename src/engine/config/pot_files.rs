@@ -1,61 +1,52 @@
 //! pot's own configuration files, `pot.default.conf` and `pot.conf`.
 
+use super::table::SETTINGS;
 use super::{ConfigError, bad};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The subset of pot's configuration variables the engine uses.
+/// The values of the pot variables named in [`SETTINGS`], from pot's defaults and files.
 pub(super) struct PotSettings {
-    pub(super) zfs_root: String,
-    pub(super) fs_root: PathBuf,
-    pub(super) cache: PathBuf,
-    pub(super) tmp: PathBuf,
-    pub(super) network: String,
-    pub(super) netmask: String,
-    pub(super) gateway: String,
-    pub(super) dns_ip: String,
-    pub(super) extif: String,
-    pub(super) signature_pubkey: String,
-    pub(super) extra_extif: String,
-    pub(super) extif_addr: String,
-    pub(super) vpn_extif: String,
-    pub(super) vpn_networks: String,
-    pub(super) isolate: String,
-    pub(super) network_stack: String,
+    /// By setting name.
+    values: BTreeMap<&'static str, String>,
     /// Every `POT_NETWORK_<nic>` seen.
-    pub(super) nic_networks: BTreeMap<String, String>,
+    nic_networks: BTreeMap<String, String>,
     /// The file that last set each pot variable.
     pub(super) set_by: BTreeMap<String, PathBuf>,
 }
 
 impl PotSettings {
-    pub(super) fn defaults() -> Self {
-        PotSettings {
-            zfs_root: "zroot/pot".into(),
-            fs_root: "/opt/pot".into(),
-            cache: "/var/cache/pot".into(),
-            tmp: "/tmp".into(),
-            network: "10.192.0.0/10".into(),
-            netmask: "255.192.0.0".into(),
-            gateway: "10.192.0.1".into(),
-            dns_ip: "10.192.0.2".into(),
-            extif: "em0".into(),
-            signature_pubkey: String::new(),
-            extra_extif: String::new(),
-            extif_addr: String::new(),
-            vpn_extif: String::new(),
-            vpn_networks: String::new(),
-            isolate: "false".into(),
-            network_stack: "ipv4".into(),
+    /// pot's defaults, then `pot.default.conf` and `pot.conf` from `conf_dir`, as pot reads them.
+    pub(super) fn read(conf_dir: &Path) -> Result<Self, ConfigError> {
+        let mut pot = PotSettings {
+            values: SETTINGS
+                .iter()
+                .filter_map(|def| Some((def.name, def.pot?.default.to_string())))
+                .collect(),
             nic_networks: BTreeMap::new(),
             set_by: BTreeMap::new(),
+        };
+        for file in ["pot.default.conf", "pot.conf"] {
+            pot.overlay_file(&conf_dir.join(file))?;
         }
+        Ok(pot)
+    }
+
+    /// The value of the pot variable of `setting`.
+    ///
+    /// # Panics
+    /// If the table gives `setting` no pot variable: a bug that any resolve of an empty agent
+    /// config shows, as it asks for every one.
+    pub(super) fn get(&self, setting: &str) -> &str {
+        self.values
+            .get(setting)
+            .unwrap_or_else(|| panic!("setting {setting} has no pot variable in SETTINGS"))
     }
 
     /// `POT_EXTRA_EXTIF` NICs with their `POT_NETWORK_<nic>`; pot skips NICs without one.
     pub(super) fn extra_extif(&self) -> Result<BTreeMap<String, String>, ConfigError> {
         Ok(self
-            .extra_extif
+            .get("extra_extif")
             .split_whitespace()
             .filter_map(|nic| {
                 self.nic_networks
@@ -67,7 +58,7 @@ impl PotSettings {
 
     /// pot sources these files as sh; like potnet we read plain `KEY=value` lines and ignore the
     /// rest, stripping one pair of surrounding quotes and any trailing comment.
-    pub(super) fn overlay_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+    fn overlay_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -79,40 +70,15 @@ impl PotSettings {
             if key.starts_with("POT_") {
                 self.set_by.insert(key.clone(), path.to_path_buf());
             }
-            let slot = match key.as_str() {
-                "POT_ZFS_ROOT" => &mut self.zfs_root,
-                "POT_NETWORK" => &mut self.network,
-                "POT_NETMASK" => &mut self.netmask,
-                "POT_GATEWAY" => &mut self.gateway,
-                "POT_DNS_IP" => &mut self.dns_ip,
-                "POT_EXTIF" => &mut self.extif,
-                "POT_DEFAULT_SIGNATURE_PUBKEY" => &mut self.signature_pubkey,
-                "POT_EXTRA_EXTIF" => &mut self.extra_extif,
-                "POT_EXTIF_ADDR" => &mut self.extif_addr,
-                "POT_VPN_EXTIF" => &mut self.vpn_extif,
-                "POT_VPN_NETWORKS" => &mut self.vpn_networks,
-                "POT_ISOLATE_VNET_POTS" => &mut self.isolate,
-                "POT_NETWORK_STACK" => &mut self.network_stack,
-                k if k.starts_with("POT_NETWORK_") => {
-                    self.nic_networks
-                        .insert(k["POT_NETWORK_".len()..].to_string(), value);
-                    continue;
-                }
-                "POT_FS_ROOT" => {
-                    self.fs_root = value.into();
-                    continue;
-                }
-                "POT_CACHE" => {
-                    self.cache = value.into();
-                    continue;
-                }
-                "POT_TMP" => {
-                    self.tmp = value.into();
-                    continue;
-                }
-                _ => continue,
-            };
-            *slot = value;
+            let def = SETTINGS
+                .iter()
+                .find(|def| def.pot.is_some_and(|var| var.name == key));
+            if let Some(def) = def {
+                self.values.insert(def.name, value);
+            } else if let Some(nic) = key.strip_prefix("POT_NETWORK_") {
+                // After the table: `POT_NETWORK_STACK` is a setting, not a NIC's network.
+                self.nic_networks.insert(nic.to_string(), value);
+            }
         }
         Ok(())
     }

@@ -136,7 +136,7 @@ fn bad_values_name_the_key() {
     );
     let o = Overrides {
         pot_conf_dir: Some("/nonexistent".into()),
-        signature_pubkeys: Some(vec!["/nonexistent/key.pub".into()]),
+        signature_pubkeys: vec!["/nonexistent/key.pub".into()],
         ..Default::default()
     };
     assert_eq!(
@@ -232,4 +232,91 @@ fn trust_boundary_options_are_checked() {
     let e = EngineConfig::resolve(&o).unwrap_err();
     assert_eq!(e.key, "allowed_image_dirs");
     assert!(e.reason.contains("images is not an absolute path"), "{e}");
+}
+
+/// Answers every key with a value, or only `Some(key)`.
+struct Agent(Option<&'static str>);
+
+impl Values for Agent {
+    fn text(&self, key: &str) -> Option<String> {
+        self.has(key).then(|| "x".to_string())
+    }
+
+    fn flag(&self, key: &str) -> Option<bool> {
+        self.has(key).then_some(true)
+    }
+
+    fn texts(&self, key: &str) -> Vec<String> {
+        self.text(key).into_iter().collect()
+    }
+
+    fn pairs(&self, key: &str) -> BTreeMap<String, String> {
+        self.text(key).map(|v| (v.clone(), v)).into_iter().collect()
+    }
+}
+
+impl Agent {
+    fn has(&self, key: &str) -> bool {
+        self.0.is_none_or(|only| only == key)
+    }
+}
+
+#[test]
+fn each_setting_fills_its_own_field_and_every_field_has_a_setting() {
+    for def in SETTINGS {
+        let o = Overrides::from_values(&Agent(Some(def.name)));
+        let given: Vec<&str> = SETTINGS
+            .iter()
+            .filter(|d| d.given(&o))
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(given, [def.name]);
+    }
+    // A field without a row would stay empty.
+    let all = format!("{:?}", Overrides::from_values(&Agent(None)));
+    for empty in ["None", "[]", "{}"] {
+        assert!(!all.contains(empty), "{all}");
+    }
+}
+
+#[test]
+fn every_pot_variable_of_the_table_is_read_from_pot_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf: String = SETTINGS
+        .iter()
+        .filter_map(|def| def.pot)
+        .map(|var| format!("{}={}\n", var.name, var.default))
+        .collect();
+    std::fs::write(dir.path().join("pot.conf"), conf).unwrap();
+    let settings = EngineConfig::explain(&Overrides {
+        pot_conf_dir: Some(dir.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let from_pot: Vec<&str> = settings
+        .iter()
+        .filter(|s| s.source == Source::PotConf)
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(
+        from_pot,
+        [
+            "zfs_root",
+            "fs_root",
+            "cache_dir",
+            "tmp_dir",
+            "network",
+            "netmask",
+            "gateway",
+            "dns_ip",
+            "extif",
+            "extra_extif",
+            "extif_addr",
+            "vpn_extif",
+            "vpn_networks",
+            "isolate_vnet_pots",
+            "network_stack",
+            "signature_pubkeys"
+        ]
+    );
 }
