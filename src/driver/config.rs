@@ -4,7 +4,7 @@ use super::cty::{self, CtyError, CtyObject};
 use super::schema;
 use crate::engine::{
     CopyIn, HostEntry, HostMount, Limits, NetworkMode, NetworkRequest, Overrides, PortSpec,
-    parse_count, parse_size,
+    Proxies, parse_count, parse_size,
 };
 use crate::proto::drivers::PortMapping;
 use std::collections::BTreeMap;
@@ -24,7 +24,13 @@ impl AgentConfig {
         Ok(AgentConfig {
             enabled: o.bool("enabled").unwrap_or(true),
             cpu_hard_limit: o.bool("cpu_hard_limit").unwrap_or(false),
-            engine: Overrides::from_values(&o),
+            engine: Overrides {
+                // Nomad starts plugins with the agent's own environment, where pot's fetch(1)
+                // would find its proxy; potctl decodes its config here too, with its own. The
+                // one place either reads them.
+                proxies: Proxies::from_env(|name| std::env::var(name).ok()),
+                ..Overrides::from_values(&o)
+            },
         })
     }
 }

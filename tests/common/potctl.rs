@@ -8,7 +8,24 @@ use std::process::{Command, Output, Stdio};
 pub const POTCTL: &str = env!("CARGO_BIN_EXE_potctl");
 
 pub fn potctl(sim: &SimHost, args: &[&str]) -> Output {
-    Command::new(POTCTL)
+    potctl_with_env(sim, args, &[])
+}
+
+/// [`potctl`] with `vars` in its environment. The proxy variables of the machine running the
+/// tests are not passed on: the test servers are on 127.0.0.1.
+pub fn potctl_with_env(sim: &SimHost, args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(POTCTL);
+    for proxy_var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        cmd.env_remove(proxy_var);
+    }
+    cmd.envs(vars.iter().copied())
         .arg("--sim")
         .arg(&sim.dir)
         .args(args)

@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod mounts;
 mod nomad_features;
+mod proxy;
 mod recovery;
 mod schemas;
 

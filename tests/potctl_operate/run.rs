@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::potctl::{POTCTL, potctl, sim_with_image, text};
+use crate::common::potctl::{POTCTL, potctl, potctl_with_env, sim_with_image, text};
 use crate::{job_file, looping_job, potctl_dirs};
-use nomad_harness::{FileServer, SimHost};
+use nomad_harness::{FileServer, ForwardProxy, SimHost};
 use serde_json::Value as Json;
 
 #[test]
@@ -71,6 +71,50 @@ fn run_over_http_reports_progress_as_lines_and_json() {
     assert_eq!(result["exit_code"], 3);
     assert_eq!(result["signal"], 0);
     sim.assert_clean("after potctl run over http");
+}
+
+#[test]
+fn run_through_a_proxy_from_a_server_that_wants_credentials_never_shows_them() {
+    // base64("alice:s3cret") and base64("bob:pr0xy").
+    let (alice, bob) = ("Basic YWxpY2U6czNjcmV0", "Basic Ym9iOnByMHh5");
+    let (sim, _) = sim_with_image();
+    let server = FileServer::serve_with_auth(&sim.images_dir(), alice);
+    let proxy = ForwardProxy::with_auth(bob);
+    let run = |password: &str| {
+        let image = server
+            .url()
+            .replacen("://", &format!("://alice:{password}@"), 1);
+        let args = ["run", "nomad-jobs/demo.nomad.hcl", "--image", &image];
+        let out = potctl_with_env(&sim, &args, &[("HTTP_PROXY", &proxy.url("bob:pr0xy@"))]);
+        let shown = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        for secret in ["alice", "s3cret", "bob", "pr0xy", "wr0ng"] {
+            assert!(!shown.contains(secret), "{secret:?} shown: {shown}");
+        }
+        (out.status.code(), shown)
+    };
+    let (code, shown) = run("wr0ng");
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "GET {}demo_1.0.xz.skein: HTTP 401 Unauthorized",
+            server.url()
+        )),
+        "{shown}"
+    );
+    sim.assert_clean("after a refused image");
+    let (code, shown) = run("s3cret");
+    assert_eq!(code, Some(3), "{shown}");
+    assert!(shown.contains("==> Imported image demo_1.0\n"), "{shown}");
+    let xz = format!("GET {}demo_1.0.xz HTTP/1.1", server.url());
+    let asked = proxy.asked();
+    assert!(
+        asked
+            .iter()
+            .any(|(line, auth)| *line == xz && auth.as_deref() == Some(bob)),
+        "{asked:?}"
+    );
+    sim.assert_clean("after potctl run through a proxy");
+    assert_eq!(potctl_dirs(&sim), 0);
 }
 
 #[test]

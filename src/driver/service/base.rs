@@ -59,6 +59,7 @@ impl BasePlugin for PotDriver {
             zfs_root = %engine_config.zfs_root,
             fs_root = %engine_config.fs_root.display(),
             tool_path = %engine_config.tool_path,
+            image_downloads = %engine_config.image.proxies,
             "configured"
         );
         *slot = Some(Configured {

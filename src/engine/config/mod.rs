@@ -12,6 +12,7 @@ use parse::{parse_cidr, parse_ip, parse_size, validate_dataset_name, validate_ni
 use pot_files::PotSettings;
 pub use table::{Kind, SETTINGS, Values};
 
+use super::image::Proxies;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ pub struct ImagePolicy {
     /// Keep at most this many imported images, removing unused ones oldest first after each
     /// import; `None`: never remove any automatically (as pot).
     pub cache_max: Option<usize>,
+    /// The HTTP proxies downloads go through.
+    pub proxies: Proxies,
 }
 
 impl Default for ImagePolicy {
@@ -86,6 +89,7 @@ impl Default for ImagePolicy {
             backoff: Duration::from_secs(2),
             ca_file: None,
             cache_max: None,
+            proxies: Proxies::default(),
         }
     }
 }
@@ -176,6 +180,9 @@ pub struct Overrides {
     pub image_ca_file: Option<PathBuf>,
     /// Empty disables memory-limit reporting.
     pub devd_socket: Option<String>,
+    /// Not an agent-config key: the `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` of the process
+    /// environment, where pot's fetch(1) finds them too, read where the agent config is decoded.
+    pub proxies: Proxies,
 }
 
 /// A setting that failed validation.
@@ -467,6 +474,7 @@ fn image_policy(o: &Overrides, pot: &PotSettings) -> Result<ImagePolicy, ConfigE
         max_size,
         ca_file: o.image_ca_file.clone(),
         cache_max,
+        proxies: o.proxies.clone(),
         ..ImagePolicy::default()
     })
 }

@@ -272,8 +272,15 @@ fn each_setting_fills_its_own_field_and_every_field_has_a_setting() {
             .collect();
         assert_eq!(given, [def.name]);
     }
-    // A field without a row would stay empty.
-    let all = format!("{:?}", Overrides::from_values(&Agent(None)));
+    // A field without a row would stay empty. The proxies are no agent-config key: they come
+    // from the environment (see `AgentConfig::decode`), set here so they are not empty either.
+    let all = format!(
+        "{:?}",
+        Overrides {
+            proxies: Proxies::from_env(|_| Some("u:p@proxy:1".to_string())),
+            ..Overrides::from_values(&Agent(None))
+        }
+    );
     for empty in ["None", "[]", "{}"] {
         assert!(!all.contains(empty), "{all}");
     }

@@ -1,8 +1,11 @@
 //! `http://` and `https://` transport for image files: timeouts, same-scheme redirects, TLS
-//! against the system trust store (and `image_ca_file`), and a streaming GET that resumes with
-//! `Range` after a cut when the server can prove it still has the same object.
+//! against the system trust store (and `image_ca_file`), the environment's proxies
+//! ([`super::proxy`], [`super::connect`]), and a streaming GET that resumes with `Range` after a
+//! cut when the server can prove it still has the same object.
 
 use super::ImageRef;
+use super::connect::{Connector, ProxyError};
+use super::proxy::Proxy;
 use super::trust::{self, SystemStore, Trust};
 use crate::engine::{EngineError, ImagePolicy};
 use bytes::Bytes;
@@ -30,9 +33,9 @@ pub(super) struct Http<'a> {
 /// An image's files are fetched over one scheme only (redirects never change it), so an
 /// `http://` image never touches TLS and an `https://` one cannot be served in the clear.
 enum Transport {
-    Plain(Client<HttpConnector, Empty<Bytes>>),
+    Plain(Client<Connector, Empty<Bytes>>),
     Tls {
-        client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+        client: Client<HttpsConnector<Connector>, Empty<Bytes>>,
         /// What the certificate may chain to, for the error when it does not.
         trusted: String,
     },
@@ -52,13 +55,13 @@ impl<'a> Http<'a> {
                 .with_tls_config(trust.config)
                 .https_only()
                 .enable_http1()
-                .wrap_connector(connector);
+                .wrap_connector(Connector::new(connector, &policy.proxies));
             Transport::Tls {
                 client: builder.build(https),
                 trusted: trust.description,
             }
         } else {
-            Transport::Plain(builder.build(connector))
+            Transport::Plain(builder.build(Connector::new(connector, &policy.proxies)))
         };
         Ok(Http {
             image,
@@ -168,7 +171,9 @@ impl<'a> Http<'a> {
 
     /// GET `url`, following redirects within its scheme only. Like fetch(3), the image URL's
     /// credentials are sent only when the server asks for them (401 with `WWW-Authenticate`),
-    /// and only to the image URL's own host.
+    /// and only to the image URL's own host; a proxy that is sent the request gets its URL's
+    /// credentials only once it asks for them (407 with `Proxy-Authenticate`), as
+    /// `http_request_body` in libfetch's http.c sends them.
     async fn get(
         &self,
         url: &str,
@@ -176,6 +181,7 @@ impl<'a> Http<'a> {
     ) -> Result<(String, Response<Incoming>), EngineError> {
         let mut url = url.to_string();
         let mut authorize = false;
+        let mut proxy_authorize = false;
         let mut redirects = 0;
         loop {
             let uri: hyper::Uri = url
@@ -189,6 +195,10 @@ impl<'a> Http<'a> {
             if let Some(c) = credentials.filter(|_| authorize) {
                 request = request.header(header::AUTHORIZATION, c.basic());
             }
+            let proxy_credentials = self.forwarder(&uri).and_then(Proxy::credentials);
+            if let Some(c) = proxy_credentials.filter(|_| proxy_authorize) {
+                request = request.header(header::PROXY_AUTHORIZATION, c.basic());
+            }
             let request = request
                 .body(Empty::new())
                 .map_err(|e| self.image.err(format!("GET {url}: {e}"), false))?;
@@ -199,13 +209,21 @@ impl<'a> Http<'a> {
                     self.image
                         .err(format!("GET {url}: no response within {idle:?}"), true)
                 })?
-                .map_err(|e| self.request_error(&url, &e))?;
+                .map_err(|e| self.request_error(&url, &uri, &e))?;
             if response.status() == StatusCode::UNAUTHORIZED
                 && !authorize
                 && credentials.is_some()
                 && response.headers().contains_key(header::WWW_AUTHENTICATE)
             {
                 authorize = true;
+                continue;
+            }
+            if response.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+                && !proxy_authorize
+                && proxy_credentials.is_some()
+                && response.headers().contains_key(header::PROXY_AUTHENTICATE)
+            {
+                proxy_authorize = true;
                 continue;
             }
             if !is_redirect(response.status()) {
@@ -247,18 +265,42 @@ impl<'a> Http<'a> {
         }
     }
 
+    /// The proxy that is sent `uri`'s request itself: an `http://` request's. An `https://`
+    /// one goes through the tunnel the connector makes, and its proxy never sees it.
+    fn forwarder(&self, uri: &hyper::Uri) -> Option<&Proxy> {
+        match uri.scheme_str() {
+            Some("http") => self.policy.proxies.for_uri(uri).ok().flatten(),
+            _ => None,
+        }
+    }
+
     /// A certificate the trust store rejects, or a failed handshake, is permanent: retrying
-    /// meets the same certificate. Everything else (refused, reset, cut) is worth a retry.
-    fn request_error(&self, url: &str, e: &hyper_util::client::legacy::Error) -> EngineError {
+    /// meets the same certificate; so is a proxy's refusal (see [`ProxyError::is_transient`]).
+    /// Everything else (refused, reset, cut) is worth a retry.
+    fn request_error(
+        &self,
+        url: &str,
+        uri: &hyper::Uri,
+        e: &hyper_util::client::legacy::Error,
+    ) -> EngineError {
+        if let Some(proxy) = find_source::<ProxyError>(e) {
+            let msg = format!("GET {url}: {}", error_chain(proxy));
+            return self.image.err(msg, proxy.is_transient());
+        }
         let tls = match &self.transport {
             Transport::Tls { trusted, .. } => trust::tls_failure(e, trusted),
             Transport::Plain(_) => None,
         };
+        // The connection went through a proxy: say so, as the fault may lie there.
+        let via = match self.policy.proxies.for_uri(uri) {
+            Ok(Some(proxy)) => format!(" (through proxy {proxy})"),
+            _ => String::new(),
+        };
         match tls {
-            Some(reason) => self.image.err(format!("GET {url}: {reason}"), false),
+            Some(reason) => self.image.err(format!("GET {url}: {reason}{via}"), false),
             None => self
                 .image
-                .err(format!("GET {url}: {}", error_chain(e)), true),
+                .err(format!("GET {url}: {}{via}", error_chain(e)), true),
         }
     }
 
@@ -295,8 +337,15 @@ impl<'a> Http<'a> {
         let transient = status.is_server_error()
             || status == StatusCode::REQUEST_TIMEOUT
             || status == StatusCode::TOO_MANY_REQUESTS;
+        // A 407 is the proxy's answer, not the image server's.
+        let from = url
+            .parse()
+            .ok()
+            .filter(|_| status == StatusCode::PROXY_AUTHENTICATION_REQUIRED)
+            .and_then(|uri| self.forwarder(&uri).map(|p| format!(" from proxy {p}")))
+            .unwrap_or_default();
         self.image
-            .err(format!("GET {url}: HTTP {status}"), transient)
+            .err(format!("GET {url}: HTTP {status}{from}"), transient)
     }
 
     fn too_big(&self, url: &str, size: u64) -> EngineError {
@@ -384,6 +433,20 @@ fn resume_validator(r: &Response<Incoming>) -> Option<String> {
 fn content_range_start(r: &Response<Incoming>) -> Option<u64> {
     let v = r.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
     v.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
+}
+
+/// The first error of type `T` in `e`'s chain of sources: hyper wraps the connector's own.
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// hyper's errors hide the useful part (e.g. "connection refused") in their sources.

@@ -13,16 +13,19 @@
 //! from its URL.
 //!
 //! Rooms: [`reference`] (what a task names), [`locks`], [`import`] (one import, as an [`Import`]),
-//! [`stream`] (the pass), [`verify`] (the small files), [`cache`], [`fetch`] and [`trust`] (the
-//! transport), [`provenance`] (which image a request may use), [`gc`] and [`export`].
+//! [`stream`] (the pass), [`verify`] (the small files), [`cache`], [`fetch`], [`trust`],
+//! [`proxy`] and [`connect`] (the transport), [`provenance`] (which image a request may use),
+//! [`gc`] and [`export`].
 
 mod cache;
+mod connect;
 mod export;
 mod fetch;
 mod gc;
 mod import;
 mod locks;
 mod provenance;
+mod proxy;
 mod reference;
 mod stream;
 #[cfg(test)]
@@ -34,6 +37,7 @@ pub use export::{ExportOptions, Exported};
 pub use gc::GcReport;
 pub(super) use gc::IMAGE_PROP;
 pub use locks::{ImageLock, ImageLocks};
+pub use proxy::Proxies;
 pub use reference::ImageRef;
 pub(crate) use trust::read_ca_file;
 

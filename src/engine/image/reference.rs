@@ -26,7 +26,8 @@ enum Source {
     },
 }
 
-/// The `user:password` of an image URL, percent-decoded as fetch(3)'s `fetchParseURL` does.
+/// The `user:password` of an image or proxy URL, percent-decoded as fetch(3)'s `fetchParseURL`
+/// does.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct Credentials {
     user: String,
@@ -40,6 +41,15 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// `user:password`, or `user` alone, as it stands before a URL's `@`.
+    pub(super) fn from_userinfo(userinfo: &str) -> Credentials {
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        Credentials {
+            user: percent_decode(user),
+            password: percent_decode(password),
+        }
+    }
+
     /// The `Authorization` value, as fetch(3)'s `http_basic_auth` sends it.
     pub(super) fn basic(&self) -> String {
         format!(
@@ -96,14 +106,7 @@ impl ImageRef {
             let authority_end = rest.find('/').unwrap_or(rest.len());
             let (authority, path) = rest.split_at(authority_end);
             let (credentials, host) = match authority.rsplit_once('@') {
-                Some((userinfo, host)) => {
-                    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                    let credentials = Credentials {
-                        user: percent_decode(user),
-                        password: percent_decode(password),
-                    };
-                    (Some(credentials), host)
-                }
+                Some((userinfo, host)) => (Some(Credentials::from_userinfo(userinfo)), host),
                 None => (None, authority),
             };
             if host.is_empty() {

@@ -6,6 +6,7 @@
 //! * [`logmon`]: FIFO readers like Nomad's logmon.
 //! * [`task`]: `TaskConfig` builder with Nomad's alloc dir layout.
 //! * [`sim`]: the simulated FreeBSD host and an HTTP(S) file server.
+//! * [`proxy`]: a forward HTTP proxy, as image downloads may have to go through.
 //! * [`tls`]: the test PKI for `https://` servers.
 //!
 //! Failures panic with a message naming what failed: this is test support.
@@ -13,6 +14,7 @@
 pub mod cty;
 pub mod logmon;
 pub mod plugin;
+pub mod proxy;
 pub mod sim;
 pub mod task;
 pub mod tls;
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 pub use cty::{CtyError, encode, encode_raw};
 pub use logmon::LogMon;
 pub use plugin::Plugin;
+pub use proxy::ForwardProxy;
 pub use sim::{Call, FileServer, SimHost};
 pub use task::{TaskBuilder, TestTask};
 

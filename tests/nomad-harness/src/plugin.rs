@@ -173,6 +173,18 @@ impl Plugin {
 
     async fn spawn(bin: &Path, vars: &[(&str, &std::ffi::OsStr)]) -> Plugin {
         let mut cmd = Command::new(bin);
+        // The test servers are on 127.0.0.1: a proxy of the machine running the tests is not
+        // for them. A test that wants one passes it in `vars`.
+        for proxy_var in [
+            "HTTP_PROXY",
+            "http_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ] {
+            cmd.env_remove(proxy_var);
+        }
         cmd.envs(vars.iter().copied());
         cmd.env(MAGIC_COOKIE_KEY, MAGIC_COOKIE)
             .env("PLUGIN_PROTOCOL_VERSIONS", "2")

@@ -360,7 +360,8 @@ impl Drop for SimHost {
 }
 
 /// A GET-only HTTP/1.1 file server on 127.0.0.1:0 serving one directory, in the clear or over
-/// TLS with a certificate of the test PKI.
+/// TLS with a certificate of the test PKI, and optionally only to a client with the right
+/// `Authorization`.
 pub struct FileServer {
     pub port: u16,
     tls: bool,
@@ -377,8 +378,15 @@ fn safe_join(root: &Path, url_path: &str) -> Option<PathBuf> {
     Some(root.join(rel))
 }
 
-fn handle(s: &mut (impl Read + Write), root: &Path, requests: &Mutex<Vec<String>>) {
+/// `auth`: the `Authorization` a request needs, if any.
+fn handle(
+    s: &mut (impl Read + Write),
+    root: &Path,
+    auth: Option<&str>,
+    requests: &Mutex<Vec<String>>,
+) {
     let mut request_line = String::new();
+    let mut authorization = None;
     {
         let mut r = BufReader::new(&mut *s);
         if r.read_line(&mut request_line).is_err() {
@@ -390,6 +398,11 @@ fn handle(s: &mut (impl Read + Write), root: &Path, requests: &Mutex<Vec<String>
                 Ok(0) | Err(_) => break,
                 Ok(_) if h == "\r\n" || h == "\n" => break,
                 Ok(_) => {}
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("authorization")
+            {
+                authorization = Some(v.trim().to_string());
             }
         }
     }
@@ -410,6 +423,12 @@ fn handle(s: &mut (impl Read + Write), root: &Path, requests: &Mutex<Vec<String>
         respond("405 Method Not Allowed", b"");
         return;
     }
+    if auth.is_some() && authorization.as_deref() != auth {
+        let head = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"images\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.flush();
+        return;
+    }
     match safe_join(root, &target)
         .filter(|p| p.is_file())
         .and_then(|p| std::fs::read(p).ok())
@@ -423,18 +442,19 @@ fn serve_conn(
     conn: TcpStream,
     tls: Option<&Arc<rustls::ServerConfig>>,
     root: &Path,
+    auth: Option<&str>,
     requests: &Mutex<Vec<String>>,
 ) {
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     let mut conn = conn;
     match tls {
-        None => handle(&mut conn, root, requests),
+        None => handle(&mut conn, root, auth, requests),
         Some(config) => {
             let Ok(session) = rustls::ServerConnection::new(config.clone()) else {
                 return;
             };
             let mut stream = rustls::StreamOwned::new(session, conn);
-            handle(&mut stream, root, requests);
+            handle(&mut stream, root, auth, requests);
             stream.conn.send_close_notify();
             let _ = stream.flush();
         }
@@ -443,15 +463,25 @@ fn serve_conn(
 
 impl FileServer {
     pub fn serve(dir: &Path) -> FileServer {
-        FileServer::start(dir, None)
+        FileServer::start(dir, None, None)
     }
 
     /// Over TLS, presenting `cert`; the client must trust [`crate::tls::test_ca`].
     pub fn serve_https(dir: &Path, cert: crate::tls::TestCert) -> FileServer {
-        FileServer::start(dir, Some(crate::tls::server_config(cert)))
+        FileServer::start(dir, Some(crate::tls::server_config(cert)), None)
     }
 
-    fn start(dir: &Path, tls: Option<Arc<rustls::ServerConfig>>) -> FileServer {
+    /// In the clear, answering 401 with a Basic challenge to a request without
+    /// `Authorization: <authorization>` (say `Basic YWxp…`).
+    pub fn serve_with_auth(dir: &Path, authorization: &'static str) -> FileServer {
+        FileServer::start(dir, None, Some(authorization))
+    }
+
+    fn start(
+        dir: &Path,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        auth: Option<&'static str>,
+    ) -> FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -470,7 +500,9 @@ impl FileServer {
                     let root = root.clone();
                     let requests = requests.clone();
                     let tls = tls.clone();
-                    std::thread::spawn(move || serve_conn(conn, tls.as_ref(), &root, &requests));
+                    std::thread::spawn(move || {
+                        serve_conn(conn, tls.as_ref(), &root, auth, &requests)
+                    });
                 }
             });
         }

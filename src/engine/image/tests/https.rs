@@ -2,15 +2,6 @@
 
 use super::*;
 
-impl Fixture {
-    /// Trusts the test CA through `image_ca_file`.
-    fn trusting_test_ca() -> Fixture {
-        let mut f = Fixture::new();
-        f.cfg.image.ca_file = Some(test_ca());
-        f
-    }
-}
-
 /// A TCP server on 127.0.0.1 that answers every connection with `answer` (nothing: a reset)
 /// without reading it, for handshakes that go wrong.
 fn raw_server(answer: &'static [u8]) -> u16 {

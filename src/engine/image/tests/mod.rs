@@ -8,6 +8,7 @@ mod http;
 mod https;
 mod locks;
 mod provenance;
+mod proxy;
 mod reference;
 mod stream;
 mod verify;
@@ -42,6 +43,13 @@ struct Fixture {
 impl Fixture {
     fn new() -> Fixture {
         Fixture::on(SimHost::create())
+    }
+
+    /// Trusts the test CA through `image_ca_file`.
+    fn trusting_test_ca() -> Fixture {
+        let mut f = Fixture::new();
+        f.cfg.image.ca_file = Some(test_ca());
+        f
     }
 
     fn on(sim: SimHost) -> Fixture {
