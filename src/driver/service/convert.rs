@@ -107,7 +107,7 @@ pub fn task_spec(
             options: d.options.clone(),
         }),
         limits,
-        owner: cfg.id.clone(),
+        owner: id,
         network,
     })
 }

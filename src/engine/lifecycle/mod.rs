@@ -21,6 +21,7 @@ use super::limits::Limits;
 use super::network::{NetworkRecord, NetworkRequest};
 use super::options::{CopyIn, Dns, HostEntry, HostMount};
 use super::state::{self, ExitInfo, write_atomic};
+use super::task_id::TaskId;
 use super::{Engine, EngineError};
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
@@ -56,7 +57,7 @@ pub struct TaskSpec {
     pub dns: Option<Dns>,
     pub limits: Limits,
     /// Who the pot belongs to (Nomad's task id), recorded on its dataset.
-    pub owner: String,
+    pub owner: TaskId,
     pub network: NetworkRequest,
 }
 

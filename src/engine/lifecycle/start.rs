@@ -13,6 +13,7 @@ use crate::engine::network::{self, Attach, NetworkPlan};
 use crate::engine::options::{self, HostPathPolicy};
 use crate::engine::potconf::PotConf;
 use crate::engine::state::PIDS_FILE;
+use crate::engine::task_id::TaskId;
 use crate::engine::{Engine, EngineError, files};
 use crate::host::RctlRule;
 use std::collections::BTreeMap;
@@ -308,7 +309,7 @@ impl Engine {
         pot: &PotName,
         imported: &image::Imported,
         paths: &PotPaths,
-        owner: &str,
+        owner: &TaskId,
         mut conf: PotConf,
         plan: &NetworkPlan,
     ) -> Result<(PotConf, Option<std::net::Ipv4Addr>), EngineError> {
@@ -318,7 +319,7 @@ impl Engine {
         // interrupted start; anything else of that name is not ours to remove.
         match self.ownership(pot).await? {
             Ownership::Absent => {}
-            Ownership::Task(id) if id == owner => self.teardown(pot).await?,
+            Ownership::Task(id) if id == owner.to_string() => self.teardown(pot).await?,
             Ownership::Task(id) => {
                 return Err(EngineError::State {
                     pot: p.to_string(),
@@ -338,7 +339,10 @@ impl Engine {
         // Before any change, so a refused address leaves nothing behind.
         let ip = self.assign_network(plan, &mut conf)?;
         self.host
-            .zfs_create(&dataset, &[(OWNER_PROPERTY, &layout::owner_value(owner))])
+            .zfs_create(
+                &dataset,
+                &[(OWNER_PROPERTY, &layout::owner_value(&owner.to_string()))],
+            )
             .await
             .map_err(EngineError::host(p))?;
         let cloned = async {
