@@ -11,7 +11,7 @@ mod setup;
 
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use nomad_harness::{FileServer, Plugin, SimHost, TestTask, cty};
+use nomad_pot_client::{FileServer, Plugin, SimHost, Task, cty};
 use nomad_pot_driver::driver::AgentConfig;
 use nomad_pot_driver::engine::{Engine, EngineConfig, ExportOptions};
 use nomad_pot_driver::proto::base::{ConfigSchemaRequest, SetConfigRequest};
@@ -331,21 +331,7 @@ fn agent_json(config: Option<PathBuf>, sim: Option<PathBuf>) -> Result<serde_jso
                 .with_context(|| format!("reading {}", file.display()))?;
             serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?
         }
-        (None, Some(dir)) => {
-            let out = std::process::Command::new(nomad_harness::sim::sim_bin())
-                .arg("init")
-                .arg(&dir)
-                .output()
-                .context("running freebsd-sim init")?;
-            if !out.status.success() {
-                bail!(
-                    "freebsd-sim init {}: {}",
-                    dir.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            serde_json::from_slice(&out.stdout).context("parsing freebsd-sim init's config")?
-        }
+        (None, Some(dir)) => nomad_pot_client::sim::init(&dir, &[])?,
         // As the plugin with `plugin "nomad-pot-driver" {}`: pot's own configuration.
         (None, None) => serde_json::json!({}),
     })
@@ -411,16 +397,16 @@ async fn demo(job: PathBuf) -> Result<ExitCode> {
     let mut config = nomad_pot_driver::jobspec::task_config(&hcl, None)
         .with_context(|| format!("reading the task config of {}", job.display()))?;
 
-    let sim = SimHost::create();
+    let sim = SimHost::create()?;
     step(&format!("simulated FreeBSD host at {}", sim.dir.display()));
     let pot = config["pot"].as_str().unwrap_or("demo").to_string();
     let tag = config["tag"].as_str().unwrap_or("1.0").to_string();
-    sim.image(&pot, &tag);
-    let server = FileServer::serve(&sim.images_dir());
+    sim.image(&pot, &tag)?;
+    let server = FileServer::serve(&sim.images_dir())?;
     step(&format!("serving image {pot}_{tag}.xz at {}", server.url()));
     config["image"] = server.url().into();
 
-    let plugin = Plugin::launch().await;
+    let plugin = Plugin::launch().await?;
     step(&format!("plugin handshake: {}", plugin.handshake));
     let agent_schema = plugin
         .base()
@@ -448,7 +434,7 @@ async fn demo(job: PathBuf) -> Result<ExitCode> {
         .context("the plugin returned no task config schema")?;
     let msgpack =
         cty::encode(&task_schema, &config).map_err(|e| anyhow::anyhow!("task config: {e}"))?;
-    let task = TestTask::new(&sim.allocs_dir(), "hello", msgpack);
+    let task = Task::new(&sim.allocs_dir(), "hello", msgpack)?;
     step(&format!("StartTask {}", task.id()));
     plugin
         .driver()
@@ -479,8 +465,8 @@ async fn demo(job: PathBuf) -> Result<ExitCode> {
             force: true,
         })
         .await?;
-    plugin.shutdown().await;
-    let (clean, leftovers) = sim.check();
+    plugin.shutdown().await?;
+    let (clean, leftovers) = sim.check()?;
     if clean {
         step("freebsd-sim check: no leftovers");
         Ok(ExitCode::SUCCESS)

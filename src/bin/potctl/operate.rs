@@ -211,7 +211,7 @@ async fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Pr
     if let Some(image) = &args.image {
         config["image"] = image.clone().into();
     }
-    let msgpack = nomad_harness::cty::encode(&driver::task_schema(), &config)
+    let msgpack = nomad_pot_client::cty::encode(&driver::task_schema(), &config)
         .map_err(|e| anyhow!("task {task:?} of {job}: {e}"))?;
     let ports = ports::allocate(engine, &network.ports, &args.ports)
         .await
@@ -228,8 +228,8 @@ async fn prepare_task(engine: &Engine, args: &TaskArgs, fifo: bool) -> Result<Pr
     )
     .await
     .with_context(|| format!("{job}: task {task:?}: resources"))?;
-    let alloc_id = nomad_harness::task::random_uuid();
-    let invocation = nomad_harness::task::random_hex(8);
+    let alloc_id = nomad_pot_client::task::random_uuid()?;
+    let invocation = nomad_pot_client::task::random_hex(8)?;
     let pot = PotName::for_task(&task, &invocation, &alloc_id)?;
     let env = task_env(&settings, &resources, &alloc_id, (&ports, address), args)
         .with_context(|| format!("{job}: task {task:?}"))?;
@@ -420,7 +420,7 @@ pub async fn prepare(engine: &Engine, args: &TaskArgs, json: bool) -> Result<Exi
     if let Some(image) = &args.image {
         config["image"] = image.clone().into();
     }
-    let msgpack = nomad_harness::cty::encode(&driver::task_schema(), &config)
+    let msgpack = nomad_pot_client::cty::encode(&driver::task_schema(), &config)
         .map_err(|e| anyhow!("{}: {e}", args.job.display()))?;
     let decoded = DecodedConfig::decode(&msgpack)?;
     let image = ImageRef::parse(&decoded.image, &decoded.pot, &decoded.tag)?;

@@ -330,7 +330,7 @@ async fn talk(channel: Channel, agent: Json, report: &mut Report) -> Result<()> 
         .await?
         .spec
         .ok_or_else(|| anyhow!("ConfigSchema returned no spec"))?;
-    let msgpack = nomad_harness::cty::encode(&schema, &agent)
+    let msgpack = nomad_pot_client::cty::encode(&schema, &agent)
         .map_err(|e| anyhow!("the agent config does not fit the plugin's schema: {e}"))?;
     call(
         "SetConfig",

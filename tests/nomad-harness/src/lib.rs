@@ -1,5 +1,7 @@
 //! Test support: drives a Nomad task-driver plugin binary the way a Nomad client does, on a
-//! simulated FreeBSD host (`freebsd-sim`). Used by the end-to-end tests and by `potctl demo`.
+//! simulated FreeBSD host (`freebsd-sim`). A thin wrapper over `nomad-pot-client` (which
+//! `potctl` uses) whose failures panic with a message naming what failed, plus what only tests
+//! need: fault injection, the calls log, the test PKI.
 //!
 //! * [`plugin`]: launch the binary like go-plugin, validate the handshake and stdio, gRPC clients.
 //! * [`cty`]: the hclspec-driven cty-msgpack encoder (Nomad's `config {}` pipeline).
@@ -8,17 +10,16 @@
 //! * [`sim`]: the simulated FreeBSD host and an HTTP(S) file server.
 //! * [`proxy`]: a forward HTTP proxy, as image downloads may have to go through.
 //! * [`tls`]: the test PKI for `https://` servers.
-//!
-//! Failures panic with a message naming what failed: this is test support.
 
-pub mod cty;
-pub mod logmon;
 pub mod plugin;
 pub mod proxy;
 pub mod sim;
 pub mod task;
 pub mod tls;
 
+pub use nomad_pot_client::{cty, logmon};
+
+use std::fmt::Display;
 use std::path::PathBuf;
 
 pub use cty::{CtyError, encode, encode_raw};
@@ -31,25 +32,11 @@ pub use task::{TaskBuilder, TestTask};
 /// Where the workspace's binaries are: the directory of the running executable, or its parent
 /// for test executables (which live in `target/<profile>/deps`).
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the running executable has a path");
-    let dir = exe.parent().expect("an executable lives in a directory");
-    if dir.ends_with("deps") {
-        dir.parent().expect("deps has a parent").to_path_buf()
-    } else {
-        dir.to_path_buf()
-    }
+    ok(nomad_pot_client::bin_dir())
 }
 
-/// `$var` if set, else `name` in [`bin_dir`]; panics with the command that builds it.
-fn workspace_bin(var: &str, name: &str) -> PathBuf {
-    let path = std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| bin_dir().join(name));
-    if !path.exists() {
-        panic!(
-            "{} not found: run `cargo build --workspace` first (or set {var})",
-            path.display()
-        );
-    }
-    path
+/// The value, or a panic with the error: what a test's failed setup step is.
+#[track_caller]
+fn ok<T, E: Display>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }

@@ -1,169 +1,35 @@
-//! Builds `TaskConfig`s the way Nomad's task runner does (protocol spec §3.3), with the alloc
-//! directory layout and the logmon FIFOs.
+//! Builds `TaskConfig`s the way Nomad's task runner does (`nomad_pot_client::task`, panicking).
 
-#![allow(dead_code)]
-
-use std::collections::HashMap;
-use std::io::Read;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
-use nomad_plugin_proto::drivers::{
-    AllocatedCpuResources, AllocatedMemoryResources, AllocatedTaskResources, LinuxResources,
-    Resources, TaskConfig,
-};
+use nomad_plugin_proto::drivers::TaskConfig;
+use nomad_pot_client::LogMon;
 
-use super::logmon::LogMon;
+use crate::ok;
 
 /// `n` random bytes from /dev/urandom.
 pub fn random_bytes(n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .expect("read /dev/urandom");
-    buf
+    ok(nomad_pot_client::task::random_bytes(n))
 }
 
 pub fn random_hex(n_chars: usize) -> String {
-    random_bytes(n_chars.div_ceil(2))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()[..n_chars]
-        .to_string()
+    ok(nomad_pot_client::task::random_hex(n_chars))
 }
 
 /// A random UUID-shaped id (8-4-4-4-12 hex).
 pub fn random_uuid() -> String {
-    let h = random_hex(32);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    ok(nomad_pot_client::task::random_uuid())
 }
 
-/// One task of one allocation: its alloc dir, logmon and the TaskConfig to send.
+/// One task of one allocation: its alloc dir, logmon and the TaskConfig to send. The client's
+/// `Task` with its fields laid open, so that a test can borrow two of them mutably at once.
 pub struct TestTask {
     pub alloc_id: String,
     pub task_name: String,
     pub alloc_dir: PathBuf,
     pub logs: LogMon,
     pub config: TaskConfig,
-}
-
-pub struct TaskBuilder {
-    pub task_name: String,
-    pub job_name: String,
-    pub group_name: String,
-    pub alloc_id: String,
-    pub msgpack_driver_config: Vec<u8>,
-    pub env: HashMap<String, String>,
-    pub cpu_shares: i64,
-    pub memory_mb: i64,
-}
-
-impl TaskBuilder {
-    pub fn new(task_name: &str, msgpack_driver_config: Vec<u8>) -> TaskBuilder {
-        TaskBuilder {
-            task_name: task_name.into(),
-            job_name: "e2e-job".into(),
-            group_name: "e2e-group".into(),
-            alloc_id: random_uuid(),
-            msgpack_driver_config,
-            env: HashMap::new(),
-            cpu_shares: 100,
-            memory_mb: 64,
-        }
-    }
-
-    pub fn env(mut self, k: &str, v: &str) -> Self {
-        self.env.insert(k.into(), v.into());
-        self
-    }
-
-    /// Creates `<allocs_root>/<alloc_id>` with Nomad's layout, starts logmon, builds the config.
-    pub fn build(self, allocs_root: &Path) -> TestTask {
-        let alloc_dir = allocs_root.join(&self.alloc_id);
-        let task = &self.task_name;
-        for d in [
-            alloc_dir.join(task).join("local"),
-            alloc_dir.join(task).join("secrets"),
-            alloc_dir.join(task).join("private"),
-            alloc_dir.join("alloc").join("data"),
-            alloc_dir.join("alloc").join("tmp"),
-            alloc_dir.join("alloc").join("logs"),
-        ] {
-            std::fs::create_dir_all(&d).unwrap();
-        }
-        let logs = LogMon::start(&alloc_dir, task);
-
-        let mut env: HashMap<String, String> = [
-            ("NOMAD_ALLOC_ID", self.alloc_id.as_str()),
-            (
-                "NOMAD_ALLOC_NAME",
-                &format!("{}.{}[0]", self.job_name, self.group_name),
-            ),
-            ("NOMAD_ALLOC_INDEX", "0"),
-            ("NOMAD_TASK_NAME", task.as_str()),
-            ("NOMAD_GROUP_NAME", self.group_name.as_str()),
-            ("NOMAD_JOB_NAME", self.job_name.as_str()),
-            ("NOMAD_JOB_ID", self.job_name.as_str()),
-            ("NOMAD_NAMESPACE", "default"),
-            ("NOMAD_REGION", "global"),
-            ("NOMAD_DC", "dc1"),
-            ("NOMAD_ALLOC_DIR", "/alloc"),
-            ("NOMAD_TASK_DIR", "/local"),
-            ("NOMAD_SECRETS_DIR", "/secrets"),
-            ("NOMAD_CPU_LIMIT", &self.cpu_shares.to_string()),
-            ("NOMAD_MEMORY_LIMIT", &self.memory_mb.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        env.extend(self.env.clone());
-
-        let id = format!("{}/{}/{}", self.alloc_id, task, random_hex(8));
-        let config = TaskConfig {
-            id,
-            name: task.clone(),
-            msgpack_driver_config: self.msgpack_driver_config.clone(),
-            env,
-            resources: Some(Resources {
-                allocated_resources: Some(AllocatedTaskResources {
-                    cpu: Some(AllocatedCpuResources {
-                        cpu_shares: self.cpu_shares,
-                    }),
-                    memory: Some(AllocatedMemoryResources {
-                        memory_mb: self.memory_mb,
-                        memory_max_mb: 0,
-                    }),
-                    ..Default::default()
-                }),
-                linux_resources: Some(LinuxResources {
-                    cpu_shares: self.cpu_shares,
-                    memory_limit_bytes: self.memory_mb * 1024 * 1024,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            alloc_dir: alloc_dir.to_string_lossy().into_owned(),
-            stdout_path: logs.stdout_path.to_string_lossy().into_owned(),
-            stderr_path: logs.stderr_path.to_string_lossy().into_owned(),
-            task_group_name: self.group_name.clone(),
-            job_name: self.job_name.clone(),
-            alloc_id: self.alloc_id.clone(),
-            ..Default::default()
-        };
-        TestTask {
-            alloc_id: self.alloc_id,
-            task_name: self.task_name,
-            alloc_dir,
-            logs,
-            config,
-        }
-    }
 }
 
 impl TestTask {
@@ -174,5 +40,51 @@ impl TestTask {
 
     pub fn id(&self) -> String {
         self.config.id.clone()
+    }
+}
+
+impl From<nomad_pot_client::Task> for TestTask {
+    fn from(t: nomad_pot_client::Task) -> TestTask {
+        TestTask {
+            alloc_id: t.alloc_id,
+            task_name: t.task_name,
+            alloc_dir: t.alloc_dir,
+            logs: t.logs,
+            config: t.config,
+        }
+    }
+}
+
+/// The client's task builder with job `e2e-job`, group `e2e-group`; its fields through deref.
+pub struct TaskBuilder(nomad_pot_client::TaskBuilder);
+
+impl TaskBuilder {
+    pub fn new(task_name: &str, msgpack_driver_config: Vec<u8>) -> TaskBuilder {
+        TaskBuilder(ok(nomad_pot_client::TaskBuilder::new(
+            task_name,
+            msgpack_driver_config,
+        )))
+    }
+
+    pub fn env(self, k: &str, v: &str) -> Self {
+        TaskBuilder(self.0.env(k, v))
+    }
+
+    /// Creates `<allocs_root>/<alloc_id>` with Nomad's layout, starts logmon, builds the config.
+    pub fn build(self, allocs_root: &Path) -> TestTask {
+        ok(self.0.build(allocs_root)).into()
+    }
+}
+
+impl Deref for TaskBuilder {
+    type Target = nomad_pot_client::TaskBuilder;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for TaskBuilder {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }

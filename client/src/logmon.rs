@@ -1,24 +1,37 @@
 //! A stand-in for Nomad's logmon: creates the task's stdout/stderr FIFOs (0600) and drains them
 //! from blocking read-only opens until EOF (protocol spec §5).
 
-#![allow(dead_code)]
-
 use std::fs::OpenOptions;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nix::sys::stat::Mode;
+
+/// A FIFO logmon could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("logmon: {op} {}: {source}", path.display())]
+pub struct LogMonError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
 
 #[derive(Default)]
 struct Stream {
     data: Mutex<Vec<u8>>,
     opened: AtomicBool,
     eof: AtomicBool,
+}
+
+impl Stream {
+    fn data(&self) -> MutexGuard<'_, Vec<u8>> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 pub struct LogMon {
@@ -43,8 +56,8 @@ fn spawn_reader(path: PathBuf, stream: Arc<Stream>) {
         loop {
             match f.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => stream.data.lock().unwrap().extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(n) => stream.data().extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
         }
@@ -55,37 +68,41 @@ fn spawn_reader(path: PathBuf, stream: Arc<Stream>) {
 impl LogMon {
     /// mkfifo `<alloc_dir>/alloc/logs/.<task>.{stdout,stderr}.fifo` (mode 0600) and start the
     /// readers.
-    pub fn start(alloc_dir: &Path, task: &str) -> LogMon {
+    pub fn start(alloc_dir: &Path, task: &str) -> Result<LogMon, LogMonError> {
+        let err = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LogMonError { op, path, source }
+        };
         let logs = alloc_dir.join("alloc").join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::create_dir_all(&logs).map_err(err("creating", &logs))?;
         let stdout_path = logs.join(format!(".{task}.stdout.fifo"));
         let stderr_path = logs.join(format!(".{task}.stderr.fifo"));
         for p in [&stdout_path, &stderr_path] {
             if !p.exists() {
                 nix::unistd::mkfifo(p.as_path(), Mode::from_bits_truncate(0o600))
-                    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", p.display()));
+                    .map_err(|e| err("mkfifo", p)(e.into()))?;
                 // mkfifo honours the umask; force 0600 like logmon
-                std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-                    .unwrap();
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(err("chmod", p))?;
             }
         }
         let stdout = Arc::new(Stream::default());
         let stderr = Arc::new(Stream::default());
         spawn_reader(stdout_path.clone(), stdout.clone());
         spawn_reader(stderr_path.clone(), stderr.clone());
-        LogMon {
+        Ok(LogMon {
             stdout_path,
             stderr_path,
             stdout,
             stderr,
-        }
+        })
     }
 
     pub fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.data.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.stdout.data()).into_owned()
     }
     pub fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.data.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.stderr.data()).into_owned()
     }
     /// Whether a writer ever opened the stdout / stderr FIFO.
     pub fn stdout_opened(&self) -> bool {
@@ -105,7 +122,7 @@ impl LogMon {
     async fn wait_for(stream: &Stream, needle: &str, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if String::from_utf8_lossy(&stream.data.lock().unwrap()).contains(needle) {
+            if String::from_utf8_lossy(&stream.data()).contains(needle) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

@@ -2,10 +2,10 @@
 //! on a simulated host (Linux, root) and printed side by side with their targets.
 //!
 //! ```sh
-//! cargo build --release --workspace && target/release/pot-bench [--filler-mb 200]
+//! cargo build --release --workspace && cargo bench --bench pot-bench [-- --filler-mb 200]
 //! ```
 //!
-//! Build with `--release`: `zfs receive` is the simulator binary next to this one, and a debug
+//! Build the workspace with `--release`: `zfs receive` is the release simulator, and a debug
 //! build measures the unoptimised simulator and hasher instead of the import.
 
 use anyhow::{Context, Result, bail};
@@ -24,7 +24,8 @@ const TAG: &str = "1.0";
 const CONCURRENT: usize = 20;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` adds `--bench` to a bench without libtest's harness.
+    let args: Vec<String> = std::env::args().filter(|a| a != "--bench").collect();
     if args.get(1).map(String::as_str) == Some("child-import") {
         let [_, _, config, url] = args.as_slice() else {
             bail!("usage: pot-bench child-import CONFIG_JSON URL");
