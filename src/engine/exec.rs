@@ -7,7 +7,7 @@ use super::{Engine, EngineError, PotName};
 use crate::host::JexecSpec;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -382,18 +382,37 @@ fn winsize(size: TtySize) -> nix::pty::Winsize {
     }
 }
 
+/// TIOCSWINSZ on the pty's master: the session's new size, which the command in it gets with a
+/// SIGWINCH.
 fn resize(master: &std::fs::File, size: TtySize) -> std::io::Result<()> {
-    let ws = winsize(size);
-    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which outlives the call.
-    match unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ as _, &ws) } {
-        -1 => Err(std::io::Error::last_os_error()),
-        _ => Ok(()),
-    }
+    let ws = rustix::termios::Winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    Ok(rustix::termios::tcsetwinsize(master, ws)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resize_sets_the_window_size_the_slave_sees() {
+        let pty = nix::pty::openpty(&winsize(TtySize { rows: 24, cols: 80 }), None).unwrap();
+        let master = std::fs::File::from(pty.master);
+        resize(
+            &master,
+            TtySize {
+                rows: 51,
+                cols: 132,
+            },
+        )
+        .unwrap();
+        let seen = rustix::termios::tcgetwinsize(&pty.slave).unwrap();
+        assert_eq!((seen.ws_row, seen.ws_col), (51, 132));
+    }
 
     #[tokio::test]
     async fn exec_output_keeps_its_last_4_kib_and_says_what_it_dropped() {

@@ -5,9 +5,9 @@
 //! `-l` clients (10 by default) and drops a client that does not keep up.
 
 use super::RctlRule;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr};
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -20,38 +20,22 @@ pub const MAX_NOTIFICATION: usize = 1025;
 /// Connects to devd's socket at `path`. Each read of the stream returns one notification;
 /// end of stream means devd went away (or dropped us).
 pub fn connect(path: &Path) -> io::Result<UnixStream> {
-    // SAFETY: `sockaddr_un` is plain old data, valid when zeroed.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "socket path too long",
-        ));
-    }
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: plain system calls on a descriptor we own; close-on-exec from the start, so no
-    // process we spawn (the jailed task) ever holds the connection.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
+    let addr = UnixAddr::new(path).map_err(|e| match e {
+        nix::Error::ENAMETOOLONG => {
+            io::Error::new(io::ErrorKind::InvalidInput, "socket path too long")
         }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        if libc::connect(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            (&raw const addr).cast(),
-            len,
-        ) < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(UnixStream::from(fd))
-    }
+        e => e.into(),
+    })?;
+    // Close-on-exec from the start, so that no process we spawn (the jailed task) ever holds
+    // the connection.
+    let fd = nix::sys::socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    nix::sys::socket::connect(fd.as_raw_fd(), &addr)?;
+    Ok(UnixStream::from(fd))
 }
 
 /// An rctl rule exceeded, as its `devctl` action reports it:
@@ -114,5 +98,40 @@ mod tests {
         ] {
             assert_eq!(rctl_match(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn connects_to_a_seqpacket_socket_and_reads_one_record_at_a_time() {
+        use nix::sys::socket::{Backlog, MsgFlags, accept, bind, listen, send, socket};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("devd.pipe");
+        let server = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        bind(server.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        listen(&server, Backlog::new(1).unwrap()).unwrap();
+        let mut client = connect(&path).unwrap();
+        let peer = accept(&server).unwrap();
+        for record in [&b"!system=RCTL first\n"[..], b"!system=RCTL second\n"] {
+            send(peer.as_raw_fd(), record, MsgFlags::empty()).unwrap();
+        }
+        let mut buf = [0u8; MAX_NOTIFICATION];
+        let n = std::io::Read::read(&mut client, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"!system=RCTL first\n");
+        let n = std::io::Read::read(&mut client, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"!system=RCTL second\n");
+    }
+
+    #[test]
+    fn a_socket_path_too_long_for_sockaddr_un_is_refused() {
+        let long = Path::new("/").join("d".repeat(200));
+        assert_eq!(
+            connect(&long).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 }
