@@ -116,9 +116,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Start steps with a cached image: (tool, word, nth); `{pot}` is the task's pot.
+/// Start steps with a cached image: (tool, word, nth).
 const START_STEPS: &[(&str, &str, u32)] = &[
-    ("zfs", "zroot/pot/jails/{pot}", 1),
+    ("zfs", "filesystem,snapshot", 1),
     ("zfs", "create", 1),
     ("zfs", "clone", 1),
     ("mount", "nullfs", 1),
@@ -126,12 +126,10 @@ const START_STEPS: &[(&str, &str, u32)] = &[
     ("jail", "-c", 1),
 ];
 /// Steps of DestroyTask after the task ended (after a StopTask by the same plugin, DestroyTask
-/// does not repeat its `jail -R`, so that is no step of its own).
-const DESTROY_STEPS: &[(&str, &str, u32)] = &[
-    ("umount", "-f", 1),
-    ("umount", "-f", 2),
-    ("zfs", "destroy", 1),
-];
+/// does not repeat its `jail -R`, so that is no step of its own); `None` for every matching
+/// call: teardown unmounts everything in one `umount` and, when that fails, target by target.
+const DESTROY_STEPS: &[(&str, &str, Option<u32>)] =
+    &[("umount", "-f", None), ("zfs", "destroy", Some(1))];
 
 /// What WaitTask must report for a task.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -165,9 +163,13 @@ impl Soak {
         *self.events.entry(event).or_default() += 1;
     }
 
-    fn fault(&self, tool: &str, word: &str, nth: u32, action: &[&str]) {
-        let nth = nth.to_string();
-        let mut args = vec![tool, "--word", word, "--nth", &nth];
+    /// A fault rule for the `nth` call with `word` (every one: `None`).
+    fn fault(&self, tool: &str, word: &str, nth: Option<u32>, action: &[&str]) {
+        let nth = nth.map(|n| n.to_string());
+        let mut args = vec![tool, "--word", word];
+        if let Some(nth) = &nth {
+            args.extend(["--nth", nth]);
+        }
         args.extend_from_slice(action);
         self.env.sim.fault(&args);
     }
@@ -274,8 +276,7 @@ impl Soak {
         if self.rng.below(3) == 0 {
             self.count("start step failed");
             let &(tool, word, nth) = self.rng.pick(START_STEPS);
-            let word = word.replace("{pot}", pot.as_str());
-            self.fault(tool, &word, nth, &["--fail", "1"]);
+            self.fault(tool, word, Some(nth), &["--fail", "1"]);
             let failed = self.start(&t).await;
             self.env.sim.clear_faults();
             let what = format!("task {id}: start failing at {tool} {word} #{nth}");
@@ -292,11 +293,11 @@ impl Soak {
         let slow = (self.rng.below(4) == 0).then(|| {
             let &(tool, word, nth) = self.rng.pick(START_STEPS);
             let secs = format!("{:.1}", 0.2 + self.rng.below(9) as f64 / 10.0);
-            (tool, word.replace("{pot}", pot.as_str()), nth, secs)
+            (tool, word, nth, secs)
         });
         if let Some((tool, word, nth, secs)) = &slow {
             self.count("start step slow");
-            self.fault(tool, word, *nth, &["--hang", secs]);
+            self.fault(tool, word, Some(*nth), &["--hang", secs]);
         }
         let (started, others) = tokio::join!(
             async {
@@ -434,13 +435,12 @@ impl Soak {
                 .env
                 .task(&format!("soak{id}"), &coded_task(&self.env, code));
             let &(tool, word, nth) = self.rng.pick(START_STEPS);
-            let word = word.replace("{pot}", pot_of(&t).as_str());
             let completes = self.rng.below(2) == 0;
             let mut action = vec!["--hang"];
             if completes {
                 action.push("1");
             }
-            self.fault(tool, &word, nth, &action);
+            self.fault(tool, word, Some(nth), &action);
             let mut driver = self.env.plugin.driver();
             let req = StartTaskRequest {
                 task: Some(t.config.clone()),
@@ -449,7 +449,7 @@ impl Soak {
             let pid = self
                 .env
                 .sim
-                .wait_for_hang(tool, &word, Duration::from_secs(30));
+                .wait_for_hang(tool, word, Duration::from_secs(30));
             self.env.plugin.kill();
             let _ = call.await;
             within(30.0, "the hung tool call to end", async {

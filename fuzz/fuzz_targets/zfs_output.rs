@@ -1,4 +1,4 @@
-//! `zfs list` output in the two forms the engine reads.
+//! `zfs list` output in the three forms the engine reads.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,5 +9,8 @@ fuzz_target!(|text: &str| {
     assert!(snaps.is_sorted());
     for entry in parse::zfs_list_tree(text) {
         assert!(!entry.name.contains('\t'));
+    }
+    for row in parse::zfs_with_snapshots(text, 2) {
+        assert!(!row.name.contains('\t') && row.values.len() == 2);
     }
 });

@@ -6,6 +6,7 @@ mod config;
 mod dying;
 mod error;
 mod exec;
+mod facts;
 mod files;
 mod gc;
 mod image;
@@ -24,6 +25,8 @@ mod state;
 mod status;
 pub mod supervisor;
 mod task_id;
+#[cfg(test)]
+mod testing;
 
 pub use config::{
     ConfigError, DEFAULT_IMAGE_MAX_SIZE, DEFAULT_POT_CONF_DIR, DEFAULT_TOOL_PATH, EngineConfig,
@@ -79,6 +82,8 @@ pub struct Engine {
     /// Pots whose jail, shm objects and rctl rules a stop in this process has removed: their
     /// teardown skips those three calls. A restarted plugin knows none and repeats them.
     stopped: Mutex<HashSet<PotName>>,
+    /// racct and the CPU count, once read (see [`facts`]).
+    facts: Mutex<facts::HostFacts>,
     events: EventSink,
     /// Once `vnet-start` has been done by this process: the bridges ready, by gateway address.
     vnet: tokio::sync::Mutex<Option<std::collections::BTreeMap<std::net::Ipv4Addr, String>>>,
@@ -98,6 +103,7 @@ impl Engine {
             instances: Mutex::new(HashMap::new()),
             starting: Mutex::new(HashSet::new()),
             stopped: Mutex::new(HashSet::new()),
+            facts: Mutex::new(facts::HostFacts::default()),
             events,
             vnet: tokio::sync::Mutex::new(None),
             vnet6: tokio::sync::Mutex::new(None),
@@ -146,11 +152,8 @@ impl Engine {
                 self.cfg.jails_dir().display()
             ));
         }
-        let racct = self
-            .host
-            .sysctl("kern.racct.enable")
-            .await
-            .is_ok_and(|v| v == "1");
+        // Read afresh at every fingerprint; starts then need not read it.
+        let racct = self.read_racct().await;
         let bridge_unavailable = self.bridge_unavailable().await;
         Health {
             healthy: true,

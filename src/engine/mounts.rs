@@ -1,8 +1,9 @@
 //! The engine's record of what it mounted under a pot's jail root.
 //!
-//! Teardown unmounts what the record lists, so it never has to read names back out of the
-//! host's mount table. The table (`mount -p --libxo json`) is read only for a pot without a
-//! record (made by an older driver) and for a jail allowed to mount file systems itself.
+//! Teardown unmounts what the record lists, in one `umount` call, so it never has to read names
+//! back out of the host's mount table. The table (`mount -p --libxo json`) is read only for a
+//! pot without a record (made by an older driver) and for a jail allowed to mount file systems
+//! itself.
 
 use super::attributes::JailAttributes;
 use super::layout::{PotName, PotPaths};
@@ -110,6 +111,15 @@ impl Engine {
         // Deepest first, like pot's bottom-up fscomp.conf walk.
         targets.sort_by_key(|t| std::cmp::Reverse(t.components().count()));
         targets.dedup();
+        // All in one call, which is all a teardown after a start needs. It fails when a target
+        // is no longer mounted (a teardown repeated after a crash or a failure) as well as for
+        // a real failure: then each target is asked alone, and only "not mounted" is done.
+        if targets.len() > 1 {
+            match self.host.unmount_each(&targets).await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(pot = %pot, error = %e, "unmounting target by target"),
+            }
+        }
         for target in targets {
             match self.host.unmount(&target).await {
                 Err(e) if !e.is_absent() => return Err(EngineError::host(p)(e)),
@@ -124,6 +134,8 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::engine::potconf::PotConf;
+    use crate::engine::testing::{calls_since, engine_on};
+    use nomad_harness::sim::SimHost;
 
     #[test]
     fn jail_mounts_follow_the_attributes() {
@@ -153,6 +165,100 @@ mod tests {
             [root.join("dev"), root.join("dev/fd"), root.join("proc")]
         );
         assert!(r.jail_mounts);
+    }
+
+    /// Three nullfs mounts under `pot`'s jail root, made and recorded as a start makes them.
+    async fn mounted(engine: &Engine, sim: &SimHost, pot: &PotName) -> MountRecord {
+        let paths = PotPaths::new(&engine.cfg.jails_dir(), pot);
+        let source = sim.tmp.path().join("task dir");
+        std::fs::create_dir_all(&source).unwrap();
+        let mut record = MountRecord::default();
+        for d in ["local", "secrets", "alloc"] {
+            let target = paths.root.join(d);
+            std::fs::create_dir_all(&target).unwrap();
+            record.mounts.push(RecordedMount {
+                source: Some(source.clone()),
+                target: target.clone(),
+                in_jail: format!("/{d}"),
+                readonly: false,
+            });
+            engine.save_mounts(pot, &record).unwrap();
+            engine
+                .host
+                .mount_nullfs(&source, &target, false)
+                .await
+                .unwrap();
+        }
+        record
+    }
+
+    fn nullfs_mounts(sim: &SimHost) -> usize {
+        sim.tool_ok("mount", &["-p"]).matches("nullfs").count()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn teardown_unmounts_in_one_call_and_target_by_target_once_that_fails() {
+        let sim = SimHost::create();
+        let engine = engine_on(&sim);
+        let pot = PotName::new("web_1").unwrap();
+        let paths = PotPaths::new(&engine.cfg.jails_dir(), &pot);
+        let record = mounted(&engine, &sim, &pot).await;
+        let mark = sim.calls().len();
+        engine.unmount_all(&pot, &paths).await.unwrap();
+        let calls = calls_since(&sim, mark);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0][..2], ["umount", "-f"]);
+        assert_eq!(calls[0].len(), 2 + record.mounts.len());
+        assert_eq!(nullfs_mounts(&sim), 0);
+
+        // Repeated, as after a crash mid-teardown or by a restarted plugin: the one call fails
+        // on what is gone, and each target is asked alone.
+        let local = &record.mounts[0];
+        engine
+            .host
+            .mount_nullfs(local.source.as_ref().unwrap(), &local.target, false)
+            .await
+            .unwrap();
+        let mark = sim.calls().len();
+        engine.unmount_all(&pot, &paths).await.unwrap();
+        let calls = calls_since(&sim, mark);
+        assert_eq!(calls.len(), 1 + record.mounts.len(), "{calls:?}");
+        assert_eq!(nullfs_mounts(&sim), 0);
+
+        // A target that will not unmount is an error naming it.
+        let record = mounted(&engine, &sim, &pot).await;
+        let busy = record.mounts[1].target.to_str().unwrap().to_string();
+        sim.fault(&[
+            "umount",
+            "--word",
+            &busy,
+            "--fail",
+            "1",
+            "--stderr",
+            "umount: unmount failed: Device busy",
+        ]);
+        let e = engine.unmount_all(&pot, &paths).await.unwrap_err();
+        assert!(e.to_string().contains("Device busy"), "{e}");
+        assert!(e.to_string().contains(&busy), "{e}");
+        sim.clear_faults();
+        engine.unmount_all(&pot, &paths).await.unwrap();
+        assert_eq!(nullfs_mounts(&sim), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_a_record_the_mount_table_is_read() {
+        let sim = SimHost::create();
+        let engine = engine_on(&sim);
+        let pot = PotName::new("web_1").unwrap();
+        let paths = PotPaths::new(&engine.cfg.jails_dir(), &pot);
+        mounted(&engine, &sim, &pot).await;
+        std::fs::remove_file(engine.task_state_dir(&pot).join(RECORD_FILE)).unwrap();
+        let mark = sim.calls().len();
+        engine.unmount_all(&pot, &paths).await.unwrap();
+        let calls = calls_since(&sim, mark);
+        assert_eq!(calls[0], ["mount", "--libxo", "json", "-p"], "{calls:?}");
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(nullfs_mounts(&sim), 0);
     }
 
     #[test]

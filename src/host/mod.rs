@@ -20,7 +20,7 @@ pub use ifconfig::IfaceInfo;
 pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
 pub use rctl::{RctlAction, RctlResource, RctlRule, ResourceUsage};
-pub use zfs::{DatasetEntry, MountState};
+pub use zfs::{DatasetEntry, Listed, MountState};
 
 /// The parsers of the tools' output, public so that the fuzz targets (`fuzz/`) reach the very
 /// code the typed operations run.
@@ -32,7 +32,10 @@ pub mod parse {
     pub use super::mount::parse_libxo as mount_libxo;
     pub use super::pf::{parse_anchors as pfctl_anchors, rdr_host_port as pfctl_rdr_host_port};
     pub use super::rctl::parse_usage as rctl_usage;
-    pub use super::zfs::{parse_list_tree as zfs_list_tree, parse_snapshots as zfs_snapshots};
+    pub use super::zfs::{
+        parse_list_tree as zfs_list_tree, parse_snapshots as zfs_snapshots,
+        parse_with_snapshots as zfs_with_snapshots,
+    };
 }
 
 use crate::text::clip;
@@ -125,6 +128,9 @@ pub enum HostError {
     /// The object the tool was asked about does not exist.
     #[error("{command}: {what} does not exist")]
     Absent { command: String, what: String },
+    /// The object the tool was asked to create exists already.
+    #[error("{command}: {what} already exists")]
+    Exists { command: String, what: String },
     /// The tool's output could not be understood.
     #[error("{command}: unexpected output: {detail}")]
     Parse { command: String, detail: String },
@@ -142,6 +148,11 @@ impl HostError {
     /// True when the failure says the object is already gone, which teardown treats as done.
     pub fn is_absent(&self) -> bool {
         matches!(self, HostError::Absent { .. })
+    }
+
+    /// True when a create found its object already there.
+    pub fn is_exists(&self) -> bool {
+        matches!(self, HostError::Exists { .. })
     }
 
     /// True when the object is in use and the same call may succeed later.

@@ -46,6 +46,16 @@ impl Host {
         }
     }
 
+    /// `umount -f target…`: every target in one call, in the order given. umount(8) goes on
+    /// past a target it cannot unmount and exits non-zero if any failed, without saying in a
+    /// form worth parsing which one (names may hold newlines): on failure the caller asks each
+    /// target alone.
+    pub async fn unmount_each(&self, targets: &[PathBuf]) -> Result<(), HostError> {
+        let mut args = argv!["-f"];
+        args.extend(targets.iter().map(|t| t.as_os_str().to_owned()));
+        self.run(Tool::Umount, args).await.map(drop)
+    }
+
     /// Every mounted file system, from `mount -p --libxo json`: the fstab form prints names
     /// raw between blank padding, so only libxo's fields tell where a name with a blank ends.
     pub async fn mounts(&self) -> Result<Vec<MountEntry>, HostError> {

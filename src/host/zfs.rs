@@ -25,14 +25,51 @@ impl Host {
         Ok(parse_snapshots(&out))
     }
 
-    /// `zfs create [-o prop=value]… name` (mountpoint inherited).
+    /// The filesystems and snapshots of the tree `dataset` (`dataset` first), each with the
+    /// values of the user properties `props`, from one `zfs list -H -r -t filesystem,snapshot`:
+    /// what an image check needs (its provenance and the snapshot to clone) in a single call.
+    pub async fn zfs_list_with_snapshots(
+        &self,
+        dataset: &str,
+        props: &[&str],
+    ) -> Result<Vec<Listed>, HostError> {
+        let mut fields = String::from("name");
+        for p in props {
+            fields.push(',');
+            fields.push_str(p);
+        }
+        let out = self
+            .zfs(argv![
+                "list",
+                "-H",
+                "-r",
+                "-t",
+                "filesystem,snapshot",
+                "-o",
+                fields,
+                dataset
+            ])
+            .await?;
+        Ok(parse_with_snapshots(&out, props.len()))
+    }
+
+    /// `zfs create [-o prop=value]… name` (mountpoint inherited). A dataset of that name
+    /// already there is [`HostError::Exists`].
     pub async fn zfs_create(&self, name: &str, props: &[(&str, &str)]) -> Result<(), HostError> {
         let mut args = argv!["create"];
         for (k, v) in props {
             args.extend(argv!["-o", format!("{k}={v}")]);
         }
         args.push(name.into());
-        self.zfs(args).await.map(drop)
+        match self.zfs(args).await {
+            Err(HostError::Failed {
+                command, stderr, ..
+            }) if stderr.contains("dataset already exists") => Err(HostError::Exists {
+                command,
+                what: dataset_in_message(&stderr),
+            }),
+            other => other.map(drop),
+        }
     }
 
     /// One property's value (`zfs get -H -o value PROP NAME`).
@@ -293,6 +330,15 @@ pub struct DatasetEntry {
     pub user_prop: Option<String>,
 }
 
+/// One line of [`Host::zfs_list_with_snapshots`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// `pool/fs` or `pool/fs@snapshot`.
+    pub name: String,
+    /// The asked properties' values, in order; `None` where unset (`-`).
+    pub values: Vec<Option<String>>,
+}
+
 /// One line of [`Host::zfs_mount_state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountState {
@@ -343,6 +389,21 @@ pub fn parse_list_tree(text: &str) -> Vec<DatasetEntry> {
         .collect()
 }
 
+/// `zfs list -H -o name,P1,…,Pn` output with `props` = n: tab-separated, `-` for an unset
+/// value. The last value takes the rest of its line, so one tab inside it (a URL may hold one)
+/// stays in it; lines with fewer fields are skipped.
+pub fn parse_with_snapshots(text: &str, props: usize) -> Vec<Listed> {
+    let value = |v: &str| (v != "-" && !v.is_empty()).then(|| v.to_string());
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(props + 1, '\t');
+            let name = f.next()?.to_string();
+            let values: Vec<Option<String>> = f.map(value).collect();
+            (values.len() == props).then_some(Listed { name, values })
+        })
+        .collect()
+}
+
 /// zfs names the dataset in quotes: `cannot open 'zroot/x': dataset does not exist`.
 fn dataset_in_message(stderr: &str) -> String {
     stderr
@@ -355,6 +416,26 @@ fn dataset_in_message(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_with_snapshots_keeps_tabs_in_the_last_value() {
+        let text = "zroot/pot/jails/web_1\tunsigned\tfile:///srv/a\tb/web_1.xz\n\
+                    zroot/pot/jails/web_1/m\t-\t-\n\
+                    zroot/pot/jails/web_1/m@1700000000\t-\t-\n\
+                    short\n";
+        let rows = parse_with_snapshots(text, 2);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            rows[0].values,
+            [
+                Some("unsigned".to_string()),
+                Some("file:///srv/a\tb/web_1.xz".to_string())
+            ]
+        );
+        assert_eq!(rows[1].values, [None, None]);
+        assert_eq!(rows[2].name, "zroot/pot/jails/web_1/m@1700000000");
+        assert!(parse_with_snapshots("", 2).is_empty());
+    }
 
     #[test]
     fn names_the_dataset_from_zfs_message() {

@@ -167,7 +167,7 @@ async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
-    let env = Env::new().await;
+    let mut env = Env::new().await;
     env.host_tool("sysctl", &["hw.ncpu=8"]);
     // CPU 9 does not exist: cpuset fails after the rctl rules are in place.
     let t = env.limited_task("badcores", &gated_task_config(&env, 0), "1,9");
@@ -196,7 +196,10 @@ async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
     );
 
     // Without racct: limits the job asked for refuse the start, Nomad's own are skipped.
+    // racct is a loader tunable: a host without it is one booted so, under a new plugin (a
+    // plugin process reads it once).
     env.host_tool("sysctl", &["kern.racct.enable=0"]);
+    env.crash_and_relaunch().await;
     let mut cfg = gated_task_config(&env, 0);
     cfg["maxproc"] = json!("10");
     let t = env.limited_task("noracct", &cfg, "");

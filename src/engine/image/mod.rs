@@ -76,14 +76,14 @@ pub async fn ensure_imported<'a>(
     let jails = cfg.jails_dataset();
     let lock = locks.shared(&image.local_name()).await;
     // Concurrent starts of a present image do not wait for each other.
-    let (dataset, lock) = match provenance::find(host, &jails, &cfg.image, image).await? {
-        Place::Present(dataset) => (dataset, lock),
+    let (found, lock) = match provenance::find(host, &jails, &cfg.image, image).await? {
+        Place::Present(found) => (found, lock),
         Place::Free(_) => {
             drop(lock);
             let lock = locks.exclusive(&image.local_name()).await;
             // The waiters of a shared import find it done.
-            let dataset = match provenance::find(host, &jails, &cfg.image, image).await? {
-                Place::Present(dataset) => dataset,
+            let found = match provenance::find(host, &jails, &cfg.image, image).await? {
+                Place::Present(found) => found,
                 Place::Free(dataset) => {
                     let import = Import {
                         host,
@@ -95,16 +95,21 @@ pub async fn ensure_imported<'a>(
                     };
                     import.run().await?;
                     progress(format!("Imported image {}", image.display_name()));
-                    dataset
+                    let snapshots = host
+                        .zfs_snapshots(&format!("{dataset}/m"))
+                        .await
+                        .map_err(|e| image.err(e.to_string(), false))?;
+                    provenance::Found { dataset, snapshots }
                 }
             };
-            (dataset, lock.downgrade())
+            (found, lock.downgrade())
         }
     };
-    let snapshot = host
-        .zfs_snapshots(&format!("{dataset}/m"))
-        .await
-        .map_err(|e| image.err(e.to_string(), false))?
+    let provenance::Found {
+        dataset,
+        mut snapshots,
+    } = found;
+    let snapshot = snapshots
         .pop()
         .ok_or_else(|| image.err(format!("{dataset}/m has no snapshot to clone"), false))?;
     Ok((Imported { dataset, snapshot }, lock))

@@ -104,10 +104,17 @@ pub(super) fn lock_names(local: &str) -> Vec<String> {
 
 /// Where an image stands on this host.
 pub(super) enum Place {
-    /// Imported from this source and acceptable to the current policy: this dataset.
-    Present(String),
+    /// Imported from this source and acceptable to the current policy.
+    Present(Found),
     /// Not imported: this is the dataset to import it into.
     Free(String),
+}
+
+/// An imported image's dataset and the snapshots of its root, read with its provenance.
+pub(super) struct Found {
+    pub dataset: String,
+    /// The names after `<dataset>/m@`, sorted as pot sorts them.
+    pub snapshots: Vec<String>,
 }
 
 /// Looks for the image under pot's name, then under its own. A dataset of the image's source that
@@ -131,7 +138,7 @@ pub(super) async fn find(
             Err(e) => return Err(image.err(e.to_string(), false)),
             Ok(recorded) => recorded,
         };
-        let Some((found, signer)) = recorded.filter(|(s, _)| *s == source) else {
+        let Some((found, signer)) = recorded.provenance.filter(|(s, _)| *s == source) else {
             continue;
         };
         let keynums = configured_keynums(image, policy)?;
@@ -149,7 +156,10 @@ pub(super) async fn find(
                 false,
             ));
         }
-        return Ok(Place::Present(dataset));
+        return Ok(Place::Present(Found {
+            dataset,
+            snapshots: recorded.snapshots,
+        }));
     }
     free.map(Place::Free).ok_or_else(|| {
         image.err(
@@ -162,19 +172,40 @@ pub(super) async fn find(
     })
 }
 
-/// The source and signature recorded on `dataset`; `None` when it has none (a pot made by hand,
-/// imported by the pot CLI or by an older driver).
-async fn recorded(
-    host: &Host,
-    dataset: &str,
-) -> Result<Option<(String, String)>, crate::host::HostError> {
-    let out = host
-        .zfs_get(dataset, &format!("{SOURCE_PROP},{SIGNATURE_PROP}"))
+/// What an image check reads of a dataset, in one call.
+struct Recorded {
+    /// The source and signature recorded on it; `None` when it has none (a pot made by hand,
+    /// imported by the pot CLI or by an older driver).
+    provenance: Option<(String, String)>,
+    /// See [`Found::snapshots`].
+    snapshots: Vec<String>,
+}
+
+async fn recorded(host: &Host, dataset: &str) -> Result<Recorded, crate::host::HostError> {
+    // The source last: the listing leaves a tab inside the last value alone.
+    let rows = host
+        .zfs_list_with_snapshots(dataset, &[SIGNATURE_PROP, SOURCE_PROP])
         .await?;
-    let mut lines = out.lines().map(str::trim);
-    let source = lines.next().unwrap_or("-");
-    let signer = lines.next().unwrap_or("-");
-    Ok((source != "-").then(|| (source.to_string(), signer.to_string())))
+    let provenance =
+        rows.iter()
+            .find(|r| r.name == dataset)
+            .and_then(|r| match r.values.as_slice() {
+                [signer, Some(source)] => Some((
+                    source.clone(),
+                    signer.clone().unwrap_or_else(|| "-".to_string()),
+                )),
+                _ => None,
+            });
+    let root = format!("{dataset}/m@");
+    let mut snapshots: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.name.strip_prefix(&root).map(str::to_string))
+        .collect();
+    snapshots.sort();
+    Ok(Recorded {
+        provenance,
+        snapshots,
+    })
 }
 
 fn configured_keynums(image: &ImageRef, policy: &ImagePolicy) -> Result<Vec<String>, EngineError> {

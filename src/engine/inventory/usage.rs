@@ -54,8 +54,7 @@ impl Engine {
     /// rctl usage of every running pot (or of `only`), as pot's `get-rss` reports it. Needs
     /// `kern.racct.enable=1`.
     pub async fn usage_report(&self, only: Option<&PotName>) -> Result<Vec<PotUsage>, EngineError> {
-        let racct = self.host.sysctl("kern.racct.enable").await;
-        if !racct.as_ref().is_ok_and(|v| v == "1") {
+        if !self.racct().await {
             return Err(EngineError::Node {
                 what: "resource usage".to_string(),
                 reason: "kern.racct.enable is 0: set kern.racct.enable=1 in /boot/loader.conf and reboot".to_string(),

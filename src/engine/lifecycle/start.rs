@@ -36,6 +36,16 @@ pub(super) struct CheckedOptions {
 impl Engine {
     /// Prepares and starts `spec`. On failure everything created so far is removed again.
     pub async fn start(&self, spec: TaskSpec) -> Result<Arc<Instance>, EngineError> {
+        let started = self.start_pot(spec).await;
+        if started.is_err() {
+            // What this process knew of the host may be why: the next start reads it again.
+            self.forget_host_facts();
+        }
+        started
+    }
+
+    /// The start itself; [`Engine::start`] adds what a failure makes this process forget.
+    async fn start_pot(&self, spec: TaskSpec) -> Result<Arc<Instance>, EngineError> {
         let _starting = self.mark_starting(&spec.pot)?;
         let pot = spec.pot.clone();
         // Nomad retries StartTask with the same task id after a plugin crash: adopt the task
@@ -232,12 +242,7 @@ impl Engine {
         if limits.rules(p, 1, report_memory).is_empty() {
             return Ok(Vec::new());
         }
-        let racct = self
-            .host
-            .sysctl("kern.racct.enable")
-            .await
-            .is_ok_and(|v| v == "1");
-        if !racct {
+        if !self.racct().await {
             if limits.has_explicit_rctl() {
                 return Err(EngineError::State {
                     pot: p.to_string(),
@@ -252,17 +257,7 @@ impl Engine {
         }
         let ncpu = match limits.cpu_share {
             None => 1,
-            Some(_) => {
-                let v = self
-                    .host
-                    .sysctl("hw.ncpu")
-                    .await
-                    .map_err(EngineError::host(p))?;
-                v.parse().map_err(|_| EngineError::State {
-                    pot: p.to_string(),
-                    reason: format!("hw.ncpu is {v:?}, not a number"),
-                })?
-            }
+            Some(_) => self.ncpu(pot).await?,
         };
         Ok(limits.rules(p, ncpu, report_memory))
     }
@@ -315,36 +310,42 @@ impl Engine {
     ) -> Result<(PotConf, Option<std::net::Ipv4Addr>), EngineError> {
         let dataset = format!("{}/{}", self.cfg.jails_dataset(), pot);
         let p = pot.as_str();
-        // Pot names come from Nomad's task ids, so one made for this task is debris of its own
-        // interrupted start; anything else of that name is not ours to remove.
-        match self.ownership(pot).await? {
-            Ownership::Absent => {}
-            Ownership::Task(id) if id == owner.to_string() => self.teardown(pot).await?,
-            Ownership::Task(id) => {
-                return Err(EngineError::State {
-                    pot: p.to_string(),
-                    reason: format!("the pot already exists for task {id}"),
-                });
+        // The pot's directory is what an earlier start of the pot (or someone else's pot of the
+        // name) leaves: its owner is read before addresses are picked, which its pot.conf may
+        // hold. Without the directory there is no such pot.conf, and `zfs create` itself tells
+        // whether a dataset of the name exists (unmounted): a fresh start reads nothing.
+        let mut cleared = paths.dir.exists();
+        if cleared {
+            self.clear_earlier_pot(pot, owner).await?;
+        }
+        let (lock, ip) = loop {
+            let lock = match plan {
+                NetworkPlan::Bridged(_) | NetworkPlan::Alias(_) => Some(self.global_lock(p).await?),
+                NetworkPlan::Inherit => None,
+            };
+            if let NetworkPlan::Alias(addrs) = plan {
+                // Again under the lock: a concurrent start may have claimed one since the check.
+                network::check_alias_unclaimed(&self.cfg.fs_root, pot, addrs)?;
             }
-            Ownership::Foreign => return Err(not_ours(p)),
-        }
-        let lock = match plan {
-            NetworkPlan::Bridged(_) | NetworkPlan::Alias(_) => Some(self.global_lock(p).await?),
-            NetworkPlan::Inherit => None,
+            // Before any change, so a refused address leaves nothing behind.
+            let ip = self.assign_network(plan, &mut conf)?;
+            match self
+                .host
+                .zfs_create(
+                    &dataset,
+                    &[(OWNER_PROPERTY, &layout::owner_value(&owner.to_string()))],
+                )
+                .await
+            {
+                Ok(()) => break (lock, ip),
+                Err(e) if e.is_exists() && !cleared => {
+                    drop(lock);
+                    self.clear_earlier_pot(pot, owner).await?;
+                    cleared = true;
+                }
+                Err(e) => return Err(EngineError::host(p)(e)),
+            }
         };
-        if let NetworkPlan::Alias(addrs) = plan {
-            // Again under the lock: a concurrent start may have claimed one since the check.
-            network::check_alias_unclaimed(&self.cfg.fs_root, pot, addrs)?;
-        }
-        // Before any change, so a refused address leaves nothing behind.
-        let ip = self.assign_network(plan, &mut conf)?;
-        self.host
-            .zfs_create(
-                &dataset,
-                &[(OWNER_PROPERTY, &layout::owner_value(&owner.to_string()))],
-            )
-            .await
-            .map_err(EngineError::host(p))?;
         let cloned = async {
             std::fs::create_dir_all(&paths.conf_dir).map_err(EngineError::io(
                 p,
@@ -372,5 +373,99 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// A pot of this task's pot name found at its start. Pot names come from Nomad's task ids,
+    /// so one made for this task is debris of its own interrupted start and goes; anything else
+    /// of that name is not ours to remove, and the start is refused.
+    async fn clear_earlier_pot(&self, pot: &PotName, owner: &TaskId) -> Result<(), EngineError> {
+        match self.ownership(pot).await? {
+            Ownership::Absent => Ok(()),
+            Ownership::Task(id) if id == owner.to_string() => self.teardown(pot).await,
+            Ownership::Task(id) => Err(EngineError::State {
+                pot: pot.to_string(),
+                reason: format!("the pot already exists for task {id}"),
+            }),
+            Ownership::Foreign => Err(not_ours(pot.as_str())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::testing::{calls_since, engine_on};
+    use nomad_harness::sim::SimHost;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fresh_pot_reads_nothing_and_one_met_by_zfs_create_is_cleared_if_ours() {
+        let sim = SimHost::create();
+        let engine = engine_on(&sim);
+        sim.image("demo", "1.0");
+        let url = format!("file://{}", sim.images_dir().display());
+        let image = image::ImageRef::parse(&url, "demo", "1.0").unwrap();
+        let (imported, _lock) =
+            image::ensure_imported(&engine.host, &engine.images, &engine.cfg, &image, &|_| {})
+                .await
+                .unwrap();
+        let pot = PotName::new("web_1").unwrap();
+        let paths = PotPaths::new(&engine.cfg.jails_dir(), &pot);
+        let dataset = format!("{}/web_1", engine.cfg.jails_dataset());
+        let owner = TaskId::parse("a-1/web/1").unwrap();
+        let clone = || {
+            engine.clone_pot(
+                &pot,
+                &imported,
+                &paths,
+                &owner,
+                PotConf::default(),
+                &NetworkPlan::Inherit,
+            )
+        };
+        let zfs_calls = |mark: usize| -> Vec<String> {
+            calls_since(&sim, mark)
+                .into_iter()
+                .filter(|argv| argv[0] == "zfs")
+                .map(|argv| argv[1].clone())
+                .collect()
+        };
+
+        let mark = sim.calls().len();
+        clone().await.unwrap();
+        assert_eq!(zfs_calls(mark), ["create", "clone"]);
+        engine.teardown(&pot).await.unwrap();
+
+        // Debris of this task's own start whose dataset is not mounted, so that no directory
+        // tells of it: `zfs create` meets it, its owner is read and it goes.
+        let ours = format!(
+            "{OWNER_PROPERTY}={}",
+            layout::owner_value(&owner.to_string())
+        );
+        sim.tool_ok("zfs", &["create", "-u", "-o", &ours, &dataset]);
+        assert!(!paths.dir.exists());
+        let mark = sim.calls().len();
+        clone().await.unwrap();
+        assert_eq!(
+            zfs_calls(mark),
+            ["create", "list", "destroy", "create", "clone"]
+        );
+        engine.teardown(&pot).await.unwrap();
+
+        // Someone else's: refused, and left alone.
+        sim.tool_ok("zfs", &["create", "-o", "canmount=off", &dataset]);
+        let e = clone().await.unwrap_err();
+        assert!(
+            e.to_string().contains("the driver did not create it"),
+            "{e}"
+        );
+        sim.tool_ok("zfs", &["list", &dataset]);
+
+        // With its directory there, the owner is read before anything is created.
+        sim.tool_ok("zfs", &["destroy", &dataset]);
+        sim.tool_ok("zfs", &["create", &dataset]);
+        let mark = sim.calls().len();
+        assert!(clone().await.is_err());
+        assert_eq!(zfs_calls(mark), ["list"]);
+        sim.tool_ok("zfs", &["destroy", &dataset]);
     }
 }

@@ -243,20 +243,23 @@ pub fn umount_main(host: &Host, args: &[String]) -> Res<String> {
     if rest.is_empty() {
         return Err(usage(UMOUNT_USAGE));
     }
-    host.update(|st| {
+    // umount.c's main: every target is tried (`checkname`), a failed one only warns and sets
+    // the exit status to 1; the others are unmounted all the same.
+    let failed = host.update(|st| {
+        let mut failed = Vec::new();
         for t in &rest {
             let t = norm(t);
-            let i = st
-                .mounts
-                .iter()
-                .rposition(|m| m.target == t)
-                .ok_or_else(|| {
-                    Fail::new(1, format!("umount: {t}: not a file system root directory"))
-                })?;
-            st.mounts.remove(i);
+            match st.mounts.iter().rposition(|m| m.target == t) {
+                Some(i) => drop(st.mounts.remove(i)),
+                None => failed.push(format!("umount: {t}: not a file system root directory")),
+            }
         }
-        Ok(String::new())
-    })
+        Ok(failed)
+    })?;
+    match failed.is_empty() {
+        true => Ok(String::new()),
+        false => Err(Fail::new(1, failed.join("\n"))),
+    }
 }
 
 #[cfg(test)]

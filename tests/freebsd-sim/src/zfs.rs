@@ -780,6 +780,9 @@ fn create(host: &Host, args: &[String]) -> Res<String> {
         return Err(usage(USAGE));
     };
     let parents = opts.iter().any(|(c, _)| *c == 'p');
+    // zfs_main.c `zfs_do_create`: the new file system is mounted only when its canmount is on
+    // and `-u` was not given (parents made by `-p` are mounted).
+    let nomount = opts.iter().any(|(c, _)| *c == 'u');
     let props = opts
         .iter()
         .filter(|(c, _)| *c == 'o')
@@ -829,6 +832,7 @@ fn create(host: &Host, args: &[String]) -> Res<String> {
             };
             if n == name {
                 d.props.extend(props.iter().cloned());
+                d.unmounted = nomount || d.props.get("canmount").is_some_and(|v| v != "on");
             }
             st.datasets.insert(n.clone(), d);
             let dir = data_dir(host, st, n);

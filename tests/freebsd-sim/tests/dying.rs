@@ -271,3 +271,30 @@ fn already_gone_and_already_done_fail_as_on_freebsd() {
         "route: route has not been found",
     );
 }
+
+/// umount(8) with several targets unmounts every one it can and names each it cannot, exiting 1
+/// if any failed: a target not mounted in the middle stops none of the others.
+#[test]
+fn umount_of_several_targets_goes_on_past_a_failed_one() {
+    let host = Host::new("umounts");
+    let root = Path::new(host.dir()).join("root/tmp");
+    let dirs: Vec<PathBuf> = ["a", "b", "c"].iter().map(|d| root.join(d)).collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    for d in [&dirs[0], &dirs[2]] {
+        host.ok("mount", &["-t", "nullfs", "-o", "ro", &s(&root), &s(d)]);
+    }
+    let all: Vec<String> = dirs.iter().map(|d| s(d)).collect();
+    let mut args = vec!["-f"];
+    args.extend(all.iter().map(String::as_str));
+    host.fails(
+        "umount",
+        &args,
+        &format!("umount: {}: not a file system root directory", all[1]),
+    );
+    assert_eq!(host.ok("mount", &["-p"]).matches("nullfs").count(), 0);
+    host.ok("mount", &["-t", "nullfs", "-o", "ro", &s(&root), &all[0]]);
+    host.ok("umount", &["-f", &all[0]]);
+}

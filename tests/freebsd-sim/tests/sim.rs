@@ -496,6 +496,69 @@ fn received_properties_place_and_mount_datasets_as_zfs_does() {
 }
 
 #[test]
+fn created_datasets_mount_unless_told_not_to() {
+    let host: PathBuf = std::env::temp_dir().join(format!("fsim-create-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&host);
+    assert!(
+        Command::new(BIN)
+            .args(["init", host.to_str().unwrap()])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let jails = host.join("root/opt/pot/jails");
+    let mounted = |name: &str| {
+        ok(
+            &host,
+            "zfs",
+            &[
+                "get",
+                "-H",
+                "-o",
+                "value",
+                "mounted",
+                &format!("zroot/pot/jails/{name}"),
+            ],
+        )
+    };
+    ok(&host, "zfs", &["create", "zroot/pot/jails/a"]);
+    ok(&host, "zfs", &["create", "-u", "zroot/pot/jails/b"]);
+    ok(
+        &host,
+        "zfs",
+        &["create", "-o", "canmount=noauto", "zroot/pot/jails/c"],
+    );
+    ok(
+        &host,
+        "zfs",
+        &["create", "-o", "canmount=off", "zroot/pot/jails/d"],
+    );
+    assert_eq!(mounted("a"), "yes\n");
+    assert!(jails.join("a").is_dir());
+    for name in ["b", "c", "d"] {
+        assert_eq!(mounted(name), "no\n", "{name}");
+        assert!(!jails.join(name).exists(), "{name}");
+    }
+    let again = tool(&host, "zfs", &["create", "zroot/pot/jails/b"]);
+    assert_eq!(
+        String::from_utf8_lossy(&again.stderr),
+        "cannot create 'zroot/pot/jails/b': dataset already exists\n"
+    );
+    ok(&host, "zfs", &["mount", "zroot/pot/jails/b"]);
+    assert!(jails.join("b").is_dir());
+    for name in ["a", "b", "c", "d"] {
+        ok(
+            &host,
+            "zfs",
+            &["destroy", &format!("zroot/pot/jails/{name}")],
+        );
+    }
+    assert_eq!(check(&host), "");
+    std::fs::remove_dir_all(&host).unwrap();
+}
+
+#[test]
 fn under_an_encrypted_root_an_image_stays_encrypted_only_without_its_encryption_property() {
     let host: PathBuf = std::env::temp_dir().join(format!("fsim-enc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&host);

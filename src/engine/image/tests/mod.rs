@@ -53,23 +53,8 @@ impl Fixture {
     }
 
     fn on(sim: SimHost) -> Fixture {
-        let c = &sim.config;
-        let s = |k: &str| Some(c[k].as_str().expect(k).to_string());
-        let p = |k: &str| s(k).map(PathBuf::from);
-        let o = crate::engine::Overrides {
-            tool_path: s("tool_path"),
-            zfs_root: s("zfs_root"),
-            fs_root: p("fs_root"),
-            cache_dir: p("cache_dir"),
-            tmp_dir: p("tmp_dir"),
-            state_dir: p("state_dir"),
-            lock_file: p("lock_file"),
-            pot_conf_dir: p("pot_conf_dir"),
-            ..Default::default()
-        };
-        let mut cfg = crate::engine::EngineConfig::resolve(&o).unwrap();
-        // The host's image dir, its cache and the test's export dirs.
-        cfg.allowed_image_dirs = vec![sim.tmp.path().to_path_buf()];
+        // The host's image dir, its cache and the test's export dirs are allowed.
+        let mut cfg = crate::engine::testing::config_on(&sim);
         cfg.image.attempts = 3;
         cfg.image.backoff = Duration::from_millis(10);
         cfg.image.idle_timeout = Duration::from_secs(5);

@@ -69,6 +69,30 @@ async fn a_start_never_gets_an_image_another_source_imported_under_its_name() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_present_image_is_checked_in_one_listing_even_from_a_path_with_a_tab() {
+    let f = Fixture::new();
+    let dir = hostile_image(&f, "images\tof a team", &[]);
+    let url = format!("file://{}", dir.display());
+    let first = f.import_of(&url, "1.0").await;
+    assert_eq!(
+        f.recorded(DATASET, "nomad-pot-driver:source"),
+        format!("{url}/demo_1.0.xz")
+    );
+    let mark = f.sim.calls().len();
+    assert_eq!(f.import_of(&url, "1.0").await, first, "reused");
+    let calls: Vec<Vec<String>> = f.sim.calls()[mark..]
+        .iter()
+        .map(|c| c.argv.clone())
+        .collect();
+    assert_eq!(
+        calls.len(),
+        1,
+        "provenance and snapshot in one call: {calls:?}"
+    );
+    assert_eq!(calls[0][..2], ["zfs", "list"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn another_sources_download_in_the_cache_is_not_imported_for_a_request() {
     let f = Fixture::new();
     let other = hostile_image(&f, "other", &["--filler-mb", "1"]);
