@@ -215,7 +215,7 @@ impl TaskConfig {
         &self,
         ports: &[PortMapping],
         env: &std::collections::HashMap<String, String>,
-    ) -> Result<NetworkRequest, String> {
+    ) -> Result<NetworkRequest, PortError> {
         let mut specs = Vec::new();
         if self.port_map.is_empty() {
             for p in ports {
@@ -235,7 +235,10 @@ impl TaskConfig {
             for (label, pot_port) in &self.port_map {
                 let pot_port = pot_port
                     .parse::<i64>()
-                    .map_err(|_| format!("port_map {label:?}: {pot_port:?} is not a port number"))
+                    .map_err(|_| PortError::NotANumber {
+                        label: label.clone(),
+                        value: pot_port.clone(),
+                    })
                     .and_then(|n| port_number(label, "port_map", n))?;
                 let host = ports
                     .iter()
@@ -245,10 +248,8 @@ impl TaskConfig {
                         env.get(&format!("NOMAD_HOST_PORT_{label}"))
                             .and_then(|v| v.parse().ok())
                     })
-                    .ok_or_else(|| {
-                        format!(
-                            "port_map {label:?}: Nomad allocated no port with that label (add `port \"{label}\" {{}}` to the group's network block)"
-                        )
+                    .ok_or_else(|| PortError::NotAllocated {
+                        label: label.clone(),
                     })?;
                 specs.push(PortSpec {
                     label: label.clone(),
@@ -270,11 +271,33 @@ impl TaskConfig {
     }
 }
 
-fn port_number(label: &str, what: &str, n: i64) -> Result<u16, String> {
-    u16::try_from(n)
+/// Why a task's ports cannot be published as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    #[error("port {label:?}: {what} {number} is not in 1-65535")]
+    OutOfRange {
+        label: String,
+        /// Which number: `host port`, `to` or `port_map`.
+        what: &'static str,
+        number: i64,
+    },
+    #[error("port_map {label:?}: {value:?} is not a port number")]
+    NotANumber { label: String, value: String },
+    #[error(
+        "port_map {label:?}: Nomad allocated no port with that label (add `port \"{label}\" {{}}` to the group's network block)"
+    )]
+    NotAllocated { label: String },
+}
+
+fn port_number(label: &str, what: &'static str, number: i64) -> Result<u16, PortError> {
+    u16::try_from(number)
         .ok()
         .filter(|n| *n > 0)
-        .ok_or_else(|| format!("port {label:?}: {what} {n} is not in 1-65535"))
+        .ok_or_else(|| PortError::OutOfRange {
+            label: label.to_string(),
+            what,
+            number,
+        })
 }
 
 #[cfg(test)]
@@ -511,14 +534,24 @@ mod tests {
         let e = tc(&[("nope", "80")], None)
             .network_request(&nomad, &env)
             .unwrap_err();
+        assert_eq!(
+            e,
+            PortError::NotAllocated {
+                label: "nope".into()
+            }
+        );
         assert!(
-            e.contains("port_map \"nope\": Nomad allocated no port"),
+            e.to_string()
+                .starts_with("port_map \"nope\": Nomad allocated no port with that label"),
             "{e}"
         );
         let e = tc(&[("http", "eighty")], None)
             .network_request(&nomad, &env)
             .unwrap_err();
-        assert!(e.contains("not a port number"), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "port_map \"http\": \"eighty\" is not a port number"
+        );
         let r = tc(&[("http", "80")], Some("host"))
             .network_request(&nomad, &env)
             .unwrap();

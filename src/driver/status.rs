@@ -69,7 +69,7 @@ pub fn from_engine(e: &EngineError) -> Status {
 /// A task that cannot be made: bad input is INVALID_ARGUMENT, the engine's errors map as above.
 pub fn from_task_spec(e: &TaskSpecError) -> Status {
     match e {
-        TaskSpecError::Config(_) | TaskSpecError::Network(_) => invalid_argument(e.to_string()),
+        TaskSpecError::Config(_) | TaskSpecError::Ports(_) => invalid_argument(e.to_string()),
         TaskSpecError::Engine(e) => from_engine(e),
     }
 }
@@ -77,6 +77,7 @@ pub fn from_task_spec(e: &TaskSpecError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::config::PortError;
 
     #[test]
     fn recoverable_status_carries_nomads_detail_bytes() {
@@ -121,10 +122,17 @@ mod tests {
             (s.code(), s.message()),
             (Code::InvalidArgument, "task config: image: required")
         );
-        let s = from_task_spec(&TaskSpecError::Network("port \"http\": to 0".into()));
+        let s = from_task_spec(&TaskSpecError::Ports(PortError::OutOfRange {
+            label: "http".into(),
+            what: "to",
+            number: 0,
+        }));
         assert_eq!(
             (s.code(), s.message()),
-            (Code::InvalidArgument, "task config: port \"http\": to 0")
+            (
+                Code::InvalidArgument,
+                "task config: port \"http\": to 0 is not in 1-65535"
+            )
         );
         let transient = TaskSpecError::Engine(EngineError::Image {
             image: "a_1".into(),

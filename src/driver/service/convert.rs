@@ -2,7 +2,7 @@
 //! times, exit results, signals, durations, the network override and stats samples.
 
 use super::TaskEntry;
-use crate::driver::config::TaskConfig;
+use crate::driver::config::{PortError, TaskConfig};
 use crate::driver::cty::CtyError;
 use crate::driver::handle::{DriverState, HANDLE_VERSION};
 use crate::driver::status;
@@ -25,9 +25,9 @@ pub enum TaskSpecError {
     /// The task's `config {}` block does not decode.
     #[error(transparent)]
     Config(#[from] CtyError),
-    /// The task's ports or network settings are unusable.
+    /// The task's ports are unusable.
     #[error("task config: {0}")]
-    Network(String),
+    Ports(#[from] PortError),
     /// The engine rejects the task id, image, pot name or resources.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -80,9 +80,7 @@ pub fn task_spec(
         .as_ref()
         .map(|r| r.ports.as_slice())
         .unwrap_or_default();
-    let network = tc
-        .network_request(nomad_ports, &cfg.env)
-        .map_err(TaskSpecError::Network)?;
+    let network = tc.network_request(nomad_ports, &cfg.env)?;
     let cpu_hard_limit = tc.cpu_hard_limit.unwrap_or(cpu_hard_limit);
     let limits = nomad_limits(cfg, tc.limits, cpu_hard_limit)?;
     Ok(TaskSpec {
