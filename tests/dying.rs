@@ -108,7 +108,7 @@ async fn a_destroy_that_stays_busy_is_finished_by_the_reconciler() {
     )
     .await
     .expect("DestroyTask hands a busy pot to the reconciler");
-    let log = env.stderr_tail();
+    let log = env.stderr_with("teardown deferred to the reconciler").await;
     assert!(
         log.contains("teardown deferred to the reconciler") && log.contains("dataset is busy"),
         "the plugin log says why: {log}"

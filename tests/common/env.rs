@@ -143,6 +143,27 @@ impl Env {
         tail(&self.plugin.stderr_lines(), 40)
     }
 
+    /// The plugin's stderr tail once a line containing `needle` has arrived: the harness reads
+    /// stderr on a thread of its own, so a line logged just before a reply may lag behind it.
+    pub async fn stderr_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !self
+            .plugin
+            .stderr_lines()
+            .iter()
+            .any(|l| l.contains(needle))
+        {
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "no plugin log line with {needle:?}:\n{}",
+                    self.stderr_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stderr_tail()
+    }
+
     /// `file://` URL of a freshly written `demo_1.0` image.
     pub fn file_image(&self) -> String {
         format!("file://{}", self.sim.image("demo", "1.0").display())
