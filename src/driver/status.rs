@@ -78,6 +78,15 @@ pub fn from_task_spec(e: &TaskSpecError) -> Status {
 mod tests {
     use super::*;
     use crate::driver::config::PortError;
+    use crate::engine::ImageError;
+
+    fn http_status(code: u16) -> ImageError {
+        ImageError::Status {
+            url: "http://h/a_1.xz".into(),
+            status: code.try_into().unwrap(),
+            from: String::new(),
+        }
+    }
 
     #[test]
     fn recoverable_status_carries_nomads_detail_bytes() {
@@ -98,14 +107,12 @@ mod tests {
         );
         let transient = EngineError::Image {
             image: "a_1".into(),
-            reason: "HTTP 503".into(),
-            transient: true,
+            source: Box::new(http_status(503)),
         };
         assert_eq!(from_engine(&transient).code(), Code::FailedPrecondition);
         let permanent = EngineError::Image {
             image: "a_1".into(),
-            reason: "HTTP 404".into(),
-            transient: false,
+            source: Box::new(http_status(404)),
         };
         assert_eq!(from_engine(&permanent).code(), Code::Unknown);
     }
@@ -136,8 +143,7 @@ mod tests {
         );
         let transient = TaskSpecError::Engine(EngineError::Image {
             image: "a_1".into(),
-            reason: "HTTP 503".into(),
-            transient: true,
+            source: Box::new(http_status(503)),
         });
         assert_eq!(from_task_spec(&transient).code(), Code::FailedPrecondition);
     }
@@ -154,8 +160,9 @@ mod tests {
         assert!(s.message().ends_with("more bytes)"));
         let transient = EngineError::Image {
             image: "a_1".into(),
-            reason: "y".repeat(1 << 20),
-            transient: true,
+            source: Box::new(ImageError::Changed {
+                url: "y".repeat(1 << 20),
+            }),
         };
         assert!(from_engine(&transient).message().len() < MAX_MESSAGE + 32);
         assert!(invalid_argument("z".repeat(1 << 20)).message().len() < MAX_MESSAGE + 32);

@@ -1,5 +1,6 @@
 //! Engine errors: each names the object and the operation.
 
+use super::image::ImageError;
 use crate::host::HostError;
 use std::path::PathBuf;
 
@@ -9,12 +10,12 @@ pub enum EngineError {
     #[error("{0}")]
     InvalidInput(String),
     /// An image could not be fetched, verified or imported.
-    #[error("image {image}: {reason}")]
+    #[error("image {image}: {source}")]
     Image {
         image: String,
-        reason: String,
-        /// Worth retrying later (network trouble, server errors).
-        transient: bool,
+        /// Boxed: the transport's errors are large, and every `Result` of the engine carries this.
+        #[source]
+        source: Box<ImageError>,
     },
     /// A host operation on a pot failed.
     #[error("pot {pot}: {source}")]
@@ -54,7 +55,7 @@ impl EngineError {
     /// Failures that may succeed when retried; Nomad restarts the task for these.
     pub fn is_transient(&self) -> bool {
         match self {
-            EngineError::Image { transient, .. } => *transient,
+            EngineError::Image { source, .. } => source.is_transient(),
             EngineError::Host { source, .. } => matches!(source, HostError::Spawn { .. }),
             _ => false,
         }
@@ -108,5 +109,46 @@ mod tests {
         let source = e.source().and_then(|s| s.downcast_ref::<HostError>());
         assert!(matches!(source, Some(HostError::Failed { .. })), "{e:?}");
         assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn image_errors_keep_the_host_and_io_errors_underneath() {
+        let e = EngineError::Image {
+            image: "web_1.0".into(),
+            source: Box::new(ImageError::RemoveStale {
+                dataset: "zroot/pot/jails/web_1.0_importing".into(),
+                source: HostError::Failed {
+                    command: "zfs destroy".into(),
+                    status: "exit status 1".into(),
+                    stderr: "dataset is busy".into(),
+                },
+            }),
+        };
+        assert_eq!(
+            e.to_string(),
+            "image web_1.0: remove a stale zroot/pot/jails/web_1.0_importing: zfs destroy failed (exit status 1): dataset is busy"
+        );
+        let host = e.source().and_then(|s| s.source());
+        let host = host.and_then(|s| s.downcast_ref::<HostError>());
+        assert!(matches!(host, Some(HostError::Failed { .. })), "{e:?}");
+        assert!(!e.is_transient());
+
+        let e = EngineError::Image {
+            image: "web_1.0".into(),
+            source: Box::new(ImageError::Read {
+                location: "file:///images/web_1.0.xz".into(),
+                source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+            }),
+        };
+        let io = e.source().and_then(|s| s.source());
+        let io = io.and_then(|s| s.downcast_ref::<std::io::Error>());
+        assert_eq!(
+            io.map(std::io::Error::kind),
+            Some(std::io::ErrorKind::UnexpectedEof)
+        );
+        assert!(
+            e.is_transient(),
+            "a read cut in the middle may succeed again"
+        );
     }
 }

@@ -3,10 +3,11 @@
 //! ([`super::proxy`], [`super::connect`]), and a streaming GET that resumes with `Range` after a
 //! cut when the server can prove it still has the same object.
 
-use super::ImageRef;
-use super::connect::{Connector, ProxyError};
+use super::connect::Connector;
+use super::error::find_source;
 use super::proxy::Proxy;
 use super::trust::{self, SystemStore, Trust};
+use super::{ImageError, ImageRef};
 use crate::engine::{EngineError, ImagePolicy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -48,8 +49,8 @@ impl<'a> Http<'a> {
         let builder = Client::builder(TokioExecutor::new());
         let transport = if image.is_https() {
             let system = SystemStore::from_env(|name| std::env::var_os(name));
-            let trust =
-                Trust::load(&system, policy.ca_file.as_deref()).map_err(|e| image.err(e, false))?;
+            let trust = Trust::load(&system, policy.ca_file.as_deref())
+                .map_err(|e| image.err(ImageError::Trust(e)))?;
             connector.enforce_http(false);
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(trust.config)
@@ -85,9 +86,9 @@ impl<'a> Http<'a> {
         while let Some(data) = self.next_data(&url, &mut body).await? {
             out.extend_from_slice(&data);
             if out.len() as u64 > limit {
-                return Err(self
-                    .image
-                    .err(format!("GET {url}: larger than {limit} bytes"), false));
+                return Err(self.image.err(ImageError::Invalid(format!(
+                    "GET {url}: larger than {limit} bytes"
+                ))));
             }
         }
         Ok(Some(out))
@@ -126,10 +127,7 @@ impl<'a> Http<'a> {
                 }
                 validator = resume_validator(&response);
             } else if status == StatusCode::OK {
-                return Err(self.image.err(
-                    format!("GET {url}: the file changed on the server during the download"),
-                    true,
-                ));
+                return Err(self.image.err(ImageError::Changed { url }));
             } else if status != StatusCode::PARTIAL_CONTENT
                 || content_range_start(&response) != Some(received)
             {
@@ -150,10 +148,11 @@ impl<'a> Http<'a> {
                     }
                     Ok(None) => match total {
                         Some(t) if received < t => {
-                            break self.image.err(
-                                format!("GET {url}: the body ended after {received} of {t} bytes"),
-                                true,
-                            );
+                            break self.image.err(ImageError::Truncated {
+                                url,
+                                received,
+                                total: t,
+                            });
                         }
                         _ => return Ok(()),
                     },
@@ -184,9 +183,12 @@ impl<'a> Http<'a> {
         let mut proxy_authorize = false;
         let mut redirects = 0;
         loop {
-            let uri: hyper::Uri = url
-                .parse()
-                .map_err(|e| self.image.err(format!("bad URL {url}: {e}"), false))?;
+            let uri: hyper::Uri = url.parse().map_err(|source| {
+                self.image.err(ImageError::BadUrl {
+                    url: url.clone(),
+                    source,
+                })
+            })?;
             let mut request = Request::get(uri.clone());
             for (name, value) in headers {
                 request = request.header(name, value);
@@ -199,17 +201,22 @@ impl<'a> Http<'a> {
             if let Some(c) = proxy_credentials.filter(|_| proxy_authorize) {
                 request = request.header(header::PROXY_AUTHORIZATION, c.basic());
             }
-            let request = request
-                .body(Empty::new())
-                .map_err(|e| self.image.err(format!("GET {url}: {e}"), false))?;
+            let request = request.body(Empty::new()).map_err(|source| {
+                self.image.err(ImageError::Request {
+                    url: url.clone(),
+                    source,
+                })
+            })?;
             let idle = self.policy.idle_timeout;
             let response = tokio::time::timeout(idle, self.request(request))
                 .await
                 .map_err(|_| {
-                    self.image
-                        .err(format!("GET {url}: no response within {idle:?}"), true)
+                    self.image.err(ImageError::NoResponse {
+                        url: url.clone(),
+                        idle,
+                    })
                 })?
-                .map_err(|e| self.request_error(&url, &uri, &e))?;
+                .map_err(|e| self.request_error(&url, &uri, e))?;
             if response.status() == StatusCode::UNAUTHORIZED
                 && !authorize
                 && credentials.is_some()
@@ -230,10 +237,9 @@ impl<'a> Http<'a> {
                 return Ok((url, response));
             }
             if redirects == MAX_REDIRECTS {
-                return Err(self.image.err(
-                    format!("GET {url}: more than {MAX_REDIRECTS} redirects"),
-                    false,
-                ));
+                return Err(self.image.err(ImageError::Invalid(format!(
+                    "GET {url}: more than {MAX_REDIRECTS} redirects"
+                ))));
             }
             redirects += 1;
             let location = response
@@ -241,16 +247,15 @@ impl<'a> Http<'a> {
                 .get(header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
-                    self.image.err(
-                        format!("GET {url}: HTTP {} without a Location", response.status()),
-                        false,
-                    )
+                    self.image.err(ImageError::Invalid(format!(
+                        "GET {url}: HTTP {} without a Location",
+                        response.status()
+                    )))
                 })?;
             url = redirect_target(&uri, location).map_err(|reason| {
-                self.image.err(
-                    format!("GET {url}: redirect to {location:?} refused: {reason}"),
-                    false,
-                )
+                self.image.err(ImageError::Invalid(format!(
+                    "GET {url}: redirect to {location:?} refused: {reason}"
+                )))
             })?;
         }
     }
@@ -274,21 +279,20 @@ impl<'a> Http<'a> {
         }
     }
 
-    /// A certificate the trust store rejects, or a failed handshake, is permanent: retrying
-    /// meets the same certificate; so is a proxy's refusal (see [`ProxyError::is_transient`]).
-    /// Everything else (refused, reset, cut) is worth a retry.
+    /// A failure in a proxy, of TLS, or of the connection: [`ImageError::is_transient`] says
+    /// which of them a retry may mend.
     fn request_error(
         &self,
         url: &str,
         uri: &hyper::Uri,
-        e: &hyper_util::client::legacy::Error,
+        source: hyper_util::client::legacy::Error,
     ) -> EngineError {
-        if let Some(proxy) = find_source::<ProxyError>(e) {
-            let msg = format!("GET {url}: {}", error_chain(proxy));
-            return self.image.err(msg, proxy.is_transient());
+        let url = url.to_string();
+        if find_source::<super::connect::ProxyError>(&source).is_some() {
+            return self.image.err(ImageError::Proxy { url, source });
         }
         let tls = match &self.transport {
-            Transport::Tls { trusted, .. } => trust::tls_failure(e, trusted),
+            Transport::Tls { trusted, .. } => trust::tls_failure(&source, trusted),
             Transport::Plain(_) => None,
         };
         // The connection went through a proxy: say so, as the fault may lie there.
@@ -296,12 +300,15 @@ impl<'a> Http<'a> {
             Ok(Some(proxy)) => format!(" (through proxy {proxy})"),
             _ => String::new(),
         };
-        match tls {
-            Some(reason) => self.image.err(format!("GET {url}: {reason}{via}"), false),
-            None => self
-                .image
-                .err(format!("GET {url}: {}{via}", error_chain(e)), true),
-        }
+        self.image.err(match tls {
+            Some(reason) => ImageError::Tls {
+                url,
+                reason,
+                via,
+                source,
+            },
+            None => ImageError::Transport { url, via, source },
+        })
     }
 
     async fn next_data(
@@ -314,15 +321,18 @@ impl<'a> Http<'a> {
             let frame = tokio::time::timeout(idle, body.frame())
                 .await
                 .map_err(|_| {
-                    self.image
-                        .err(format!("GET {url}: no data for {idle:?}"), true)
+                    self.image.err(ImageError::NoData {
+                        url: url.to_string(),
+                        idle,
+                    })
                 })?;
             match frame {
                 None => return Ok(None),
-                Some(Err(e)) => {
-                    return Err(self
-                        .image
-                        .err(format!("GET {url}: {}", error_chain(&e)), true));
+                Some(Err(source)) => {
+                    return Err(self.image.err(ImageError::Body {
+                        url: url.to_string(),
+                        source,
+                    }));
                 }
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
@@ -334,9 +344,6 @@ impl<'a> Http<'a> {
     }
 
     fn status_error(&self, url: &str, status: StatusCode) -> EngineError {
-        let transient = status.is_server_error()
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS;
         // A 407 is the proxy's answer, not the image server's.
         let from = url
             .parse()
@@ -344,18 +351,18 @@ impl<'a> Http<'a> {
             .filter(|_| status == StatusCode::PROXY_AUTHENTICATION_REQUIRED)
             .and_then(|uri| self.forwarder(&uri).map(|p| format!(" from proxy {p}")))
             .unwrap_or_default();
-        self.image
-            .err(format!("GET {url}: HTTP {status}{from}"), transient)
+        self.image.err(ImageError::Status {
+            url: url.to_string(),
+            status,
+            from,
+        })
     }
 
     fn too_big(&self, url: &str, size: u64) -> EngineError {
-        self.image.err(
-            format!(
-                "GET {url}: {size} bytes is more than image_max_size ({} bytes)",
-                self.policy.max_size
-            ),
-            false,
-        )
+        self.image.err(ImageError::Invalid(format!(
+            "GET {url}: {size} bytes is more than image_max_size ({} bytes)",
+            self.policy.max_size
+        )))
     }
 }
 
@@ -433,32 +440,6 @@ fn resume_validator(r: &Response<Incoming>) -> Option<String> {
 fn content_range_start(r: &Response<Incoming>) -> Option<u64> {
     let v = r.headers().get(header::CONTENT_RANGE)?.to_str().ok()?;
     v.strip_prefix("bytes ")?.split('-').next()?.parse().ok()
-}
-
-/// The first error of type `T` in `e`'s chain of sources: hyper wraps the connector's own.
-fn find_source<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if let Some(found) = e.downcast_ref::<T>() {
-            return Some(found);
-        }
-        next = e.source();
-    }
-    None
-}
-
-/// hyper's errors hide the useful part (e.g. "connection refused") in their sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

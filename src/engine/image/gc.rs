@@ -1,6 +1,7 @@
 //! Bounding the image cache: imported images no pot is cloned from are removed, oldest first,
 //! with their compressed files in the cache dir.
 
+use super::ImageError;
 use super::cache::CacheFiles;
 use crate::engine::{Engine, EngineError};
 use std::collections::BTreeMap;
@@ -41,16 +42,15 @@ impl Engine {
     pub async fn gc_images(&self, max: usize, dry_run: bool) -> Result<GcReport, EngineError> {
         let _global = self.global_lock("image gc").await?;
         let jails = self.cfg.jails_dataset();
-        let gc_err = |reason: String| EngineError::Image {
+        let gc_err = |e| EngineError::Image {
             image: "cache".to_string(),
-            reason,
-            transient: false,
+            source: Box::new(ImageError::Host(e)),
         };
         let rows = self
             .host
             .zfs_list_tree(&jails, IMAGE_PROP)
             .await
-            .map_err(|e| gc_err(e.to_string()))?;
+            .map_err(gc_err)?;
         let origins: Vec<&str> = rows
             .iter()
             .filter_map(|r| r.origin.as_deref())
@@ -103,7 +103,7 @@ impl Engine {
                 self.host
                     .zfs_destroy_recursive(&img.dataset)
                     .await
-                    .map_err(|e| gc_err(e.to_string()))?;
+                    .map_err(gc_err)?;
                 if !img.xz_file.is_empty() {
                     CacheFiles::new(&self.cfg.cache_dir, &img.xz_file).remove();
                 }

@@ -6,7 +6,7 @@ use super::fetch::Http;
 use super::provenance::Provenance;
 use super::stream::{Feed, Pass, StreamFailure, stream_into_zfs};
 use super::verify::{check_origin, hex, parse_skein, verify_signature};
-use super::{ImageRef, gc};
+use super::{ImageError, ImageRef, gc};
 use crate::engine::{EngineError, ImagePolicy, files};
 use crate::host::Host;
 use std::path::{Path, PathBuf};
@@ -75,20 +75,12 @@ impl Import<'_> {
         };
         // Both sources failed: the cache's reason matters as much as the URL's.
         match (result, unusable) {
-            (
-                Err(EngineError::Image {
-                    image,
-                    reason,
-                    transient,
-                }),
-                Some(cached),
-            ) => Err(EngineError::Image {
+            (Err(EngineError::Image { image, source }), Some(cached)) => Err(EngineError::Image {
                 image,
-                reason: format!(
-                    "{reason}; the cached copy was not used: {}",
-                    cached_reason(&cached)
-                ),
-                transient,
+                source: Box::new(ImageError::CacheUnused {
+                    error: source,
+                    cached: Box::new(cached),
+                }),
             }),
             (result, _) => result,
         }
@@ -108,7 +100,10 @@ impl Import<'_> {
         let shown = |path: &Path| path.display().to_string();
         // Removed since it was seen: by `potctl images gc`, say, in another process.
         let skein = read(&cache.skein).await?.ok_or_else(|| {
-            Cached::Unusable(image.err(format!("{} vanished", shown(&cache.skein)), false))
+            Cached::Unusable(image.err(ImageError::Invalid(format!(
+                "{} vanished",
+                shown(&cache.skein)
+            ))))
         })?;
         let expected =
             parse_skein(image, &shown(&cache.skein), &skein).map_err(Cached::Unusable)?;
@@ -130,7 +125,7 @@ impl Import<'_> {
         let temp = format!("{dataset}_importing");
         destroy_if_exists(host, &temp)
             .await
-            .map_err(|e| Cached::Failed(image.err(format!("remove a stale {temp}: {e}"), false)))?;
+            .map_err(|e| Cached::Failed(image.err(remove_stale(&temp, e))))?;
         let result = async {
             let pass = Pass {
                 feed: Feed::File {
@@ -178,13 +173,10 @@ impl Import<'_> {
         let skein = read_small(image, http.as_ref(), &skein_file)
             .await?
             .ok_or_else(|| {
-                image.err(
-                    format!(
-                        "{} not found: a pot image needs the Skein-1024 hash of its .xz and .meta",
-                        image.display_location(&skein_file)
-                    ),
-                    false,
-                )
+                image.err(ImageError::Invalid(format!(
+                    "{} not found: a pot image needs the Skein-1024 hash of its .xz and .meta",
+                    image.display_location(&skein_file)
+                )))
             })?;
         let expected = parse_skein(image, &image.display_location(&skein_file), &skein)?;
         let sig_file = format!("{skein_file}.sig");
@@ -216,16 +208,17 @@ impl Import<'_> {
         // files of another source stay as they are: this import is not cached then.
         let in_cache = image.is_kept_in(cache_dir);
         let caching = !in_cache && (!cache.holds_image() || cache.serves(&provenance.source));
-        std::fs::create_dir_all(cache_dir).map_err(|e| {
-            image.err(
-                format!("create cache dir {}: {e}", cache_dir.display()),
-                false,
-            )
+        std::fs::create_dir_all(cache_dir).map_err(|source| {
+            image.err(ImageError::Io {
+                op: "create cache dir",
+                path: cache_dir.display().to_string(),
+                source,
+            })
         })?;
         let temp = format!("{dataset}_importing");
         destroy_if_exists(host, &temp)
             .await
-            .map_err(|e| image.err(format!("remove a stale {temp}: {e}"), false))?;
+            .map_err(|e| image.err(remove_stale(&temp, e)))?;
         let result = async {
             let feed = match &http {
                 Some(http) => Feed::Download(http),
@@ -245,8 +238,12 @@ impl Import<'_> {
             if caching {
                 cache
                     .store(&meta, &skein, sig.as_deref(), &provenance.source)
-                    .map_err(|e| {
-                        image.err(format!("cache dir {}: {e}", cache_dir.display()), false)
+                    .map_err(|source| {
+                        image.err(ImageError::Io {
+                            op: "cache dir",
+                            path: cache_dir.display().to_string(),
+                            source,
+                        })
                     })?;
             }
             // The image owns cache files it wrote, or read in place: GC removes them with it.
@@ -282,7 +279,7 @@ impl Import<'_> {
             dataset,
             ..
         } = *self;
-        let err = |e: crate::host::HostError| image.err(e.to_string(), false);
+        let err = |e| image.err(ImageError::Host(e));
         check_received(host, image, temp).await?;
         let mut props = vec![(gc::IMAGE_PROP, gc::stamp(cache_file))];
         props.extend(provenance.props());
@@ -314,18 +311,11 @@ enum Cached {
     Failed(EngineError),
 }
 
-fn cached_reason(e: &EngineError) -> String {
-    match e {
-        EngineError::Image { reason, .. } => reason.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// A received image is a pot's two datasets, `<temp>` and `<temp>/m`, unmounted, each mounting
 /// (once asked to) where it inherits to under the jails dataset: a stream carrying other
 /// datasets, or datasets that would mount elsewhere or not at all, is refused.
 async fn check_received(host: &Host, image: &ImageRef, temp: &str) -> Result<(), EngineError> {
-    let err = |e: crate::host::HostError| image.err(e.to_string(), false);
+    let err = |e| image.err(ImageError::Host(e));
     let (jails, leaf) = temp.rsplit_once('/').unwrap_or(("", temp));
     let base = host.zfs_get(jails, "mountpoint").await.map_err(err)?;
     let expected = [
@@ -341,25 +331,26 @@ async fn check_received(host: &Host, image: &ImageRef, temp: &str) -> Result<(),
     let found = host.zfs_mount_state(temp).await.map_err(err)?;
     let names: Vec<&str> = found.iter().map(|d| d.name.as_str()).collect();
     if names != [expected[0].0.as_str(), expected[1].0.as_str()] {
-        return Err(image.err(
-            format!(
-                "the image's stream holds the datasets {names:?}; a pot image holds its pot and its m only"
-            ),
-            false,
-        ));
+        return Err(image.err(ImageError::Invalid(format!(
+            "the image's stream holds the datasets {names:?}; a pot image holds its pot and its m only"
+        ))));
     }
     for (d, (_, mountpoint)) in found.iter().zip(&expected) {
         if d.mountpoint != *mountpoint || d.canmount != "on" || d.mounted {
-            return Err(image.err(
-                format!(
-                    "received dataset {} would mount at {} (canmount {}, mounted {}), not at {mountpoint}",
-                    d.name, d.mountpoint, d.canmount, d.mounted
-                ),
-                false,
-            ));
+            return Err(image.err(ImageError::Invalid(format!(
+                "received dataset {} would mount at {} (canmount {}, mounted {}), not at {mountpoint}",
+                d.name, d.mountpoint, d.canmount, d.mounted
+            ))));
         }
     }
     Ok(())
+}
+
+fn remove_stale(dataset: &str, source: crate::host::HostError) -> ImageError {
+    ImageError::RemoveStale {
+        dataset: dataset.to_string(),
+        source,
+    }
 }
 
 async fn destroy_if_exists(host: &Host, dataset: &str) -> Result<(), crate::host::HostError> {
@@ -387,5 +378,11 @@ async fn read_small_file(image: &ImageRef, path: &Path) -> Result<Option<Vec<u8>
     let owned = path.to_path_buf();
     files::off_runtime(move || files::read_regular(&owned, SMALL_FILE_LIMIT))
         .await
-        .map_err(|e| image.err(format!("read {}: {e}", path.display()), false))
+        .map_err(|source| {
+            image.err(ImageError::Io {
+                op: "read",
+                path: path.display().to_string(),
+                source,
+            })
+        })
 }

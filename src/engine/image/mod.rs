@@ -15,10 +15,11 @@
 //! Rooms: [`reference`] (what a task names), [`locks`], [`import`] (one import, as an [`Import`]),
 //! [`stream`] (the pass), [`verify`] (the small files), [`cache`], [`fetch`], [`trust`],
 //! [`proxy`] and [`connect`] (the transport), [`provenance`] (which image a request may use),
-//! [`gc`] and [`export`].
+//! [`gc`] and [`export`]; [`error`] says why an image failed.
 
 mod cache;
 mod connect;
+mod error;
 mod export;
 mod fetch;
 mod gc;
@@ -33,6 +34,7 @@ mod tests;
 mod trust;
 mod verify;
 
+pub use error::ImageError;
 pub use export::{ExportOptions, Exported};
 pub use gc::GcReport;
 pub(super) use gc::IMAGE_PROP;
@@ -98,7 +100,7 @@ pub async fn ensure_imported<'a>(
                     let snapshots = host
                         .zfs_snapshots(&format!("{dataset}/m"))
                         .await
-                        .map_err(|e| image.err(e.to_string(), false))?;
+                        .map_err(|e| image.err(ImageError::Host(e)))?;
                     provenance::Found { dataset, snapshots }
                 }
             };
@@ -109,9 +111,11 @@ pub async fn ensure_imported<'a>(
         dataset,
         mut snapshots,
     } = found;
-    let snapshot = snapshots
-        .pop()
-        .ok_or_else(|| image.err(format!("{dataset}/m has no snapshot to clone"), false))?;
+    let snapshot = snapshots.pop().ok_or_else(|| {
+        image.err(ImageError::Invalid(format!(
+            "{dataset}/m has no snapshot to clone"
+        )))
+    })?;
     Ok((Imported { dataset, snapshot }, lock))
 }
 

@@ -8,7 +8,7 @@
 //! own, `<pot>_<tag>_<16 hex digits of its source's hash>`. So a job naming another server, or
 //! tag `1_0` beside `1.0`, never runs what an earlier job imported under pot's name.
 
-use super::ImageRef;
+use super::{ImageError, ImageRef};
 use crate::engine::{EngineError, ImagePolicy};
 use crate::host::Host;
 use crate::skein::Skein1024;
@@ -135,7 +135,7 @@ pub(super) async fn find(
                 free.get_or_insert(dataset);
                 continue;
             }
-            Err(e) => return Err(image.err(e.to_string(), false)),
+            Err(e) => return Err(image.err(ImageError::Host(e))),
             Ok(recorded) => recorded,
         };
         let Some((found, signer)) = recorded.provenance.filter(|(s, _)| *s == source) else {
@@ -149,12 +149,9 @@ pub(super) async fn find(
             )),
         };
         if let Some(why) = why {
-            return Err(image.err(
-                format!(
-                    "{dataset} holds this image from {found}, but {why}; remove it (`potctl images gc` once no task uses it, or `zfs destroy -r {dataset}`) to import it again"
-                ),
-                false,
-            ));
+            return Err(image.err(ImageError::Invalid(format!(
+                "{dataset} holds this image from {found}, but {why}; remove it (`potctl images gc` once no task uses it, or `zfs destroy -r {dataset}`) to import it again"
+            ))));
         }
         return Ok(Place::Present(Found {
             dataset,
@@ -162,13 +159,10 @@ pub(super) async fn find(
         }));
     }
     free.map(Place::Free).ok_or_else(|| {
-        image.err(
-            format!(
-                "{jails}/{} and {jails}/{} hold other images or pots not imported from {source}: remove one to import it",
-                names[0], names[1]
-            ),
-            false,
-        )
+        image.err(ImageError::Invalid(format!(
+            "{jails}/{} and {jails}/{} hold other images or pots not imported from {source}: remove one to import it",
+            names[0], names[1]
+        )))
     })
 }
 

@@ -1,6 +1,7 @@
 //! What a task's `image`, `pot` and `tag` name: where the image's files are read from, their
 //! names, and the URL's credentials, kept apart from everything that is shown.
 
+use super::ImageError;
 use crate::engine::EngineError;
 use crate::engine::layout::percent_decode;
 use std::path::{Path, PathBuf};
@@ -242,11 +243,10 @@ impl ImageRef {
         matches!(&self.source, Source::File { dir: source } if canonical(source) == canonical(dir))
     }
 
-    pub(super) fn err(&self, reason: impl Into<String>, transient: bool) -> EngineError {
+    pub(super) fn err(&self, source: ImageError) -> EngineError {
         EngineError::Image {
             image: self.local_name(),
-            reason: reason.into(),
-            transient,
+            source: Box::new(source),
         }
     }
 }

@@ -2,8 +2,8 @@
 //! image through the Skein-1024 hasher (and the cache copy) into the xz decoder and `zfs receive`
 //! of a temporary dataset, which succeeds only when the hash matches at the end.
 
-use super::ImageRef;
 use super::fetch::{Chunk, Http};
+use super::{ImageError, ImageRef};
 use crate::engine::{EngineError, ImagePolicy, files};
 use crate::host::Host;
 use crate::skein::Skein1024;
@@ -34,7 +34,7 @@ async fn receive_exclusions(
     if host
         .zfs_has_property(parent, "encryption")
         .await
-        .map_err(|e| image.err(e.to_string(), false))?
+        .map_err(|e| image.err(ImageError::Host(e)))?
     {
         excluded.push("encryption");
     }
@@ -100,7 +100,13 @@ pub(super) async fn stream_into_zfs(
         .map(|part| {
             std::fs::File::create(part)
                 .map(|f| BufWriter::with_capacity(1 << 20, f))
-                .map_err(|e| image.err(format!("create {}: {e}", part.display()), false))
+                .map_err(|source| {
+                    image.err(ImageError::Io {
+                        op: "create",
+                        path: part.display().to_string(),
+                        source,
+                    })
+                })
         })
         .transpose()
         .map_err(StreamFailure::Receive)?;
@@ -125,8 +131,12 @@ pub(super) async fn stream_into_zfs(
         }
         Feed::File { path, location } => {
             // Never waits on a FIFO: the read itself runs on the blocking pool.
-            tee.inner = Box::new(files::open_regular(&path).map_err(|e| {
-                StreamFailure::Image(image.err(format!("read {location}: {e}"), false))
+            tee.inner = Box::new(files::open_regular(&path).map_err(|source| {
+                StreamFailure::Image(image.err(ImageError::Io {
+                    op: "read",
+                    path: location.clone(),
+                    source,
+                }))
             })?);
             tee.location = location;
             (None, None)
@@ -190,7 +200,7 @@ fn receive_blocking(
         return Err(StreamFailure::Image(failure));
     }
     if let Err(e) = result {
-        let received = checked.image.err(e.to_string(), false);
+        let received = checked.image.err(ImageError::Host(e));
         if verify_on_failure {
             drain(&mut checked).map_err(StreamFailure::Image)?;
         }
@@ -211,7 +221,7 @@ fn drain(checked: &mut Checked) -> Result<(), EngineError> {
             checked
                 .failure
                 .take()
-                .unwrap_or_else(|| checked.image.err(e.to_string(), false))
+                .unwrap_or_else(|| checked.image.err(ImageError::Drain(e)))
         })
 }
 
@@ -222,7 +232,7 @@ fn mt_decoder(image: &ImageRef) -> Result<liblzma::stream::Stream, EngineError> 
         .memlimit_threading(256 << 20)
         .memlimit_stop(u64::MAX)
         .decoder()
-        .map_err(|e| image.err(format!("xz decoder: {e}"), false))
+        .map_err(|e| image.err(ImageError::XzDecoder(e)))
 }
 
 fn decoder_threads() -> u32 {
@@ -288,9 +298,10 @@ impl Read for Tee {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = match self.inner.read(buf) {
             Ok(n) => n,
-            Err(e) => {
-                let msg = format!("read {}: {e}", self.location);
-                return Err(self.failure.record(self.image.err(msg, true)));
+            Err(source) => {
+                let location = self.location.clone();
+                let e = self.image.err(ImageError::Read { location, source });
+                return Err(self.failure.record(e));
             }
         };
         self.read += n as u64;
@@ -299,12 +310,13 @@ impl Read for Tee {
                 "{} is larger than image_max_size ({} bytes)",
                 self.location, self.max_size
             );
-            return Err(self.failure.record(self.image.err(msg, false)));
+            let e = self.image.err(ImageError::Invalid(msg));
+            return Err(self.failure.record(e));
         }
         self.hasher.update(&buf[..n]);
-        if let Some(Err(e)) = self.out.as_mut().map(|out| out.write_all(&buf[..n])) {
-            let msg = format!("write the cache copy of {}: {e}", self.location);
-            return Err(self.failure.record(self.image.err(msg, false)));
+        if let Some(Err(source)) = self.out.as_mut().map(|out| out.write_all(&buf[..n])) {
+            let e = self.image.err(cache_write(&self.location, source));
+            return Err(self.failure.record(e));
         }
         Ok(n)
     }
@@ -331,11 +343,11 @@ impl Checked {
             let failure = tee.failure.take();
             return Err(self
                 .failure
-                .record(failure.unwrap_or_else(|| self.image.err(e.to_string(), true))));
+                .record(failure.unwrap_or_else(|| self.image.err(ImageError::ReadRest(e)))));
         }
-        if let Some(Err(e)) = tee.out.as_mut().map(|out| out.flush()) {
-            let msg = format!("write the cache copy of {}: {e}", self.location);
-            return Err(self.failure.record(self.image.err(msg, false)));
+        if let Some(Err(source)) = tee.out.as_mut().map(|out| out.flush()) {
+            let e = self.image.err(cache_write(&self.location, source));
+            return Err(self.failure.record(e));
         }
         let mut hasher = std::mem::take(&mut tee.hasher);
         hasher.update(&self.meta);
@@ -344,7 +356,9 @@ impl Checked {
                 "{0}.skein does not match {0} and its .meta (Skein-1024): the image is corrupt or was replaced",
                 self.location
             );
-            return Err(self.failure.record(self.image.err(msg, false)));
+            return Err(self
+                .failure
+                .record(self.image.err(ImageError::Invalid(msg))));
         }
         Ok(())
     }
@@ -357,10 +371,12 @@ impl Read for Checked {
         }
         let n = match self.decoder.read(buf) {
             Ok(n) => n,
-            Err(e) => {
+            Err(source) => {
                 let failure = self.decoder.get_mut().failure.take().unwrap_or_else(|| {
-                    self.image
-                        .err(format!("{}: corrupt xz stream: {e}", self.location), false)
+                    self.image.err(ImageError::CorruptXz {
+                        location: self.location.clone(),
+                        source,
+                    })
                 });
                 return Err(self.failure.record(failure));
             }
@@ -376,9 +392,19 @@ impl Read for Checked {
                 "{} expands to more than image_max_size ({} bytes)",
                 self.location, self.max_size
             );
-            return Err(self.failure.record(self.image.err(msg, false)));
+            return Err(self
+                .failure
+                .record(self.image.err(ImageError::Invalid(msg))));
         }
         Ok(n)
+    }
+}
+
+fn cache_write(location: &str, source: std::io::Error) -> ImageError {
+    ImageError::Io {
+        op: "write the cache copy of",
+        path: location.to_string(),
+        source,
     }
 }
 

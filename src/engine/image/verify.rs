@@ -1,8 +1,8 @@
 //! What an image's small files say and whether they hold: the `.skein` digest, the signify
 //! signature over it, and the `.meta` origin.
 
-use super::ImageRef;
 use super::provenance::Signer;
+use super::{ImageError, ImageRef};
 use crate::engine::{EngineError, ImagePolicy};
 use libsignify::Codeable;
 use std::path::PathBuf;
@@ -28,10 +28,9 @@ pub(super) fn parse_skein(
         })
         .flatten();
     bytes.ok_or_else(|| {
-        image.err(
-            format!("{location} is not a Skein-1024 hash (256 hex digits)"),
-            false,
-        )
+        image.err(ImageError::Invalid(format!(
+            "{location} is not a Skein-1024 hash (256 hex digits)"
+        )))
     })
 }
 
@@ -45,23 +44,20 @@ pub(super) fn verify_signature(
 ) -> Result<Signer, EngineError> {
     let Some(sig) = sig else {
         if policy.require_signature {
-            return Err(image.err(
-                format!(
-                    "{sig_location} not found: the image is unsigned and require_signature is set"
-                ),
-                false,
-            ));
+            return Err(image.err(ImageError::Invalid(format!(
+                "{sig_location} not found: the image is unsigned and require_signature is set"
+            ))));
         }
         return Ok(Signer::Unsigned);
     };
     let (signature, _) = libsignify::Signature::from_base64(
         std::str::from_utf8(sig).unwrap_or_default(),
     )
-    .map_err(|e| {
-        image.err(
-            format!("{sig_location}: not a signify signature: {e}"),
-            false,
-        )
+    .map_err(|source| {
+        image.err(ImageError::NotSignature {
+            location: sig_location.to_string(),
+            source,
+        })
     })?;
     let signer = signature.signer_keynum();
     for (path, key) in load_pubkeys(image, policy)? {
@@ -69,25 +65,24 @@ pub(super) fn verify_signature(
             return key
                 .verify(skein, &signature)
                 .map(|()| Signer::Key(hex(signer.as_ref())))
-                .map_err(|e| {
-                    image.err(
-                        format!(
-                            "{sig_location}: bad signature of {}.skein with key {}: {e}",
-                            image.file_name(),
-                            path.display()
-                        ),
-                        false,
-                    )
+                .map_err(|source| {
+                    image.err(ImageError::BadSignature {
+                        location: sig_location.to_string(),
+                        file: image.file_name(),
+                        key: path.display().to_string(),
+                        source,
+                    })
                 });
         }
     }
-    Err(image.err(
-        format!(
-            "{sig_location}: signed by key number {}, which is not among the configured public keys",
-            signer.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
-        false,
-    ))
+    Err(image.err(ImageError::Invalid(format!(
+        "{sig_location}: signed by key number {}, which is not among the configured public keys",
+        signer
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))))
 }
 
 /// The configured signify public keys, each with its file.
@@ -99,14 +94,22 @@ pub(super) fn load_pubkeys(
         .pubkeys
         .iter()
         .map(|path| {
-            std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| {
-                    libsignify::PublicKey::from_base64(&text)
-                        .map(|(k, _)| (path.clone(), k))
-                        .map_err(|e| e.to_string())
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| {
+                image.err(ImageError::Io {
+                    op: "public key",
+                    path: shown.clone(),
+                    source,
                 })
-                .map_err(|e| image.err(format!("public key {}: {e}", path.display()), false))
+            })?;
+            libsignify::PublicKey::from_base64(&text)
+                .map(|(k, _)| (path.clone(), k))
+                .map_err(|source| {
+                    image.err(ImageError::PublicKey {
+                        path: shown,
+                        source,
+                    })
+                })
         })
         .collect()
 }
@@ -116,10 +119,9 @@ pub(super) fn check_origin(image: &ImageRef, meta: &[u8]) -> Result<(), EngineEr
     let text = String::from_utf8_lossy(meta);
     let origin = text.lines().next().unwrap_or("").trim();
     if !origin.is_empty() && origin != "-" {
-        return Err(image.err(
-            format!("layered image (origin {origin}) is not supported yet"),
-            false,
-        ));
+        return Err(image.err(ImageError::Invalid(format!(
+            "layered image (origin {origin}) is not supported yet"
+        ))));
     }
     Ok(())
 }

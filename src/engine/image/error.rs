@@ -1,0 +1,242 @@
+//! Why an image could not be fetched, verified or imported, keeping the error underneath. URLs
+//! here are the image's without credentials ([`super::ImageRef::location`]), so no message shows
+//! them; whether a retry may help follows from the variant ([`ImageError::is_transient`]).
+
+use super::connect::ProxyError;
+use crate::engine::EngineError;
+use crate::host::HostError;
+use hyper::StatusCode;
+use hyper_util::client::legacy;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A host command on the image's datasets (zfs receive, list, rename, mount) failed.
+    #[error("{0}")]
+    Host(#[source] HostError),
+    /// The temporary dataset of an earlier import could not be removed.
+    #[error("remove a stale {dataset}: {source}")]
+    RemoveStale {
+        dataset: String,
+        #[source]
+        source: HostError,
+    },
+    /// A local file operation (the cache dir, a `file://` image, a public key) failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the `.xz` broke off during the pass: the download was cut, or the file went away.
+    #[error("read {location}: {source}")]
+    Read {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The compressed stream's remainder could not be read for the hash.
+    #[error("{0}")]
+    ReadRest(#[source] std::io::Error),
+    /// The decoded stream's remainder could not be drained for the checks at its end.
+    #[error("{0}")]
+    Drain(#[source] std::io::Error),
+    /// The xz decoder could not be set up.
+    #[error("xz decoder: {0}")]
+    XzDecoder(#[source] liblzma::stream::Error),
+    /// The `.xz` does not decode.
+    #[error("{location}: corrupt xz stream: {source}")]
+    CorruptXz {
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A URL the image's files are to be read from does not parse.
+    #[error("bad URL {url}: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    /// The request could not be built.
+    #[error("GET {url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: hyper::http::Error,
+    },
+    /// The request failed in a proxy ([`ProxyError`], found among the sources).
+    #[error("GET {url}: {}", proxy_chain(source))]
+    Proxy {
+        url: String,
+        #[source]
+        source: legacy::Error,
+    },
+    /// The server's certificate or the TLS handshake was refused; `reason` says which.
+    #[error("GET {url}: {reason}{via}")]
+    Tls {
+        url: String,
+        reason: String,
+        /// " (through proxy …)" when the connection went through one.
+        via: String,
+        #[source]
+        source: legacy::Error,
+    },
+    /// The connection failed (refused, reset, cut).
+    #[error("GET {url}: {}{via}", error_chain(source))]
+    Transport {
+        url: String,
+        /// " (through proxy …)" when the connection went through one.
+        via: String,
+        #[source]
+        source: legacy::Error,
+    },
+    /// The response body failed while being read.
+    #[error("GET {url}: {}", error_chain(source))]
+    Body {
+        url: String,
+        #[source]
+        source: hyper::Error,
+    },
+    /// The server (or, with `from`, the proxy) answered with an error status.
+    #[error("GET {url}: HTTP {status}{from}")]
+    Status {
+        url: String,
+        status: StatusCode,
+        /// " from proxy …" for a proxy's 407.
+        from: String,
+    },
+    #[error("GET {url}: no response within {idle:?}")]
+    NoResponse { url: String, idle: Duration },
+    #[error("GET {url}: no data for {idle:?}")]
+    NoData { url: String, idle: Duration },
+    /// A resumed download met another object than the one it started on.
+    #[error("GET {url}: the file changed on the server during the download")]
+    Changed { url: String },
+    #[error("GET {url}: the body ended after {received} of {total} bytes")]
+    Truncated {
+        url: String,
+        received: u64,
+        total: u64,
+    },
+    /// A `.sig` file that is not a signify signature.
+    #[error("{location}: not a signify signature: {source}")]
+    NotSignature {
+        location: String,
+        #[source]
+        source: libsignify::Error,
+    },
+    /// The signature does not verify with the key of its key number.
+    #[error("{location}: bad signature of {file}.skein with key {key}: {source}")]
+    BadSignature {
+        location: String,
+        file: String,
+        key: String,
+        #[source]
+        source: libsignify::Error,
+    },
+    /// A configured public key file that is not a signify public key.
+    #[error("public key {path}: {source}")]
+    PublicKey {
+        path: String,
+        #[source]
+        source: libsignify::Error,
+    },
+    /// The image's trust store (system store, `image_ca_file`) could not be loaded.
+    #[error("{0}")]
+    Trust(String),
+    /// The image's files or datasets are not what a pot image is, or not what the policy accepts:
+    /// sizes, hashes, signatures, redirects, origins, names. No error underneath.
+    #[error("{0}")]
+    Invalid(String),
+    /// Both sources failed: the URL's `error`, and before it the cache's.
+    #[error("{error}; the cached copy was not used: {}", cached_reason(cached))]
+    CacheUnused {
+        #[source]
+        error: Box<ImageError>,
+        cached: Box<EngineError>,
+    },
+}
+
+impl ImageError {
+    /// Network trouble, server errors and a download cut in the middle may go away; the image's
+    /// content, the host's refusals and the policy do not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ImageError::Read { .. }
+            | ImageError::ReadRest(_)
+            | ImageError::Transport { .. }
+            | ImageError::Body { .. }
+            | ImageError::NoResponse { .. }
+            | ImageError::NoData { .. }
+            | ImageError::Changed { .. }
+            | ImageError::Truncated { .. } => true,
+            ImageError::Proxy { source, .. } => {
+                find_source::<ProxyError>(source).is_some_and(ProxyError::is_transient)
+            }
+            ImageError::Status { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::REQUEST_TIMEOUT
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+            ImageError::CacheUnused { error, .. } => error.is_transient(),
+            ImageError::Host(_)
+            | ImageError::RemoveStale { .. }
+            | ImageError::Io { .. }
+            | ImageError::Drain(_)
+            | ImageError::XzDecoder(_)
+            | ImageError::CorruptXz { .. }
+            | ImageError::BadUrl { .. }
+            | ImageError::Request { .. }
+            | ImageError::Tls { .. }
+            | ImageError::NotSignature { .. }
+            | ImageError::BadSignature { .. }
+            | ImageError::PublicKey { .. }
+            | ImageError::Trust(_)
+            | ImageError::Invalid(_) => false,
+        }
+    }
+}
+
+/// The first error of type `T` in `e`'s chain of sources: hyper wraps the connector's own.
+pub(super) fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// hyper's errors hide the useful part (e.g. "connection refused") in their sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// From the proxy's error down: hyper's own wrapping says nothing the proxy's does not.
+fn proxy_chain(e: &legacy::Error) -> String {
+    match find_source::<ProxyError>(e) {
+        Some(proxy) => error_chain(proxy),
+        None => error_chain(e),
+    }
+}
+
+/// The cache's failure without the image's name, which the whole message starts with already.
+fn cached_reason(e: &EngineError) -> String {
+    match e {
+        EngineError::Image { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
