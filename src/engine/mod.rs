@@ -36,7 +36,7 @@ pub use error::EngineError;
 pub use exec::{ExecInput, ExecOutput, ExecOutputEvent, ExecSession, TtySize};
 pub use gc::{GcReport, OUTSIDE_START_GRACE};
 pub use image::{
-    ExportOptions, Exported, GcReport as ImageGcReport, ImageError, ImageRef, Proxies,
+    CaFileError, ExportOptions, Exported, GcReport as ImageGcReport, ImageError, ImageRef, Proxies,
 };
 pub use inventory::{
     CacheFile, ConfEntry, ImageInfo, Images, LimitsInfo, MountInfo, NodeCpu, Owner, PotDetails,

@@ -466,7 +466,7 @@ fn image_policy(o: &Overrides, pot: &PotSettings) -> Result<ImagePolicy, ConfigE
         .transpose()?;
     // Checked here so that a typo fails SetConfig, not the first https:// start.
     if let Some(path) = &o.image_ca_file {
-        super::image::read_ca_file(path).map_err(|e| bad("image_ca_file", e))?;
+        super::image::read_ca_file(path).map_err(|e| bad("image_ca_file", e.to_string()))?;
     }
     Ok(ImagePolicy {
         pubkeys,

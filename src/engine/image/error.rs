@@ -3,6 +3,7 @@
 //! them; whether a retry may help follows from the variant ([`ImageError::is_transient`]).
 
 use super::connect::ProxyError;
+use super::trust::CaFileError;
 use crate::engine::EngineError;
 use crate::host::HostError;
 use hyper::StatusCode;
@@ -143,9 +144,9 @@ pub enum ImageError {
         #[source]
         source: libsignify::Error,
     },
-    /// The image's trust store (system store, `image_ca_file`) could not be loaded.
-    #[error("{0}")]
-    Trust(String),
+    /// `image_ca_file`, which `https://` images are to be trusted by, cannot be used.
+    #[error("image_ca_file {0}")]
+    CaFile(#[source] CaFileError),
     /// The image's files or datasets are not what a pot image is, or not what the policy accepts:
     /// sizes, hashes, signatures, redirects, origins, names. No error underneath.
     #[error("{0}")]
@@ -193,7 +194,7 @@ impl ImageError {
             | ImageError::NotSignature { .. }
             | ImageError::BadSignature { .. }
             | ImageError::PublicKey { .. }
-            | ImageError::Trust(_)
+            | ImageError::CaFile(_)
             | ImageError::Invalid(_) => false,
         }
     }

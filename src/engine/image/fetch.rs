@@ -50,7 +50,7 @@ impl<'a> Http<'a> {
         let transport = if image.is_https() {
             let system = SystemStore::from_env(|name| std::env::var_os(name));
             let trust = Trust::load(&system, policy.ca_file.as_deref())
-                .map_err(|e| image.err(ImageError::Trust(e)))?;
+                .map_err(|e| image.err(ImageError::CaFile(e)))?;
             connector.enforce_http(false);
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(trust.config)

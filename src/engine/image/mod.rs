@@ -41,6 +41,7 @@ pub(super) use gc::IMAGE_PROP;
 pub use locks::{ImageLock, ImageLocks};
 pub use proxy::Proxies;
 pub use reference::ImageRef;
+pub use trust::CaFileError;
 pub(crate) use trust::read_ca_file;
 
 use super::EngineError;

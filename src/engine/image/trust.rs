@@ -69,7 +69,7 @@ pub(super) struct Trust {
 }
 
 impl Trust {
-    pub fn load(system: &SystemStore, ca_file: Option<&Path>) -> Result<Trust, String> {
+    pub fn load(system: &SystemStore, ca_file: Option<&Path>) -> Result<Trust, CaFileError> {
         let mut roots = RootCertStore::empty();
         let (system_count, _unusable) = roots.add_parsable_certificates(system.certificates());
         let mut description = format!(
@@ -78,17 +78,15 @@ impl Trust {
         );
         match ca_file {
             Some(path) => {
-                let certs = read_ca_file(path).map_err(|e| format!("image_ca_file {e}"))?;
+                let certs = read_ca_file(path)?;
                 let count = match certs.len() {
                     1 => "1 certificate".to_string(),
                     n => format!("{n} certificates"),
                 };
                 for cert in certs {
-                    roots.add(cert).map_err(|e| {
-                        format!(
-                            "image_ca_file {}: not a usable CA certificate: {e}",
-                            path.display()
-                        )
+                    roots.add(cert).map_err(|source| CaFileError::Unusable {
+                        path: path.to_path_buf(),
+                        source,
                     })?;
                 }
                 description.push_str(&format!(" and image_ca_file {} ({count})", path.display()));
@@ -102,17 +100,47 @@ impl Trust {
     }
 }
 
+/// Why `image_ca_file` cannot be trusted: the file, its PEM, or a certificate in it.
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a PEM file: {source}", path.display())]
+    NotPem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: not a usable CA certificate: {source}", path.display())]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
 /// The certificates of a PEM file; an error unless there is at least one.
-pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub(crate) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
+    let text = std::fs::read(path).map_err(|source| CaFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let certs = CertificateDer::pem_slice_iter(&text)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not a PEM file: {e}", path.display()))?;
+        .map_err(|source| CaFileError::NotPem {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!(
-            "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
-            path.display()
-        ));
+        return Err(CaFileError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
@@ -235,8 +263,13 @@ mod tests {
         let gone = tmp.path().join("gone.pem");
         let e = Trust::load(&store, Some(&gone)).err().unwrap();
         assert!(
-            e.starts_with("image_ca_file ") && e.contains("gone.pem"),
-            "{e}"
+            matches!(&e, CaFileError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+            "{e:?}"
+        );
+        let shown = super::super::ImageError::CaFile(e).to_string();
+        assert!(
+            shown.starts_with("image_ca_file ") && shown.contains("gone.pem"),
+            "{shown}"
         );
     }
 
@@ -247,11 +280,14 @@ mod tests {
         assert_eq!(read_ca_file(&tls.join("ca.pem")).unwrap().len(), 1);
         let empty = tmp.path().join("empty.pem");
         std::fs::write(&empty, "").unwrap();
-        let e = read_ca_file(&empty).unwrap_err();
+        let e = read_ca_file(&empty).unwrap_err().to_string();
         assert!(e.contains("no PEM certificate"), "{e}");
-        let e = read_ca_file(&tls.join("server.key")).unwrap_err();
+        let e = read_ca_file(&tls.join("server.key"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no PEM certificate"), "a key is not a CA: {e}");
         let e = read_ca_file(&tmp.path().join("absent.pem")).unwrap_err();
-        assert!(e.contains("absent.pem: No such file"), "{e}");
+        assert!(e.to_string().contains("absent.pem: No such file"), "{e}");
+        assert!(matches!(e, CaFileError::Read { .. }), "{e:?}");
     }
 }
