@@ -107,12 +107,12 @@ mod tests {
         );
         let transient = EngineError::Image {
             image: "a_1".into(),
-            source: Box::new(http_status(503)),
+            source: http_status(503),
         };
         assert_eq!(from_engine(&transient).code(), Code::FailedPrecondition);
         let permanent = EngineError::Image {
             image: "a_1".into(),
-            source: Box::new(http_status(404)),
+            source: http_status(404),
         };
         assert_eq!(from_engine(&permanent).code(), Code::Unknown);
     }
@@ -143,7 +143,7 @@ mod tests {
         );
         let transient = TaskSpecError::Engine(EngineError::Image {
             image: "a_1".into(),
-            source: Box::new(http_status(503)),
+            source: http_status(503),
         });
         assert_eq!(from_task_spec(&transient).code(), Code::FailedPrecondition);
     }
@@ -160,9 +160,9 @@ mod tests {
         assert!(s.message().ends_with("more bytes)"));
         let transient = EngineError::Image {
             image: "a_1".into(),
-            source: Box::new(ImageError::Changed {
+            source: ImageError::Changed {
                 url: "y".repeat(1 << 20),
-            }),
+            },
         };
         assert!(from_engine(&transient).message().len() < MAX_MESSAGE + 32);
         assert!(invalid_argument("z".repeat(1 << 20)).message().len() < MAX_MESSAGE + 32);

@@ -13,9 +13,8 @@ pub enum EngineError {
     #[error("image {image}: {source}")]
     Image {
         image: String,
-        /// Boxed: the transport's errors are large, and every `Result` of the engine carries this.
         #[source]
-        source: Box<ImageError>,
+        source: ImageError,
     },
     /// A host operation on a pot failed.
     #[error("pot {pot}: {source}")]
@@ -115,18 +114,23 @@ mod tests {
     fn image_errors_keep_the_host_and_io_errors_underneath() {
         let e = EngineError::Image {
             image: "web_1.0".into(),
-            source: Box::new(ImageError::RemoveStale {
+            source: ImageError::RemoveStale {
                 dataset: "zroot/pot/jails/web_1.0_importing".into(),
                 source: HostError::Failed {
                     command: "zfs destroy".into(),
                     status: "exit status 1".into(),
                     stderr: "dataset is busy".into(),
                 },
-            }),
+            },
         };
         assert_eq!(
             e.to_string(),
             "image web_1.0: remove a stale zroot/pot/jails/web_1.0_importing: zfs destroy failed (exit status 1): dataset is busy"
+        );
+        let image = e.source().and_then(|s| s.downcast_ref::<ImageError>());
+        assert!(
+            matches!(image, Some(ImageError::RemoveStale { .. })),
+            "{e:?}"
         );
         let host = e.source().and_then(|s| s.source());
         let host = host.and_then(|s| s.downcast_ref::<HostError>());
@@ -135,10 +139,10 @@ mod tests {
 
         let e = EngineError::Image {
             image: "web_1.0".into(),
-            source: Box::new(ImageError::Read {
+            source: ImageError::Read {
                 location: "file:///images/web_1.0.xz".into(),
                 source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
-            }),
+            },
         };
         let io = e.source().and_then(|s| s.source());
         let io = io.and_then(|s| s.downcast_ref::<std::io::Error>());

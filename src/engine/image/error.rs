@@ -18,7 +18,8 @@ pub enum ImageError {
     /// The temporary dataset of an earlier import could not be removed.
     #[error("remove a stale {dataset}: {source}")]
     RemoveStale {
-        dataset: String,
+        /// `Box<str>`s here and below keep the error small enough for every `Result` to carry.
+        dataset: Box<str>,
         #[source]
         source: HostError,
     },
@@ -71,8 +72,9 @@ pub enum ImageError {
     #[error("GET {url}: {}", proxy_chain(source))]
     Proxy {
         url: String,
+        /// Boxed, as the rarest and largest of the errors kept here.
         #[source]
-        source: legacy::Error,
+        source: Box<legacy::Error>,
     },
     /// The server's certificate or the TLS handshake was refused; `reason` says which.
     #[error("GET {url}: {reason}{via}")]
@@ -81,8 +83,9 @@ pub enum ImageError {
         reason: String,
         /// " (through proxy …)" when the connection went through one.
         via: String,
+        /// Boxed, as the rarest and largest of the errors kept here.
         #[source]
-        source: legacy::Error,
+        source: Box<legacy::Error>,
     },
     /// The connection failed (refused, reset, cut).
     #[error("GET {url}: {}{via}", error_chain(source))]
@@ -90,8 +93,9 @@ pub enum ImageError {
         url: String,
         /// " (through proxy …)" when the connection went through one.
         via: String,
+        /// Boxed, as the rarest and largest of the errors kept here.
         #[source]
-        source: legacy::Error,
+        source: Box<legacy::Error>,
     },
     /// The response body failed while being read.
     #[error("GET {url}: {}", error_chain(source))]
@@ -132,8 +136,8 @@ pub enum ImageError {
     #[error("{location}: bad signature of {file}.skein with key {key}: {source}")]
     BadSignature {
         location: String,
-        file: String,
-        key: String,
+        file: Box<str>,
+        key: Box<str>,
         #[source]
         source: libsignify::Error,
     },
@@ -147,8 +151,41 @@ pub enum ImageError {
     /// `image_ca_file`, which `https://` images are to be trusted by, cannot be used.
     #[error("image_ca_file {0}")]
     CaFile(#[source] CaFileError),
-    /// The image's files or datasets are not what a pot image is, or not what the policy accepts:
-    /// sizes, hashes, signatures, redirects, origins, names. No error underneath.
+    /// A small file (`.skein`, `.sig`, `.meta`) bigger than any such file is.
+    #[error("GET {url}: larger than {limit} bytes")]
+    SmallFileTooLarge { url: String, limit: u64 },
+    /// The server announces, or sends, more than `image_max_size`.
+    #[error("GET {url}: {size} bytes is more than image_max_size ({max} bytes)")]
+    DownloadTooLarge { url: String, size: u64, max: u64 },
+    /// The `.xz` read holds more than `image_max_size`.
+    #[error("{location} is larger than image_max_size ({max} bytes)")]
+    FileTooLarge { location: String, max: u64 },
+    /// The `.xz` decodes to more than `image_max_size`.
+    #[error("{location} expands to more than image_max_size ({max} bytes)")]
+    ExpandsTooFar { location: String, max: u64 },
+    /// The image has no `.skein`, without which nothing of it can be verified.
+    #[error("{location} not found: a pot image needs the Skein-1024 hash of its .xz and .meta")]
+    NoSkein { location: String },
+    #[error("{location} is not a Skein-1024 hash (256 hex digits)")]
+    NotSkein { location: String },
+    /// `location` is the `.xz`; its `.skein` names another digest.
+    #[error(
+        "{location}.skein does not match {location} and its .meta (Skein-1024): the image is corrupt or was replaced"
+    )]
+    HashMismatch { location: String },
+    /// No `.sig`, and `require_signature` is set.
+    #[error("{location} not found: the image is unsigned and require_signature is set")]
+    Unsigned { location: String },
+    /// The `.sig` names a key (by its hex key number) that is not configured.
+    #[error(
+        "{location}: signed by key number {keynum}, which is not among the configured public keys"
+    )]
+    UnknownKey { location: String, keynum: String },
+    /// A layered image: its `.meta` names the image it builds on.
+    #[error("layered image (origin {origin}) is not supported yet")]
+    Layered { origin: String },
+    /// The image's datasets, redirects or names are not what a pot image's are, or not what the
+    /// policy accepts; `0` says what. No error underneath.
     #[error("{0}")]
     Invalid(String),
     /// Both sources failed: the URL's `error`, and before it the cache's.
@@ -174,7 +211,7 @@ impl ImageError {
             | ImageError::Changed { .. }
             | ImageError::Truncated { .. } => true,
             ImageError::Proxy { source, .. } => {
-                find_source::<ProxyError>(source).is_some_and(ProxyError::is_transient)
+                find_source::<ProxyError>(&**source).is_some_and(ProxyError::is_transient)
             }
             ImageError::Status { status, .. } => {
                 status.is_server_error()
@@ -195,6 +232,16 @@ impl ImageError {
             | ImageError::BadSignature { .. }
             | ImageError::PublicKey { .. }
             | ImageError::CaFile(_)
+            | ImageError::SmallFileTooLarge { .. }
+            | ImageError::DownloadTooLarge { .. }
+            | ImageError::FileTooLarge { .. }
+            | ImageError::ExpandsTooFar { .. }
+            | ImageError::NoSkein { .. }
+            | ImageError::NotSkein { .. }
+            | ImageError::HashMismatch { .. }
+            | ImageError::Unsigned { .. }
+            | ImageError::UnknownKey { .. }
+            | ImageError::Layered { .. }
             | ImageError::Invalid(_) => false,
         }
     }

@@ -86,9 +86,7 @@ impl<'a> Http<'a> {
         while let Some(data) = self.next_data(&url, &mut body).await? {
             out.extend_from_slice(&data);
             if out.len() as u64 > limit {
-                return Err(self.image.err(ImageError::Invalid(format!(
-                    "GET {url}: larger than {limit} bytes"
-                ))));
+                return Err(self.image.err(ImageError::SmallFileTooLarge { url, limit }));
             }
         }
         Ok(Some(out))
@@ -288,11 +286,12 @@ impl<'a> Http<'a> {
         source: hyper_util::client::legacy::Error,
     ) -> EngineError {
         let url = url.to_string();
-        if find_source::<super::connect::ProxyError>(&source).is_some() {
+        let source = Box::new(source);
+        if find_source::<super::connect::ProxyError>(&*source).is_some() {
             return self.image.err(ImageError::Proxy { url, source });
         }
         let tls = match &self.transport {
-            Transport::Tls { trusted, .. } => trust::tls_failure(&source, trusted),
+            Transport::Tls { trusted, .. } => trust::tls_failure(&*source, trusted),
             Transport::Plain(_) => None,
         };
         // The connection went through a proxy: say so, as the fault may lie there.
@@ -359,10 +358,11 @@ impl<'a> Http<'a> {
     }
 
     fn too_big(&self, url: &str, size: u64) -> EngineError {
-        self.image.err(ImageError::Invalid(format!(
-            "GET {url}: {size} bytes is more than image_max_size ({} bytes)",
-            self.policy.max_size
-        )))
+        self.image.err(ImageError::DownloadTooLarge {
+            url: url.to_string(),
+            size,
+            max: self.policy.max_size,
+        })
     }
 }
 

@@ -44,7 +44,7 @@ impl Engine {
         let jails = self.cfg.jails_dataset();
         let gc_err = |e| EngineError::Image {
             image: "cache".to_string(),
-            source: Box::new(ImageError::Host(e)),
+            source: ImageError::Host(e),
         };
         let rows = self
             .host

@@ -77,10 +77,10 @@ impl Import<'_> {
         match (result, unusable) {
             (Err(EngineError::Image { image, source }), Some(cached)) => Err(EngineError::Image {
                 image,
-                source: Box::new(ImageError::CacheUnused {
-                    error: source,
+                source: ImageError::CacheUnused {
+                    error: Box::new(source),
                     cached: Box::new(cached),
-                }),
+                },
             }),
             (result, _) => result,
         }
@@ -173,10 +173,9 @@ impl Import<'_> {
         let skein = read_small(image, http.as_ref(), &skein_file)
             .await?
             .ok_or_else(|| {
-                image.err(ImageError::Invalid(format!(
-                    "{} not found: a pot image needs the Skein-1024 hash of its .xz and .meta",
-                    image.display_location(&skein_file)
-                )))
+                image.err(ImageError::NoSkein {
+                    location: image.display_location(&skein_file),
+                })
             })?;
         let expected = parse_skein(image, &image.display_location(&skein_file), &skein)?;
         let sig_file = format!("{skein_file}.sig");
@@ -348,7 +347,7 @@ async fn check_received(host: &Host, image: &ImageRef, temp: &str) -> Result<(),
 
 fn remove_stale(dataset: &str, source: crate::host::HostError) -> ImageError {
     ImageError::RemoveStale {
-        dataset: dataset.to_string(),
+        dataset: dataset.into(),
         source,
     }
 }

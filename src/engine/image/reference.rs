@@ -246,7 +246,7 @@ impl ImageRef {
     pub(super) fn err(&self, source: ImageError) -> EngineError {
         EngineError::Image {
             image: self.local_name(),
-            source: Box::new(source),
+            source,
         }
     }
 }

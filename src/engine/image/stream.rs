@@ -306,11 +306,10 @@ impl Read for Tee {
         };
         self.read += n as u64;
         if self.read > self.max_size {
-            let msg = format!(
-                "{} is larger than image_max_size ({} bytes)",
-                self.location, self.max_size
-            );
-            let e = self.image.err(ImageError::Invalid(msg));
+            let e = self.image.err(ImageError::FileTooLarge {
+                location: self.location.clone(),
+                max: self.max_size,
+            });
             return Err(self.failure.record(e));
         }
         self.hasher.update(&buf[..n]);
@@ -352,13 +351,9 @@ impl Checked {
         let mut hasher = std::mem::take(&mut tee.hasher);
         hasher.update(&self.meta);
         if hasher.finalize()[..] != self.expected[..] {
-            let msg = format!(
-                "{0}.skein does not match {0} and its .meta (Skein-1024): the image is corrupt or was replaced",
-                self.location
-            );
-            return Err(self
-                .failure
-                .record(self.image.err(ImageError::Invalid(msg))));
+            let location = self.location.clone();
+            let e = self.image.err(ImageError::HashMismatch { location });
+            return Err(self.failure.record(e));
         }
         Ok(())
     }
@@ -388,13 +383,11 @@ impl Read for Checked {
         }
         self.decoded += n as u64;
         if self.decoded > self.max_size {
-            let msg = format!(
-                "{} expands to more than image_max_size ({} bytes)",
-                self.location, self.max_size
-            );
-            return Err(self
-                .failure
-                .record(self.image.err(ImageError::Invalid(msg))));
+            let e = self.image.err(ImageError::ExpandsTooFar {
+                location: self.location.clone(),
+                max: self.max_size,
+            });
+            return Err(self.failure.record(e));
         }
         Ok(n)
     }

@@ -28,9 +28,9 @@ pub(super) fn parse_skein(
         })
         .flatten();
     bytes.ok_or_else(|| {
-        image.err(ImageError::Invalid(format!(
-            "{location} is not a Skein-1024 hash (256 hex digits)"
-        )))
+        image.err(ImageError::NotSkein {
+            location: location.to_string(),
+        })
     })
 }
 
@@ -44,9 +44,9 @@ pub(super) fn verify_signature(
 ) -> Result<Signer, EngineError> {
     let Some(sig) = sig else {
         if policy.require_signature {
-            return Err(image.err(ImageError::Invalid(format!(
-                "{sig_location} not found: the image is unsigned and require_signature is set"
-            ))));
+            return Err(image.err(ImageError::Unsigned {
+                location: sig_location.to_string(),
+            }));
         }
         return Ok(Signer::Unsigned);
     };
@@ -68,21 +68,17 @@ pub(super) fn verify_signature(
                 .map_err(|source| {
                     image.err(ImageError::BadSignature {
                         location: sig_location.to_string(),
-                        file: image.file_name(),
-                        key: path.display().to_string(),
+                        file: image.file_name().into(),
+                        key: path.display().to_string().into(),
                         source,
                     })
                 });
         }
     }
-    Err(image.err(ImageError::Invalid(format!(
-        "{sig_location}: signed by key number {}, which is not among the configured public keys",
-        signer
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ))))
+    Err(image.err(ImageError::UnknownKey {
+        location: sig_location.to_string(),
+        keynum: hex(signer.as_ref()),
+    }))
 }
 
 /// The configured signify public keys, each with its file.
@@ -119,9 +115,9 @@ pub(super) fn check_origin(image: &ImageRef, meta: &[u8]) -> Result<(), EngineEr
     let text = String::from_utf8_lossy(meta);
     let origin = text.lines().next().unwrap_or("").trim();
     if !origin.is_empty() && origin != "-" {
-        return Err(image.err(ImageError::Invalid(format!(
-            "layered image (origin {origin}) is not supported yet"
-        ))));
+        return Err(image.err(ImageError::Layered {
+            origin: origin.to_string(),
+        }));
     }
     Ok(())
 }

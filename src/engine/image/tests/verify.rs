@@ -15,6 +15,12 @@ async fn wrong_skein_fails_after_the_stream_and_leaves_nothing() {
         "{msg}"
     );
     assert!(!e.is_transient());
+    // Typed, so a caller can tell a corrupt image from the host's or the network's failures.
+    let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<ImageError>());
+    assert!(
+        matches!(source, Some(ImageError::HashMismatch { .. })),
+        "{e:?}"
+    );
     f.assert_nothing_left().await;
 }
 
