@@ -18,6 +18,7 @@ mod sign;
 mod state;
 mod stream;
 mod sysctl;
+mod tree;
 mod zfs;
 
 use std::io::Write;
