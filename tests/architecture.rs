@@ -231,3 +231,44 @@ fn the_product_links_no_test_support() {
         test_support.join("\n")
     );
 }
+
+/// ARCHITECTURE.md: a room that passes ~600 lines has more than one job, so it is split along
+/// its seams. 650 leaves the margin of "about".
+#[test]
+fn no_room_passes_about_600_lines() {
+    const LIMIT: usize = 650;
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in ["src", "client", "tests", "benches", "proto", "fuzz"] {
+        walk(&root().join(dir), &mut files);
+    }
+    assert!(files.len() > 100, "found only {} sources", files.len());
+    let mut long = Vec::new();
+    for path in files {
+        let shown = path.strip_prefix(root()).unwrap().display().to_string();
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        if lines > LIMIT {
+            long.push(format!("{shown}: {lines} lines"));
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "rooms over {LIMIT} lines:\n{}",
+        long.join("\n")
+    );
+}
