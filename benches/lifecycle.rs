@@ -6,13 +6,10 @@
 //! Run: `cargo build --release --workspace && cargo bench --bench lifecycle` (as root: the
 //! simulator chroots). Prints one table; BENCHMARKS.md keeps the latest figures.
 
+use nomad_harness::node::{dur, publish_port};
 use nomad_harness::plugin::{MAGIC_COOKIE, MAGIC_COOKIE_KEY, plugin_bin};
-use nomad_harness::{Plugin, SimHost, TestTask, cty};
-use nomad_plugin_proto::base::{ConfigSchemaRequest, SetConfigRequest};
-use nomad_plugin_proto::drivers::{
-    DestroyTaskRequest, InspectTaskRequest, PortMapping, StartTaskRequest, StopTaskRequest,
-    TaskConfigSchemaRequest, WaitTaskRequest,
-};
+use nomad_harness::{Node, Setup, TestTask};
+use nomad_plugin_proto::drivers::InspectTaskRequest;
 use nomad_pot_driver::engine::PotName;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -149,80 +146,37 @@ fn handshake_latency(n: usize) -> Vec<Duration> {
     times
 }
 
-struct Bench {
-    sim: SimHost,
-    plugin: Plugin,
-    image: String,
-    spec: nomad_plugin_proto::hclspec::Spec,
+/// The bench's node: no Nomad config (so no reconciler adds calls to the counts), and pot's main
+/// pf ruleset loaded, which bridged tasks' anchors hang off.
+struct Bench(Node);
+
+impl std::ops::Deref for Bench {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.0
+    }
 }
 
 impl Bench {
     async fn new() -> Bench {
-        let sim = SimHost::create();
-        // The main ruleset pot's vnet-start leaves, which bridged tasks' anchors hang off.
-        let (code, _, err) = sim.tool(
-            "pfctl",
-            &["-f", "-"],
-            "nat-anchor pot-nat\nrdr-anchor \"pot-rdr/*\"\n",
-        );
-        assert_eq!(code, 0, "pf main ruleset: {err}");
-        let plugin = Plugin::launch().await;
-        let schema = plugin
-            .base()
-            .config_schema(ConfigSchemaRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .spec
-            .unwrap();
-        plugin
-            .base()
-            .set_config(SetConfigRequest {
-                msgpack_config: cty::encode(&schema, &sim.agent_config()).unwrap(),
-                nomad_config: None,
-                plugin_api_version: "v0.1.0".into(),
+        Bench(
+            Node::setup(Setup {
+                pot_pf_main: true,
+                without_nomad_config: true,
+                ..Setup::default()
             })
-            .await
-            .unwrap();
-        let spec = plugin
-            .driver()
-            .task_config_schema(TaskConfigSchemaRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .spec
-            .unwrap();
-        let image = format!("file://{}", sim.image("demo", "1.0").display());
-        Bench {
-            sim,
-            plugin,
-            image,
-            spec,
-        }
+            .await,
+        )
     }
 
     fn task(&self, name: &str, script: &str) -> TestTask {
-        let cfg = serde_json::json!({
-            "image": self.image, "pot": "demo", "tag": "1.0",
-            "command": "/bin/sh", "args": ["-c", script],
-        });
-        TestTask::new(
-            &self.sim.allocs_dir(),
-            name,
-            cty::encode(&self.spec, &cfg).unwrap(),
-        )
+        self.0.task(name, &self.0.sh_config(script))
     }
 
     /// A task with one published port: the Go driver's default network, a public bridge.
     fn bridged_task(&self, name: &str, script: &str, host_port: i32) -> TestTask {
         let mut t = self.task(name, script);
-        let resources = t.config.resources.as_mut().expect("resources");
-        resources.ports.push(PortMapping {
-            label: "http".into(),
-            value: host_port,
-            to: 80,
-            host_ip: String::new(),
-        });
+        publish_port(&mut t, "http", host_port, 80);
         t
     }
 
@@ -230,13 +184,7 @@ impl Bench {
     /// every `poll`, which bounds the measuring error.
     async fn start_polling(&self, t: &TestTask, poll: Duration) -> Start {
         let begin_us = now_us();
-        self.plugin
-            .driver()
-            .start_task(StartTaskRequest {
-                task: Some(t.config.clone()),
-            })
-            .await
-            .expect("StartTask");
+        self.0.start(t).await;
         let replied_us = now_us();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !t.logs.stdout().contains("up") {
@@ -256,31 +204,9 @@ impl Bench {
     }
 
     async fn stop_and_destroy(&self, t: &TestTask) {
-        self.plugin
-            .driver()
-            .stop_task(StopTaskRequest {
-                task_id: t.id(),
-                timeout: Some(prost_types::Duration {
-                    seconds: 1,
-                    nanos: 0,
-                }),
-                signal: "SIGTERM".into(),
-            })
-            .await
-            .expect("StopTask");
-        self.plugin
-            .driver()
-            .wait_task(WaitTaskRequest { task_id: t.id() })
-            .await
-            .expect("WaitTask");
-        self.plugin
-            .driver()
-            .destroy_task(DestroyTaskRequest {
-                task_id: t.id(),
-                force: true,
-            })
-            .await
-            .expect("DestroyTask");
+        self.0.stop(&t.id(), 1).await;
+        self.0.wait(&t.id(), 60.0).await;
+        self.0.destroy(&t.id()).await;
     }
 
     /// Opening TaskStats until its first sample (one `rctl -u` on the host), `n` times.
@@ -293,10 +219,7 @@ impl Bench {
                 .driver()
                 .task_stats(nomad_plugin_proto::drivers::TaskStatsRequest {
                     task_id: task_id.into(),
-                    collection_interval: Some(prost_types::Duration {
-                        seconds: 1,
-                        nanos: 0,
-                    }),
+                    collection_interval: Some(dur(1)),
                 })
                 .await
                 .expect("TaskStats")
@@ -504,14 +427,7 @@ async fn main() {
     // is a finished task for 0, then one of the running ones.
     let probe = bench.task("probe", "echo up");
     bench.start(&probe).await;
-    bench
-        .plugin
-        .driver()
-        .wait_task(WaitTaskRequest {
-            task_id: probe.id(),
-        })
-        .await
-        .expect("WaitTask");
+    bench.wait(&probe.id(), 60.0).await;
     let mut running: Vec<TestTask> = Vec::new();
     for level in [0usize, 10, 100] {
         while running.len() < level {
@@ -550,7 +466,5 @@ async fn main() {
     for t in running.iter().chain([&probe]) {
         bench.stop_and_destroy(t).await;
     }
-    let (clean, leftovers) = bench.sim.check();
-    assert!(clean, "leftovers after the bench:\n{leftovers}");
-    bench.plugin.shutdown().await;
+    bench.0.finish().await;
 }

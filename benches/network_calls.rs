@@ -5,12 +5,8 @@
 //! Run: `cargo build --workspace && cargo bench --profile dev --bench network_calls`
 //! (the bench drives the workspace's debug binaries; root is needed, as for the e2e tests).
 
-use nomad_harness::{Plugin, SimHost, TestTask, cty};
-use nomad_pot_driver::proto::base::{ConfigSchemaRequest, SetConfigRequest};
-use nomad_pot_driver::proto::drivers::{
-    DestroyTaskRequest, PortMapping, StartTaskRequest, TaskConfigSchemaRequest,
-};
-use serde_json::json;
+use nomad_harness::node::publish_port;
+use nomad_harness::{Node, Setup};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -36,89 +32,30 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    let sim = SimHost::create();
-    let (code, _, err) = sim.tool(
-        "pfctl",
-        &["-f", "-"],
-        "nat-anchor pot-nat\nrdr-anchor \"pot-rdr/*\"\n",
-    );
-    assert_eq!(code, 0, "pf main ruleset: {err}");
-    let plugin = Plugin::launch().await;
-    let schema = plugin
-        .base()
-        .config_schema(ConfigSchemaRequest {})
-        .await
-        .expect("ConfigSchema")
-        .into_inner()
-        .spec
-        .expect("spec");
-    plugin
-        .base()
-        .set_config(SetConfigRequest {
-            msgpack_config: cty::encode(&schema, &sim.agent_config()).expect("agent config"),
-            nomad_config: None,
-            plugin_api_version: "v0.1.0".into(),
-        })
-        .await
-        .expect("SetConfig");
-    let task_spec = plugin
-        .driver()
-        .task_config_schema(TaskConfigSchemaRequest {})
-        .await
-        .expect("TaskConfigSchema")
-        .into_inner()
-        .spec
-        .expect("spec");
-    let image = format!("file://{}", sim.image("demo", "1.0").display());
-    let cfg = json!({
-        "image": image, "pot": "demo", "tag": "1.0",
-        "command": "/bin/sh", "args": ["-c", "sleep 60"],
-    });
+    let node = Node::setup(Setup {
+        pot_pf_main: true,
+        without_nomad_config: true,
+        ..Setup::default()
+    })
+    .await;
+    let cfg = node.sh_config("sleep 60");
     let mut per_run: Vec<BTreeMap<String, usize>> = Vec::new();
     for run in 0..=RUNS {
-        let mut t = TestTask::new(
-            &sim.allocs_dir(),
-            "bench",
-            cty::encode(&task_spec, &cfg).expect("task config"),
-        );
-        t.config
-            .resources
-            .as_mut()
-            .unwrap()
-            .ports
-            .push(PortMapping {
-                label: "http".into(),
-                value: 24000 + (std::process::id() % 1000) as i32 + run as i32,
-                to: 80,
-                host_ip: String::new(),
-            });
-        let mark = sim.calls().len();
-        plugin
-            .driver()
-            .start_task(StartTaskRequest {
-                task: Some(t.config.clone()),
-            })
-            .await
-            .expect("StartTask");
-        plugin
-            .driver()
-            .destroy_task(DestroyTaskRequest {
-                task_id: t.id(),
-                force: true,
-            })
-            .await
-            .expect("DestroyTask");
+        let mut t = node.task("bench", &cfg);
+        let port = 24000 + (std::process::id() % 1000) as i32 + run as i32;
+        publish_port(&mut t, "http", port, 80);
+        let mark = node.sim.calls().len();
+        node.start(&t).await;
+        node.destroy(&t.id()).await;
         let mut by_tool = BTreeMap::new();
-        for c in &sim.calls()[mark..] {
+        for c in &node.sim.calls()[mark..] {
             *by_tool.entry(c.argv[0].clone()).or_insert(0) += 1;
         }
         if run > 0 {
             per_run.push(by_tool);
         }
     }
-    plugin.shutdown().await;
-    let (clean, leftovers) = sim.check();
-    assert!(clean, "leftovers: {leftovers}");
+    node.finish().await;
 
     let last = per_run.last().expect("measured runs").clone();
     let stable = per_run.iter().all(|r| *r == last);

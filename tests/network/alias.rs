@@ -77,7 +77,7 @@ async fn alias_addresses_on_the_host_nic() {
             .all(|c| c.argv[0] != "jail" && c.argv.get(1).is_none_or(|a| a != "clone")),
         "the refused start created something"
     );
-    env.destroy(&t).await;
+    env.destroy(&t.id()).await;
     let (_, inet, _) = block(&env.sim.tool_ok("ifconfig", &["em0"]));
     assert_eq!(
         inet,
@@ -187,7 +187,7 @@ async fn alias_addresses_the_pot_does_not_own_are_refused_and_never_removed() {
         "the rollback removed addresses: {removals:?}"
     );
     assert_eq!(inet_of(&env, "em0"), em0_with_holder);
-    env.destroy(&holder).await;
+    env.destroy(&holder.id()).await;
     assert_eq!(inet_of(&env, "em0"), em0);
     env.finish().await;
 }

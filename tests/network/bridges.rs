@@ -174,7 +174,7 @@ async fn public_bridge_ipv4_with_ports() {
         .count();
     assert_eq!(creates, 1, "the public bridge is created once");
 
-    env.destroy(&a).await;
+    env.destroy(&a.id()).await;
     // Teardown: the epair (both ends) and the rules are gone, the bridge and NAT stay.
     let host_list = env.sim.tool_ok("ifconfig", &["-l"]);
     assert!(!host_list.contains(&host_end), "{host_list}");
@@ -189,8 +189,8 @@ async fn public_bridge_ipv4_with_ports() {
         env.start(&c).await.network_override.unwrap().addr,
         "10.192.0.3"
     );
-    env.destroy(&b).await;
-    env.destroy(&c).await;
+    env.destroy(&b.id()).await;
+    env.destroy(&c.id()).await;
     assert_eq!(
         env.sim.tool_ok("ifconfig", &["-l", "-g", "pot"]).trim(),
         "bridge0"
@@ -262,8 +262,9 @@ async fn reconcile_tears_down_the_network_of_abandoned_pots() {
     }
     env.sim.assert_clean("after reconcile");
     env.plugin = Plugin::launch().await;
-    env.plugin.shutdown().await;
-    env.sim.assert_clean("at the end");
+    let Env(node) = env;
+    node.plugin.shutdown().await;
+    node.sim.assert_clean("at the end");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -351,7 +352,7 @@ async fn private_bridge_with_ports() {
         );
     }
     for t in [&public, &a, &b] {
-        env.destroy(t).await;
+        env.destroy(&t.id()).await;
     }
     assert!(
         block(&env.sim.tool_ok("ifconfig", &["bridge1"]))
@@ -367,7 +368,7 @@ async fn bridges_destroyed_by_hand_are_set_up_again() {
     let bridged = json!({"network_mode": "public-bridge"});
     let first = env.task("first", bridged.clone(), &[]);
     env.start(&first).await;
-    env.destroy(&first).await;
+    env.destroy(&first.id()).await;
     // The plugin found (made) both bridges once; an operator removes them while it runs.
     let made = env.sim.tool_ok("ifconfig", &["-g", "bridge"]);
     for bridge in made.split_whitespace() {
@@ -405,6 +406,6 @@ async fn bridges_destroyed_by_hand_are_set_up_again() {
             .any(|l| l.contains("bridge no longer exists")),
         "the re-creation is logged"
     );
-    env.destroy(&second).await;
+    env.destroy(&second.id()).await;
     env.finish().await;
 }

@@ -63,7 +63,8 @@ async fn fifty_bridged_tasks_start_concurrently() {
     }
     let members = block(&env.sim.tool_ok("ifconfig", &["bridge0"])).2;
     assert_eq!(members.len(), N);
-    futures::future::join_all(tasks.iter().map(|t| env.destroy(t))).await;
+    let ids: Vec<String> = tasks.iter().map(TestTask::id).collect();
+    futures::future::join_all(ids.iter().map(|id| env.destroy(id))).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         block(&env.sim.tool_ok("ifconfig", &["bridge0"]))
@@ -108,7 +109,7 @@ async fn pots_global_lock_holds_back_address_picks_only() {
         assert_eq!(resp.network_override.unwrap().addr, "10.192.0.3");
     }
 
-    env.destroy(&inherit).await;
-    env.destroy(&bridged).await;
+    env.destroy(&inherit.id()).await;
+    env.destroy(&bridged.id()).await;
     env.finish().await;
 }

@@ -92,7 +92,7 @@ async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
             .trim(),
         "0"
     );
-    env.destroy(&t).await;
+    env.destroy(&t.id()).await;
     assert_eq!(block(&env.sim.tool_ok("ifconfig", &["bridge0"])).2, ["em0"]);
     // inherit with stack ipv6: the jail shares the host's IPv6 stack only, as pot does.
     let t = env.task("host6", json!({"network_mode": "host"}), &[]);
@@ -105,7 +105,7 @@ async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
         params.contains("ip6=inherit") && !params.contains("ip4=inherit"),
         "{params}"
     );
-    env.destroy(&t).await;
+    env.destroy(&t.id()).await;
     env.finish().await;
 }
 
@@ -161,7 +161,7 @@ async fn dual_stack_public_bridge() {
     )
     .unwrap();
     assert!(conf.lines().any(|l| l == "pot.stack=dual"), "{conf}");
-    env.destroy(&t).await;
+    env.destroy(&t.id()).await;
     assert_eq!(
         env.sim
             .tool_ok("ifconfig", &["-l"])

@@ -14,24 +14,28 @@ mod concurrency;
 mod ipv6;
 mod refusals;
 
-use common::env::{set_config, task_schema};
-use common::{Plugin, SimHost, TestTask, within};
-use nomad_pot_driver::engine::PotName;
-use nomad_pot_driver::proto::drivers::{
-    DestroyTaskRequest, FingerprintRequest, PortMapping, StartTaskRequest, StartTaskResponse,
-};
-use nomad_pot_driver::proto::hclspec::Spec;
+use std::ops::{Deref, DerefMut};
+
+use common::env::{POT_PF_MAIN, pot_of, publish_port};
+use common::{Node, Setup, TestTask, within};
+use nomad_pot_driver::proto::drivers::FingerprintRequest;
 use nomad_pot_driver::proto::structs::attribute;
 use serde_json::{Value as Json, json};
 
-/// What `pot init` adds to pf.conf: without it bridged starts are refused.
-const POT_PF_MAIN: &str = "nat-anchor pot-nat\nrdr-anchor \"pot-rdr/*\"\n";
+/// The harness's [`Node`] (through deref), with pot's main pf ruleset loaded or not.
+struct Env(Node);
 
-struct Env {
-    sim: SimHost,
-    plugin: Plugin,
-    task_spec: Spec,
-    image: String,
+impl Deref for Env {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        &self.0
+    }
+}
+
+impl DerefMut for Env {
+    fn deref_mut(&mut self) -> &mut Node {
+        &mut self.0
+    }
 }
 
 impl Env {
@@ -40,78 +44,26 @@ impl Env {
     }
 
     /// Like [`Env::new`], with some agent config keys replaced.
-    async fn with_agent_config(pf_ready: bool, overrides: Json) -> Env {
-        let sim = SimHost::create();
-        if pf_ready {
-            let (code, _, err) = sim.tool("pfctl", &["-f", "-"], POT_PF_MAIN);
-            assert_eq!(code, 0, "load pf main ruleset: {err}");
-        }
-        let plugin = Plugin::launch().await;
-        set_config(&plugin, &sim.agent_config_with(overrides), true)
-            .await
-            .expect("SetConfig");
-        let task_spec = task_schema(&plugin).await;
-        let image = format!("file://{}", sim.image("demo", "1.0").display());
-        Env {
-            sim,
-            plugin,
-            task_spec,
-            image,
-        }
+    async fn with_agent_config(pf_ready: bool, agent_options: Json) -> Env {
+        Env(Node::setup(Setup {
+            agent_options,
+            pot_pf_main: pf_ready,
+            ..Setup::default()
+        })
+        .await)
     }
 
     /// A task running `sh -c 'echo ready; sleep 60'` with `extra` config keys and Nomad ports.
     fn task(&self, name: &str, extra: Json, ports: &[(&str, i32, i32)]) -> TestTask {
-        let mut cfg = json!({
-            "image": self.image, "pot": "demo", "tag": "1.0",
-            "command": "/bin/sh", "args": ["-c", "echo ready; sleep 60"],
-        });
-        for (k, v) in extra.as_object().unwrap() {
+        let mut cfg = self.sh_config("echo ready; sleep 60");
+        for (k, v) in extra.as_object().expect("extra config keys are an object") {
             cfg[k] = v.clone();
         }
-        let bytes = common::cty::encode(&self.task_spec, &cfg).expect("task config");
-        let mut t = TestTask::new(&self.sim.allocs_dir(), name, bytes);
-        let res = t.config.resources.as_mut().unwrap();
-        for (label, value, to) in ports {
-            res.ports.push(PortMapping {
-                label: label.to_string(),
-                value: *value,
-                to: *to,
-                host_ip: String::new(),
-            });
-            t.config
-                .env
-                .insert(format!("NOMAD_HOST_PORT_{label}"), value.to_string());
+        let mut t = self.0.task(name, &cfg);
+        for &(label, value, to) in ports {
+            publish_port(&mut t, label, value, to);
         }
         t
-    }
-
-    async fn try_start(&self, t: &TestTask) -> Result<StartTaskResponse, tonic::Status> {
-        let req = StartTaskRequest {
-            task: Some(t.config.clone()),
-        };
-        within(120.0, "StartTask", self.plugin.driver().start_task(req))
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    async fn start(&self, t: &TestTask) -> StartTaskResponse {
-        self.try_start(t).await.unwrap_or_else(|s| {
-            panic!(
-                "StartTask failed: {s:?}\n{}",
-                self.plugin.stderr_lines().join("\n")
-            )
-        })
-    }
-
-    async fn destroy(&self, t: &TestTask) {
-        let req = DestroyTaskRequest {
-            task_id: t.id(),
-            force: true,
-        };
-        within(60.0, "DestroyTask", self.plugin.driver().destroy_task(req))
-            .await
-            .expect("DestroyTask");
     }
 
     async fn fingerprint(&self) -> (bool, String) {
@@ -134,20 +86,8 @@ impl Env {
     }
 
     async fn finish(self) {
-        self.sim.assert_clean("at the end of the scenario");
-        self.plugin.assert_clean_io();
-        self.plugin.shutdown().await;
-        self.sim.assert_clean("after plugin shutdown");
+        self.0.finish().await
     }
-}
-
-fn pot_of(t: &TestTask) -> PotName {
-    PotName::for_task(
-        &t.task_name,
-        t.id().rsplit('/').next().unwrap(),
-        &t.alloc_id,
-    )
-    .unwrap()
 }
 
 /// Host ports for one test run, spread so parallel tests rarely meet.

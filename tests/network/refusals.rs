@@ -103,7 +103,7 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
         changes.is_empty(),
         "refused starts touched the host: {changes:?}"
     );
-    env.destroy(&holder).await;
+    env.destroy(&holder.id()).await;
     env.finish().await;
 }
 

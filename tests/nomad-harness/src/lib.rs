@@ -7,10 +7,13 @@
 //! * [`cty`]: the hclspec-driven cty-msgpack encoder (Nomad's `config {}` pipeline).
 //! * [`logmon`]: FIFO readers like Nomad's logmon.
 //! * [`task`]: `TaskConfig` builder with Nomad's alloc dir layout.
+//! * [`node`]: a simulated host with the plugin configured on it, and the task runner's calls:
+//!   the end-to-end tests' and the benches' set-up.
 //! * [`sim`]: the simulated FreeBSD host and an HTTP(S) file server.
 //! * [`proxy`]: a forward HTTP proxy, as image downloads may have to go through.
 //! * [`tls`]: the test PKI for `https://` servers.
 
+pub mod node;
 pub mod plugin;
 pub mod proxy;
 pub mod sim;
@@ -24,6 +27,7 @@ use std::path::PathBuf;
 
 pub use cty::{CtyError, encode, encode_raw};
 pub use logmon::LogMon;
+pub use node::{Node, Setup, within};
 pub use plugin::Plugin;
 pub use proxy::ForwardProxy;
 pub use sim::{Call, FileServer, SimHost};
