@@ -12,9 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestTask;
 use common::env::*;
-use nomad_pot_driver::engine::PotName;
 use nomad_pot_driver::proto::drivers::FingerprintRequest;
 
 const TASKS: usize = 100;
@@ -24,28 +22,26 @@ const PLUGIN_IDLE_TARGET_MIB: f64 = 10.0;
 /// Nomad's executor process per task (`hashicorp/nomad#9858`): about 18 MB of RSS each.
 const NOMAD_EXECUTOR_MB: f64 = 18.0;
 
-/// A `/proc/<pid>/status` field in bytes (`VmRSS`, `VmHWM`).
-fn proc_kib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
-    status
-        .lines()
+/// A field of `/proc/<pid>/<file>` in bytes: `VmRSS`, `VmHWM` of `status`; `Pss`,
+/// `Private_Dirty` of `smaps_rollup`.
+fn proc_bytes(pid: u32, file: &str, field: &str) -> f64 {
+    let path = format!("/proc/{pid}/{file}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    text.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map(|kib| kib * 1024.0)
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .unwrap_or_else(|| panic!("no {field} in {path}"))
+}
+
+/// A `/proc/<pid>/status` field in bytes (`VmRSS`, `VmHWM`).
+fn proc_kib(pid: u32, field: &str) -> f64 {
+    proc_bytes(pid, "status", field)
 }
 
 /// A `/proc/<pid>/smaps_rollup` field in bytes (`Pss`, `Private_Dirty`, …).
 fn rollup_kib(pid: u32, field: &str) -> f64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_else(|e| panic!("read /proc/{pid}/smaps_rollup: {e}"));
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kib| kib * 1024.0)
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/smaps_rollup"))
+    proc_bytes(pid, "smaps_rollup", field)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -64,24 +60,6 @@ fn sleep_floor() -> f64 {
     let _ = sleep.kill();
     let _ = sleep.wait();
     hwm
-}
-
-fn shim_pid(env: &Env, t: &TestTask) -> u32 {
-    let pot = PotName::for_task(
-        &t.task_name,
-        t.id().rsplit('/').next().expect("invocation"),
-        &t.alloc_id,
-    )
-    .expect("pot name");
-    let path = env
-        .sim
-        .dir
-        .join("root/var/db/nomad-pot-driver/tasks")
-        .join(pot.as_str())
-        .join("pids.json");
-    let pids: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).expect("pids.json")).expect("pids.json");
-    pids["shim"].as_u64().expect("shim pid") as u32
 }
 
 fn row(figure: &str, bytes: f64, target_mib: Option<f64>) {
@@ -123,7 +101,10 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let loaded = proc_kib(plugin, "VmRSS");
     let peak = proc_kib(plugin, "VmHWM");
-    let shim_pids: Vec<u32> = tasks.iter().map(|t| shim_pid(&env, t)).collect();
+    let shim_pids: Vec<u32> = tasks
+        .iter()
+        .map(|t| env.supervisor_pids(t).0 as u32)
+        .collect();
     let mut shims: Vec<f64> = shim_pids.iter().map(|p| proc_kib(*p, "VmHWM")).collect();
     shims.sort_by(f64::total_cmp);
     let mut pss: Vec<f64> = shim_pids.iter().map(|p| rollup_kib(*p, "Pss")).collect();

@@ -7,18 +7,7 @@
 mod common;
 
 use common::env::*;
-use common::within;
 use nomad_pot_driver::engine::OUTSIDE_START_GRACE;
-use nomad_pot_driver::proto::drivers::DestroyTaskRequest;
-use serde_json::json;
-
-/// A task that runs until stopped, and exits at once on SIGTERM.
-fn long_task(env: &Env) -> serde_json::Value {
-    json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
-    })
-}
 
 /// The plugin's `zfs destroy` calls of `dataset`.
 fn destroys(env: &Env, dataset: &str) -> Vec<Vec<String>> {
@@ -98,16 +87,9 @@ async fn a_destroy_that_stays_busy_is_finished_by_the_reconciler() {
     let busy = format!("cannot destroy '{dataset}': dataset is busy");
     env.sim
         .fault(&["zfs", "--word", &dataset, "--fail", "1", "--stderr", &busy]);
-    within(
-        60.0,
-        "DestroyTask",
-        env.plugin.driver().destroy_task(DestroyTaskRequest {
-            task_id: t.id(),
-            force: true,
-        }),
-    )
-    .await
-    .expect("DestroyTask hands a busy pot to the reconciler");
+    env.try_destroy(&t.id())
+        .await
+        .expect("DestroyTask hands a busy pot to the reconciler");
     let log = env.stderr_with("teardown deferred to the reconciler").await;
     assert!(
         log.contains("teardown deferred to the reconciler") && log.contains("dataset is busy"),

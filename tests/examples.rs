@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::{Plugin, cty, within};
+use common::env::{config_schema, set_config_bytes, task_schema};
+use common::sim::signify_keys;
+use common::{Plugin, cty};
 use nomad_pot_driver::driver::TaskConfig;
 use nomad_pot_driver::jobspec;
-use nomad_pot_driver::proto::base::{ConfigSchemaRequest, SetConfigRequest};
-use nomad_pot_driver::proto::drivers::TaskConfigSchemaRequest;
 use nomad_pot_driver::proto::hclspec::Spec;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -46,34 +46,13 @@ struct Schemas {
 impl Schemas {
     async fn get() -> Schemas {
         let plugin = Plugin::launch().await;
-        let agent = plugin
-            .base()
-            .config_schema(ConfigSchemaRequest {})
-            .await
-            .expect("ConfigSchema")
-            .into_inner()
-            .spec
-            .expect("agent schema");
-        let task = plugin
-            .driver()
-            .task_config_schema(TaskConfigSchemaRequest {})
-            .await
-            .expect("TaskConfigSchema")
-            .into_inner()
-            .spec
-            .expect("task schema");
-        let keys = tempfile::tempdir().unwrap();
-        let keygen = Command::new(nomad_harness::sim::sim_bin())
-            .arg("keygen")
-            .arg(keys.path())
-            .status()
-            .expect("freebsd-sim keygen");
-        assert!(keygen.success(), "freebsd-sim keygen failed");
+        let agent = config_schema(&plugin).await;
+        let task = task_schema(&plugin).await;
         Schemas {
             plugin,
             agent,
             task,
-            keys,
+            keys: signify_keys(),
         }
     }
 
@@ -93,17 +72,9 @@ impl Schemas {
             *ca = Value::String(repo().join("tests/tls/ca.pem").display().to_string());
         }
         let bytes = cty::encode(&self.agent, &config).unwrap_or_else(|e| panic!("{what}: {e}"));
-        within(
-            5.0,
-            "SetConfig",
-            self.plugin.base().set_config(SetConfigRequest {
-                msgpack_config: bytes,
-                nomad_config: None,
-                plugin_api_version: "v0.1.0".into(),
-            }),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{what}: SetConfig refused it: {e:?}"));
+        set_config_bytes(&self.plugin, bytes, false)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: SetConfig refused it: {e:?}"));
     }
 
     /// As the Nomad client before StartTask, then as the plugin decodes it.
@@ -162,6 +133,24 @@ async fn every_hcl_block_of_the_readme_is_valid() {
     s.plugin.shutdown().await;
 }
 
+/// stdout of `potctl demo ARGS` run from the repository, which must succeed.
+fn potctl_demo(args: &[&str]) -> String {
+    let potctl = nomad_harness::bin_dir().join("potctl");
+    let out = Command::new(&potctl)
+        .arg("demo")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", potctl.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "potctl demo {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn the_readme_demo_command_works() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
@@ -169,18 +158,7 @@ fn the_readme_demo_command_works() {
         readme.contains("cargo build --workspace && cargo run -q --bin potctl -- demo"),
         "the README's demo command changed: update this test"
     );
-    let potctl = nomad_harness::bin_dir().join("potctl");
-    let out = std::process::Command::new(&potctl)
-        .arg("demo")
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", potctl.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "potctl demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = potctl_demo(&[]);
     assert!(stdout.contains("hello from hello in a jail"), "{stdout}");
     assert!(stdout.contains("exit code 3, signal 0"), "{stdout}");
     assert!(stdout.contains("no leftovers"), "{stdout}");
@@ -510,18 +488,7 @@ fn the_rig_runs_every_example_job_with_the_dev_config() {
 
 #[test]
 fn the_signed_image_job_runs_on_the_simulated_host() {
-    let potctl = nomad_harness::bin_dir().join("potctl");
-    let out = Command::new(&potctl)
-        .args(["demo", "--job", "nomad-jobs/signed-image.nomad.hcl"])
-        .current_dir(repo())
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", potctl.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "potctl demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = potctl_demo(&["--job", "nomad-jobs/signed-image.nomad.hcl"]);
     assert!(stdout.contains("running from a signed image"), "{stdout}");
     assert!(stdout.contains("exit code 0, signal 0"), "{stdout}");
     assert!(stdout.contains("no leftovers"), "{stdout}");

@@ -11,47 +11,8 @@ use std::time::Duration;
 use common::env::*;
 use common::{TestTask, within};
 use nomad_pot_driver::proto::drivers::{
-    DestroyTaskRequest, StartTaskRequest, StartTaskResponse, StopTaskRequest, TaskHandle,
+    DestroyTaskRequest, StartTaskRequest, StopTaskRequest, TaskHandle,
 };
-use serde_json::json;
-
-async fn try_start(env: &Env, t: &TestTask) -> Result<StartTaskResponse, tonic::Status> {
-    let req = StartTaskRequest {
-        task: Some(t.config.clone()),
-    };
-    within(120.0, "StartTask", env.plugin.driver().start_task(req))
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn try_stop(env: &Env, id: &str, timeout_secs: i64) -> Result<(), tonic::Status> {
-    let req = StopTaskRequest {
-        task_id: id.into(),
-        timeout: Some(dur(timeout_secs)),
-        signal: "SIGTERM".into(),
-    };
-    within(60.0, "StopTask", env.plugin.driver().stop_task(req))
-        .await
-        .map(drop)
-}
-
-async fn try_destroy(env: &Env, id: &str) -> Result<(), tonic::Status> {
-    let req = DestroyTaskRequest {
-        task_id: id.into(),
-        force: true,
-    };
-    within(60.0, "DestroyTask", env.plugin.driver().destroy_task(req))
-        .await
-        .map(drop)
-}
-
-/// A task that runs until stopped, and exits at once on SIGTERM.
-fn long_task(env: &Env) -> serde_json::Value {
-    json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
-    })
-}
 
 /// The steps of a first start (image not yet imported), as fault rules: (what the error must
 /// name, tool, word, nth).
@@ -97,7 +58,8 @@ async fn tool_failure_at_each_start_step_rolls_back() {
             "injected-failure",
         ]);
         let step = format!("{tool} {word} #{nth}");
-        let e = try_start(&env, &t)
+        let e = env
+            .try_start(&t)
             .await
             .expect_err(&format!("StartTask with {step} failing"));
         assert!(
@@ -106,11 +68,11 @@ async fn tool_failure_at_each_start_step_rolls_back() {
         );
         env.assert_no_debris(&format!("right after StartTask failed at {step}"));
         env.sim.clear_faults();
-        try_start(&env, &t)
+        env.try_start(&t)
             .await
             .unwrap_or_else(|e| panic!("{step}: StartTask after the rollback: {e:?}"));
         env.wait_ready(&t).await;
-        try_destroy(&env, &t.id()).await.expect("DestroyTask");
+        env.try_destroy(&t.id()).await.expect("DestroyTask");
         env.finish().await;
     }
 }
@@ -178,23 +140,25 @@ async fn tool_failure_at_each_stop_and_destroy_step_is_reported_and_retry_cleans
             fault.extend(["--fail", "1", "--stderr", "injected-failure"]);
             if in_stop {
                 env.sim.fault(&fault);
-                let e = try_stop(&env, &t.id(), 5)
+                let e = env
+                    .try_stop(&t.id(), 5)
                     .await
                     .expect_err(&format!("StopTask with {step} failing"));
                 assert!(
                     e.message().contains(named) && e.message().contains("injected-failure"),
                     "{step}: {e:?}"
                 );
-                try_stop(&env, &t.id(), 5)
+                env.try_stop(&t.id(), 5)
                     .await
                     .unwrap_or_else(|e| panic!("{step}: StopTask retried: {e:?}"));
             } else {
-                try_stop(&env, &t.id(), 5)
+                env.try_stop(&t.id(), 5)
                     .await
                     .unwrap_or_else(|e| panic!("{step}: StopTask: {e:?}"));
                 env.wait(&t.id(), 20.0).await;
                 env.sim.fault(&fault);
-                let e = try_destroy(&env, &t.id())
+                let e = env
+                    .try_destroy(&t.id())
                     .await
                     .expect_err(&format!("DestroyTask with {step} failing"));
                 assert!(
@@ -206,7 +170,7 @@ async fn tool_failure_at_each_stop_and_destroy_step_is_reported_and_retry_cleans
             }
             let r = env.wait(&t.id(), 20.0).await;
             assert_eq!(r.err, "", "{step}: WaitTask error");
-            try_destroy(&env, &t.id())
+            env.try_destroy(&t.id())
                 .await
                 .unwrap_or_else(|e| panic!("{step}: DestroyTask retried: {e:?}"));
             assert!(
@@ -227,14 +191,9 @@ async fn without_a_mount_record_teardown_reads_the_mount_table() {
     let t = env.task("old driver", &long_task(&env));
     env.start(&t).await;
     env.wait_ready(&t).await;
-    try_stop(&env, &t.id(), 5).await.expect("StopTask");
+    env.try_stop(&t.id(), 5).await.expect("StopTask");
     env.wait(&t.id(), 20.0).await;
-    let pot = t.id().split('/').map(str::to_string).collect::<Vec<_>>();
-    let pot = format!("old_driver_{}_{}", pot[2], pot[0]);
-    let record = std::path::Path::new(env.sim.config["state_dir"].as_str().unwrap())
-        .join("tasks")
-        .join(&pot)
-        .join("mounts.json");
+    let record = env.state_dir(&t).join("mounts.json");
     std::fs::remove_file(&record).expect("the task's mount record");
     env.sim.fault(&[
         "mount",
@@ -247,14 +206,15 @@ async fn without_a_mount_record_teardown_reads_the_mount_table() {
         "--stderr",
         "injected-failure",
     ]);
-    let e = try_destroy(&env, &t.id())
+    let e = env
+        .try_destroy(&t.id())
         .await
         .expect_err("DestroyTask with the mount table unreadable");
     assert!(
         e.message().contains("mount --libxo json -p") && e.message().contains("injected-failure"),
         "{e:?}"
     );
-    try_destroy(&env, &t.id())
+    env.try_destroy(&t.id())
         .await
         .unwrap_or_else(|e| panic!("DestroyTask retried: {e:?}"));
     let listed = env
@@ -333,16 +293,16 @@ async fn plugin_killed_at_each_start_step_then_start_retried() {
             wait_gone(pid).await;
             env.sim.clear_faults();
             env.crash_and_relaunch().await;
-            try_start(&env, &t)
+            env.try_start(&t)
                 .await
                 .unwrap_or_else(|e| panic!("{step}: StartTask retried: {e:?}"));
             env.wait_ready(&t).await;
-            try_stop(&env, &t.id(), 5)
+            env.try_stop(&t.id(), 5)
                 .await
                 .unwrap_or_else(|e| panic!("{step}: StopTask: {e:?}"));
             let r = env.wait(&t.id(), 20.0).await;
             assert_eq!(r.err, "", "{step}");
-            try_destroy(&env, &t.id())
+            env.try_destroy(&t.id())
                 .await
                 .unwrap_or_else(|e| panic!("{step}: DestroyTask: {e:?}"));
             env.assert_no_debris(&format!("after {step}"));
@@ -368,7 +328,7 @@ async fn plugin_killed_at_each_stop_and_destroy_step_then_recovered() {
                 if in_stop { "StopTask" } else { "DestroyTask" }
             );
             if !in_stop {
-                try_stop(&env, &t.id(), 5).await.expect("StopTask");
+                env.try_stop(&t.id(), 5).await.expect("StopTask");
                 env.wait(&t.id(), 20.0).await;
             }
             hang_fault(&env, tool, &word, nth, how);
@@ -400,7 +360,7 @@ async fn plugin_killed_at_each_stop_and_destroy_step_then_recovered() {
             env.crash_and_relaunch().await;
             match env.recover(&handle).await {
                 Ok(()) => {
-                    try_stop(&env, &t.id(), 5)
+                    env.try_stop(&t.id(), 5)
                         .await
                         .unwrap_or_else(|e| panic!("{step}: StopTask after recovery: {e:?}"));
                     env.wait(&t.id(), 20.0).await;
@@ -408,27 +368,13 @@ async fn plugin_killed_at_each_stop_and_destroy_step_then_recovered() {
                 // Nomad cleans up after a failed recovery with DestroyTask(force).
                 Err(e) => eprintln!("{step}: RecoverTask failed: {e:?}"),
             }
-            try_destroy(&env, &t.id())
+            env.try_destroy(&t.id())
                 .await
                 .unwrap_or_else(|e| panic!("{step}: DestroyTask: {e:?}"));
             env.assert_no_debris(&format!("after {step}"));
             env.finish().await;
         }
     }
-}
-
-/// The supervisor's pids from the task's state dir.
-fn supervisor_pids(env: &Env, t: &TestTask) -> (i32, i32) {
-    let path = env
-        .sim
-        .dir
-        .join("root/var/db/nomad-pot-driver/tasks")
-        .join(pot_of(t).as_str())
-        .join("pids.json");
-    let pids: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).expect("pids.json")).expect("pids.json");
-    let pid = |k: &str| pids[k].as_i64().expect("pid") as i32;
-    (pid("shim"), pid("task"))
 }
 
 fn sigkill(pid: i32) {
@@ -447,7 +393,7 @@ async fn supervisor_killed_while_its_task_runs() {
     let t = env.task("orphaned", &gated_task_config(&env, 3));
     env.start(&t).await;
     env.wait_ready(&t).await;
-    let (shim, _) = supervisor_pids(&env, &t);
+    let (shim, _) = env.supervisor_pids(&t);
     sigkill(shim);
     open_gate(&t);
     let r = env.wait(&t.id(), 20.0).await;
@@ -466,7 +412,7 @@ async fn supervisor_and_plugin_killed_and_task_gone_then_destroy_cleans_up() {
     let t = env.task("lost", &gated_task_config(&env, 3));
     let handle = env.start(&t).await.handle.expect("handle");
     env.wait_ready(&t).await;
-    let (shim, task) = supervisor_pids(&env, &t);
+    let (shim, task) = env.supervisor_pids(&t);
     env.plugin.kill();
     sigkill(shim);
     open_gate(&t);
@@ -477,7 +423,7 @@ async fn supervisor_and_plugin_killed_and_task_gone_then_destroy_cleans_up() {
         .await
         .expect_err("recovery of a task that left no status");
     assert!(e.message().contains("no exit status"), "{e:?}");
-    try_destroy(&env, &t.id())
+    env.try_destroy(&t.id())
         .await
         .expect("DestroyTask after a failed recovery");
     env.assert_no_debris("after DestroyTask of an unrecoverable task");
@@ -608,9 +554,9 @@ async fn plugin_killed_while_the_supervisor_starts_then_start_retried() {
         !running(old_shim),
         "the supervisor of the interrupted start is still alive"
     );
-    try_stop(&env, &t.id(), 5).await.expect("StopTask");
+    env.try_stop(&t.id(), 5).await.expect("StopTask");
     env.wait(&t.id(), 20.0).await;
-    try_destroy(&env, &t.id()).await.expect("DestroyTask");
+    env.try_destroy(&t.id()).await.expect("DestroyTask");
     let out = String::from_utf8_lossy(&reader.join().expect("reader")).into_owned();
     assert_eq!(out.matches("ready").count(), 1, "task output: {out:?}");
     env.assert_no_debris("after the retried start");

@@ -11,29 +11,10 @@ use std::time::Duration;
 use common::env::*;
 use common::{TestTask, within};
 use nomad_pot_driver::proto::drivers::{
-    DestroyTaskRequest, ExecTaskRequest, FingerprintRequest, InspectTaskRequest, StartTaskRequest,
-    StartTaskResponse, TaskState, fingerprint_response::HealthState,
+    ExecTaskRequest, FingerprintRequest, InspectTaskRequest, StartTaskRequest, StartTaskResponse,
+    TaskState, fingerprint_response::HealthState,
 };
 use serde_json::json;
-
-/// A task that runs until stopped, and exits at once on SIGTERM.
-fn long_task(env: &Env) -> serde_json::Value {
-    json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done"],
-    })
-}
-
-async fn start_request(env: &Env, t: &TestTask) -> Result<StartTaskResponse, tonic::Status> {
-    let req = StartTaskRequest {
-        task: Some(t.config.clone()),
-    };
-    env.plugin
-        .driver()
-        .start_task(req)
-        .await
-        .map(|r| r.into_inner())
-}
 
 /// StartTask in the background, as Nomad's task runner calls it.
 fn spawn_start(
@@ -47,32 +28,11 @@ fn spawn_start(
     tokio::spawn(async move { driver.start_task(req).await.map(|r| r.into_inner()) })
 }
 
-async fn destroy(env: &Env, id: &str) -> Result<(), tonic::Status> {
-    let req = DestroyTaskRequest {
-        task_id: id.into(),
-        force: true,
-    };
-    within(60.0, "DestroyTask", env.plugin.driver().destroy_task(req))
-        .await
-        .map(drop)
-}
-
 async fn inspect(env: &Env, id: &str) -> Result<TaskState, tonic::Status> {
     let req = InspectTaskRequest { task_id: id.into() };
     within(10.0, "InspectTask", env.plugin.driver().inspect_task(req))
         .await
         .map(|r| TaskState::try_from(r.into_inner().task.expect("status").state).unwrap())
-}
-
-/// Waits until the simulated host is clean again (a rollback runs after its caller left).
-async fn wait_clean(env: &Env, what: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !(env.sim.check().0 && env.stray_datasets().is_empty()) {
-        if std::time::Instant::now() > deadline {
-            env.assert_no_debris(what);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A `file://` image whose `.skein` is a FIFO, in an allowed directory a job could write: a start
@@ -129,7 +89,7 @@ async fn a_fifo_in_an_image_or_a_stuck_start_wedges_nothing() {
         TaskState::Running
     );
     let other = env.task("other", &long_task(&env));
-    within(60.0, "another StartTask", start_request(&env, &other))
+    within(60.0, "another StartTask", env.try_start(&other))
         .await
         .expect("another task starts while one start hangs");
     env.wait_ready(&other).await;
@@ -147,7 +107,7 @@ async fn a_fifo_in_an_image_or_a_stuck_start_wedges_nothing() {
         );
     }
 
-    destroy(&env, &stuck.id())
+    env.try_destroy(&stuck.id())
         .await
         .expect("DestroyTask of the stuck start");
     let e = within(30.0, "the stuck StartTask", stuck_start)
@@ -157,7 +117,7 @@ async fn a_fifo_in_an_image_or_a_stuck_start_wedges_nothing() {
     assert_eq!(e.code(), tonic::Code::Aborted, "{e:?}");
     env.sim.clear_faults();
     for t in [&running, &other] {
-        destroy(&env, &t.id()).await.expect("DestroyTask");
+        env.try_destroy(&t.id()).await.expect("DestroyTask");
     }
     env.assert_no_debris("after the stuck and the refused starts");
     env.finish().await;
@@ -202,7 +162,7 @@ async fn exec_task_keeps_only_the_tail_of_a_huge_output() {
         assert_eq!(out.len(), note.len() + 4096);
         assert!(text.ends_with(end));
     }
-    destroy(&env, &t.id()).await.expect("DestroyTask");
+    env.try_destroy(&t.id()).await.expect("DestroyTask");
     env.finish().await;
 }
 
@@ -218,8 +178,9 @@ async fn a_start_given_up_or_destroyed_half_way_is_rolled_back() {
     env.sim.wait_for_hang("jail", "-c", Duration::from_secs(60));
     // The client's request goes away, as when Nomad's context ends.
     start.abort();
-    wait_clean(&env, "after the caller gave up on StartTask").await;
-    destroy(&env, &t.id()).await.expect("DestroyTask");
+    env.wait_clean("after the caller gave up on StartTask")
+        .await;
+    env.try_destroy(&t.id()).await.expect("DestroyTask");
     env.assert_no_debris("after DestroyTask of an abandoned start");
 
     let t = env.task("destroyed", &long_task(&env));
@@ -227,7 +188,7 @@ async fn a_start_given_up_or_destroyed_half_way_is_rolled_back() {
     while env.sim.calls().iter().filter(|c| c.fault.is_some()).count() < 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    destroy(&env, &t.id())
+    env.try_destroy(&t.id())
         .await
         .expect("DestroyTask during StartTask");
     env.assert_no_debris("right after DestroyTask of a half-made start");
@@ -294,7 +255,8 @@ async fn a_start_given_up_while_its_log_has_no_reader_never_runs() {
     let start = spawn_start(&env, &t);
     wait_for_supervisor(&env, &t).await;
     start.abort();
-    wait_clean(&env, "after the caller gave up on StartTask").await;
+    env.wait_clean("after the caller gave up on StartTask")
+        .await;
     read_for_a_while(&fifo).await;
     assert_eq!(jexec_calls(&env, &t), 0, "the abandoned task was started");
     assert_eq!(

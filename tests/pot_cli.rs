@@ -4,13 +4,8 @@
 
 mod common;
 
-use common::env::{Env, dur, pot_of};
-use common::{SimHost, TestTask, within};
-use nomad_pot_driver::proto::drivers::{PortMapping, StopTaskRequest};
-use serde_json::json;
-
-/// What `pot init` adds to pf.conf: without it bridged starts are refused.
-const POT_PF_MAIN: &str = "nat-anchor pot-nat\nrdr-anchor \"pot-rdr/*\"\n";
+use common::env::{Env, Setup, pot_of, publish_port};
+use common::{SimHost, TestTask};
 
 /// `${POT_TMP}/pot_status_<pot>`, as pot's set-status.sh names it.
 fn status(sim: &SimHost, pot: &str) -> Option<String> {
@@ -80,33 +75,20 @@ fn host_epairs(sim: &SimHost) -> Vec<String> {
         .collect()
 }
 
+/// A task on the public bridge (the Go driver's default network) with host port `port`.
 fn bridged_task(env: &Env, name: &str, port: i32) -> TestTask {
-    let mut t = env.task(
-        name,
-        &json!({
-            "image": env.file_image(), "pot": "demo", "tag": "1.0",
-            "command": "/bin/sh", "args": ["-c", "echo ready; sleep 60"],
-        }),
-    );
-    t.config
-        .resources
-        .as_mut()
-        .unwrap()
-        .ports
-        .push(PortMapping {
-            label: "http".into(),
-            value: port,
-            to: 80,
-            host_ip: String::new(),
-        });
+    let mut t = env.task(name, &env.sh_config("echo ready; sleep 60"));
+    publish_port(&mut t, "http", port, 80);
     t
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_file_moves_as_pot_moves_it_and_a_pot_stop_by_hand_is_survived() {
-    let env = Env::new().await;
-    let (code, _, err) = env.sim.tool("pfctl", &["-f", "-"], POT_PF_MAIN);
-    assert_eq!(code, 0, "load pf main ruleset: {err}");
+    let env = Env::setup(Setup {
+        pot_pf_main: true,
+        ..Setup::default()
+    })
+    .await;
     let port = 21000 + (std::process::id() as i32 % 400) * 20;
 
     // A Nomad stop: started with the host epair (start.sh's `$_epaira:$_ipv6_epaira`, an
@@ -122,17 +104,7 @@ async fn status_file_moves_as_pot_moves_it_and_a_pot_stop_by_hand_is_survived() 
         status(&env.sim, &pot).as_deref(),
         Some(format!("pot.status=started,{epair}:\n").as_str())
     );
-    within(
-        30.0,
-        "StopTask",
-        env.plugin.driver().stop_task(StopTaskRequest {
-            task_id: t.id(),
-            timeout: Some(dur(5)),
-            signal: "SIGTERM".into(),
-        }),
-    )
-    .await
-    .expect("StopTask");
+    env.stop(&t.id(), 5).await;
     env.wait(&t.id(), 10.0).await;
     assert_eq!(
         status(&env.sim, &pot).as_deref(),

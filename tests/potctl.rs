@@ -7,14 +7,10 @@
 
 mod common;
 
-use common::env::{Env, gated_task_config, open_gate};
-use nomad_pot_driver::proto::drivers::PortMapping;
+use common::env::{Env, Setup, gated_task_config, open_gate, pot_of, publish_port};
+use common::potctl::{ok, potctl, text};
 use regex::Regex;
 use serde_json::{Value as Json, json};
-use std::path::{Path, PathBuf};
-
-/// What `pot init` adds to pf.conf; bridged starts need it.
-const POT_PF_MAIN: &str = "nat-anchor pot-nat\nrdr-anchor \"pot-rdr/*\"\n";
 
 /// A pot as `pot create -p handmade -t single -N alias -i em0|10.0.2.50` leaves it.
 const HANDMADE_CONF: &str = "pot.level=0
@@ -117,65 +113,24 @@ impl Normaliser {
     }
 }
 
+/// Compares with `tests/golden/potctl/<name>` ([`common::potctl::golden`]).
 fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/potctl")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert!(
-        actual == expected,
-        "potctl output differs from {}\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
-}
-
-/// Runs potctl against the simulated host; returns (exit code, stdout, stderr).
-fn potctl(sim: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_potctl"))
-        .arg("--sim")
-        .arg(sim)
-        .args(args)
-        .output()
-        .expect("run potctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn potctl_ok(sim: &Path, args: &[&str]) -> String {
-    let (code, out, err) = potctl(sim, args);
-    assert_eq!(code, 0, "potctl {args:?} failed: {err}");
-    out
+    common::potctl::golden(&format!("potctl/{name}"), actual);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn potctl_inspects_a_node() {
-    let env = Env::new().await;
+    let env = Env::setup(Setup {
+        pot_pf_main: true,
+        ..Setup::default()
+    })
+    .await;
     let sim = env.sim.dir.clone();
-    let (code, _, err) = env.sim.tool("pfctl", &["-f", "-"], POT_PF_MAIN);
-    assert_eq!(code, 0, "load pf main ruleset: {err}");
 
     // A running task with a published port (so a bridge, pf rules and a relay) and limits.
     let port = 21000 + (std::process::id() as i32 % 400) * 20;
     let mut web = env.task("web", &gated_task_config(&env, 0));
-    let res = web.config.resources.as_mut().unwrap();
-    res.ports.push(PortMapping {
-        label: "http".into(),
-        value: port,
-        to: 80,
-        host_ip: String::new(),
-    });
-    web.config
-        .env
-        .insert("NOMAD_HOST_PORT_http".into(), port.to_string());
+    publish_port(&mut web, "http", port, 80);
     env.start(&web).await;
     env.wait_ready(&web).await;
     // A task that exited with code 3 and that Nomad has not destroyed yet.
@@ -218,14 +173,10 @@ async fn potctl_inspects_a_node() {
     literals.push((format!(":{port}"), ":<PORT>".to_string()));
     literals.push((format!("port {port} "), "port <PORT> ".to_string()));
     let norm = Normaliser { literals };
-    let web_pot = format!(
-        "web_{}_{}",
-        web.id().rsplit('/').next().unwrap(),
-        web.alloc_id
-    );
+    let web_pot = pot_of(&web).to_string();
 
     let check = |name: &str, args: &[&str]| {
-        let out = potctl_ok(&sim, args);
+        let out = ok(&env.sim, args);
         if name.ends_with(".json") {
             golden(name, &norm.json(&out));
         } else {
@@ -249,7 +200,7 @@ async fn potctl_inspects_a_node() {
     check("config.json", &["config", "--json"]);
 
     // Usage changes by the second: check the shape and that the running task uses memory.
-    let table = potctl_ok(&sim, &["stats"]);
+    let table = ok(&env.sim, &["stats"]);
     let rows: Vec<Vec<&str>> = table
         .lines()
         .map(|l| l.split_whitespace().collect())
@@ -269,8 +220,7 @@ async fn potctl_inspects_a_node() {
         web_row[4].ends_with('%') && web_row[5].ends_with('s'),
         "{table}"
     );
-    let stats: Json =
-        serde_json::from_str(&potctl_ok(&sim, &["stats", &web_pot, "--json"])).unwrap();
+    let stats: Json = serde_json::from_str(&ok(&env.sim, &["stats", &web_pot, "--json"])).unwrap();
     let entries = stats.as_array().unwrap();
     assert_eq!(entries.len(), 1, "{stats}");
     assert_eq!(entries[0]["pot"], json!(web_pot));
@@ -281,30 +231,34 @@ async fn potctl_inspects_a_node() {
     assert!(usage["CpuStats"]["Percent"].is_number(), "{stats}");
 
     // Bad input is named, and nothing is printed on stdout.
-    let (code, out, err) = potctl(&sim, &["show", "nope"]);
-    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    let refused = |args: &[&str]| {
+        let out = potctl(&env.sim, args);
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = refused(&["show", "nope"]);
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
     assert!(err.contains("pot nope not found"), "{err}");
-    let (code, _, err) = potctl(&sim, &["stats", "handmade"]);
-    assert_eq!(code, 2);
+    let (code, _, err) = refused(&["stats", "handmade"]);
+    assert_eq!(code, Some(2));
     assert!(
         err.contains("handmade") && err.contains("not running"),
         "{err}"
     );
-    let (code, _, err) = potctl(&sim, &["ports", "handmade"]);
-    assert_eq!(code, 2);
+    let (code, _, err) = refused(&["ports", "handmade"]);
+    assert_eq!(code, Some(2));
     assert!(err.contains("publishes nothing"), "{err}");
 
     // `images gc` still works beside `images`: both images are in use, nothing goes.
     assert_eq!(
-        potctl_ok(&sim, &["images", "gc", "--dry-run"]),
+        ok(&env.sim, &["images", "gc", "--dry-run"]),
         "kept demo_1_0\n"
     );
 
     env.destroy(&web.id()).await;
     env.destroy(&job.id()).await;
     std::fs::remove_dir(&ghost).unwrap();
-    assert_eq!(potctl_ok(&sim, &["ps"]), "no pots\n");
-    assert_eq!(potctl_ok(&sim, &["ports"]), "no task publishes anything\n");
+    assert_eq!(ok(&env.sim, &["ps"]), "no pots\n");
+    assert_eq!(ok(&env.sim, &["ports"]), "no task publishes anything\n");
     env.sim
         .tool_ok("zfs", &["destroy", "-r", "zroot/pot/jails/handmade"]);
     env.finish().await;

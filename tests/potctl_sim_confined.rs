@@ -2,12 +2,13 @@
 //! namespace where `/` is read-only and only the temp dir (which holds DIR) stays writable, so
 //! any write outside them fails the command with EROFS.
 
-use nomad_harness::SimHost;
+mod common;
+
+use common::potctl::{self, POTCTL, sim_with_image, text};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const POTCTL: &str = env!("CARGO_BIN_EXE_potctl");
 const PLUGIN: &str = env!("CARGO_BIN_EXE_nomad-pot-driver");
 
 /// A mount namespace held open by a sleeping process, `/` read-only in it apart from `writable`.
@@ -69,36 +70,14 @@ fn subcommands() -> Vec<String> {
 
 #[test]
 fn every_subcommand_with_sim_writes_only_under_its_dir_or_a_temp_dir() {
-    let sim = SimHost::create();
-    let image = format!("file://{}", sim.image("demo", "1.0").display());
+    let (sim, image) = sim_with_image();
     let temp = std::env::temp_dir();
     let ns = ReadOnlyRoot::new(&[&temp, sim.tmp.path()]);
     // The job file and the working directory (export's default -D) are the user's own.
     let work = sim.tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let job_file = |name: &str, script: &str| {
-        let path = work.join(format!("{name}.nomad.hcl"));
-        std::fs::write(
-            &path,
-            format!(
-                r#"job "{name}" {{
-  group "g" {{
-    task "{name}" {{
-      driver = "pot"
-      config {{
-        image   = "http://127.0.0.1:1/unused"
-        pot     = "demo"
-        tag     = "1.0"
-        command = "/bin/sh"
-        args    = ["-c", "{script}"]
-      }}
-    }}
-  }}
-}}
-"#
-            ),
-        )
-        .unwrap();
+        let path = potctl::job_file(&work, name, name, "", script);
         path.to_str().unwrap().to_string()
     };
     let job = &job_file(
@@ -117,7 +96,6 @@ fn every_subcommand_with_sim_writes_only_under_its_dir_or_a_temp_dir() {
             .output()
             .expect("run potctl in the namespace")
     };
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut covered = Vec::new();
     let mut expect = |args: &[&str], code: i32| -> String {
         let out = run(args);

@@ -16,7 +16,6 @@ use nomad_pot_driver::jobspec;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -143,13 +142,7 @@ impl Player<'_> {
                 }
             }
             ["signify", "-G", "-n", "-p", public, "-s", secret] => {
-                let keys = tempfile::tempdir().unwrap();
-                let ok = Command::new(common::sim::sim_bin())
-                    .arg("keygen")
-                    .arg(keys.path())
-                    .status()
-                    .expect("freebsd-sim keygen");
-                assert!(ok.success(), "freebsd-sim keygen failed");
+                let keys = common::sim::signify_keys();
                 for (file, dest) in [("sim.pub", public), ("sim.sec", secret)] {
                     let dest = self.host(dest);
                     self.parent_exists(&dest, command);

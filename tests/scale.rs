@@ -21,18 +21,6 @@ use nomad_pot_driver::proto::drivers::{
 };
 use serde_json::json;
 
-fn pot_of(t: &TestTask) -> PotName {
-    PotName::for_task(
-        &t.task_name,
-        t.id()
-            .rsplit('/')
-            .next()
-            .expect("task id has an invocation"),
-        &t.alloc_id,
-    )
-    .expect("pot name")
-}
-
 /// Exits with `code` when its gate opens or on SIGTERM.
 fn coded_task(env: &Env, code: i32) -> serde_json::Value {
     json!({
@@ -513,13 +501,7 @@ impl Soak {
         let Some(live) = self.live.get_mut(&id) else {
             return;
         };
-        let path = self
-            .env
-            .sim
-            .dir
-            .join("root/var/db/nomad-pot-driver/tasks")
-            .join(pot_of(&live.task).as_str())
-            .join("pids.json");
+        let path = self.env.state_dir(&live.task).join("pids.json");
         let pids: serde_json::Value = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())

@@ -5,13 +5,12 @@
 
 mod common;
 
-use common::env::Env;
+use common::env::{Env, pot_of};
 use common::names::{MAX_TASK_NAME, Rng};
+use common::potctl::potctl;
 use common::{TaskBuilder, TestTask};
-use nomad_pot_driver::engine::PotName;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 fn seed() -> u64 {
@@ -60,19 +59,13 @@ async fn lifecycle(env: &Env, allocs: &Path, name: &str, seed: u64) {
 /// `potctl show` finds the pot, names its task and mounts whole in JSON, and keeps the
 /// table one line per item.
 fn potctl_shows(env: &Env, t: &TestTask, ctx: &str) {
-    let invocation = t.id().rsplit('/').next().unwrap().to_string();
-    let pot = PotName::for_task(&t.task_name, &invocation, &t.alloc_id).unwrap();
+    let pot = pot_of(t);
     let show = |json: bool| {
         let mut args = vec!["show", pot.as_str()];
         if json {
             args.push("--json");
         }
-        let out = Command::new(env!("CARGO_BIN_EXE_potctl"))
-            .arg("--sim")
-            .arg(&env.sim.dir)
-            .args(&args)
-            .output()
-            .expect("run potctl");
+        let out = potctl(&env.sim, &args);
         assert!(out.status.success(), "{ctx}: potctl {args:?}: {out:?}");
         String::from_utf8(out.stdout).unwrap()
     };

@@ -2,6 +2,7 @@
 //! way Nomad's long-lived instance is, with the calls a Nomad client makes.
 
 use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 
 use super::{Node, SimHost, TestTask};
 use serde_json::Value as Json;
@@ -13,7 +14,7 @@ pub use nomad_harness::node::{
 
 /// One scenario's world: the harness's [`Node`] (a sim host and a configured long-lived plugin,
 /// with the task runner's calls, through deref), plus what needs the driver crate.
-pub struct Env(Node);
+pub struct Env(pub Node);
 
 impl Deref for Env {
     type Target = Node;
@@ -44,10 +45,55 @@ impl Env {
         Env(Node::with_plugin_env(overrides, vars).await)
     }
 
+    /// A node brought up as `setup` says ([`Node::setup`]).
+    pub async fn setup(setup: Setup<'_>) -> Env {
+        Env(Node::setup(setup).await)
+    }
+
     /// The common end of every scenario ([`Node::finish`]).
     pub async fn finish(self) {
         self.0.finish().await
     }
+
+    /// The plugin's state directory of `t`'s pot (under the agent config's `state_dir`).
+    pub fn state_dir(&self, t: &TestTask) -> PathBuf {
+        let root = self.sim.config["state_dir"]
+            .as_str()
+            .expect("the sim's agent config has a state_dir");
+        PathBuf::from(root).join("tasks").join(pot_of(t).as_str())
+    }
+
+    /// The (supervisor, task) pids that `t`'s state directory records.
+    pub fn supervisor_pids(&self, t: &TestTask) -> (i32, i32) {
+        let path = self.state_dir(t).join("pids.json");
+        let pids: Json = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let pid = |k: &str| {
+            pids[k]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{}: no {k} pid: {pids}", path.display()))
+                as i32
+        };
+        (pid("shim"), pid("task"))
+    }
+
+    /// SIGKILLs `t`'s supervisor and task, as a host that loses them would; a process already
+    /// gone is no failure.
+    pub fn kill_supervisor_and_task(&self, t: &TestTask) {
+        let (shim, task) = self.supervisor_pids(t);
+        sigkill_if_alive(shim);
+        sigkill_if_alive(task);
+    }
+}
+
+/// SIGKILLs `pid`, if it still runs: a failure (the process already gone) is ignored.
+pub fn sigkill_if_alive(pid: i32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// The pot the plugin makes for `t` (the Go driver's naming).
@@ -68,6 +114,11 @@ pub fn gated_task_config(env: &Env, code: i32) -> Json {
     env.sh_config(&format!(
         "echo ready; while [ ! -e /local/go ]; do sleep 0.1; done; echo after-restart; exit {code}"
     ))
+}
+
+/// A task that runs until stopped, and exits at once on SIGTERM.
+pub fn long_task(env: &Env) -> Json {
+    env.sh_config("trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done")
 }
 
 pub fn open_gate(t: &TestTask) {

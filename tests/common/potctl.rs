@@ -2,7 +2,7 @@
 //! golden files: shared by the potctl test files.
 
 use nomad_harness::SimHost;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub const POTCTL: &str = env!("CARGO_BIN_EXE_potctl");
@@ -76,5 +76,39 @@ pub fn golden(name: &str, actual: &str) {
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    assert_eq!(actual, expected, "output differs from {}", path.display());
+    assert!(
+        actual == expected,
+        "output differs from {} (UPDATE_GOLDEN=1 rewrites it)\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+/// Writes `<dir>/<job>.nomad.hcl`: a job with one task `task` of the demo image, `settings`
+/// next to its config, running `script` with /bin/sh. The image URL is a placeholder: the
+/// tests pass `--image`.
+pub fn job_file(dir: &Path, job: &str, task: &str, settings: &str, script: &str) -> PathBuf {
+    let path = dir.join(format!("{job}.nomad.hcl"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"job "{job}" {{
+  group "g" {{
+    task "{task}" {{
+      driver = "pot"
+{settings}
+      config {{
+        image   = "http://127.0.0.1:1/unused"
+        pot     = "demo"
+        tag     = "1.0"
+        command = "/bin/sh"
+        args    = ["-c", {script:?}]
+      }}
+    }}
+  }}
+}}
+"#
+        ),
+    )
+    .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
 }

@@ -223,7 +223,7 @@ async fn hostile_strings_reach_tools_verbatim_or_are_refused() {
         )
         .unwrap();
         env.start(&t).await;
-        let pot = env.pot_of(&t);
+        let pot = pot_of(&t).to_string();
         env.wait(&t.id(), 30.0).await;
         assert!(t.logs.wait_for_eof(Duration::from_secs(5)).await);
         let printed: Vec<String> = t
@@ -353,7 +353,7 @@ async fn hostile_strings_reach_tools_verbatim_or_are_refused() {
                 }
                 Ok(_) => accepted += 1,
             }
-            let pot = env.pot_of(&t);
+            let pot = pot_of(&t).to_string();
             let dir = env.jail_root(&pot);
             match field {
                 "mount" => {

@@ -12,7 +12,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_are_applied_before_the_task_and_removed_after() {
     let env = Env::new().await;
-    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    env.sim.tool_ok("sysctl", &["hw.ncpu=8"]);
     let mut cfg = gated_task_config(&env, 0);
     for (k, v) in [
         ("maxproc", "100"),
@@ -29,9 +29,10 @@ async fn limits_are_applied_before_the_task_and_removed_after() {
     let t = env.limited_task("limited", &cfg, "2-3");
     env.start(&t).await;
     env.wait_ready(&t).await;
-    let pot = env.pot_of(&t);
+    let pot = pot_of(&t).to_string();
     let mut rules: Vec<String> = env
-        .host_tool("rctl", &[])
+        .sim
+        .tool_ok("rctl", &[])
         .lines()
         .map(String::from)
         .collect();
@@ -53,11 +54,13 @@ async fn limits_are_applied_before_the_task_and_removed_after() {
     expected.sort();
     assert_eq!(rules, expected);
     let jid = env
-        .host_tool("jls", &["-j", &pot, "jid"])
+        .sim
+        .tool_ok("jls", &["-j", &pot, "jid"])
         .trim()
         .to_string();
     assert!(
-        env.host_tool("cpuset", &["-g", "-j", &pot])
+        env.sim
+            .tool_ok("cpuset", &["-g", "-j", &pot])
             .contains(&format!("jail {jid} mask: 2, 3")),
         "cpuset"
     );
@@ -98,19 +101,20 @@ async fn limits_are_applied_before_the_task_and_removed_after() {
     .await
     .expect("StopTask");
     assert_eq!(
-        env.host_tool("rctl", &[]),
+        env.sim.tool_ok("rctl", &[]),
         "",
         "rules left behind by StopTask"
     );
     env.wait(&t.id(), 10.0).await;
     env.destroy(&t.id()).await;
-    assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
+    assert_eq!(env.sim.tool_ok("rctl", &[]), "", "rules left behind");
     env.finish().await;
 }
 
 /// The pcpu rules on the host's rctl list (`jail:<pot>:pcpu:deny=N`).
 fn pcpu_rules(env: &Env) -> Vec<String> {
-    env.host_tool("rctl", &[])
+    env.sim
+        .tool_ok("rctl", &[])
         .lines()
         .filter(|r| r.contains(":pcpu:"))
         .map(String::from)
@@ -121,7 +125,7 @@ fn pcpu_rules(env: &Env) -> Vec<String> {
 async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
     // The agent's default is a reservation; a task's own `cpu_hard_limit = true` caps it.
     let env = Env::new().await;
-    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    env.sim.tool_ok("sysctl", &["hw.ncpu=8"]);
     let reserved = env.limited_task("reserved", &gated_task_config(&env, 0), "");
     env.start(&reserved).await;
     env.wait_ready(&reserved).await;
@@ -133,7 +137,7 @@ async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
     env.wait_ready(&capped).await;
     assert_eq!(
         pcpu_rules(&env),
-        [format!("jail:{}:pcpu:deny=50", env.pot_of(&capped))]
+        [format!("jail:{}:pcpu:deny=50", pot_of(&capped))]
     );
     for t in [&reserved, &capped] {
         open_gate(t);
@@ -144,7 +148,7 @@ async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
 
     // The agent's `cpu_hard_limit = true` caps every task that does not say otherwise.
     let env = Env::with_agent_config(json!({"cpu_hard_limit": true})).await;
-    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    env.sim.tool_ok("sysctl", &["hw.ncpu=8"]);
     let capped = env.limited_task("capped", &gated_task_config(&env, 0), "");
     let mut cfg = gated_task_config(&env, 0);
     cfg["cpu_hard_limit"] = json!(false);
@@ -155,7 +159,7 @@ async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
     }
     assert_eq!(
         pcpu_rules(&env),
-        [format!("jail:{}:pcpu:deny=50", env.pot_of(&capped))]
+        [format!("jail:{}:pcpu:deny=50", pot_of(&capped))]
     );
     for t in [&reserved, &capped] {
         open_gate(t);
@@ -168,12 +172,12 @@ async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
     let mut env = Env::new().await;
-    env.host_tool("sysctl", &["hw.ncpu=8"]);
+    env.sim.tool_ok("sysctl", &["hw.ncpu=8"]);
     // CPU 9 does not exist: cpuset fails after the rctl rules are in place.
     let t = env.limited_task("badcores", &gated_task_config(&env, 0), "1,9");
     let s = env.start_err(&t).await;
     assert!(s.message().contains("cpuset"), "{s:?}");
-    let pot = env.pot_of(&t);
+    let pot = pot_of(&t).to_string();
     assert!(!env.calls_starting(&["rctl", "-a"]).is_empty());
     assert_eq!(
         env.calls_starting(&["rctl", "-r", &format!("jail:{pot}")])
@@ -198,7 +202,7 @@ async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
     // Without racct: limits the job asked for refuse the start, Nomad's own are skipped.
     // racct is a loader tunable: a host without it is one booted so, under a new plugin (a
     // plugin process reads it once).
-    env.host_tool("sysctl", &["kern.racct.enable=0"]);
+    env.sim.tool_ok("sysctl", &["kern.racct.enable=0"]);
     env.crash_and_relaunch().await;
     let mut cfg = gated_task_config(&env, 0);
     cfg["maxproc"] = json!("10");
@@ -234,8 +238,8 @@ async fn a_task_that_reached_its_memory_limit_is_reported_oom_killed() {
         env.wait_ready(t).await;
     }
     let limit: u64 = 64 << 20;
-    let (hog_pot, calm_pot) = (env.pot_of(&hog), env.pot_of(&calm));
-    let rules = env.host_tool("rctl", &[]);
+    let (hog_pot, calm_pot) = (pot_of(&hog).to_string(), pot_of(&calm).to_string());
+    let rules = env.sim.tool_ok("rctl", &[]);
     for pot in [&hog_pot, &calm_pot] {
         assert!(
             rules.contains(&format!("jail:{pot}:memoryuse:devctl={limit}\n")),
@@ -291,7 +295,7 @@ async fn a_task_that_reached_its_memory_limit_is_reported_oom_killed() {
     for t in [&hog, &calm] {
         env.destroy(&t.id()).await;
     }
-    assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
+    assert_eq!(env.sim.tool_ok("rctl", &[]), "", "rules left behind");
     env.finish().await;
 }
 
@@ -305,15 +309,16 @@ async fn limits_of_a_recovered_task_go_with_it() {
     env.wait_ready(&t).await;
     env.crash_and_relaunch().await;
     env.recover(&handle).await.expect("RecoverTask");
-    let pot = env.pot_of(&t);
+    let pot = pot_of(&t).to_string();
     assert!(
-        env.host_tool("rctl", &[])
+        env.sim
+            .tool_ok("rctl", &[])
             .contains(&format!("jail:{pot}:maxproc:deny=50\n")),
         "the running task keeps its limits"
     );
     open_gate(&t);
     env.wait(&t.id(), 10.0).await;
     env.destroy(&t.id()).await;
-    assert_eq!(env.host_tool("rctl", &[]), "", "rules left behind");
+    assert_eq!(env.sim.tool_ok("rctl", &[]), "", "rules left behind");
     env.finish().await;
 }

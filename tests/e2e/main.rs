@@ -22,9 +22,8 @@ mod schemas;
 
 use std::time::{Duration, Instant};
 
+use crate::common::TestTask;
 use crate::common::env::*;
-use crate::common::{TestTask, within};
-use nomad_pot_driver::proto::drivers::StartTaskRequest;
 use serde_json::Value as Json;
 
 /// Collects the messages of `TaskEvents` for one task id, from now on.
@@ -64,19 +63,10 @@ async fn wait_for_event(
 impl Env {
     /// StartTask that must fail; returns the status.
     async fn start_err(&self, t: &TestTask) -> tonic::Status {
-        let req = StartTaskRequest {
-            task: Some(t.config.clone()),
-        };
-        match within(60.0, "StartTask", self.plugin.driver().start_task(req)).await {
+        match self.try_start(t).await {
             Ok(_) => panic!("StartTask accepted {}", t.id()),
             Err(s) => s,
         }
-    }
-
-    /// The pot (jail) name of a started task: `<task>_<invocation>_<alloc>`.
-    fn pot_of(&self, t: &TestTask) -> String {
-        let invocation = t.id().rsplit('/').next().unwrap().to_string();
-        format!("{}_{}_{}", t.task_name, invocation, t.alloc_id)
     }
 
     fn jail_root(&self, pot: &str) -> std::path::PathBuf {
@@ -97,16 +87,6 @@ impl Env {
 }
 
 impl Env {
-    /// Runs a tool of the simulated host, as an operator would; returns its stdout.
-    fn host_tool(&self, tool: &str, args: &[&str]) -> String {
-        let out = std::process::Command::new(self.sim.dir.join("bin").join(tool))
-            .args(args)
-            .output()
-            .expect("run a sim tool");
-        assert!(out.status.success(), "{tool} {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// A gated task with Nomad resources: memory 64 MiB (max 128), an eighth of an
     /// 8-CPU node, cores `cores`.
     fn limited_task(&self, name: &str, cfg: &Json, cores: &str) -> TestTask {

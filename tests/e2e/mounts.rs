@@ -43,7 +43,7 @@ async fn job_mounts_copies_hosts_and_attributes() {
     // Copied as a symlink: later mounts through it must still land inside the jail.
     std::os::unix::fs::symlink("/", local.join("tree/up")).unwrap();
     env.start(&t).await;
-    let pot = env.pot_of(&t);
+    let pot = pot_of(&t).to_string();
     let dir = env.jail_root(&pot);
     let root = dir.join("m");
 
@@ -146,7 +146,7 @@ async fn mount_targets_resolve_inside_the_jail() {
     std::fs::write(local.join("data/f"), "inside\n").unwrap();
     std::os::unix::fs::symlink("/", local.join("tree/up")).unwrap();
     env.start(&t).await;
-    let root = env.jail_root(&env.pot_of(&t)).join("m");
+    let root = env.jail_root(&pot_of(&t).to_string()).join("m");
     let w = env.wait(&t.id(), 30.0).await;
     assert_eq!(w.result.map(|r| r.exit_code), Some(0));
     assert!(t.logs.stdout().contains("inside"), "{:?}", t.logs.stderr());

@@ -195,7 +195,7 @@ async fn user_dns_volumes_and_task_dirs() {
         "in-alloc-dir\n"
     );
     assert_eq!(t.config.env["NOMAD_TASK_DIR"], "/local");
-    let pot = env.pot_of(&t);
+    let pot = pot_of(&t).to_string();
     let conf = std::fs::read_to_string(env.jail_root(&pot).join("conf/pot.conf")).unwrap();
     assert!(conf.contains("pot.dns=custom\n"), "{conf}");
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::common::env::*;
-use crate::common::{TestTask, within};
+use crate::common::within;
 use nomad_pot_driver::proto::drivers::{
     InspectTaskRequest, SignalTaskRequest, StartTaskRequest, TaskHandle,
 };
@@ -78,20 +78,8 @@ async fn after_a_host_reboot_tasks_are_gone_even_where_their_pids_now_run_others
     }
     // The host goes down with everything on it: plugin, supervisors, jails.
     env.plugin.kill();
-    let state_dir = |t: &TestTask| {
-        std::path::Path::new(env.sim.config["state_dir"].as_str().unwrap())
-            .join("tasks")
-            .join(env.pot_of(t))
-    };
     for t in [&recovered, &collected] {
-        let pids: Json =
-            serde_json::from_slice(&std::fs::read(state_dir(t).join("pids.json")).unwrap())
-                .unwrap();
-        let shim = pids["shim"].as_i64().unwrap() as i32;
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(shim),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        sigkill_if_alive(env.supervisor_pids(t).0);
     }
     env.sim.reboot();
     // After the boot, the old pids belong to unrelated processes.
@@ -100,7 +88,7 @@ async fn after_a_host_reboot_tasks_are_gone_even_where_their_pids_now_run_others
         .spawn()
         .unwrap();
     for t in [&recovered, &collected] {
-        let path = state_dir(t).join("pids.json");
+        let path = env.state_dir(t).join("pids.json");
         let mut pids: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         pids["shim"] = json!(stranger.id());
         pids["task"] = json!(stranger.id());
@@ -123,7 +111,7 @@ async fn after_a_host_reboot_tasks_are_gone_even_where_their_pids_now_run_others
         .iter()
         .map(|(p, _)| p.to_string())
         .collect();
-    assert_eq!(gone, [env.pot_of(&collected)], "{report:?}");
+    assert_eq!(gone, [pot_of(&collected).to_string()], "{report:?}");
     assert!(
         stranger.try_wait().unwrap().is_none(),
         "a process that reused a task's pid was signalled"
@@ -358,20 +346,8 @@ async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
     // The plugin dies and Nomad never comes back for these tasks.
     env.plugin.kill();
     let foreign = "zroot/pot/jails/made_by_pot_cli";
-    let out = std::process::Command::new(env.sim.dir.join("bin/zfs"))
-        .args(["create", foreign])
-        .output()
-        .expect("zfs create");
-    assert!(out.status.success(), "{out:?}");
+    env.sim.tool_ok("zfs", &["create", foreign]);
 
-    let pot_of = |t: &TestTask| {
-        nomad_pot_driver::engine::PotName::for_task(
-            &t.task_name,
-            t.id().rsplit('/').next().unwrap(),
-            &t.alloc_id,
-        )
-        .unwrap()
-    };
     let names = |v: &[(nomad_pot_driver::engine::PotName, String)]| {
         v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>()
     };
@@ -383,33 +359,18 @@ async fn reconcile_collects_only_abandoned_pots_of_this_driver() {
     let report = engine.gc(false, Duration::ZERO).await.expect("gc");
     assert_eq!(names(&report.collected), [pot_of(&exited)]);
     // The running task goes away without its supervisor: now it is debris too.
-    let pids: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            env.sim
-                .dir
-                .join("root/var/db/nomad-pot-driver/tasks")
-                .join(pot_of(&running).as_str())
-                .join("pids.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    for key in ["shim", "task"] {
-        let pid = nix::unistd::Pid::from_raw(pids[key].as_i64().unwrap() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
+    env.kill_supervisor_and_task(&running);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = engine.gc(false, Duration::ZERO).await.expect("gc");
     assert_eq!(names(&report.collected), [pot_of(&running)]);
     let (clean, leftovers) = env.sim.check();
     assert!(clean, "after reconcile: {leftovers}");
-    let listed = std::process::Command::new(env.sim.dir.join("bin/zfs"))
-        .args(["list", "-H", "-o", "name", foreign])
-        .output()
-        .expect("zfs list");
-    assert!(
-        listed.status.success(),
-        "a pot this driver did not create was removed"
+    let (listed, _, err) = env
+        .sim
+        .tool("zfs", &["list", "-H", "-o", "name", foreign], "");
+    assert_eq!(
+        listed, 0,
+        "a pot this driver did not create was removed: {err}"
     );
     env.crash_and_relaunch().await;
     env.finish().await;
@@ -425,16 +386,7 @@ async fn potctl_gc_shows_then_removes_an_abandoned_pot() {
     env.wait(&t.id(), 20.0).await;
     // The plugin dies after the task ended and Nomad never comes back for it.
     env.plugin.kill();
-    let potctl = |args: &[&str]| {
-        let out = std::process::Command::new(nomad_harness::bin_dir().join("potctl"))
-            .arg("--sim")
-            .arg(&env.sim.dir)
-            .args(args)
-            .output()
-            .expect("run potctl");
-        assert!(out.status.success(), "potctl {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let potctl = |args: &[&str]| crate::common::potctl::ok(&env.sim, args);
     let dry = potctl(&["gc"]);
     assert!(dry.contains("would remove leaked_"), "{dry}");
     assert!(!env.sim.check().0, "the dry run changed nothing");

@@ -6,8 +6,8 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alias_addresses_on_the_host_nic() {
-    let env = Env::new(false).await;
-    let t = env.task(
+    let env = Env::new().await;
+    let t = env.net_task(
         "aliased",
         json!({"network_mode": "alias", "ip": "em0|10.0.2.20 10.0.2.21"}),
         &[],
@@ -60,7 +60,7 @@ async fn alias_addresses_on_the_host_nic() {
     }
     // A NIC that does not exist is refused before anything is created.
     let before = env.sim.calls().len();
-    let bad = env.task(
+    let bad = env.net_task(
         "badnic",
         json!({"network_mode": "alias", "ip": "nope0|10.0.2.30"}),
         &[],
@@ -93,10 +93,10 @@ fn inet_of(env: &Env, nic: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alias_addresses_the_pot_does_not_own_are_refused_and_never_removed() {
-    let env = Env::new(false).await;
+    let env = Env::new().await;
     let em0 = inet_of(&env, "em0");
     let lo0 = inet_of(&env, "lo0");
-    let holder = env.task(
+    let holder = env.net_task(
         "holder",
         json!({"network_mode": "alias", "ip": "em0|10.0.2.20"}),
         &[],
@@ -130,7 +130,7 @@ async fn alias_addresses_the_pot_does_not_own_are_refused_and_never_removed() {
     .into_iter()
     .enumerate()
     {
-        let t = env.task(
+        let t = env.net_task(
             &format!("bad{i}"),
             json!({"network_mode": "alias", "ip": ip}),
             &[],
@@ -169,7 +169,7 @@ async fn alias_addresses_the_pot_does_not_own_are_refused_and_never_removed() {
         "--stderr",
         "jail: failed",
     ]);
-    let failing = env.task(
+    let failing = env.net_task(
         "failing",
         json!({"network_mode": "alias", "ip": "em0|10.0.2.21"}),
         &[],

@@ -9,16 +9,16 @@ use crate::common::Plugin;
 use crate::common::env::engine_for;
 use crate::{Env, block, port_base, pot_of};
 use nomad_pot_driver::engine::PotName;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn public_bridge_ipv4_with_ports() {
-    let env = Env::new(true).await;
+    let env = Env::pf_ready().await;
     let (bridge_ok, descr) = env.fingerprint().await;
     assert!(bridge_ok, "bridge networking unavailable: {descr}");
     let base = port_base();
     let (http, dns) = (base, base + 1);
-    let a = env.task(
+    let a = env.net_task(
         "web-frontend-v2",
         json!({}),
         &[("http", http, 80), ("dns", dns, 53)],
@@ -160,7 +160,7 @@ async fn public_bridge_ipv4_with_ports() {
     std::net::TcpStream::connect(("127.0.0.1", http as u16)).expect("relay listening");
 
     // A second task gets the next address; vnet-start is not done again.
-    let b = env.task("api", json!({"network_mode": "public-bridge"}), &[]);
+    let b = env.net_task("api", json!({"network_mode": "public-bridge"}), &[]);
     let resp_b = env.start(&b).await;
     assert_eq!(resp_b.network_override.unwrap().addr, "10.192.0.4");
     let creates = env
@@ -184,7 +184,7 @@ async fn public_bridge_ipv4_with_ports() {
         "relay still listening"
     );
     // The address is free again: the next task takes 10.192.0.3.
-    let c = env.task("again", json!({}), &[("http", http, 80)]);
+    let c = env.net_task("again", json!({}), &[("http", http, 80)]);
     assert_eq!(
         env.start(&c).await.network_override.unwrap().addr,
         "10.192.0.3"
@@ -200,24 +200,15 @@ async fn public_bridge_ipv4_with_ports() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_tears_down_the_network_of_abandoned_pots() {
-    let mut env = Env::new(true).await;
+    let mut env = Env::pf_ready().await;
     let base = port_base() + 15;
-    let t = env.task("crashy", json!({}), &[("http", base, 80)]);
+    let t = env.net_task("crashy", json!({}), &[("http", base, 80)]);
     env.start(&t).await;
     let pot = pot_of(&t);
-    let state = env
-        .sim
-        .dir
-        .join("root/var/db/nomad-pot-driver/tasks")
-        .join(pot.as_str());
+    let state = env.state_dir(&t);
     // The plugin, the task's supervisor and the task all die: only the host state is left.
     env.plugin.kill();
-    let pids: Json =
-        serde_json::from_slice(&std::fs::read(state.join("pids.json")).unwrap()).unwrap();
-    for key in ["shim", "task"] {
-        let pid = nix::unistd::Pid::from_raw(pids[key].as_i64().unwrap() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    }
+    env.kill_supervisor_and_task(&t);
     // A second start was interrupted between `epair create` and the rename: its epair is only
     // known by pot's `descr <pot>`.
     let half = PotName::new("half_started_pot").unwrap();
@@ -269,7 +260,7 @@ async fn reconcile_tears_down_the_network_of_abandoned_pots() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn private_bridge_with_ports() {
-    let env = Env::new(true).await;
+    let env = Env::pf_ready().await;
     // What `pot create-private-bridge -B backend -S 4` leaves.
     let bridges = env.sim.dir.join("root/opt/pot/bridges");
     std::fs::create_dir_all(&bridges).unwrap();
@@ -279,16 +270,16 @@ async fn private_bridge_with_ports() {
     )
     .unwrap();
     let base = port_base() + 5;
-    let public = env.task("pub", json!({}), &[("http", base, 80)]);
+    let public = env.net_task("pub", json!({}), &[("http", base, 80)]);
     assert_eq!(
         env.start(&public).await.network_override.unwrap().addr,
         "10.192.0.3"
     );
     let cfg = json!({"network_mode": "private-bridge", "bridge": "backend"});
-    let a = env.task("back-a", cfg.clone(), &[("http", base + 1, 8080)]);
+    let a = env.net_task("back-a", cfg.clone(), &[("http", base + 1, 8080)]);
     let resp = env.start(&a).await;
     assert_eq!(resp.network_override.unwrap().addr, "10.192.0.18");
-    let b = env.task("back-b", cfg, &[]);
+    let b = env.net_task("back-b", cfg, &[]);
     assert_eq!(
         env.start(&b).await.network_override.unwrap().addr,
         "10.192.0.19"
@@ -364,9 +355,9 @@ async fn private_bridge_with_ports() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bridges_destroyed_by_hand_are_set_up_again() {
-    let env = Env::with_agent_config(true, json!({"network_stack": "dual"})).await;
+    let env = Env::pf_ready_with(json!({"network_stack": "dual"})).await;
     let bridged = json!({"network_mode": "public-bridge"});
-    let first = env.task("first", bridged.clone(), &[]);
+    let first = env.net_task("first", bridged.clone(), &[]);
     env.start(&first).await;
     env.destroy(&first.id()).await;
     // The plugin found (made) both bridges once; an operator removes them while it runs.
@@ -374,7 +365,7 @@ async fn bridges_destroyed_by_hand_are_set_up_again() {
     for bridge in made.split_whitespace() {
         env.sim.tool_ok("ifconfig", &[bridge, "destroy"]);
     }
-    let second = env.task("second", bridged, &[]);
+    let second = env.net_task("second", bridged, &[]);
     env.start(&second).await;
     let p = pot_of(&second);
     let jail_ifs = env.sim.tool_ok("ifconfig", &["-j", p.as_str(), "-a"]);

@@ -10,11 +10,11 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_bridged_tasks_start_concurrently() {
     const N: usize = 50;
-    let env = Env::new(true).await;
+    let env = Env::pf_ready().await;
     let base = port_base() + 1000;
     let tasks: Vec<TestTask> = (0..N)
         .map(|i| {
-            env.task(
+            env.net_task(
                 &format!("t{i}"),
                 json!({}),
                 &[("http", base + i as i32, 80)],
@@ -78,7 +78,7 @@ async fn fifty_bridged_tasks_start_concurrently() {
 /// waits for it and a start that picks no address does not.
 #[tokio::test(flavor = "multi_thread")]
 async fn pots_global_lock_holds_back_address_picks_only() {
-    let env = Env::new(true).await;
+    let env = Env::pf_ready().await;
     let lock_path = env.sim.config["lock_file"].as_str().unwrap().to_string();
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -89,13 +89,13 @@ async fn pots_global_lock_holds_back_address_picks_only() {
         .map_err(|(_, e)| e)
         .expect("take pot's global lock");
 
-    let inherit = env.task("plain", json!({}), &[]);
+    let inherit = env.net_task("plain", json!({}), &[]);
     let resp = tokio::time::timeout(Duration::from_secs(30), env.start(&inherit))
         .await
         .expect("an inherit start waited for pot's global lock");
     assert!(resp.network_override.is_none());
 
-    let bridged = env.task("web", json!({}), &[("http", port_base() + 2000, 80)]);
+    let bridged = env.net_task("web", json!({}), &[("http", port_base() + 2000, 80)]);
     {
         let mut start = std::pin::pin!(env.start(&bridged));
         assert!(

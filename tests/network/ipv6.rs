@@ -5,7 +5,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
-    let env = Env::with_agent_config(true, json!({"network_stack": "ipv6"})).await;
+    let env = Env::pf_ready_with(json!({"network_stack": "ipv6"})).await;
     std::fs::create_dir_all(env.sim.dir.join("root/opt/pot/bridges")).unwrap();
     std::fs::write(
         env.sim.dir.join("root/opt/pot/bridges/backend"),
@@ -25,7 +25,7 @@ async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
             "network stack ipv6 cannot publish them",
         ),
     ] {
-        let t = env.task("v6", cfg, &ports);
+        let t = env.net_task("v6", cfg, &ports);
         let e = env.try_start(&t).await.expect_err(want);
         assert!(e.message().contains(want), "{want}: {e:?}");
     }
@@ -36,7 +36,7 @@ async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
         "refused starts touched the host"
     );
     // An ipv6 pot: one epair on the bridge that holds em0 (SLAAC), nothing of IPv4 but lo0.
-    let t = env.task("slaac", json!({"network_mode": "public-bridge"}), &[]);
+    let t = env.net_task("slaac", json!({"network_mode": "public-bridge"}), &[]);
     let resp = env.start(&t).await;
     assert!(
         resp.network_override.is_none(),
@@ -95,7 +95,7 @@ async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
     env.destroy(&t.id()).await;
     assert_eq!(block(&env.sim.tool_ok("ifconfig", &["bridge0"])).2, ["em0"]);
     // inherit with stack ipv6: the jail shares the host's IPv6 stack only, as pot does.
-    let t = env.task("host6", json!({"network_mode": "host"}), &[]);
+    let t = env.net_task("host6", json!({"network_mode": "host"}), &[]);
     env.start(&t).await;
     let p = pot_of(&t);
     let params = env
@@ -111,9 +111,9 @@ async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dual_stack_public_bridge() {
-    let env = Env::with_agent_config(true, json!({"network_stack": "dual"})).await;
+    let env = Env::pf_ready_with(json!({"network_stack": "dual"})).await;
     let port = port_base() + 18;
-    let t = env.task("dual", json!({}), &[("http", port, 80)]);
+    let t = env.net_task("dual", json!({}), &[("http", port, 80)]);
     let resp = env.start(&t).await;
     assert_eq!(resp.network_override.unwrap().addr, "10.192.0.3");
     let p = pot_of(&t);

@@ -14,52 +14,36 @@ mod concurrency;
 mod ipv6;
 mod refusals;
 
-use std::ops::{Deref, DerefMut};
-
-use common::env::{POT_PF_MAIN, pot_of, publish_port};
-use common::{Node, Setup, TestTask, within};
+use common::env::{Env, POT_PF_MAIN, Setup, pot_of, publish_port};
+use common::{TestTask, within};
 use nomad_pot_driver::proto::drivers::FingerprintRequest;
 use nomad_pot_driver::proto::structs::attribute;
 use serde_json::{Value as Json, json};
 
-/// The harness's [`Node`] (through deref), with pot's main pf ruleset loaded or not.
-struct Env(Node);
-
-impl Deref for Env {
-    type Target = Node;
-    fn deref(&self) -> &Node {
-        &self.0
-    }
-}
-
-impl DerefMut for Env {
-    fn deref_mut(&mut self) -> &mut Node {
-        &mut self.0
-    }
-}
-
+/// The network scenarios' additions to the end-to-end world.
 impl Env {
-    async fn new(pf_ready: bool) -> Env {
-        Env::with_agent_config(pf_ready, json!({})).await
+    /// [`Env::new`] on a host with pot's main pf ruleset loaded, so bridged tasks start.
+    async fn pf_ready() -> Env {
+        Env::pf_ready_with(json!({})).await
     }
 
-    /// Like [`Env::new`], with some agent config keys replaced.
-    async fn with_agent_config(pf_ready: bool, agent_options: Json) -> Env {
-        Env(Node::setup(Setup {
+    /// [`Env::pf_ready`] with some agent options added to the sim's.
+    async fn pf_ready_with(agent_options: Json) -> Env {
+        Env::setup(Setup {
             agent_options,
-            pot_pf_main: pf_ready,
+            pot_pf_main: true,
             ..Setup::default()
         })
-        .await)
+        .await
     }
 
     /// A task running `sh -c 'echo ready; sleep 60'` with `extra` config keys and Nomad ports.
-    fn task(&self, name: &str, extra: Json, ports: &[(&str, i32, i32)]) -> TestTask {
+    fn net_task(&self, name: &str, extra: Json, ports: &[(&str, i32, i32)]) -> TestTask {
         let mut cfg = self.sh_config("echo ready; sleep 60");
         for (k, v) in extra.as_object().expect("extra config keys are an object") {
             cfg[k] = v.clone();
         }
-        let mut t = self.0.task(name, &cfg);
+        let mut t = self.task(name, &cfg);
         for &(label, value, to) in ports {
             publish_port(&mut t, label, value, to);
         }
@@ -83,10 +67,6 @@ impl Env {
             ref other => panic!("driver.pot.network.bridge is {other:?}"),
         };
         (bridge, fp.health_description)
-    }
-
-    async fn finish(self) {
-        self.0.finish().await
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_network_input_is_refused_and_changes_nothing() {
-    let env = Env::new(false).await;
+    let env = Env::new().await;
     let (bridge_ok, descr) = env.fingerprint().await;
     assert!(!bridge_ok);
     assert!(
@@ -14,13 +14,13 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
         "{descr}"
     );
     let base = port_base() + 10;
-    let no_pf = env.task("nopf", json!({"network_mode": "public-bridge"}), &[]);
+    let no_pf = env.net_task("nopf", json!({"network_mode": "public-bridge"}), &[]);
     let e = env.try_start(&no_pf).await.unwrap_err();
     assert!(e.message().contains("no anchor pot-nat"), "{e:?}");
     let (code, _, err) = env.sim.tool("pfctl", &["-f", "-"], POT_PF_MAIN);
     assert_eq!(code, 0, "{err}");
 
-    let holder = env.task(
+    let holder = env.net_task(
         "holder",
         json!({"ip": "10.192.0.50"}),
         &[("http", base, 80)],
@@ -29,11 +29,11 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
     let before = env.sim.calls().len();
     let cases: Vec<(TestTask, &str)> = vec![
         (
-            env.task("t1", json!({"network_mode": "vlan"}), &[]),
+            env.net_task("t1", json!({"network_mode": "vlan"}), &[]),
             "unknown network_mode \"vlan\"",
         ),
         (
-            env.task(
+            env.net_task(
                 "t2",
                 json!({"network_mode": "public-bridge", "ip": "192.168.1.5"}),
                 &[],
@@ -41,11 +41,11 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
             "ip 192.168.1.5 is not a free host address of network 10.192.0.0/10",
         ),
         (
-            env.task("t3", json!({"ip": "10.192.0.1"}), &[("x", base + 1, 80)]),
+            env.net_task("t3", json!({"ip": "10.192.0.1"}), &[("x", base + 1, 80)]),
             "is not a free host address",
         ),
         (
-            env.task(
+            env.net_task(
                 "t4",
                 json!({"network_mode": "public-bridge", "ip": "10.192.0.50"}),
                 &[],
@@ -53,15 +53,15 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
             "ip 10.192.0.50 is already used by another pot",
         ),
         (
-            env.task("t5", json!({"port_map": [{"web": "80"}]}), &[]),
+            env.net_task("t5", json!({"port_map": [{"web": "80"}]}), &[]),
             "port_map \"web\": Nomad allocated no port",
         ),
         (
-            env.task("t6", json!({}), &[("a", base + 2, 80), ("b", base + 2, 81)]),
+            env.net_task("t6", json!({}), &[("a", base + 2, 80), ("b", base + 2, 81)]),
             "host port",
         ),
         (
-            env.task(
+            env.net_task(
                 "t7",
                 json!({"network_mode": "private-bridge", "bridge": "nope"}),
                 &[],
@@ -69,11 +69,11 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
             "private bridge \"nope\" does not exist",
         ),
         (
-            env.task("t8", json!({"network_mode": "alias"}), &[]),
+            env.net_task("t8", json!({"network_mode": "alias"}), &[]),
             "network_mode \"alias\" needs `ip`",
         ),
         (
-            env.task(
+            env.net_task(
                 "t9",
                 json!({"network_mode": "alias", "ip": "2001:db8::9"}),
                 &[],
@@ -109,12 +109,12 @@ async fn bad_network_input_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_vimage_no_bridges() {
-    let env = Env::new(true).await;
+    let env = Env::pf_ready().await;
     env.sim.tool_ok("sysctl", &["kern.features.vimage=0"]);
     let (bridge_ok, descr) = env.fingerprint().await;
     assert!(!bridge_ok);
     assert!(descr.contains("the kernel has no VIMAGE"), "{descr}");
-    let t = env.task("novnet", json!({}), &[("http", port_base() + 19, 80)]);
+    let t = env.net_task("novnet", json!({}), &[("http", port_base() + 19, 80)]);
     let e = env.try_start(&t).await.unwrap_err();
     assert!(e.message().contains("lacks VIMAGE"), "{e:?}");
     assert!(

@@ -20,30 +20,9 @@ const PLUGIN: &str = env!("CARGO_BIN_EXE_nomad-pot-driver");
 /// A job whose task says "up", then loops until SIGINT or SIGTERM, which it answers with
 /// "bye" and the signal's name; `settings` go into the task next to its config.
 fn looping_job(sim: &SimHost, settings: &str) -> PathBuf {
-    let path = sim.tmp.path().join("loop.nomad.hcl");
-    std::fs::write(
-        &path,
-        format!(
-            r#"job "loop" {{
-  group "g" {{
-    task "looper" {{
-      driver = "pot"
-{settings}
-      config {{
-        image   = "http://127.0.0.1:1/unused"
-        pot     = "demo"
-        tag     = "1.0"
-        command = "/bin/sh"
-        args    = ["-c", "for s in INT TERM; do trap \"echo bye $s; exit 0\" $s; done; echo up; while :; do sleep 0.1; done"]
-      }}
-    }}
-  }}
-}}
-"#
-        ),
-    )
-    .unwrap();
-    path
+    let script = "for s in INT TERM; do trap \"echo bye $s; exit 0\" $s; done; \
+                  echo up; while :; do sleep 0.1; done";
+    common::potctl::job_file(sim.tmp.path(), "loop", "looper", settings, script)
 }
 
 fn potctl_dirs(sim: &SimHost) -> usize {
@@ -52,33 +31,10 @@ fn potctl_dirs(sim: &SimHost) -> usize {
         .unwrap_or(0)
 }
 
-/// Writes a job with one task `name` of the demo image: `settings` next to its config, `script`
-/// run by /bin/sh.
+/// A job with one task `name` of the demo image in the host's temp dir
+/// ([`common::potctl::job_file`]).
 fn job_file(sim: &SimHost, name: &str, settings: &str, script: &str) -> PathBuf {
-    let path = sim.tmp.path().join(format!("{name}.nomad.hcl"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"job "{name}" {{
-  group "g" {{
-    task "{name}" {{
-      driver = "pot"
-{settings}
-      config {{
-        image   = "http://127.0.0.1:1/unused"
-        pot     = "demo"
-        tag     = "1.0"
-        command = "/bin/sh"
-        args    = ["-c", {script:?}]
-      }}
-    }}
-  }}
-}}
-"#
-        ),
-    )
-    .unwrap();
-    path
+    common::potctl::job_file(sim.tmp.path(), name, name, settings, script)
 }
 
 /// A sim host as fresh as the simulator allows: two of pot's datasets gone, pf's module not

@@ -437,4 +437,16 @@ impl Node {
         let stray = self.stray_datasets();
         assert!(stray.is_empty(), "stray datasets {when}: {stray:?}");
     }
+
+    /// Waits (30 s at most) until the host is clean and no pot dataset is left: a rollback may
+    /// run after its caller left.
+    pub async fn wait_clean(&self, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !(self.sim.check().0 && self.stray_datasets().is_empty()) {
+            if std::time::Instant::now() > deadline {
+                self.assert_no_debris(what);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -16,6 +16,18 @@ pub fn sim_bin() -> PathBuf {
     ok(nomad_pot_client::sim::sim_bin())
 }
 
+/// `freebsd-sim keygen`: a signify key pair, `sim.pub` and `sim.sec`, in a new temp dir.
+pub fn signify_keys() -> tempfile::TempDir {
+    let keys = tempfile::tempdir().expect("a temp dir for the signify keys");
+    let made = Command::new(sim_bin())
+        .arg("keygen")
+        .arg(keys.path())
+        .status()
+        .expect("run freebsd-sim keygen");
+    assert!(made.success(), "freebsd-sim keygen failed: {made}");
+    keys
+}
+
 /// A running `freebsd-sim devd`, killed on drop.
 pub struct Devd(std::process::Child);
 
