@@ -32,6 +32,15 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// "median (p99)" of sorted latencies.
+fn median_p99(sorted: &[Duration]) -> String {
+    format!(
+        "{} ({})",
+        ms(percentile(sorted, 0.5)),
+        ms(percentile(sorted, 0.99))
+    )
+}
+
 fn row(figure: &str, value: String, target: &str, ratio: String, verdict: &str) {
     println!("| {figure} | {value} | {target} | {ratio} | {verdict} |");
 }
@@ -271,17 +280,16 @@ fn print_start_rows(label: &str, shares: &[(Duration, Duration)]) -> [Duration; 
     let total = sorted(shares.iter().map(|s| s.0).collect());
     let sim = sorted(shares.iter().map(|s| s.1).collect());
     let own = sorted(shares.iter().map(|s| s.0 - s.1).collect());
-    let m = |v: &[Duration]| format!("{} ({})", ms(percentile(v, 0.5)), ms(percentile(v, 0.99)));
     row(
         &format!("{label}: simulated tools' share, median (p99)"),
-        m(&sim),
+        median_p99(&sim),
         "—",
         "—".into(),
         "",
     );
     row(
         &format!("{label}: plugin's own share, median (p99)"),
-        m(&own),
+        median_p99(&own),
         "median ≤ 50 ms",
         ratio(ms_f(percentile(&own, 0.5)), 50.0),
         verdict(percentile(&own, 0.5) <= Duration::from_millis(50)),
@@ -302,7 +310,7 @@ async fn main() {
     let med = percentile(&hs, 0.5);
     row(
         "handshake: exec → handshake line, median (p99) of 50",
-        format!("{} ({})", ms(med), ms(percentile(&hs, 0.99))),
+        median_p99(&hs),
         "median ≤ 15 ms",
         ratio(ms_f(med), 15.0),
         verdict(med <= Duration::from_millis(15)),
@@ -355,11 +363,7 @@ async fn main() {
     let seq_total = sorted(seq_shares.iter().map(|s| s.0).collect());
     row(
         "StartTask → task running, cached image, sequential: median (p99) of 20",
-        format!(
-            "{} ({})",
-            ms(percentile(&seq_total, 0.5)),
-            ms(percentile(&seq_total, 0.99))
-        ),
+        median_p99(&seq_total),
         "—",
         "—".into(),
         "",
@@ -372,11 +376,7 @@ async fn main() {
     );
     row(
         "sequential: StartTask → its reply (task process spawned), median (p99)",
-        format!(
-            "{} ({})",
-            ms(percentile(&seq_reply, 0.5)),
-            ms(percentile(&seq_reply, 0.99))
-        ),
+        median_p99(&seq_reply),
         "—",
         "—".into(),
         "",
@@ -443,7 +443,7 @@ async fn main() {
         let med = percentile(&lat, 0.5);
         row(
             &format!("InspectTask with {level} running tasks: median (p99) of 1000"),
-            format!("{} ({})", ms(med), ms(percentile(&lat, 0.99))),
+            median_p99(&lat),
             "≈ 0.1 ms (tonic loopback anchor)",
             ratio(ms_f(med), 0.1),
             "",

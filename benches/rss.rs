@@ -122,8 +122,7 @@ async fn main() {
         open_gate(t);
     }
     for t in &tasks {
-        env.wait(&t.id(), 30.0).await;
-        env.destroy(&t.id()).await;
+        env.wait_and_destroy(&t.id(), 30.0).await;
     }
 
     println!("| figure | value | target | ratio | |");

@@ -28,8 +28,7 @@ async fn destroy_removes_the_pot_while_its_jail_is_dying() {
     let env = Env::new().await;
     env.sim.set_dying_time(60.0);
     let t = env.task("dying", &long_task(&env));
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     env.stop(&t.id(), 5).await;
     env.wait(&t.id(), 10.0).await;
     let pot = pot_of(&t);
@@ -55,8 +54,7 @@ async fn destroy_removes_the_pot_while_its_jail_is_dying() {
 async fn a_busy_destroy_is_retried() {
     let env = Env::new().await;
     let t = env.task("busy", &long_task(&env));
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let dataset = format!("zroot/pot/jails/{}", pot_of(&t));
     let busy = format!("cannot destroy '{dataset}': dataset is busy");
     for nth in ["1", "2"] {
@@ -80,8 +78,7 @@ async fn a_busy_destroy_is_retried() {
 async fn a_destroy_that_stays_busy_is_finished_by_the_reconciler() {
     let env = Env::new().await;
     let t = env.task("stuck", &long_task(&env));
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let pot = pot_of(&t);
     let dataset = format!("zroot/pot/jails/{pot}");
     let busy = format!("cannot destroy '{dataset}': dataset is busy");
@@ -128,8 +125,7 @@ async fn a_destroy_that_stays_busy_is_finished_by_the_reconciler() {
 async fn stop_removes_the_jails_shm_objects() {
     let env = Env::new().await;
     let t = env.task("pg", &long_task(&env));
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let pot = pot_of(&t);
     let left = env
         .sim
@@ -175,8 +171,7 @@ async fn a_dying_jail_counts_as_gone_at_recovery() {
     let mut env = Env::new().await;
     env.sim.set_dying_time(60.0);
     let t = env.task("recover", &long_task(&env));
-    let handle = env.start(&t).await.handle.expect("handle");
-    env.wait_ready(&t).await;
+    let handle = env.start_ready(&t).await.handle.expect("handle");
     env.crash_and_relaunch().await;
     env.sim.tool_ok("jail", &["-R", pot_of(&t).as_str()]);
     let e = env.recover(&handle).await.expect_err("the task is gone");

@@ -72,7 +72,7 @@ async fn tool_failure_at_each_start_step_rolls_back() {
             .await
             .unwrap_or_else(|e| panic!("{step}: StartTask after the rollback: {e:?}"));
         env.wait_ready(&t).await;
-        env.try_destroy(&t.id()).await.expect("DestroyTask");
+        env.destroy(&t.id()).await;
         env.finish().await;
     }
 }
@@ -125,8 +125,7 @@ async fn tool_failure_at_each_stop_and_destroy_step_is_reported_and_retry_cleans
             }
             let env = Env::new().await;
             let t = env.task("stopping", &long_task(&env));
-            env.start(&t).await;
-            env.wait_ready(&t).await;
+            env.start_ready(&t).await;
             let word = step_word(&env, word, &t);
             let step = format!(
                 "{tool} {word} #{nth:?} in {}",
@@ -189,8 +188,7 @@ async fn tool_failure_at_each_stop_and_destroy_step_is_reported_and_retry_cleans
 async fn without_a_mount_record_teardown_reads_the_mount_table() {
     let env = Env::new().await;
     let t = env.task("old driver", &long_task(&env));
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     env.try_stop(&t.id(), 5).await.expect("StopTask");
     env.wait(&t.id(), 20.0).await;
     let record = env.state_dir(&t).join("mounts.json");
@@ -391,8 +389,7 @@ fn sigkill(pid: i32) {
 async fn supervisor_killed_while_its_task_runs() {
     let env = Env::new().await;
     let t = env.task("orphaned", &gated_task_config(&env, 3));
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let (shim, _) = env.supervisor_pids(&t);
     sigkill(shim);
     open_gate(&t);
@@ -410,8 +407,7 @@ async fn supervisor_killed_while_its_task_runs() {
 async fn supervisor_and_plugin_killed_and_task_gone_then_destroy_cleans_up() {
     let mut env = Env::new().await;
     let t = env.task("lost", &gated_task_config(&env, 3));
-    let handle = env.start(&t).await.handle.expect("handle");
-    env.wait_ready(&t).await;
+    let handle = env.start_ready(&t).await.handle.expect("handle");
     let (shim, task) = env.supervisor_pids(&t);
     env.plugin.kill();
     sigkill(shim);
@@ -555,8 +551,7 @@ async fn plugin_killed_while_the_supervisor_starts_then_start_retried() {
         "the supervisor of the interrupted start is still alive"
     );
     env.try_stop(&t.id(), 5).await.expect("StopTask");
-    env.wait(&t.id(), 20.0).await;
-    env.try_destroy(&t.id()).await.expect("DestroyTask");
+    env.wait_and_destroy(&t.id(), 20.0).await;
     let out = String::from_utf8_lossy(&reader.join().expect("reader")).into_owned();
     assert_eq!(out.matches("ready").count(), 1, "task output: {out:?}");
     env.assert_no_debris("after the retried start");

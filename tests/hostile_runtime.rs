@@ -42,8 +42,7 @@ async fn inspect(env: &Env, id: &str) -> Result<TaskState, tonic::Status> {
 async fn a_fifo_in_an_image_or_a_stuck_start_wedges_nothing() {
     let env = Env::new().await;
     let running = env.task("running", &long_task(&env));
-    env.start(&running).await;
-    env.wait_ready(&running).await;
+    env.start_ready(&running).await;
 
     env.sim
         .fault(&["jail", "--word", "-c", "--nth", "1", "--hang"]);
@@ -117,7 +116,7 @@ async fn a_fifo_in_an_image_or_a_stuck_start_wedges_nothing() {
     assert_eq!(e.code(), tonic::Code::Aborted, "{e:?}");
     env.sim.clear_faults();
     for t in [&running, &other] {
-        env.try_destroy(&t.id()).await.expect("DestroyTask");
+        env.destroy(&t.id()).await;
     }
     env.assert_no_debris("after the stuck and the refused starts");
     env.finish().await;
@@ -129,8 +128,7 @@ async fn a_fifo_in_an_image_or_a_stuck_start_wedges_nothing() {
 async fn exec_task_keeps_only_the_tail_of_a_huge_output() {
     let env = Env::new().await;
     let t = env.task("checked", &long_task(&env));
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let script = "head -c 67108864 /dev/zero; echo out-end; head -c 100000 /dev/zero >&2; echo err-end >&2; exit 3";
     let r = within(
         60.0,
@@ -162,7 +160,7 @@ async fn exec_task_keeps_only_the_tail_of_a_huge_output() {
         assert_eq!(out.len(), note.len() + 4096);
         assert!(text.ends_with(end));
     }
-    env.try_destroy(&t.id()).await.expect("DestroyTask");
+    env.destroy(&t.id()).await;
     env.finish().await;
 }
 
@@ -180,7 +178,7 @@ async fn a_start_given_up_or_destroyed_half_way_is_rolled_back() {
     start.abort();
     env.wait_clean("after the caller gave up on StartTask")
         .await;
-    env.try_destroy(&t.id()).await.expect("DestroyTask");
+    env.destroy(&t.id()).await;
     env.assert_no_debris("after DestroyTask of an abandoned start");
 
     let t = env.task("destroyed", &long_task(&env));

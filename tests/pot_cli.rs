@@ -94,8 +94,7 @@ async fn status_file_moves_as_pot_moves_it_and_a_pot_stop_by_hand_is_survived() 
     // A Nomad stop: started with the host epair (start.sh's `$_epaira:$_ipv6_epaira`, an
     // IPv4-only pot keeping the colon), then stopped; destroy removes the file.
     let t = bridged_task(&env, "stopped-by-nomad", port);
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let pot = pot_of(&t).to_string();
     let epairs = host_epairs(&env.sim);
     assert_eq!(epairs.len(), 1, "{epairs:?}");
@@ -116,8 +115,7 @@ async fn status_file_moves_as_pot_moves_it_and_a_pot_stop_by_hand_is_survived() 
     // `pot stop` by hand: it destroys the epair the status file names, the task's exit reaches
     // WaitTask, and DestroyTask cleans up what is left.
     let t = bridged_task(&env, "stopped-by-hand", port + 1);
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let pot = pot_of(&t).to_string();
     pot_stop_by_hand(&env.sim, &pot);
     assert_eq!(
@@ -125,11 +123,7 @@ async fn status_file_moves_as_pot_moves_it_and_a_pot_stop_by_hand_is_survived() 
         Vec::<String>::new(),
         "pot stop left the pot's epair behind"
     );
-    let exit = env
-        .wait(&t.id(), 20.0)
-        .await
-        .result
-        .expect("an exit result");
+    let exit = env.exit(&t.id(), 20.0).await;
     assert!(
         exit.exit_code != 0 || exit.signal != 0,
         "a task whose jail was removed ended with success: {exit:?}"

@@ -131,12 +131,10 @@ async fn potctl_inspects_a_node() {
     let port = 21000 + (std::process::id() as i32 % 400) * 20;
     let mut web = env.task("web", &gated_task_config(&env, 0));
     publish_port(&mut web, "http", port, 80);
-    env.start(&web).await;
-    env.wait_ready(&web).await;
+    env.start_ready(&web).await;
     // A task that exited with code 3 and that Nomad has not destroyed yet.
     let job = env.task("job", &gated_task_config(&env, 3));
-    env.start(&job).await;
-    env.wait_ready(&job).await;
+    env.start_ready(&job).await;
     open_gate(&job);
     env.wait(&job.id(), 20.0).await;
     // A pot made with pot's CLI, not by the driver.

@@ -19,16 +19,12 @@ use nomad_pot_driver::proto::drivers::{
     DestroyTaskRequest, InspectTaskRequest, StartTaskRequest, StopTaskRequest, TaskHandle,
     WaitTaskRequest, WaitTaskResponse,
 };
-use serde_json::json;
 
 /// Exits with `code` when its gate opens or on SIGTERM.
 fn coded_task(env: &Env, code: i32) -> serde_json::Value {
-    json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", format!(
+    env.sh_config(&format!(
             "trap 'exit {code}' TERM; echo ready; while [ ! -e /local/go ]; do sleep 0.1; done; exit {code}"
-        )],
-    })
+        ))
 }
 
 #[tokio::test(flavor = "multi_thread")]

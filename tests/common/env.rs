@@ -63,6 +63,27 @@ impl Env {
         PathBuf::from(root).join("tasks").join(pot_of(t).as_str())
     }
 
+    /// `pot`'s directory under the agent config's `fs_root`: `conf/`, the root `m/`.
+    pub fn jail_root(&self, pot: &str) -> PathBuf {
+        let fs_root = self.sim.config["fs_root"]
+            .as_str()
+            .expect("the sim's agent config has an fs_root");
+        PathBuf::from(fs_root).join("jails").join(pot)
+    }
+
+    /// Asserts that `pot`'s pot.conf has each of `lines` as a line of its own.
+    pub fn assert_pot_conf_has(&self, pot: &str, lines: &[impl AsRef<str>]) {
+        let path = self.jail_root(pot).join("conf/pot.conf");
+        let conf =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for line in lines.iter().map(AsRef::as_ref) {
+            assert!(
+                conf.lines().any(|l| l == line),
+                "pot.conf lacks {line}:\n{conf}"
+            );
+        }
+    }
+
     /// The (supervisor, task) pids that `t`'s state directory records.
     pub fn supervisor_pids(&self, t: &TestTask) -> (i32, i32) {
         let path = self.state_dir(t).join("pids.json");

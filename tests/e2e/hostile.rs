@@ -66,10 +66,7 @@ impl Hostile {
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_strings_duplicate_mounts_and_file_images_are_refused_before_any_change() {
     let env = Env::new().await;
-    let base = json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0",
-        "command": "/bin/sh", "args": ["-c", "exit 0"],
-    });
+    let base = env.sh_config("exit 0");
     let with = |extra: Json| {
         let mut cfg = base.clone();
         for (k, v) in extra.as_object().unwrap() {
@@ -166,10 +163,7 @@ async fn a_command_too_long_for_execve_fails_with_a_bounded_message() {
     let env = Env::new().await;
     // One argument over Linux's 128 KiB MAX_ARG_STRLEN: the task's execve fails with E2BIG.
     let huge = "x".repeat(1 << 20);
-    let cfg = json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0",
-        "command": "/bin/sh", "args": ["-c", huge],
-    });
+    let cfg = env.sh_config(&huge);
     let t = env.task("huge", &cfg);
     let req = StartTaskRequest {
         task: Some(t.config.clone()),
@@ -404,8 +398,7 @@ async fn hostile_strings_reach_tools_verbatim_or_are_refused() {
                 }
                 other => panic!("{other}: a hostile value was accepted"),
             }
-            env.wait(&t.id(), 30.0).await;
-            env.destroy(&t.id()).await;
+            env.wait_and_destroy(&t.id(), 30.0).await;
         }
     }
     assert!(

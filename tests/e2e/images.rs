@@ -22,7 +22,7 @@ async fn concurrent_starts_of_one_uncached_image_download_it_once() {
     let tasks: Vec<TestTask> = (0..20).map(|i| env.task(&format!("t{i}"), &cfg)).collect();
     futures::future::join_all(tasks.iter().map(|t| env.start(t))).await;
     for t in &tasks {
-        let r = env.wait(&t.id(), 30.0).await.result.expect("exit result");
+        let r = env.exit(&t.id(), 30.0).await;
         assert_eq!(r.exit_code, 0);
         env.destroy(&t.id()).await;
     }
@@ -280,17 +280,9 @@ async fn events_until_imported(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn image_download_progress_reaches_task_events() {
-    use nomad_pot_driver::proto::drivers::TaskEventsRequest;
     let env = Env::new().await;
     let server = FileServer::serve(&env.sim.image("demo", "1.0"));
-    let mut events = within(
-        5.0,
-        "TaskEvents",
-        env.plugin.driver().task_events(TaskEventsRequest {}),
-    )
-    .await
-    .expect("TaskEvents")
-    .into_inner();
+    let mut events = env.task_events().await;
     let t = env.task("progress", &quick_task(&server.url()));
     env.start(&t).await;
     let messages = events_until_imported(&mut events, &t).await;
@@ -303,14 +295,12 @@ async fn image_download_progress_reaches_task_events() {
         "{messages:?}"
     );
     assert_eq!(messages.last().unwrap(), "Imported image demo_1.0");
-    env.wait(&t.id(), 30.0).await;
-    env.destroy(&t.id()).await;
+    env.wait_and_destroy(&t.id(), 30.0).await;
     env.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_seeded_cache_runs_a_task_whose_image_url_is_unreachable() {
-    use nomad_pot_driver::proto::drivers::TaskEventsRequest;
     let env = Env::new().await;
     // An air-gapped node: the image's files copied into the cache by hand.
     let images = env.sim.image("demo", "1.0");
@@ -324,14 +314,7 @@ async fn a_seeded_cache_runs_a_task_whose_image_url_is_unreachable() {
         .local_addr()
         .unwrap()
         .port();
-    let mut events = within(
-        5.0,
-        "TaskEvents",
-        env.plugin.driver().task_events(TaskEventsRequest {}),
-    )
-    .await
-    .expect("TaskEvents")
-    .into_inner();
+    let mut events = env.task_events().await;
     let t = env.task(
         "airgapped",
         &quick_task(&format!("http://127.0.0.1:{port}/images")),
@@ -356,8 +339,7 @@ async fn potctl_export_writes_an_image_the_plugin_runs() {
     let image = env.file_image();
     let t = env.task("first", &quick_task(&image));
     env.start(&t).await;
-    env.wait(&t.id(), 30.0).await;
-    env.destroy(&t.id()).await;
+    env.wait_and_destroy(&t.id(), 30.0).await;
 
     // Under the host's images dir, which its agent config allows file:// images from.
     let out = env.sim.images_dir().join("exported");

@@ -114,13 +114,9 @@ async fn start_logs_exit_code_file_image() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_kills_after_timeout() {
     let env = Env::new().await;
-    let cfg = json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
-    });
+    let cfg = env.sh_config("trap '' TERM; echo ready; while :; do sleep 1; done");
     let t = env.task("stubborn", &cfg);
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
 
     // TaskStats on a running task: first sample within 3 s.
     let mut driver = env.plugin.driver();
@@ -163,8 +159,7 @@ async fn stop_kills_after_timeout() {
     .await
     .expect("StopTask");
     let took = t0.elapsed();
-    let w = env.wait(&t.id(), 10.0).await;
-    let r = w.result.expect("WaitTask without result");
+    let r = env.exit(&t.id(), 10.0).await;
     let recent_calls = || {
         let calls = env.sim.calls();
         calls[calls.len().saturating_sub(15)..]
@@ -193,13 +188,9 @@ async fn stop_kills_after_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_with_a_timeout_near_i64_max_still_stops() {
     let env = Env::new().await;
-    let cfg = json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done"],
-    });
+    let cfg = env.sh_config("trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done");
     let t = env.task("patient", &cfg);
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let req = StopTaskRequest {
         task_id: t.id(),
         timeout: Some(prost_types::Duration {
@@ -211,11 +202,7 @@ async fn stop_with_a_timeout_near_i64_max_still_stops() {
     within(10.0, "StopTask", env.plugin.driver().stop_task(req))
         .await
         .expect("StopTask with a huge timeout");
-    let r = env
-        .wait(&t.id(), 10.0)
-        .await
-        .result
-        .expect("WaitTask result");
+    let r = env.exit(&t.id(), 10.0).await;
     assert_eq!(r.exit_code, 3, "{r:?}");
     env.destroy(&t.id()).await;
     env.finish().await;
@@ -224,13 +211,9 @@ async fn stop_with_a_timeout_near_i64_max_still_stops() {
 #[tokio::test(flavor = "multi_thread")]
 async fn signal_task() {
     let env = Env::new().await;
-    let cfg = json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", "trap 'exit 7' USR1; echo ready; while :; do sleep 0.1; done"],
-    });
+    let cfg = env.sh_config("trap 'exit 7' USR1; echo ready; while :; do sleep 0.1; done");
     let t = env.task("signalled", &cfg);
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
 
     let req = SignalTaskRequest {
         task_id: t.id(),
@@ -239,8 +222,7 @@ async fn signal_task() {
     within(5.0, "SignalTask", env.plugin.driver().signal_task(req))
         .await
         .expect("SignalTask(SIGUSR1)");
-    let w = env.wait(&t.id(), 10.0).await;
-    let r = w.result.expect("WaitTask without result");
+    let r = env.exit(&t.id(), 10.0).await;
     assert_eq!(
         (r.exit_code, r.signal),
         (7, 0),
@@ -258,8 +240,7 @@ async fn task_events_show_jail_start_and_exit() {
     let events = collect_events(&env, t.id());
     // The stream must be open before the task starts.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     open_gate(&t);
     env.wait(&t.id(), 20.0).await;
     let seen = wait_for_event(&events, "Task exited with code 6", 5.0).await;
@@ -302,10 +283,7 @@ async fn stop_runs_exec_stop_first_bounded_by_stop_timeout() {
     let env = Env::new().await;
     let script = "echo $$ > /local/pid; trap 'exit 4' TERM; trap 'exit 9' INT; echo ready; \
                   while :; do sleep 0.1; done";
-    let cfg = json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", script],
-    });
+    let cfg = env.sh_config(script);
     // The first task imports the image.
     let first = env.task("importer", &cfg);
     env.start(&first).await;
@@ -321,8 +299,7 @@ async fn stop_runs_exec_stop_first_bounded_by_stop_timeout() {
     );
     let t = env.task("graceful", &cfg);
     let events = collect_events(&env, t.id());
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let stop = |id: String| StopTaskRequest {
         task_id: id,
         timeout: Some(dur(5)),
@@ -358,8 +335,7 @@ async fn stop_runs_exec_stop_first_bounded_by_stop_timeout() {
     set_image_attrs(&env, &[("exec_stop", "sleep 30"), ("stop_timeout", "1")]);
     let t = env.task("hanging", &cfg);
     let events = collect_events(&env, t.id());
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let t0 = Instant::now();
     within(
         10.0,
@@ -388,13 +364,9 @@ async fn stop_runs_exec_stop_first_bounded_by_stop_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn destroy_running_and_idempotent() {
     let env = Env::new().await;
-    let cfg = json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", "echo ready; while :; do sleep 1; done"],
-    });
+    let cfg = env.sh_config("echo ready; while :; do sleep 1; done");
     let t = env.task("forever", &cfg);
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
 
     env.destroy(&t.id()).await;
     env.sim

@@ -27,8 +27,7 @@ async fn limits_are_applied_before_the_task_and_removed_after() {
     }
     cfg["cpu_hard_limit"] = json!(true);
     let t = env.limited_task("limited", &cfg, "2-3");
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     let pot = pot_of(&t).to_string();
     let mut rules: Vec<String> = env
         .sim
@@ -105,8 +104,7 @@ async fn limits_are_applied_before_the_task_and_removed_after() {
         "",
         "rules left behind by StopTask"
     );
-    env.wait(&t.id(), 10.0).await;
-    env.destroy(&t.id()).await;
+    env.wait_and_destroy(&t.id(), 10.0).await;
     assert_eq!(env.sim.tool_ok("rctl", &[]), "", "rules left behind");
     env.finish().await;
 }
@@ -127,22 +125,19 @@ async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
     let env = Env::new().await;
     env.sim.tool_ok("sysctl", &["hw.ncpu=8"]);
     let reserved = env.limited_task("reserved", &gated_task_config(&env, 0), "");
-    env.start(&reserved).await;
-    env.wait_ready(&reserved).await;
+    env.start_ready(&reserved).await;
     assert_eq!(pcpu_rules(&env), Vec::<String>::new());
     let mut cfg = gated_task_config(&env, 0);
     cfg["cpu_hard_limit"] = json!(true);
     let capped = env.limited_task("capped", &cfg, "");
-    env.start(&capped).await;
-    env.wait_ready(&capped).await;
+    env.start_ready(&capped).await;
     assert_eq!(
         pcpu_rules(&env),
         [format!("jail:{}:pcpu:deny=50", pot_of(&capped))]
     );
     for t in [&reserved, &capped] {
         open_gate(t);
-        env.wait(&t.id(), 10.0).await;
-        env.destroy(&t.id()).await;
+        env.wait_and_destroy(&t.id(), 10.0).await;
     }
     env.finish().await;
 
@@ -154,8 +149,7 @@ async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
     cfg["cpu_hard_limit"] = json!(false);
     let reserved = env.limited_task("reserved", &cfg, "");
     for t in [&capped, &reserved] {
-        env.start(t).await;
-        env.wait_ready(t).await;
+        env.start_ready(t).await;
     }
     assert_eq!(
         pcpu_rules(&env),
@@ -163,8 +157,7 @@ async fn cpu_is_a_reservation_unless_cpu_hard_limit_makes_it_a_cap() {
     );
     for t in [&reserved, &capped] {
         open_gate(t);
-        env.wait(&t.id(), 10.0).await;
-        env.destroy(&t.id()).await;
+        env.wait_and_destroy(&t.id(), 10.0).await;
     }
     env.finish().await;
 }
@@ -211,12 +204,10 @@ async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
     assert!(s.message().contains("kern.racct.enable is 0"), "{s:?}");
     let adds = env.calls_starting(&["rctl", "-a"]).len();
     let t = env.limited_task("nolimits", &gated_task_config(&env, 0), "");
-    env.start(&t).await;
-    env.wait_ready(&t).await;
+    env.start_ready(&t).await;
     assert_eq!(env.calls_starting(&["rctl", "-a"]).len(), adds);
     open_gate(&t);
-    env.wait(&t.id(), 10.0).await;
-    env.destroy(&t.id()).await;
+    env.wait_and_destroy(&t.id(), 10.0).await;
     env.finish().await;
 }
 
@@ -227,10 +218,7 @@ async fn limits_are_rolled_back_with_a_failed_start_and_need_racct() {
 async fn a_task_that_reached_its_memory_limit_is_reported_oom_killed() {
     let mut env = Env::new().await;
     let _devd = env.sim.start_devd();
-    let cfg = json!({
-        "image": env.file_image(), "pot": "demo", "tag": "1.0", "command": "/bin/sh",
-        "args": ["-c", "echo $$ > /local/pid; echo ready; while :; do sleep 0.1; done"],
-    });
+    let cfg = env.sh_config("echo $$ > /local/pid; echo ready; while :; do sleep 0.1; done");
     let (hog, calm) = (env.task("hog", &cfg), env.task("calm", &cfg));
     let mut handles = Vec::new();
     for t in [&hog, &calm] {
@@ -272,17 +260,9 @@ async fn a_task_that_reached_its_memory_limit_is_reported_oom_killed() {
         // SAFETY: kill(2) on a pid the task wrote.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     }
-    let r = env
-        .wait(&hog.id(), 20.0)
-        .await
-        .result
-        .expect("WaitTask result");
+    let r = env.exit(&hog.id(), 20.0).await;
     assert_eq!((r.signal, r.oom_killed), (9, true), "{r:?}");
-    let r = env
-        .wait(&calm.id(), 20.0)
-        .await
-        .result
-        .expect("WaitTask result");
+    let r = env.exit(&calm.id(), 20.0).await;
     assert_eq!((r.signal, r.oom_killed), (9, false), "{r:?}");
     let said = "Task killed by signal 9 (OOM: the jail reached its memory limit of 64 MiB)";
     let seen = wait_for_event(&events, said, 5.0).await;
@@ -317,8 +297,7 @@ async fn limits_of_a_recovered_task_go_with_it() {
         "the running task keeps its limits"
     );
     open_gate(&t);
-    env.wait(&t.id(), 10.0).await;
-    env.destroy(&t.id()).await;
+    env.wait_and_destroy(&t.id(), 10.0).await;
     assert_eq!(env.sim.tool_ok("rctl", &[]), "", "rules left behind");
     env.finish().await;
 }

@@ -69,12 +69,6 @@ impl Env {
         }
     }
 
-    fn jail_root(&self, pot: &str) -> std::path::PathBuf {
-        std::path::Path::new(self.sim.config["fs_root"].as_str().unwrap())
-            .join("jails")
-            .join(pot)
-    }
-
     /// Calls whose argv starts with `prefix`.
     fn calls_starting(&self, prefix: &[&str]) -> Vec<Vec<String>> {
         self.sim

@@ -16,11 +16,10 @@ async fn task_survives_plugin_sigkill_with_logs_and_exit_code() {
     let mut env = Env::new().await;
     let t = env.task("survivor", &gated_task_config(&env, 5));
     let handle = env
-        .start(&t)
+        .start_ready(&t)
         .await
         .handle
         .expect("StartTask without handle");
-    env.wait_ready(&t).await;
 
     env.crash_and_relaunch().await;
     // The task owns its log FIFOs: its output still reaches logmon with no plugin running it.
@@ -45,11 +44,10 @@ async fn exit_while_the_plugin_is_down_is_reported() {
     let mut env = Env::new().await;
     let t = env.task("batch", &gated_task_config(&env, 7));
     let handle = env
-        .start(&t)
+        .start_ready(&t)
         .await
         .handle
         .expect("StartTask without handle");
-    env.wait_ready(&t).await;
     env.plugin.kill();
     open_gate(&t);
     assert!(
@@ -120,8 +118,7 @@ async fn after_a_host_reboot_tasks_are_gone_even_where_their_pids_now_run_others
     let _ = stranger.wait();
     // The node is usable after the reboot: the image is still there and a new task runs.
     let after = env.task("after", &gated_task_config(&env, 3));
-    env.start(&after).await;
-    env.wait_ready(&after).await;
+    env.start_ready(&after).await;
     open_gate(&after);
     assert_eq!(
         env.wait(&after.id(), 20.0).await.result.unwrap().exit_code,
@@ -161,14 +158,7 @@ async fn start_task_is_idempotent_across_a_plugin_crash() {
         "a retried StartTask must not start a second jail"
     );
     open_gate(&t);
-    assert_eq!(
-        env.wait(&t.id(), 20.0)
-            .await
-            .result
-            .expect("result")
-            .exit_code,
-        0
-    );
+    assert_eq!(env.exit(&t.id(), 20.0).await.exit_code, 0);
     env.destroy(&t.id()).await;
     env.finish().await;
 }
@@ -215,8 +205,7 @@ fn dataset_exists(env: &Env, name: &str) -> bool {
 async fn recover_adopts_only_pots_made_for_the_task_and_destroy_never_removes_others() {
     let env = Env::new().await;
     let t = env.task("owned", &gated_task_config(&env, 0));
-    let handle = env.start(&t).await.handle.expect("handle");
-    env.wait_ready(&t).await;
+    let handle = env.start_ready(&t).await.handle.expect("handle");
     let pot = format!(
         "owned_{}_{}",
         t.id().rsplit('/').next().unwrap(),
@@ -323,8 +312,7 @@ async fn recover_adopts_only_pots_made_for_the_task_and_destroy_never_removes_ot
     );
 
     open_gate(&t);
-    env.wait(&t.id(), 20.0).await;
-    env.destroy(&t.id()).await;
+    env.wait_and_destroy(&t.id(), 20.0).await;
     for d in [handmade, squat.as_str()] {
         let (code, _, err) = env.sim.tool("zfs", &["destroy", "-r", d], "");
         assert_eq!(code, 0, "zfs destroy: {err}");

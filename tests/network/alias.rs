@@ -40,24 +40,14 @@ async fn alias_addresses_on_the_host_nic() {
         ["lo0", "em0"],
         "an alias pot has no epair"
     );
-    let conf = std::fs::read_to_string(
-        env.sim
-            .dir
-            .join("root/opt/pot/jails")
-            .join(p)
-            .join("conf/pot.conf"),
-    )
-    .unwrap();
-    for line in [
-        "network_type=alias",
-        "vnet=false",
-        "ip=em0|10.0.2.20 em0|10.0.2.21",
-    ] {
-        assert!(
-            conf.lines().any(|l| l == line),
-            "pot.conf lacks {line}:\n{conf}"
-        );
-    }
+    env.assert_pot_conf_has(
+        p,
+        &[
+            "network_type=alias",
+            "vnet=false",
+            "ip=em0|10.0.2.20 em0|10.0.2.21",
+        ],
+    );
     // A NIC that does not exist is refused before anything is created.
     let before = env.sim.calls().len();
     let bad = env.net_task(

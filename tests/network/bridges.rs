@@ -114,35 +114,18 @@ async fn public_bridge_ipv4_with_ports() {
     );
 
     // pot.conf as pot writes it, so pot's own tools (and potnet) see the pot.
-    let conf = std::fs::read_to_string(
-        env.sim
-            .dir
-            .join("root/opt/pot/jails")
-            .join(p)
-            .join("conf/pot.conf"),
-    )
-    .unwrap();
-    for line in [
-        "network_type=public-bridge".to_string(),
-        "vnet=true".to_string(),
-        "ip=10.192.0.3".to_string(),
-        "pot.stack=ipv4".to_string(),
-        format!("pot.export.ports=80:{http} udp:80:{http} 53:{dns} udp:53:{dns}"),
-    ] {
-        assert!(
-            conf.lines().any(|l| l == line),
-            "pot.conf lacks {line}:\n{conf}"
-        );
-    }
+    env.assert_pot_conf_has(
+        p,
+        &[
+            "network_type=public-bridge".to_string(),
+            "vnet=true".to_string(),
+            "ip=10.192.0.3".to_string(),
+            "pot.stack=ipv4".to_string(),
+            format!("pot.export.ports=80:{http} udp:80:{http} 53:{dns} udp:53:{dns}"),
+        ],
+    );
     // `potctl ports` says what is published, where it goes and which pf rules do it.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_potctl"))
-        .arg("--sim")
-        .arg(&env.sim.dir)
-        .arg("ports")
-        .output()
-        .expect("run potctl ports");
-    let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "potctl ports: {out:?}");
+    let listed = crate::common::potctl::ok(&env.sim, &["ports"]);
     let http_row = format!("{p} http tcp,udp em0:{http} 10.192.0.3:80 {anchor}");
     assert!(
         listed
@@ -322,26 +305,16 @@ async fn private_bridge_with_ports() {
             base + 1
         )
     );
-    let conf = std::fs::read_to_string(
-        env.sim
-            .dir
-            .join("root/opt/pot/jails")
-            .join(p)
-            .join("conf/pot.conf"),
-    )
-    .unwrap();
-    for line in [
-        "network_type=private-bridge",
-        "bridge=backend",
-        "vnet=true",
-        "ip=10.192.0.18",
-        "pot.stack=ipv4",
-    ] {
-        assert!(
-            conf.lines().any(|l| l == line),
-            "pot.conf lacks {line}:\n{conf}"
-        );
-    }
+    env.assert_pot_conf_has(
+        p,
+        &[
+            "network_type=private-bridge",
+            "bridge=backend",
+            "vnet=true",
+            "ip=10.192.0.18",
+            "pot.stack=ipv4",
+        ],
+    );
     for t in [&public, &a, &b] {
         env.destroy(&t.id()).await;
     }

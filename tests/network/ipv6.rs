@@ -66,26 +66,16 @@ async fn ipv6_stack_slaac_bridge_refusals_and_ip6_inherit() {
         .sim
         .tool("route", &["-j", p, "-n", "get", "default"], "");
     assert_eq!((code, err.trim()), (1, "route: route has not been found"));
-    let conf = std::fs::read_to_string(
-        env.sim
-            .dir
-            .join("root/opt/pot/jails")
-            .join(p)
-            .join("conf/pot.conf"),
-    )
-    .unwrap();
     // pot still gives an ipv6 bridge pot an IPv4 in pot.conf.
-    for line in [
-        "network_type=public-bridge",
-        "pot.stack=ipv6",
-        "vnet=true",
-        "ip=10.192.0.3",
-    ] {
-        assert!(
-            conf.lines().any(|l| l == line),
-            "pot.conf lacks {line}:\n{conf}"
-        );
-    }
+    env.assert_pot_conf_has(
+        p,
+        &[
+            "network_type=public-bridge",
+            "pot.stack=ipv6",
+            "vnet=true",
+            "ip=10.192.0.3",
+        ],
+    );
     assert_eq!(
         env.sim
             .tool_ok("sysctl", &["-n", "net.inet.ip.forwarding"])
@@ -152,15 +142,7 @@ async fn dual_stack_public_bridge() {
             .count(),
         2
     );
-    let conf = std::fs::read_to_string(
-        env.sim
-            .dir
-            .join("root/opt/pot/jails")
-            .join(p)
-            .join("conf/pot.conf"),
-    )
-    .unwrap();
-    assert!(conf.lines().any(|l| l == "pot.stack=dual"), "{conf}");
+    env.assert_pot_conf_has(p, &["pot.stack=dual"]);
     env.destroy(&t.id()).await;
     assert_eq!(
         env.sim

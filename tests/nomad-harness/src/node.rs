@@ -11,8 +11,9 @@ use nomad_plugin_proto::base::{
     SetConfigRequest,
 };
 use nomad_plugin_proto::drivers::{
-    DestroyTaskRequest, PortMapping, RecoverTaskRequest, StartTaskRequest, StartTaskResponse,
-    StopTaskRequest, TaskConfigSchemaRequest, TaskHandle, WaitTaskRequest, WaitTaskResponse,
+    DestroyTaskRequest, DriverTaskEvent, ExitResult, PortMapping, RecoverTaskRequest,
+    StartTaskRequest, StartTaskResponse, StopTaskRequest, TaskConfigSchemaRequest,
+    TaskEventsRequest, TaskHandle, WaitTaskRequest, WaitTaskResponse,
 };
 use nomad_plugin_proto::hclspec::Spec;
 use serde_json::{Value as Json, json};
@@ -316,6 +317,32 @@ impl Node {
                 self.stderr_tail()
             ),
         }
+    }
+
+    /// The exit WaitTask reports for task `id` within `secs`; panics if it reports none.
+    pub async fn exit(&self, id: &str, secs: f64) -> ExitResult {
+        let waited = self.wait(id, secs).await;
+        waited
+            .result
+            .unwrap_or_else(|| panic!("WaitTask of {id} reported no exit result: {waited:?}"))
+    }
+
+    /// WaitTask until task `id` has exited, then DestroyTask: the end of a task that ends.
+    pub async fn wait_and_destroy(&self, id: &str, secs: f64) {
+        self.wait(id, secs).await;
+        self.destroy(id).await;
+    }
+
+    /// The TaskEvents stream, from now on.
+    pub async fn task_events(&self) -> tonic::Streaming<DriverTaskEvent> {
+        within(
+            5.0,
+            "TaskEvents",
+            self.plugin.driver().task_events(TaskEventsRequest {}),
+        )
+        .await
+        .expect("TaskEvents")
+        .into_inner()
     }
 
     /// StopTask with SIGTERM and `timeout_secs`, as Nomad sends it.
