@@ -5,23 +5,12 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_freebsd-sim");
+mod common;
 
-fn sim(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok(host: &Path, name: &str, args: &[&str]) -> String {
-    let o = Command::new(host.join("bin").join(name))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{name} {args:?}: {o:?}");
-    String::from_utf8(o.stdout).unwrap()
-}
+use common::{BIN, Host, sim};
 
 /// A seqpacket client of the simulated devd, reading with a short timeout.
 fn client(path: &Path) -> UnixStream {
@@ -76,15 +65,12 @@ fn devd(host: &Path, extra: &[&str]) -> Child {
 
 #[test]
 fn devctl_rules_notify_devd_clients_once_per_crossing() {
-    let host = std::env::temp_dir().join(format!("fsim-devd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&host);
-    let h = host.to_str().unwrap();
-    let cfg: serde_json::Value = serde_json::from_slice(&sim(&["init", h]).stdout).unwrap();
+    let (host, cfg) = Host::init("devd", &[]);
+    let h = host.dir();
     let sock = host.join("root/var/run/devd.seqpacket.pipe");
     assert_eq!(cfg["devd_socket"], sock.to_str().unwrap());
     let root = host.join("root/tmp");
-    ok(
-        &host,
+    host.ok(
         "jail",
         &[
             "-c",
@@ -93,8 +79,8 @@ fn devctl_rules_notify_devd_clients_once_per_crossing() {
             "persist",
         ],
     );
-    ok(&host, "rctl", &["-a", "jail:web:memoryuse:deny=1000"]);
-    ok(&host, "rctl", &["-a", "jail:web:memoryuse:devctl=1000"]);
+    host.ok("rctl", &["-a", "jail:web:memoryuse:deny=1000"]);
+    host.ok("rctl", &["-a", "jail:web:memoryuse:devctl=1000"]);
 
     // Without devd the notification is printed and lost.
     let lost = sim(&["usage", h, "web", "memoryuse", "2000"]);
@@ -133,10 +119,9 @@ fn devctl_rules_notify_devd_clients_once_per_crossing() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(sim(&["usage", h, "web", "memoryuse", "lots"]).status.code() == Some(64));
 
-    ok(&host, "rctl", &["-r", "jail:web"]);
-    ok(&host, "jail", &["-r", "web"]);
+    host.ok("rctl", &["-r", "jail:web"]);
+    host.ok("jail", &["-r", "web"]);
     let _ = d.kill();
     let _ = d.wait();
-    assert!(sim(&["check", h]).status.success());
-    let _ = std::fs::remove_dir_all(&host);
+    assert!(host.check().status.success());
 }

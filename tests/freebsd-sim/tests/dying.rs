@@ -2,44 +2,21 @@
 //! built binary (README "Dying jails" and "Already gone, already done").
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_freebsd-sim");
+use std::time::Duration;
 
-struct Host(PathBuf);
+mod common;
+
+use common::{Host, sim, stderr, wait_until};
 
 impl Host {
-    fn new(tag: &str) -> Host {
-        let dir = std::env::temp_dir().join(format!("fsim-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        assert!(sim(&["init", dir.to_str().unwrap()]).status.success());
-        Host(dir)
-    }
-
-    fn dir(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-
-    fn tool(&self, name: &str, args: &[&str]) -> Output {
-        Command::new(self.0.join("bin").join(name))
-            .args(args)
-            .env_clear()
-            .output()
-            .expect("run tool")
-    }
-
-    fn ok(&self, name: &str, args: &[&str]) -> String {
-        let o = self.tool(name, args);
-        assert!(o.status.success(), "{name} {args:?}: {}", stderr(&o));
-        String::from_utf8(o.stdout).unwrap()
-    }
-
     /// `name`'s answer to `args` must be exit 1 with exactly `message` on stderr.
-    fn fails(&self, name: &str, args: &[&str], message: &str) {
-        let o = self.tool(name, args);
-        assert_eq!(o.status.code(), Some(1), "{name} {args:?}: {}", stderr(&o));
-        assert_eq!(stderr(&o).trim_end(), message, "{name} {args:?}");
+    fn fails_with(&self, name: &str, args: &[&str], message: &str) {
+        assert_eq!(
+            self.fails(name, args).trim_end(),
+            message,
+            "{name} {args:?}"
+        );
     }
 
     /// A pot-like dataset `zroot/pot/jails/NAME` with its `m`, and a jail rooted at `m`.
@@ -50,32 +27,6 @@ impl Host {
         let path = format!("path={}", root.display());
         self.ok("jail", &["-c", &format!("name={name}"), &path, "persist"]);
         root
-    }
-
-    fn check(&self) -> Output {
-        sim(&["check", self.dir()])
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sim(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -96,11 +47,11 @@ fn a_removed_jail_stays_dying_for_the_hosts_dying_time_and_keeps_its_datasets_bu
         host.ok("jls", &["-d", "jid", "name", "dying"]),
         "1 web_1 true\n"
     );
-    host.fails("jls", &["-j", "web_1"], "jls: jail \"web_1\" is dying");
-    host.fails("jls", &["-j", "1"], "jls: jail 1 is dying");
+    host.fails_with("jls", &["-j", "web_1"], "jls: jail \"web_1\" is dying");
+    host.fails_with("jls", &["-j", "1"], "jls: jail 1 is dying");
     assert_eq!(host.ok("jls", &["-d", "-j", "web_1", "dying"]), "true\n");
-    host.fails("jail", &["-r", "web_1"], "jail: \"web_1\" not found");
-    host.fails(
+    host.fails_with("jail", &["-r", "web_1"], "jail: \"web_1\" not found");
+    host.fails_with(
         "zfs",
         &["destroy", "-r", "zroot/pot/jails/web_1"],
         &format!(
@@ -202,7 +153,7 @@ fn a_jails_shm_object_keeps_it_dying_until_posixshmcontrol_removes_it() {
         "",
         "freed with its last reference"
     );
-    host.fails(
+    host.fails_with(
         "posixshmcontrol",
         &["rm", &path],
         &format!("posixshmcontrol: unlink of {path} failed: No such file or directory"),
@@ -220,7 +171,7 @@ fn a_jails_shm_object_keeps_it_dying_until_posixshmcontrol_removes_it() {
 fn rctl_remove_without_a_matching_rule_is_esrch() {
     let host = Host::new("rctl");
     host.ok("rctl", &["-a", "jail:web_10:memoryuse:deny=1048576"]);
-    host.fails(
+    host.fails_with(
         "rctl",
         &["-r", "jail:web_1"],
         "rctl: failed to remove rule 'jail:web_1': No such process",
@@ -231,7 +182,7 @@ fn rctl_remove_without_a_matching_rule_is_esrch() {
         "a filter matches whole fields, not a prefix"
     );
     host.ok("rctl", &["-r", "jail:web_10"]);
-    host.fails(
+    host.fails_with(
         "rctl",
         &["-r", "jail:web_10"],
         "rctl: failed to remove rule 'jail:web_10': No such process",
@@ -241,13 +192,13 @@ fn rctl_remove_without_a_matching_rule_is_esrch() {
 #[test]
 fn already_gone_and_already_done_fail_as_on_freebsd() {
     let host = Host::new("gone");
-    host.fails(
+    host.fails_with(
         "ifconfig",
         &["epair9a", "destroy"],
         "ifconfig: interface epair9a does not exist",
     );
     let dir = Path::new(host.dir()).join("root/tmp");
-    host.fails(
+    host.fails_with(
         "umount",
         &["-f", dir.to_str().unwrap()],
         &format!(
@@ -256,16 +207,16 @@ fn already_gone_and_already_done_fail_as_on_freebsd() {
         ),
     );
     host.ok("pfctl", &["-e"]);
-    host.fails("pfctl", &["-e"], "pfctl: pf already enabled");
+    host.fails_with("pfctl", &["-e"], "pfctl: pf already enabled");
     host.ok("pfctl", &["-d"]);
-    host.fails("pfctl", &["-d"], "pfctl: pf not enabled");
-    host.fails(
+    host.fails_with("pfctl", &["-d"], "pfctl: pf not enabled");
+    host.fails_with(
         "zfs",
         &["destroy", "-f", "-r", "zroot/pot/jails/nope"],
         "cannot open 'zroot/pot/jails/nope': dataset does not exist",
     );
-    host.fails("jail", &["-R", "nope"], "jail: \"nope\" not found");
-    host.fails(
+    host.fails_with("jail", &["-R", "nope"], "jail: \"nope\" not found");
+    host.fails_with(
         "route",
         &["delete", "10.9.9.9"],
         "route: route has not been found",
@@ -289,7 +240,7 @@ fn umount_of_several_targets_goes_on_past_a_failed_one() {
     let all: Vec<String> = dirs.iter().map(|d| s(d)).collect();
     let mut args = vec!["-f"];
     args.extend(all.iter().map(String::as_str));
-    host.fails(
+    host.fails_with(
         "umount",
         &args,
         &format!("umount: {}: not a file system root directory", all[1]),

@@ -1,53 +1,12 @@
 //! Fault injection (`freebsd-sim fault DIR …`, `DIR/state/faults.json`), through the built binary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_freebsd-sim");
+mod common;
 
-struct TempHost(PathBuf);
-
-impl TempHost {
-    fn new(name: &str) -> TempHost {
-        let dir = std::env::temp_dir().join(format!("fsim-fault-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let init = Command::new(BIN).arg("init").arg(&dir).output().unwrap();
-        assert!(init.status.success());
-        TempHost(dir)
-    }
-
-    fn tool(&self, name: &str, args: &[&str]) -> Output {
-        Command::new(self.0.join("bin").join(name))
-            .args(args)
-            .env_clear()
-            .output()
-            .expect("run tool")
-    }
-
-    fn fault(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .arg("fault")
-            .arg(&self.0)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn calls(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.0.join("state/calls.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for TempHost {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::Host;
 
 fn code(o: &Output) -> Option<i32> {
     o.status.code()
@@ -55,7 +14,7 @@ fn code(o: &Output) -> Option<i32> {
 
 #[test]
 fn nth_matching_call_fails_with_the_given_code_and_stderr() {
-    let h = TempHost::new("nth");
+    let h = Host::new("fault-nth");
     let out = h.fault(&[
         "zfs",
         "--word",
@@ -93,7 +52,7 @@ fn nth_matching_call_fails_with_the_given_code_and_stderr() {
 
 #[test]
 fn every_call_fails_until_cleared() {
-    let h = TempHost::new("every");
+    let h = Host::new("fault-every");
     assert!(h.fault(&["sysctl", "--fail", "1"]).status.success());
     for _ in 0..3 {
         let o = h.tool("sysctl", &["-n", "hw.ncpu"]);
@@ -109,7 +68,7 @@ fn every_call_fails_until_cleared() {
 
 #[test]
 fn concurrent_calls_count_exactly_once() {
-    let h = TempHost::new("race");
+    let h = Host::new("fault-race");
     assert!(
         h.fault(&["sysctl", "--nth", "4", "--fail", "9"])
             .status
@@ -143,7 +102,7 @@ fn concurrent_calls_count_exactly_once() {
 
 #[test]
 fn a_timed_hang_then_does_the_work() {
-    let h = TempHost::new("hang");
+    let h = Host::new("fault-hang");
     assert!(
         h.fault(&["zfs", "--word", "create", "--hang", "0.5"])
             .status
@@ -168,7 +127,7 @@ fn a_timed_hang_then_does_the_work() {
 /// A hang without a time lasts until its caller dies; then it ends without doing the work.
 #[test]
 fn an_endless_hang_ends_with_its_caller() {
-    let h = TempHost::new("orphan");
+    let h = Host::new("fault-orphan");
     assert!(
         h.fault(&["zfs", "--word", "create", "--hang"])
             .status
@@ -209,7 +168,7 @@ fn is_running(pid: u64) -> bool {
 
 #[test]
 fn bad_fault_commands_are_refused() {
-    let h = TempHost::new("bad");
+    let h = Host::new("fault-bad");
     for args in [
         &["nosuchtool", "--fail", "1"][..],
         &["zfs"],

@@ -2,30 +2,13 @@
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_freebsd-sim");
+mod common;
 
-fn tool(host: &Path, name: &str, args: &[&str]) -> Output {
-    // An empty environment, as the driver may run tools.
-    Command::new(host.join("bin").join(name))
-        .args(args)
-        .env_clear()
-        .output()
-        .expect("run tool")
-}
-
-fn ok(host: &Path, name: &str, args: &[&str]) -> String {
-    let o = tool(host, name, args);
-    assert!(
-        o.status.success(),
-        "{name} {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf8")
-}
+use common::{BIN, Host, sim, stderr};
 
 /// Writes the image `web_1.0` into `dir` with `freebsd-sim image` and returns its zfs stream.
 fn image_stream(dir: &Path, extra: &[&str]) -> Vec<u8> {
@@ -47,29 +30,21 @@ fn image_stream(dir: &Path, extra: &[&str]) -> Vec<u8> {
 
 #[test]
 fn image_receive_clone_jail_exec_stop_and_clean() {
-    let host: PathBuf = std::env::temp_dir().join(format!("fsim-it-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&host);
-    let init = Command::new(BIN)
-        .args(["init", host.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
-    let cfg: serde_json::Value = serde_json::from_slice(&init.stdout).unwrap();
+    let (host, cfg) = Host::init("it", &[]);
     assert_eq!(cfg["zfs_root"], "zroot/pot");
 
     let cache = host.join("root/var/cache/pot");
     let stream = image_stream(&cache, &[]);
 
-    let mut recv = Command::new(host.join("bin/zfs"))
+    let mut recv = host
+        .command("zfs")
         .args(["receive", "zroot/pot/jails/web_1_0"])
-        .env_clear()
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
     recv.stdin.take().unwrap().write_all(&stream).unwrap();
     assert!(recv.wait().unwrap().success());
-    let snaps = ok(
-        &host,
+    let snaps = host.ok(
         "zfs",
         &[
             "list",
@@ -85,16 +60,15 @@ fn image_receive_clone_jail_exec_stop_and_clean() {
     );
     let snap = snaps.lines().next().expect("one snapshot").to_string();
 
-    ok(&host, "zfs", &["create", "zroot/pot/jails/t1"]);
-    ok(&host, "zfs", &["clone", &snap, "zroot/pot/jails/t1/m"]);
+    host.ok("zfs", &["create", "zroot/pot/jails/t1"]);
+    host.ok("zfs", &["clone", &snap, "zroot/pot/jails/t1/m"]);
     let root = host.join("root/opt/pot/jails/t1/m");
     assert_eq!(
         std::fs::read_to_string(root.join("etc/sim-image")).unwrap(),
         "web_1.0\n"
     );
     let path = format!("path={}", root.display());
-    ok(
-        &host,
+    host.ok(
         "jail",
         &[
             "-c",
@@ -106,13 +80,13 @@ fn image_receive_clone_jail_exec_stop_and_clean() {
         ],
     );
 
-    let o = tool(&host, "jexec", &["t1", "/bin/sh", "-c", "echo hi; exit 3"]);
+    let o = host.tool("jexec", &["t1", "/bin/sh", "-c", "echo hi; exit 3"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\n");
     assert_eq!(o.status.code(), Some(3));
 
-    let mut sleeper = Command::new(host.join("bin/jexec"))
+    let mut sleeper = host
+        .command("jexec")
         .args(["t1", "sleep", "30"])
-        .env_clear()
         .spawn()
         .unwrap();
     // The sleeper counts as a jail process once its namespace is recorded.
@@ -140,20 +114,17 @@ fn image_receive_clone_jail_exec_stop_and_clean() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let t0 = Instant::now();
-    ok(&host, "jail", &["-r", "t1"]);
+    host.ok("jail", &["-r", "t1"]);
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(
         sleeper.wait().unwrap().signal(),
         Some(15),
         "jexec dies by the jailed command's signal"
     );
-    let jls = tool(&host, "jls", &["-j", "t1"]);
+    let jls = host.tool("jls", &["-j", "t1"]);
     assert_eq!(jls.status.code(), Some(1));
 
-    let leftovers = Command::new(BIN)
-        .args(["check", host.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let leftovers = host.check();
     assert_eq!(leftovers.status.code(), Some(1));
     let report = String::from_utf8_lossy(&leftovers.stderr);
     assert!(
@@ -161,12 +132,9 @@ fn image_receive_clone_jail_exec_stop_and_clean() {
         "{report}"
     );
 
-    ok(&host, "umount", &["-f", &format!("{}/dev", root.display())]);
-    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/t1"]);
-    let clean = Command::new(BIN)
-        .args(["check", host.to_str().unwrap()])
-        .output()
-        .unwrap();
+    host.ok("umount", &["-f", &format!("{}/dev", root.display())]);
+    host.ok("zfs", &["destroy", "-r", "zroot/pot/jails/t1"]);
+    let clean = host.check();
     assert!(
         clean.status.success(),
         "{}",
@@ -183,15 +151,14 @@ fn image_receive_clone_jail_exec_stop_and_clean() {
         }),
         "{calls}"
     );
-    std::fs::remove_dir_all(&host).unwrap();
 }
 
 /// Runs `zfs receive NAME` with `stream` on stdin; returns whether all of it was written and
 /// the tool's output.
-fn receive(host: &Path, name: &str, stream: &[u8]) -> (bool, Output) {
-    let mut recv = Command::new(host.join("bin/zfs"))
+fn receive(host: &Host, name: &str, stream: &[u8]) -> (bool, Output) {
+    let mut recv = host
+        .command("zfs")
         .args(["receive", name])
-        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -201,33 +168,17 @@ fn receive(host: &Path, name: &str, stream: &[u8]) -> (bool, Output) {
     (written, recv.wait_with_output().unwrap())
 }
 
-fn receiver(host: &Path, args: &[&str]) -> String {
-    let o = Command::new(BIN)
-        .arg("receiver")
-        .arg(host)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "receiver {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+fn receiver(host: &Host, args: &[&str]) -> String {
+    let mut all = vec!["receiver", host.dir()];
+    all.extend_from_slice(args);
+    let o = sim(&all);
+    assert!(o.status.success(), "receiver {args:?}: {}", stderr(&o));
     String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]
 fn a_draining_receiver_reads_the_whole_stream_and_creates_the_datasets_only() {
-    let host: PathBuf = std::env::temp_dir().join(format!("fsim-drain-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&host);
-    assert!(
-        Command::new(BIN)
-            .args(["init", host.to_str().unwrap()])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    let host = Host::new("drain");
     // 2 MiB of filler: far more than a pipe holds, so the whole write returns only once the
     // receiver has read nearly all of it.
     let stream = image_stream(&host.join("images"), &["--filler-mb", "2"]);
@@ -243,7 +194,7 @@ fn a_draining_receiver_reads_the_whole_stream_and_creates_the_datasets_only() {
 
     let name = "zroot/pot/jails/web_importing";
     let exists = |ds: &str| {
-        tool(&host, "zfs", &["list", "-H", "-o", "name", ds])
+        host.tool("zfs", &["list", "-H", "-o", "name", ds])
             .status
             .success()
     };
@@ -274,8 +225,7 @@ fn a_draining_receiver_reads_the_whole_stream_and_creates_the_datasets_only() {
     let (written, o) = receive(&host, name, &stream);
     assert!(written, "the receiver read the whole stream");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let snaps = ok(
-        &host,
+    let snaps = host.ok(
         "zfs",
         &["list", "-H", "-r", "-t", "snapshot", "-o", "name", name],
     );
@@ -285,14 +235,9 @@ fn a_draining_receiver_reads_the_whole_stream_and_creates_the_datasets_only() {
         "the dataset and its m, each with its snapshot: {snaps}"
     );
     // What an import does next works on the drained datasets.
-    ok(
-        &host,
-        "zfs",
-        &["set", "nomad-pot-driver:image=web_1.0.xz@1", name],
-    );
-    ok(&host, "zfs", &["rename", name, "zroot/pot/jails/web_1_0"]);
-    let listed = ok(
-        &host,
+    host.ok("zfs", &["set", "nomad-pot-driver:image=web_1.0.xz@1", name]);
+    host.ok("zfs", &["rename", name, "zroot/pot/jails/web_1_0"]);
+    let listed = host.ok(
         "zfs",
         &[
             "list",
@@ -318,7 +263,6 @@ fn a_draining_receiver_reads_the_whole_stream_and_creates_the_datasets_only() {
         std::fs::read_to_string(host.join("root/opt/pot/jails/web_2/m/etc/sim-image")).unwrap(),
         "web_1.0\n"
     );
-    std::fs::remove_dir_all(&host).unwrap();
 }
 
 trait ReadAll {
@@ -332,12 +276,8 @@ impl<R: std::io::Read> ReadAll for R {
 }
 
 /// `freebsd-sim check` lines naming a live jail process.
-fn jail_processes(host: &Path) -> Vec<String> {
-    let o = Command::new(BIN)
-        .args(["check", host.to_str().unwrap()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stderr)
+fn jail_processes(host: &Host) -> Vec<String> {
+    stderr(&host.check())
         .lines()
         .filter(|l| l.starts_with("jail process"))
         .map(String::from)
@@ -346,20 +286,14 @@ fn jail_processes(host: &Path) -> Vec<String> {
 
 #[test]
 fn a_sigkilled_jexec_takes_its_command_along() {
-    let host: PathBuf = std::env::temp_dir().join(format!("fsim-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&host);
-    let init = Command::new(BIN)
-        .args(["init", host.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(init.status.success());
+    let host = Host::new("kill");
     let root = host.join("root/opt/pot/jails/k");
     std::fs::create_dir_all(&root).unwrap();
     let path = format!("path={}", root.display());
-    ok(&host, "jail", &["-c", "name=k", &path, "persist"]);
-    let mut jexec = Command::new(host.join("bin/jexec"))
+    host.ok("jail", &["-c", "name=k", &path, "persist"]);
+    let mut jexec = host
+        .command("jexec")
         .args(["k", "sleep", "30"])
-        .env_clear()
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -379,15 +313,14 @@ fn a_sigkilled_jexec_takes_its_command_along() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    ok(&host, "jail", &["-R", "k"]);
-    std::fs::remove_dir_all(&host).unwrap();
+    host.ok("jail", &["-R", "k"]);
 }
 
-fn receive_with(host: &Path, args: &[&str], stream: &[u8]) -> Output {
-    let mut recv = Command::new(host.join("bin/zfs"))
+fn receive_with(host: &Host, args: &[&str], stream: &[u8]) -> Output {
+    let mut recv = host
+        .command("zfs")
         .arg("receive")
         .args(args)
-        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -397,26 +330,9 @@ fn receive_with(host: &Path, args: &[&str], stream: &[u8]) -> Output {
     recv.wait_with_output().unwrap()
 }
 
-fn check(host: &Path) -> String {
-    let o = Command::new(BIN)
-        .args(["check", host.to_str().unwrap()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn received_properties_place_and_mount_datasets_as_zfs_does() {
-    let host: PathBuf = std::env::temp_dir().join(format!("fsim-props-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&host);
-    assert!(
-        Command::new(BIN)
-            .args(["init", host.to_str().unwrap()])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    let host = Host::new("props");
     let images = host.join("images");
     let stream = image_stream(
         &images,
@@ -431,8 +347,7 @@ fn received_properties_place_and_mount_datasets_as_zfs_does() {
     let o = receive_with(&host, &["zroot/pot/jails/web_1_0"], &stream);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let props = |name: &str| {
-        ok(
-            &host,
+        host.ok(
             "zfs",
             &[
                 "get",
@@ -454,12 +369,12 @@ fn received_properties_place_and_mount_datasets_as_zfs_does() {
         "/anywhere/m\nno\nnoauto\n"
     );
     assert!(host.join("root/anywhere/conf/pot.conf").is_file());
-    let report = check(&host);
+    let report = stderr(&host.check());
     assert!(
         report.contains("dataset zroot/pot/jails/web_1_0 is mounted at /anywhere, outside fs_root"),
         "{report}"
     );
-    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/web_1_0"]);
+    host.ok("zfs", &["destroy", "-r", "zroot/pot/jails/web_1_0"]);
     assert!(!host.join("root/anywhere/conf").exists());
 
     // Received unmounted, with the stream's mountpoint and canmount excluded: inherited, and
@@ -483,34 +398,23 @@ fn received_properties_place_and_mount_datasets_as_zfs_does() {
         format!("{}/m\nno\non\n", pot.display())
     );
     assert!(!pot.join("conf").exists(), "-u mounts nothing");
-    ok(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0"]);
-    ok(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0/m"]);
+    host.ok("zfs", &["mount", "zroot/pot/jails/web_1_0"]);
+    host.ok("zfs", &["mount", "zroot/pot/jails/web_1_0/m"]);
     assert!(pot.join("conf/pot.conf").is_file() && pot.join("m/etc/sim-image").is_file());
-    let again = tool(&host, "zfs", &["mount", "zroot/pot/jails/web_1_0"]);
+    let again = host.tool("zfs", &["mount", "zroot/pot/jails/web_1_0"]);
     assert_eq!(
         String::from_utf8_lossy(&again.stderr),
         "cannot mount 'zroot/pot/jails/web_1_0': filesystem already mounted\n"
     );
-    assert_eq!(check(&host), "");
-    std::fs::remove_dir_all(&host).unwrap();
+    assert_eq!(stderr(&host.check()), "");
 }
 
 #[test]
 fn created_datasets_mount_unless_told_not_to() {
-    let host: PathBuf = std::env::temp_dir().join(format!("fsim-create-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&host);
-    assert!(
-        Command::new(BIN)
-            .args(["init", host.to_str().unwrap()])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    let host = Host::new("create");
     let jails = host.join("root/opt/pot/jails");
     let mounted = |name: &str| {
-        ok(
-            &host,
+        host.ok(
             "zfs",
             &[
                 "get",
@@ -522,15 +426,13 @@ fn created_datasets_mount_unless_told_not_to() {
             ],
         )
     };
-    ok(&host, "zfs", &["create", "zroot/pot/jails/a"]);
-    ok(&host, "zfs", &["create", "-u", "zroot/pot/jails/b"]);
-    ok(
-        &host,
+    host.ok("zfs", &["create", "zroot/pot/jails/a"]);
+    host.ok("zfs", &["create", "-u", "zroot/pot/jails/b"]);
+    host.ok(
         "zfs",
         &["create", "-o", "canmount=noauto", "zroot/pot/jails/c"],
     );
-    ok(
-        &host,
+    host.ok(
         "zfs",
         &["create", "-o", "canmount=off", "zroot/pot/jails/d"],
     );
@@ -540,49 +442,30 @@ fn created_datasets_mount_unless_told_not_to() {
         assert_eq!(mounted(name), "no\n", "{name}");
         assert!(!jails.join(name).exists(), "{name}");
     }
-    let again = tool(&host, "zfs", &["create", "zroot/pot/jails/b"]);
+    let again = host.tool("zfs", &["create", "zroot/pot/jails/b"]);
     assert_eq!(
         String::from_utf8_lossy(&again.stderr),
         "cannot create 'zroot/pot/jails/b': dataset already exists\n"
     );
-    ok(&host, "zfs", &["mount", "zroot/pot/jails/b"]);
+    host.ok("zfs", &["mount", "zroot/pot/jails/b"]);
     assert!(jails.join("b").is_dir());
     for name in ["a", "b", "c", "d"] {
-        ok(
-            &host,
-            "zfs",
-            &["destroy", &format!("zroot/pot/jails/{name}")],
-        );
+        host.ok("zfs", &["destroy", &format!("zroot/pot/jails/{name}")]);
     }
-    assert_eq!(check(&host), "");
-    std::fs::remove_dir_all(&host).unwrap();
+    assert_eq!(stderr(&host.check()), "");
 }
 
 #[test]
 fn under_an_encrypted_root_an_image_stays_encrypted_only_without_its_encryption_property() {
-    let host: PathBuf = std::env::temp_dir().join(format!("fsim-enc-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&host);
-    let init = Command::new(BIN)
-        .args(["init", "--encrypted", host.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "{init:?}");
+    let (host, _) = Host::init("enc", &["--encrypted"]);
     let enc = |name: &str| {
-        ok(
-            &host,
-            "zfs",
-            &["get", "-H", "-o", "value", "encryption", name],
-        )
-        .trim()
-        .to_string()
+        host.ok("zfs", &["get", "-H", "-o", "value", "encryption", name])
+            .trim()
+            .to_string()
     };
     assert_eq!(enc("zroot/pot/jails"), "aes-256-gcm");
     // pot asks whether ZFS knows the property before it passes `-x encryption`.
-    let props = ok(
-        &host,
-        "zfs",
-        &["get", "-H", "-o", "property", "all", "zroot/pot"],
-    );
+    let props = host.ok("zfs", &["get", "-H", "-o", "property", "all", "zroot/pot"]);
     assert!(props.lines().any(|p| p == "encryption"), "{props}");
     let stream = image_stream(&host.join("images"), &[]);
 
@@ -590,9 +473,8 @@ fn under_an_encrypted_root_an_image_stays_encrypted_only_without_its_encryption_
     let o = receive_with(&host, &["zroot/pot/jails/plain"], &stream);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(enc("zroot/pot/jails/plain/m"), "off");
-    ok(&host, "zfs", &["create", "zroot/pot/jails/t"]);
-    let snap = ok(
-        &host,
+    host.ok("zfs", &["create", "zroot/pot/jails/t"]);
+    let snap = host.ok(
         "zfs",
         &[
             "list",
@@ -604,35 +486,30 @@ fn under_an_encrypted_root_an_image_stays_encrypted_only_without_its_encryption_
             "zroot/pot/jails/plain/m",
         ],
     );
-    ok(&host, "zfs", &["clone", snap.trim(), "zroot/pot/jails/t/m"]);
+    host.ok("zfs", &["clone", snap.trim(), "zroot/pot/jails/t/m"]);
     assert_eq!(
         enc("zroot/pot/jails/t/m"),
         "off",
         "a clone follows its origin"
     );
-    let report = check(&host);
+    let report = stderr(&host.check());
     assert!(
         report.contains(
             "dataset zroot/pot/jails/plain/m is not encrypted below the encrypted zroot/pot"
         ),
         "{report}"
     );
-    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/t"]);
-    ok(&host, "zfs", &["destroy", "-r", "zroot/pot/jails/plain"]);
+    host.ok("zfs", &["destroy", "-r", "zroot/pot/jails/t"]);
+    host.ok("zfs", &["destroy", "-r", "zroot/pot/jails/plain"]);
 
     // With `-x encryption`, as pot receives: the datasets inherit the root's encryption.
     let o = receive_with(&host, &["-x", "encryption", "zroot/pot/jails/web"], &stream);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(enc("zroot/pot/jails/web/m"), "aes-256-gcm");
-    let set = tool(
-        &host,
-        "zfs",
-        &["set", "encryption=off", "zroot/pot/jails/web"],
-    );
+    let set = host.tool("zfs", &["set", "encryption=off", "zroot/pot/jails/web"]);
     assert_eq!(
         String::from_utf8_lossy(&set.stderr),
         "cannot set property for 'zroot/pot/jails/web': 'encryption' is readonly\n"
     );
-    assert_eq!(check(&host), "");
-    std::fs::remove_dir_all(&host).unwrap();
+    assert_eq!(stderr(&host.check()), "");
 }
