@@ -204,6 +204,18 @@ impl Drop for Spawned {
     }
 }
 
+/// The environment variables that route the image downloads of a plugin or potctl through a
+/// proxy (see the driver's README, "Proxies"): removed from what is launched for 127.0.0.1
+/// servers.
+pub const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
 impl Plugin {
     /// Spawns the workspace's plugin with Nomad's environment and connects to it.
     pub async fn launch() -> Result<Plugin, LaunchError> {
@@ -226,14 +238,7 @@ impl Plugin {
         // The plugins launched here fetch their images from servers on 127.0.0.1 (the demo's and
         // the tests'): a proxy of the machine is not for them. A caller that wants one passes it
         // in `vars`.
-        for proxy_var in [
-            "HTTP_PROXY",
-            "http_proxy",
-            "HTTPS_PROXY",
-            "https_proxy",
-            "NO_PROXY",
-            "no_proxy",
-        ] {
+        for proxy_var in PROXY_VARS {
             cmd.env_remove(proxy_var);
         }
         cmd.envs(vars.iter().copied());

@@ -15,14 +15,7 @@ pub fn potctl(sim: &SimHost, args: &[&str]) -> Output {
 /// tests are not passed on: the test servers are on 127.0.0.1.
 pub fn potctl_with_env(sim: &SimHost, args: &[&str], vars: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(POTCTL);
-    for proxy_var in [
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
+    for proxy_var in nomad_pot_client::plugin::PROXY_VARS {
         cmd.env_remove(proxy_var);
     }
     cmd.envs(vars.iter().copied())
