@@ -7,13 +7,16 @@ use super::{ImageError, ImageRef};
 use crate::engine::{EngineError, ImagePolicy, files};
 use crate::host::Host;
 use crate::skein::Skein1024;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Chunks in flight between the download and the decoder (hyper's chunks are ≤ 16 KiB or so).
 const CHANNEL_CHUNKS: usize = 64;
+/// The decoder's input buffer. liblzma's reader defaults to 8 KiB, and each refill is a call
+/// into the multi-threaded decoder, which takes its lock and signals its workers.
+const DECODER_INPUT: usize = 256 << 10;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Properties of the stream that never apply: where and whether its datasets mount, whether
@@ -148,8 +151,8 @@ pub(super) async fn stream_into_zfs(
     let checked = Checked {
         location: tee.location.clone(),
         image: image.clone(),
-        decoder: liblzma::read::XzDecoder::new_stream(
-            tee,
+        decoder: liblzma::bufread::XzDecoder::new_stream(
+            BufReader::with_capacity(DECODER_INPUT, tee),
             mt_decoder(image).map_err(StreamFailure::Receive)?,
         ),
         decoded: 0,
@@ -324,7 +327,7 @@ impl Read for Tee {
 /// The decompressed side, read by `zfs receive`: caps the size and, at the end of the stream,
 /// checks the hash, so a mismatch fails the receive instead of completing it.
 struct Checked {
-    decoder: liblzma::read::XzDecoder<Tee>,
+    decoder: liblzma::bufread::XzDecoder<BufReader<Tee>>,
     decoded: u64,
     max_size: u64,
     meta: Vec<u8>,
@@ -337,7 +340,7 @@ struct Checked {
 
 impl Checked {
     fn verify(&mut self) -> std::io::Result<()> {
-        let tee = self.decoder.get_mut();
+        let tee = self.decoder.get_mut().get_mut();
         if let Err(e) = std::io::copy(tee, &mut std::io::sink()) {
             let failure = tee.failure.take();
             return Err(self
@@ -367,12 +370,18 @@ impl Read for Checked {
         let n = match self.decoder.read(buf) {
             Ok(n) => n,
             Err(source) => {
-                let failure = self.decoder.get_mut().failure.take().unwrap_or_else(|| {
-                    self.image.err(ImageError::CorruptXz {
-                        location: self.location.clone(),
-                        source,
-                    })
-                });
+                let failure = self
+                    .decoder
+                    .get_mut()
+                    .get_mut()
+                    .failure
+                    .take()
+                    .unwrap_or_else(|| {
+                        self.image.err(ImageError::CorruptXz {
+                            location: self.location.clone(),
+                            source,
+                        })
+                    });
                 return Err(self.failure.record(failure));
             }
         };
