@@ -184,10 +184,60 @@ pub enum ImageError {
     /// A layered image: its `.meta` names the image it builds on.
     #[error("layered image (origin {origin}) is not supported yet")]
     Layered { origin: String },
-    /// The image's datasets, redirects or names are not what a pot image's are, or not what the
-    /// policy accepts; `0` says what. No error underneath.
-    #[error("{0}")]
-    Invalid(String),
+    /// The server redirected more often than the driver follows.
+    #[error("GET {url}: more than {max} redirects")]
+    TooManyRedirects { url: String, max: usize },
+    /// A redirect status without the header that says where to.
+    #[error("GET {url}: HTTP {status} without a Location")]
+    RedirectWithoutLocation { url: String, status: StatusCode },
+    /// A redirect the driver does not follow (to another scheme, say); `reason` says why.
+    #[error("GET {url}: redirect to {location:?} refused: {reason}")]
+    RedirectRefused {
+        url: String,
+        location: Box<str>,
+        reason: Box<str>,
+    },
+    /// A cached file seen a moment ago is gone (removed by an image GC in another process).
+    #[error("{path} vanished")]
+    Vanished { path: String },
+    /// The received stream made other datasets than a pot image's pot and `m`.
+    #[error(
+        "the image's stream holds the datasets {names:?}; a pot image holds its pot and its m only"
+    )]
+    UnexpectedDatasets { names: Vec<String> },
+    /// A received dataset would mount somewhere else than where the image belongs.
+    #[error(
+        "received dataset {dataset} would mount at {mountpoint} (canmount {canmount}, mounted {mounted}), not at {expected}"
+    )]
+    WrongMount {
+        dataset: Box<str>,
+        mountpoint: Box<str>,
+        canmount: Box<str>,
+        mounted: bool,
+        expected: Box<str>,
+    },
+    /// The image's dataset has no snapshot to clone a pot from.
+    #[error("{dataset}/m has no snapshot to clone")]
+    NoSnapshot { dataset: String },
+    /// The image is there from its source, but the current signature policy refuses how it was
+    /// imported; `why` says how.
+    #[error(
+        "{dataset} holds this image from {source_url}, but {why}; remove it (`potctl images gc` once no task uses it, or `zfs destroy -r {dataset}`) to import it again"
+    )]
+    RefusedByPolicy {
+        dataset: Box<str>,
+        source_url: Box<str>,
+        why: Box<str>,
+    },
+    /// Both names an image may take hold other images or pots.
+    #[error(
+        "{first} and {second} hold other images or pots not imported from {source_url}: remove one to import it"
+    )]
+    NamesTaken {
+        first: Box<str>,
+        second: Box<str>,
+        source_url: Box<str>,
+    },
     /// Both sources failed: the URL's `error`, and before it the cache's.
     #[error("{error}; the cached copy was not used: {}", cached_reason(cached))]
     CacheUnused {
@@ -242,7 +292,15 @@ impl ImageError {
             | ImageError::Unsigned { .. }
             | ImageError::UnknownKey { .. }
             | ImageError::Layered { .. }
-            | ImageError::Invalid(_) => false,
+            | ImageError::TooManyRedirects { .. }
+            | ImageError::RedirectWithoutLocation { .. }
+            | ImageError::RedirectRefused { .. }
+            | ImageError::Vanished { .. }
+            | ImageError::UnexpectedDatasets { .. }
+            | ImageError::WrongMount { .. }
+            | ImageError::NoSnapshot { .. }
+            | ImageError::RefusedByPolicy { .. }
+            | ImageError::NamesTaken { .. } => false,
         }
     }
 }
@@ -286,5 +344,72 @@ fn cached_reason(e: &EngineError) -> String {
     match e {
         EngineError::Image { source, .. } => source.to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The refusals that were once `ImageError::Invalid(String)` keep the messages they had.
+    #[test]
+    fn typed_refusals_keep_their_messages() {
+        let url = "http://images.example/web_1.0.xz".to_string();
+        let cases = [
+            (
+                ImageError::TooManyRedirects {
+                    url: url.clone(),
+                    max: 5,
+                },
+                "GET http://images.example/web_1.0.xz: more than 5 redirects",
+            ),
+            (
+                ImageError::RedirectWithoutLocation {
+                    url: url.clone(),
+                    status: StatusCode::FOUND,
+                },
+                "GET http://images.example/web_1.0.xz: HTTP 302 Found without a Location",
+            ),
+            (
+                ImageError::Vanished {
+                    path: "/var/cache/pot/web_1.0.xz.skein".into(),
+                },
+                "/var/cache/pot/web_1.0.xz.skein vanished",
+            ),
+            (
+                ImageError::UnexpectedDatasets {
+                    names: vec!["zroot/pot/jails/t".into(), "zroot/pot/jails/t/x".into()],
+                },
+                r#"the image's stream holds the datasets ["zroot/pot/jails/t", "zroot/pot/jails/t/x"]; a pot image holds its pot and its m only"#,
+            ),
+            (
+                ImageError::WrongMount {
+                    dataset: "zroot/pot/jails/t/m".into(),
+                    mountpoint: "/etc".into(),
+                    canmount: "on".into(),
+                    mounted: false,
+                    expected: "/opt/pot/jails/web_1_0/m".into(),
+                },
+                "received dataset zroot/pot/jails/t/m would mount at /etc (canmount on, mounted false), not at /opt/pot/jails/web_1_0/m",
+            ),
+            (
+                ImageError::NoSnapshot {
+                    dataset: "zroot/pot/jails/web_1_0".into(),
+                },
+                "zroot/pot/jails/web_1_0/m has no snapshot to clone",
+            ),
+            (
+                ImageError::NamesTaken {
+                    first: "zroot/pot/jails/web_1_0".into(),
+                    second: "zroot/pot/jails/web_1_0_1f2e".into(),
+                    source_url: url.as_str().into(),
+                },
+                "zroot/pot/jails/web_1_0 and zroot/pot/jails/web_1_0_1f2e hold other images or pots not imported from http://images.example/web_1.0.xz: remove one to import it",
+            ),
+        ];
+        for (error, message) in cases {
+            assert!(!error.is_transient(), "{error:?}");
+            assert_eq!(error.to_string(), message);
+        }
     }
 }

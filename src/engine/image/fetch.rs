@@ -235,9 +235,10 @@ impl<'a> Http<'a> {
                 return Ok((url, response));
             }
             if redirects == MAX_REDIRECTS {
-                return Err(self.image.err(ImageError::Invalid(format!(
-                    "GET {url}: more than {MAX_REDIRECTS} redirects"
-                ))));
+                return Err(self.image.err(ImageError::TooManyRedirects {
+                    url,
+                    max: MAX_REDIRECTS,
+                }));
             }
             redirects += 1;
             let location = response
@@ -245,15 +246,17 @@ impl<'a> Http<'a> {
                 .get(header::LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .ok_or_else(|| {
-                    self.image.err(ImageError::Invalid(format!(
-                        "GET {url}: HTTP {} without a Location",
-                        response.status()
-                    )))
+                    self.image.err(ImageError::RedirectWithoutLocation {
+                        url: url.clone(),
+                        status: response.status(),
+                    })
                 })?;
             url = redirect_target(&uri, location).map_err(|reason| {
-                self.image.err(ImageError::Invalid(format!(
-                    "GET {url}: redirect to {location:?} refused: {reason}"
-                )))
+                self.image.err(ImageError::RedirectRefused {
+                    url: url.clone(),
+                    location: location.into(),
+                    reason: reason.into(),
+                })
             })?;
         }
     }

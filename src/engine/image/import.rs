@@ -100,10 +100,9 @@ impl Import<'_> {
         let shown = |path: &Path| path.display().to_string();
         // Removed since it was seen: by `potctl images gc`, say, in another process.
         let skein = read(&cache.skein).await?.ok_or_else(|| {
-            Cached::Unusable(image.err(ImageError::Invalid(format!(
-                "{} vanished",
-                shown(&cache.skein)
-            ))))
+            Cached::Unusable(image.err(ImageError::Vanished {
+                path: shown(&cache.skein),
+            }))
         })?;
         let expected =
             parse_skein(image, &shown(&cache.skein), &skein).map_err(Cached::Unusable)?;
@@ -330,16 +329,19 @@ async fn check_received(host: &Host, image: &ImageRef, temp: &str) -> Result<(),
     let found = host.zfs_mount_state(temp).await.map_err(err)?;
     let names: Vec<&str> = found.iter().map(|d| d.name.as_str()).collect();
     if names != [expected[0].0.as_str(), expected[1].0.as_str()] {
-        return Err(image.err(ImageError::Invalid(format!(
-            "the image's stream holds the datasets {names:?}; a pot image holds its pot and its m only"
-        ))));
+        return Err(image.err(ImageError::UnexpectedDatasets {
+            names: names.iter().map(|n| n.to_string()).collect(),
+        }));
     }
     for (d, (_, mountpoint)) in found.iter().zip(&expected) {
         if d.mountpoint != *mountpoint || d.canmount != "on" || d.mounted {
-            return Err(image.err(ImageError::Invalid(format!(
-                "received dataset {} would mount at {} (canmount {}, mounted {}), not at {mountpoint}",
-                d.name, d.mountpoint, d.canmount, d.mounted
-            ))));
+            return Err(image.err(ImageError::WrongMount {
+                dataset: d.name.as_str().into(),
+                mountpoint: d.mountpoint.as_str().into(),
+                canmount: d.canmount.as_str().into(),
+                mounted: d.mounted,
+                expected: mountpoint.as_str().into(),
+            }));
         }
     }
     Ok(())

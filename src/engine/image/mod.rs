@@ -113,9 +113,9 @@ pub async fn ensure_imported<'a>(
         mut snapshots,
     } = found;
     let snapshot = snapshots.pop().ok_or_else(|| {
-        image.err(ImageError::Invalid(format!(
-            "{dataset}/m has no snapshot to clone"
-        )))
+        image.err(ImageError::NoSnapshot {
+            dataset: dataset.clone(),
+        })
     })?;
     Ok((Imported { dataset, snapshot }, lock))
 }

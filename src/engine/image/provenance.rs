@@ -149,9 +149,11 @@ pub(super) async fn find(
             )),
         };
         if let Some(why) = why {
-            return Err(image.err(ImageError::Invalid(format!(
-                "{dataset} holds this image from {found}, but {why}; remove it (`potctl images gc` once no task uses it, or `zfs destroy -r {dataset}`) to import it again"
-            ))));
+            return Err(image.err(ImageError::RefusedByPolicy {
+                dataset: dataset.into(),
+                source_url: found.into(),
+                why: why.into(),
+            }));
         }
         return Ok(Place::Present(Found {
             dataset,
@@ -159,10 +161,11 @@ pub(super) async fn find(
         }));
     }
     free.map(Place::Free).ok_or_else(|| {
-        image.err(ImageError::Invalid(format!(
-            "{jails}/{} and {jails}/{} hold other images or pots not imported from {source}: remove one to import it",
-            names[0], names[1]
-        )))
+        image.err(ImageError::NamesTaken {
+            first: format!("{jails}/{}", names[0]).into(),
+            second: format!("{jails}/{}", names[1]).into(),
+            source_url: source.into(),
+        })
     })
 }
 
