@@ -94,25 +94,7 @@ async fn export_refuses_what_pot_refuses_and_leaves_no_files() {
     f.import(&format!("file://{}", f.sim.images_dir().display()))
         .await
         .unwrap();
-    let snap = f
-        .host
-        .zfs_snapshots(&format!("{DATASET}/m"))
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    f.host
-        .zfs_create("zroot/pot/jails/user", &[])
-        .await
-        .unwrap();
-    f.host
-        .zfs_clone(
-            &format!("{DATASET}/m@{snap}"),
-            "zroot/pot/jails/user/m",
-            &f.cfg.jails_dir().join("user/m"),
-        )
-        .await
-        .unwrap();
+    f.clone_pot("user").await;
     let e = engine
         .export(&options("user"))
         .await

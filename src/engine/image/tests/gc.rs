@@ -18,25 +18,7 @@ async fn gc_removes_unused_images_oldest_first_and_keeps_used_ones() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // A pot cloned from the oldest image uses it.
-    let snap = f
-        .host
-        .zfs_snapshots(&format!("{DATASET}/m"))
-        .await
-        .unwrap()
-        .pop()
-        .unwrap();
-    f.host
-        .zfs_create("zroot/pot/jails/user", &[])
-        .await
-        .unwrap();
-    f.host
-        .zfs_clone(
-            &format!("{DATASET}/m@{snap}"),
-            "zroot/pot/jails/user/m",
-            &f.cfg.jails_dir().join("user/m"),
-        )
-        .await
-        .unwrap();
+    f.clone_pot("user").await;
     // Not imported by the driver: never a candidate.
     f.host
         .zfs_create("zroot/pot/jails/handmade", &[])

@@ -454,6 +454,28 @@ impl Fixture {
         }
     }
 
+    /// A pot `zroot/pot/jails/<name>` whose `m` is a clone of the image's newest snapshot, as a
+    /// start makes it: the image is in use.
+    async fn clone_pot(&self, name: &str) {
+        let snap = self
+            .host
+            .zfs_snapshots(&format!("{DATASET}/m"))
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
+        let pot = format!("zroot/pot/jails/{name}");
+        self.host.zfs_create(&pot, &[]).await.unwrap();
+        self.host
+            .zfs_clone(
+                &format!("{DATASET}/m@{snap}"),
+                &format!("{pot}/m"),
+                &self.cfg.jails_dir().join(name).join("m"),
+            )
+            .await
+            .unwrap();
+    }
+
     /// `pot destroy` of the template pot, by hand: its cache files stay.
     fn destroy_image(&self) {
         self.sim.tool_ok("zfs", &["destroy", "-r", DATASET]);
