@@ -192,6 +192,26 @@ async fn connect(socket: &Path) -> Result<Channel, LaunchError> {
     }
 }
 
+/// `bin` as Nomad's go-plugin client starts a plugin: the magic cookie, the protocol `versions`
+/// the client speaks and the port range in the environment, without the settings this launcher
+/// does not use (mTLS, a socket directory or group, multiplexing); stdin from /dev/null, stdout
+/// and stderr piped.
+pub fn go_plugin_command(bin: &Path, versions: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env(MAGIC_COOKIE_KEY, MAGIC_COOKIE)
+        .env("PLUGIN_PROTOCOL_VERSIONS", versions)
+        .env("PLUGIN_MIN_PORT", "10000")
+        .env("PLUGIN_MAX_PORT", "25000")
+        .env_remove("PLUGIN_CLIENT_CERT")
+        .env_remove("PLUGIN_UNIX_SOCKET_DIR")
+        .env_remove("PLUGIN_UNIX_SOCKET_GROUP")
+        .env_remove("PLUGIN_MULTIPLEX_GRPC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// A child being launched: killed and reaped unless it is handed over to a [`Plugin`].
 struct Spawned(Option<Child>);
 
@@ -234,7 +254,7 @@ impl Plugin {
     }
 
     async fn spawn(bin: &Path, vars: &[(&str, &std::ffi::OsStr)]) -> Result<Plugin, LaunchError> {
-        let mut cmd = Command::new(bin);
+        let mut cmd = go_plugin_command(bin, "2");
         // The plugins launched here fetch their images from servers on 127.0.0.1 (the demo's and
         // the tests'): a proxy of the machine is not for them. A caller that wants one passes it
         // in `vars`.
@@ -242,17 +262,6 @@ impl Plugin {
             cmd.env_remove(proxy_var);
         }
         cmd.envs(vars.iter().copied());
-        cmd.env(MAGIC_COOKIE_KEY, MAGIC_COOKIE)
-            .env("PLUGIN_PROTOCOL_VERSIONS", "2")
-            .env("PLUGIN_MIN_PORT", "10000")
-            .env("PLUGIN_MAX_PORT", "25000")
-            .env_remove("PLUGIN_CLIENT_CERT")
-            .env_remove("PLUGIN_UNIX_SOCKET_DIR")
-            .env_remove("PLUGIN_UNIX_SOCKET_GROUP")
-            .env_remove("PLUGIN_MULTIPLEX_GRPC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         let spawn_err = |source| LaunchError::Spawn {
             bin: bin.to_path_buf(),
             source,

@@ -4,7 +4,8 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use nomad_pot_driver::plugin::{MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE, announced_socket};
+use nomad_pot_client::plugin::go_plugin_command;
+use nomad_pot_driver::plugin::announced_socket;
 use nomad_pot_driver::proto::base::{
     ConfigSchemaRequest, PluginInfoRequest, PluginType, SetConfigRequest,
     base_plugin_client::BasePluginClient,
@@ -19,7 +20,7 @@ use serde_json::{Value as Json, json};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -171,18 +172,7 @@ struct Launched {
 
 impl Launched {
     fn spawn(path: &Path, versions: &str) -> Result<Launched> {
-        let mut child = Command::new(path)
-            .env(MAGIC_COOKIE_KEY, MAGIC_COOKIE_VALUE)
-            .env("PLUGIN_PROTOCOL_VERSIONS", versions)
-            .env("PLUGIN_MIN_PORT", "10000")
-            .env("PLUGIN_MAX_PORT", "25000")
-            .env_remove("PLUGIN_CLIENT_CERT")
-            .env_remove("PLUGIN_UNIX_SOCKET_DIR")
-            .env_remove("PLUGIN_UNIX_SOCKET_GROUP")
-            .env_remove("PLUGIN_MULTIPLEX_GRPC")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        let mut child = go_plugin_command(path, versions)
             .spawn()
             .with_context(|| format!("executing {}", path.display()))?;
         let stdout = child.stdout.take().expect("stdout is piped");
