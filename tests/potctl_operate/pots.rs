@@ -115,6 +115,19 @@ fn start_exec_stop_destroy_a_pot() {
     .unwrap();
     let pot = started["pot"].as_str().unwrap().to_string();
     assert!(pot.starts_with("looper_"), "{started}");
+    // "up" follows the task's traps: only then does it answer SIGINT with "bye".
+    let stdout = started["stdout"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task never said up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     let out = potctl(
         &sim,
@@ -134,7 +147,7 @@ fn start_exec_stop_destroy_a_pot() {
         format!("stopped pot {pot}: the task exited with 0\n")
     );
     // The job has no kill_signal: `potctl start` recorded the plugin's SIGINT for it.
-    let log = std::fs::read_to_string(started["stdout"].as_str().unwrap()).unwrap();
+    let log = std::fs::read_to_string(&stdout).unwrap();
     assert_eq!(log, "up\nbye INT\n");
     let destroyed: Json = serde_json::from_str(&ok(&sim, &["--json", "destroy", &pot])).unwrap();
     assert_eq!(
