@@ -18,14 +18,11 @@ use nomad_harness::SimHost;
 const PLUGIN: &str = env!("CARGO_BIN_EXE_nomad-pot-driver");
 
 /// A job whose task says "up", then loops until SIGINT or SIGTERM, which it answers with
-/// "bye" and the signal's name; `settings` go into the task next to its config. Its
-/// `kill_timeout` is the client's cap, 30 s, not Nomad's default 5 s: on a loaded machine a
-/// stop of it once ended in SIGKILL after those 5 s instead of in its "bye".
+/// "bye" and the signal's name; `settings` go into the task next to its config.
 fn looping_job(sim: &SimHost, settings: &str) -> PathBuf {
     let script = "for s in INT TERM; do trap \"echo bye $s; exit 0\" $s; done; \
                   echo up; while :; do sleep 0.1; done";
-    let settings = format!("      kill_timeout = \"30s\"\n{settings}");
-    common::potctl::job_file(sim.tmp.path(), "loop", "looper", &settings, script)
+    common::potctl::job_file(sim.tmp.path(), "loop", "looper", settings, script)
 }
 
 fn potctl_dirs(sim: &SimHost) -> usize {

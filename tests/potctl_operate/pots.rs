@@ -3,10 +3,12 @@
 
 use std::path::PathBuf;
 
-use crate::common::potctl::{ok, potctl, sim_with_image, text};
+use crate::common::potctl::{POTCTL, ok, potctl, sim_with_image, text};
 use crate::{job_file, looping_job, potctl_dirs};
 use nomad_harness::SimHost;
 use serde_json::Value as Json;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[test]
 fn stop_uses_the_stop_settings_start_recorded_unless_told_otherwise() {
@@ -115,19 +117,7 @@ fn start_exec_stop_destroy_a_pot() {
     .unwrap();
     let pot = started["pot"].as_str().unwrap().to_string();
     assert!(pot.starts_with("looper_"), "{started}");
-    // "up" follows the task's traps: only then does it answer SIGINT with "bye".
-    let stdout = started["stdout"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::read_to_string(&stdout)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the task never said up"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let stdout = wait_for_up(&started);
 
     let out = potctl(
         &sim,
@@ -160,6 +150,49 @@ fn start_exec_stop_destroy_a_pot() {
     let again = potctl(&sim, &["destroy", &pot]);
     assert_eq!(again.status.code(), Some(2));
     assert!(text(&again.stderr).contains("was not created by this driver"));
+}
+
+/// The task starts with the default signal dispositions, whatever its starter ignored. A
+/// potctl run in the background from a script (where `&` ignores SIGINT) passed an ignored
+/// SIGINT on to its task, which no trap can catch: every stop ended in SIGKILL.
+#[test]
+fn a_task_answers_signals_that_potctl_ignored() {
+    let (sim, image) = sim_with_image();
+    let job = looping_job(&sim, "");
+    // sh makes the dispositions; exec keeps the ignored ones.
+    let out = Command::new("/bin/sh")
+        .args(["-c", "trap '' INT TERM; exec \"$@\"", "sh", POTCTL, "--sim"])
+        .arg(&sim.dir)
+        .args(["--json", "start", job.to_str().unwrap(), "--image", &image])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let started: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let pot = started["pot"].as_str().unwrap().to_string();
+    let stdout = wait_for_up(&started);
+    assert_eq!(
+        ok(&sim, &["stop", &pot]),
+        format!("stopped pot {pot}: the task exited with 0\n")
+    );
+    assert_eq!(std::fs::read_to_string(&stdout).unwrap(), "up\nbye INT\n");
+    ok(&sim, &["destroy", &pot]);
+    sim.assert_clean("after the task's stop and destroy");
+}
+
+/// The stdout file of the looping task `started`, once the task has said "up": its traps are
+/// set then, so a SIGINT gets its "bye" rather than killing the shell.
+fn wait_for_up(started: &Json) -> String {
+    let stdout = started["stdout"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the task never said up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stdout
 }
 
 #[test]

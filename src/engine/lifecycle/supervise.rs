@@ -10,7 +10,7 @@ use crate::engine::status::{self, State};
 use crate::engine::supervisor;
 use crate::engine::{Engine, EngineError};
 use crate::host::JexecSpec;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{SigHandler, Signal, kill};
 use nix::unistd::Pid;
 use std::path::Path;
 use std::process::Stdio;
@@ -57,13 +57,14 @@ impl Engine {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe. Its own session keeps the supervisor and the task
-        // away from signals aimed at the agent's or the plugin's process group.
+        // SAFETY: setsid and sigaction are async-signal-safe, and nothing here allocates. Its
+        // own session keeps the supervisor and the task away from signals aimed at the agent's
+        // or the plugin's process group.
         unsafe {
             cmd.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(drop)
-                    .map_err(std::io::Error::from)
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                default_signal_actions();
+                Ok(())
             });
         }
         let mut child = cmd.spawn().map_err(EngineError::io(
@@ -232,6 +233,22 @@ fn human_bytes(bytes: u64) -> String {
         .find(|(shift, _)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
         .map_or((bytes, "bytes"), |(shift, unit)| (bytes >> shift, unit));
     format!("{amount} {unit}")
+}
+
+/// Every signal back to its default action, in the forked supervisor before its exec. exec keeps
+/// ignored signals ignored, and a shell started with a signal ignored cannot even trap it: a
+/// plugin or potctl started with SIGINT ignored (`&` in a script does that) gave its tasks an
+/// ignored SIGINT, Nomad's default kill signal, and every stop ended in SIGKILL. std clears the
+/// signal mask of a child itself.
+fn default_signal_actions() {
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler, so no code of ours runs on a signal; sigaction
+        // is async-signal-safe. A signal the system refuses to change keeps its action.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    }
 }
 
 #[cfg(test)]
