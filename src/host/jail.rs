@@ -4,6 +4,7 @@ use super::{Host, HostError, Tool, argv, display_command};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -169,7 +170,9 @@ pub struct Invocation {
 }
 
 impl Invocation {
-    /// The command, with stdin null and stdout/stderr piped; callers may redirect them.
+    /// The command, with stdin null and stdout/stderr piped; callers may redirect them. What it
+    /// runs starts with every signal at its default action, whatever the driver's own starter
+    /// ignored ([`super::default_signal_actions`]).
     pub fn command(&self) -> std::process::Command {
         let mut cmd = std::process::Command::new(&self.program);
         cmd.args(&self.args)
@@ -178,6 +181,14 @@ impl Invocation {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // SAFETY: default_signal_actions only calls sigaction, which is async-signal-safe, and
+        // allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                super::default_signal_actions();
+                Ok(())
+            });
+        }
         cmd
     }
 

@@ -13,6 +13,7 @@ mod pf;
 mod rctl;
 mod route;
 mod shm;
+mod signals;
 mod sysctl;
 mod zfs;
 
@@ -20,6 +21,7 @@ pub use ifconfig::IfaceInfo;
 pub use jail::{Invocation, JailParams, JexecSpec};
 pub use mount::MountEntry;
 pub use rctl::{RctlAction, RctlResource, RctlRule, ResourceUsage};
+pub use signals::default_signal_actions;
 pub use zfs::{DatasetEntry, Listed, MountState};
 
 /// The parsers of the tools' output, public so that the fuzz targets (`fuzz/`) reach the very

@@ -152,25 +152,35 @@ fn start_exec_stop_destroy_a_pot() {
     assert!(text(&again.stderr).contains("was not created by this driver"));
 }
 
-/// The task starts with the default signal dispositions, whatever its starter ignored. A
-/// potctl run in the background from a script (where `&` ignores SIGINT) passed an ignored
-/// SIGINT on to its task, which no trap can catch: every stop ended in SIGKILL.
+/// A task, and a command run in its pot, start with the default signal dispositions, whatever
+/// their starter ignored. A potctl run in the background from a script (where `&` ignores
+/// SIGINT) passed an ignored SIGINT on to its task, which no trap can catch: every stop ended
+/// in SIGKILL.
 #[test]
 fn a_task_answers_signals_that_potctl_ignored() {
     let (sim, image) = sim_with_image();
     let job = looping_job(&sim, "");
-    // sh makes the dispositions; exec keeps the ignored ones.
-    let out = Command::new("/bin/sh")
-        .args(["-c", "trap '' INT TERM; exec \"$@\"", "sh", POTCTL, "--sim"])
-        .arg(&sim.dir)
-        .args(["--json", "start", job.to_str().unwrap(), "--image", &image])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = potctl_ignoring_int(
+        &sim,
+        &["--json", "start", job.to_str().unwrap(), "--image", &image],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let started: Json = serde_json::from_slice(&out.stdout).unwrap();
     let pot = started["pot"].as_str().unwrap().to_string();
     let stdout = wait_for_up(&started);
+    let exec = potctl_ignoring_int(
+        &sim,
+        &[
+            "exec",
+            &pot,
+            "--",
+            "/bin/sh",
+            "-c",
+            "kill -INT $$; echo survived",
+        ],
+    );
+    assert_eq!(exec.status.code(), Some(128 + 2), "{}", text(&exec.stderr));
+    assert_eq!(text(&exec.stdout), "");
     assert_eq!(
         ok(&sim, &["stop", &pot]),
         format!("stopped pot {pot}: the task exited with 0\n")
@@ -178,6 +188,17 @@ fn a_task_answers_signals_that_potctl_ignored() {
     assert_eq!(std::fs::read_to_string(&stdout).unwrap(), "up\nbye INT\n");
     ok(&sim, &["destroy", &pot]);
     sim.assert_clean("after the task's stop and destroy");
+}
+
+/// potctl `args`, started with SIGINT and SIGTERM ignored: sh sets them so, and exec keeps them.
+fn potctl_ignoring_int(sim: &SimHost, args: &[&str]) -> std::process::Output {
+    Command::new("/bin/sh")
+        .args(["-c", "trap '' INT TERM; exec \"$@\"", "sh", POTCTL, "--sim"])
+        .arg(&sim.dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// The stdout file of the looping task `started`, once the task has said "up": its traps are

@@ -9,8 +9,8 @@ use crate::engine::state::{EXIT_FILE, ExitInfo, PIDS_FILE, Pids, SHIM_PID_FILE, 
 use crate::engine::status::{self, State};
 use crate::engine::supervisor;
 use crate::engine::{Engine, EngineError};
-use crate::host::JexecSpec;
-use nix::sys::signal::{SigHandler, Signal, kill};
+use crate::host::{JexecSpec, default_signal_actions};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::path::Path;
 use std::process::Stdio;
@@ -233,22 +233,6 @@ fn human_bytes(bytes: u64) -> String {
         .find(|(shift, _)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
         .map_or((bytes, "bytes"), |(shift, unit)| (bytes >> shift, unit));
     format!("{amount} {unit}")
-}
-
-/// Every signal back to its default action, in the forked supervisor before its exec. exec keeps
-/// ignored signals ignored, and a shell started with a signal ignored cannot even trap it: a
-/// plugin or potctl started with SIGINT ignored (`&` in a script does that) gave its tasks an
-/// ignored SIGINT, Nomad's default kill signal, and every stop ended in SIGKILL. std clears the
-/// signal mask of a child itself.
-fn default_signal_actions() {
-    for signal in Signal::iterator() {
-        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
-            continue;
-        }
-        // SAFETY: SIG_DFL installs no handler, so no code of ours runs on a signal; sigaction
-        // is async-signal-safe. A signal the system refuses to change keeps its action.
-        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
-    }
 }
 
 #[cfg(test)]
