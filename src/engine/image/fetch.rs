@@ -25,6 +25,11 @@ const MAX_REDIRECTS: usize = 5;
 /// What the download side hands the decoding side: data, or why there will be no more.
 pub(super) type Chunk = Result<Bytes, String>;
 
+/// The largest chunk a download yields: hyper reads into a buffer that grows to about 400 KiB
+/// when the socket keeps it full, and the import's channel holds up to 64 chunks, so chunks
+/// that large could hold 25 MiB of the image in memory. hyper's floor is 8 KiB.
+const MAX_CHUNK: usize = 64 << 10;
+
 pub(super) struct Http<'a> {
     image: &'a ImageRef,
     policy: &'a ImagePolicy,
@@ -46,7 +51,8 @@ impl<'a> Http<'a> {
     pub fn new(image: &'a ImageRef, policy: &'a ImagePolicy) -> Result<Http<'a>, EngineError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(policy.connect_timeout));
-        let builder = Client::builder(TokioExecutor::new());
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.http1_max_buf_size(MAX_CHUNK);
         let transport = if image.is_https() {
             let system = SystemStore::from_env(|name| std::env::var_os(name));
             let trust = Trust::load(&system, policy.ca_file.as_deref())

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Chunks in flight between the download and the decoder (hyper's chunks are ≤ 16 KiB or so).
+/// Chunks in flight between the download and the decoder, each at most `fetch::MAX_CHUNK`.
 const CHANNEL_CHUNKS: usize = 64;
 /// The decoder's input buffer. liblzma's reader defaults to 8 KiB, and each refill is a call
 /// into the multi-threaded decoder, which takes its lock and signals its workers.
